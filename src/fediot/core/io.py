@@ -1,0 +1,71 @@
+"""Feature tables on disk: Parquet or CSV with the N-BaIoT header, written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from fediot.core.catalog import FEATURE_NAMES
+from fediot.core.errors import FediotError
+
+FEATURE_FORMATS = ("parquet", "csv")
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """A temporary path beside ``target`` that replaces it only if the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def format_from_suffix(path: Path) -> str:
+    """``parquet`` or ``csv`` from a file name; an error naming the file otherwise."""
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix in ("parquet", "pq"):
+        return "parquet"
+    if suffix == "csv":
+        return "csv"
+    raise FediotError(f"{path}: unknown feature file type {path.suffix!r}; use .parquet or .csv")
+
+
+def features_to_arrow(rows: npt.NDArray[np.floating]) -> pa.Table:
+    """An Arrow table with the 115 N-BaIoT column names."""
+    x = np.asarray(rows, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
+        raise FediotError(f"feature rows must be n × {len(FEATURE_NAMES)}, got {x.shape}")
+    return pa.table({name: x[:, i] for i, name in enumerate(FEATURE_NAMES)})
+
+
+def write_features(path: Path, rows: npt.NDArray[np.floating], file_format: str | None = None
+                   ) -> Path:
+    """Write feature rows to ``path`` (Parquet or CSV, by ``file_format`` or the suffix)."""
+    path = Path(path)
+    fmt = file_format or format_from_suffix(path)
+    if fmt not in FEATURE_FORMATS:
+        raise FediotError(f"unknown feature format {fmt!r}; use one of {FEATURE_FORMATS}")
+    table = features_to_arrow(rows)
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            pq.write_table(table, tmp, compression="zstd")
+        else:
+            # N-BaIoT's header is unquoted; Arrow would quote it
+            with tmp.open("wb") as f:
+                f.write((",".join(FEATURE_NAMES) + "\n").encode())
+                pa_csv.write_csv(table, f, pa_csv.WriteOptions(include_header=False))
+    return path

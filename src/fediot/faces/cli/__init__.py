@@ -1,0 +1,1 @@
+"""The ``fediot`` command line: one module per command group, all registered on :mod:`.app`."""

@@ -1,0 +1,54 @@
+"""``fediot extract``: a capture file → the 115 N-BaIoT features per packet."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from fediot.core.errors import FediotError
+from fediot.core.features.extractor import ExtractorOptions, extract_features
+from fediot.core.features.pcap import read_capture
+from fediot.core.io import format_from_suffix, write_features
+from fediot.faces.cli.app import app, console, fail
+
+
+@app.command()
+def extract(
+    capture: Annotated[Path, typer.Argument(help="pcap or pcapng file")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="features.parquet or .csv")],
+    first_jitter: Annotated[
+        str, typer.Option(help="'epoch' (N-BaIoT) or 'zero' for a new channel's first jitter")
+    ] = "epoch",
+    allow_truncated: Annotated[
+        bool, typer.Option(help="keep the packets before a truncated final record")
+    ] = False,
+) -> None:
+    """Compute the 115 N-BaIoT features of every packet of CAPTURE."""
+    try:
+        options = ExtractorOptions(first_jitter=first_jitter)
+        format_from_suffix(output)
+        started = time.perf_counter()
+        with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            reading = progress.add_task("reading", total=None)
+            result = read_capture(capture, allow_truncated=allow_truncated,
+                                  progress=lambda n: progress.advance(reading, n))
+            progress.update(reading, total=len(result.packets), completed=len(result.packets))
+            task = progress.add_task("features", total=len(result.packets))
+            rows = extract_features(result.packets, options=options,
+                                    progress=lambda n: progress.advance(task, n))
+        write_features(output, rows)
+    except FediotError as error:
+        raise fail(str(error)) from None
+    elapsed = time.perf_counter() - started
+    summary = Table(title=f"{capture.name} → {output}", show_header=False)
+    summary.add_row("packets", f"{len(rows):,}")
+    summary.add_row("capture", result.summary())
+    summary.add_row("features", f"{rows.shape[1]} columns ({options.first_jitter} first jitter)")
+    summary.add_row("time", f"{elapsed:.2f} s")
+    console.print(summary)

@@ -1,0 +1,14 @@
+"""Entry point of the ``fediot`` command: imports every command module so it registers."""
+
+from __future__ import annotations
+
+from fediot.faces.cli import extract  # noqa: F401  (registers `fediot extract`)
+from fediot.faces.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Shared test fixtures: where the shared real data lives (``../shared`` beside the repo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FEDIOT_SHARED", REPO.parent / "shared"))
+
+
+def _shared_path(relative: str) -> Path:
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"shared test data not found: {path} (set FEDIOT_SHARED to the shared folder)")
+    return path
+
+
+@pytest.fixture
+def nbaiot_dir() -> Path:
+    """``shared/data/nbaiot``: three real N-BaIoT files, feature names, official metadata."""
+    return _shared_path("data/nbaiot")
+
+
+@pytest.fixture
+def real_pcap() -> Path:
+    """``shared/data/pcap/kitsune_mirai_first2000.pcap``: 2,000 real IoT-camera packets."""
+    return _shared_path("data/pcap/kitsune_mirai_first2000.pcap")
