@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from fediot.core.errors import FediotError
@@ -33,12 +33,12 @@ def extract(
         options = ExtractorOptions(first_jitter=first_jitter)
         format_from_suffix(output)
         started = time.perf_counter()
-        with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=True) as progress:
-            reading = progress.add_task("reading", total=None)
+        with Progress(*Progress.get_default_columns()[:1], BarColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            size = capture.stat().st_size if capture.is_file() else None
+            reading = progress.add_task("reading", total=size)
             result = read_capture(capture, allow_truncated=allow_truncated,
-                                  progress=lambda n: progress.advance(reading, n))
-            progress.update(reading, total=len(result.packets), completed=len(result.packets))
+                                  progress=lambda done: progress.update(reading, completed=done))
             task = progress.add_task("features", total=len(result.packets))
             rows = extract_features(result.packets, options=options,
                                     progress=lambda n: progress.advance(task, n))

@@ -1,0 +1,451 @@
+"""Run configuration: the FedIoT seed's YAML (``fedml_config.yaml``) with every key checked.
+
+The file keeps the seed's sections and key names so existing configs read unchanged; keys the
+seed had but we have no use for are accepted only where they are harmless and listed in
+``IGNORED_KEYS`` (each with the reason). Every other key is honoured or rejected: an unknown
+key, a wrong type or an impossible value is one :class:`ConfigError` naming ``section.key``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fediot.core.catalog import DEVICES
+from fediot.core.errors import FediotError
+
+
+class ConfigError(FediotError):
+    """A configuration key is unknown, of the wrong type or impossible."""
+
+
+@dataclass(frozen=True)
+class CommonArgs:
+    """``common_args``.
+
+    Parameters
+    ----------
+    training_type
+        ``simulation`` (one machine) or ``cross_silo`` (real server and devices). Default
+        ``simulation``.
+    random_seed
+        Seeds data caps, client sampling, weight initialisation and shuffling. Default 0.
+    """
+
+    training_type: str = "simulation"
+    random_seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataArgs:
+    """``data_args``.
+
+    Parameters
+    ----------
+    dataset
+        ``testbed`` (the embedded simulated devices, default) or ``N-BaIoT`` (real data at
+        ``data_cache_dir``, in the UCI, Kaggle or testbed layout).
+    data_cache_dir
+        Where the real N-BaIoT lies (``N-BaIoT``) or where the testbed is cached (``testbed``;
+        empty means the user cache). Default ``""``.
+    testbed_scale
+        Size of the generated testbed (1.0: ≥ 20 k benign rows per device). Default 1.0.
+    split
+        Train / threshold ("opt") / benign-test fractions of each device's benign rows, in time
+        order. Default thirds, as in N-BaIoT.
+    attack_cap
+        At most this many rows per attack class and device (a seeded subset kept in time
+        order); 0 keeps all. Default 0.
+    virtual_devices_per_device
+        Split each device's data into this many virtual devices (consecutive blocks). Default 1.
+    """
+
+    dataset: str = "testbed"
+    data_cache_dir: str = ""
+    testbed_scale: float = 1.0
+    split: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
+    attack_cap: int = 0
+    virtual_devices_per_device: int = 1
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """``model_args``.
+
+    Parameters
+    ----------
+    model
+        Only ``autoencoder`` (115 → 86 → 58 → 38 → 29 and back). Default ``autoencoder``.
+    """
+
+    model: str = "autoencoder"
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """``train_args``.
+
+    Parameters
+    ----------
+    federated_optimizer
+        ``FedAvg`` (default), ``FedProx`` or ``FedAdam``.
+    client_num_in_total
+        Devices taking part (the first N of the catalogue, or of the virtual devices). Default 9.
+    client_num_per_round
+        Devices sampled each round (any subset, seeded). Default 9.
+    comm_round
+        Federated rounds. Default 10.
+    epochs
+        Local epochs per round. Default 1.
+    batch_size
+        Local mini-batch size. Default 64.
+    client_optimizer
+        ``adam`` (default) or ``sgd``.
+    learning_rate
+        Client learning rate at round 1. Default 0.001.
+    weight_decay
+        Client L2 penalty. Default 0.0.
+    lr_schedule
+        Cross-round schedule of the client learning rate: ``constant``, ``cosine`` (default;
+        decays to ``lr_min_factor`` × the start value at the last round) or ``step``
+        (× ``lr_step_gamma`` every ``lr_step_rounds`` rounds).
+    lr_min_factor, lr_step_gamma, lr_step_rounds
+        Schedule parameters. Defaults 0.1, 0.5, 5.
+    proximal_mu
+        FedProx's μ. Default 0.01 (used only by FedProx).
+    server_learning_rate, server_beta_1, server_beta_2, server_tau
+        FedAdam's server optimiser. Defaults 0.01, 0.9, 0.99, 1e-3.
+    """
+
+    federated_optimizer: str = "FedAvg"
+    client_num_in_total: int = 9
+    client_num_per_round: int = 9
+    comm_round: int = 10
+    epochs: int = 1
+    batch_size: int = 64
+    client_optimizer: str = "adam"
+    learning_rate: float = 0.001
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    lr_min_factor: float = 0.1
+    lr_step_gamma: float = 0.5
+    lr_step_rounds: int = 5
+    proximal_mu: float = 0.01
+    server_learning_rate: float = 0.01
+    server_beta_1: float = 0.9
+    server_beta_2: float = 0.99
+    server_tau: float = 1e-3
+
+
+@dataclass(frozen=True)
+class ValidationArgs:
+    """``validation_args``.
+
+    Parameters
+    ----------
+    frequency_of_the_test
+        Evaluate the global model every this many rounds (and always after the last).
+        0 evaluates only at the end. Default 0.
+    """
+
+    frequency_of_the_test: int = 0
+
+
+@dataclass(frozen=True)
+class DetectionArgs:
+    """``detection_args`` (ours: how scores become verdicts).
+
+    Parameters
+    ----------
+    threshold_k
+        Threshold = mean + k·std of the benign threshold-split errors. Default 3.0.
+    threshold_mode
+        ``global`` (one threshold for all devices, pooled from every device's statistics),
+        ``per_device`` (each device's own statistics; default) or ``quantile``.
+    threshold_quantile
+        With ``quantile``: the pooled benign-error quantile. Default 0.999.
+    window
+        Majority vote over this many consecutive rows (N-BaIoT's ws); 1 disables. Default 21.
+    """
+
+    threshold_k: float = 3.0
+    threshold_mode: str = "per_device"
+    threshold_quantile: float = 0.999
+    window: int = 21
+
+
+@dataclass(frozen=True)
+class DeviceArgs:
+    """``device_args``.
+
+    Parameters
+    ----------
+    worker_num
+        Parallel client processes in simulation. Default 1.
+    using_gpu
+        Train on a CUDA GPU when one is present (falls back to the CPU, with a warning).
+        Default false.
+    """
+
+    worker_num: int = 1
+    using_gpu: bool = False
+
+
+@dataclass(frozen=True)
+class CommArgs:
+    """``comm_args``.
+
+    Parameters
+    ----------
+    backend
+        ``inprocess`` (default): this machine, clients in-process or in worker processes.
+        The seed's ``MPI`` is accepted as a synonym of ``inprocess``.
+    """
+
+    backend: str = "inprocess"
+
+
+@dataclass(frozen=True)
+class TrackingArgs:
+    """``tracking_args``.
+
+    Parameters
+    ----------
+    log_file_dir
+        Parent folder of run folders. Default ``./runs``.
+    run_name
+        Name of the run folder (default: time stamp + dataset + optimiser).
+    """
+
+    log_file_dir: str = "./runs"
+    run_name: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run configuration; see each section's class for its keys and defaults."""
+
+    common_args: CommonArgs = field(default_factory=CommonArgs)
+    data_args: DataArgs = field(default_factory=DataArgs)
+    model_args: ModelArgs = field(default_factory=ModelArgs)
+    train_args: TrainArgs = field(default_factory=TrainArgs)
+    validation_args: ValidationArgs = field(default_factory=ValidationArgs)
+    detection_args: DetectionArgs = field(default_factory=DetectionArgs)
+    device_args: DeviceArgs = field(default_factory=DeviceArgs)
+    comm_args: CommArgs = field(default_factory=CommArgs)
+    tracking_args: TrackingArgs = field(default_factory=TrackingArgs)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (YAML-ready)."""
+        out: dict[str, dict[str, Any]] = {}
+        for section in fields(self):
+            values = dataclasses.asdict(getattr(self, section.name))
+            out[section.name] = {k: list(v) if isinstance(v, tuple) else v
+                                 for k, v in values.items()}
+        return out
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """A copy with ``{"section.key": value}`` applied and the whole result re-checked."""
+        raw = self.to_dict()
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition(".")
+            if section not in raw or not key:
+                raise ConfigError(f"{dotted}: not a section.key of the configuration")
+            raw[section][key] = value
+        return parse_config(raw, source="overrides")
+
+
+IGNORED_KEYS: dict[str, str] = {
+    "common_args.scenario": "only horizontal federated learning exists here",
+    "common_args.using_mlops": "there is no hosted MLOps; tracking is local",
+    "common_args.config_version": "informational",
+    "environment_args.bootstrap": "setup is scripts/setup.sh",
+    "data_args.partition_method": "a device's data is its own traffic (naturally non-IID)",
+    "data_args.partition_alpha": "a device's data is its own traffic (naturally non-IID)",
+    "model_args.model_file_cache_folder": "models are written to the run folder",
+    "model_args.global_model_file_path": "models are written to the run folder",
+    "train_args.client_id_list": "devices are chosen by client_num_in_total",
+    "device_args.gpu_mapping_file": "one process uses at most one GPU",
+    "device_args.gpu_mapping_key": "one process uses at most one GPU",
+    "comm_args.is_mobile": "not used",
+    "comm_args.mqtt_config_path": "weights never travel through a third-party broker",
+    "comm_args.s3_config_path": "weights never travel through a third-party store",
+    "tracking_args.enable_wandb": "only false is accepted: tracking is local",
+    "tracking_args.wandb_key": "no hosted tracking",
+    "tracking_args.wandb_project": "no hosted tracking",
+    "tracking_args.wandb_name": "no hosted tracking",
+}
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "common_args.training_type": ("simulation", "cross_silo"),
+    "data_args.dataset": ("testbed", "N-BaIoT"),
+    "model_args.model": ("autoencoder",),
+    "train_args.federated_optimizer": ("FedAvg", "FedProx", "FedAdam"),
+    "train_args.client_optimizer": ("adam", "sgd"),
+    "train_args.lr_schedule": ("constant", "cosine", "step"),
+    "detection_args.threshold_mode": ("global", "per_device", "quantile"),
+    "comm_args.backend": ("inprocess", "MPI"),
+}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` as the annotated type, or a ConfigError naming ``where``."""
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(annotation) is tuple:
+        items = typing.get_args(annotation)
+        if isinstance(value, list | tuple) and len(value) == len(items):
+            return tuple(_coerce(v, t, f"{where}[{i}]")
+                         for i, (v, t) in enumerate(zip(value, items, strict=True)))
+        raise ConfigError(f"{where}: expected a list of {len(items)} numbers, got {value!r}")
+    else:  # pragma: no cover - only the types above are used
+        raise TypeError(f"unsupported annotation {annotation!r}")
+    name = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
+
+
+def _section_types() -> dict[str, type[Any]]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in fields(Config)}
+
+
+def parse_config(raw: Any, source: str = "config") -> Config:
+    """Check and convert a nested dict (as read from YAML) into a :class:`Config`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    sections = _section_types()
+    built: dict[str, Any] = {}
+    for section_name, values in raw.items():
+        if section_name == "environment_args":
+            for key in (values or {}):
+                if f"environment_args.{key}" not in IGNORED_KEYS:
+                    raise ConfigError(f"{source}: unknown key environment_args.{key}")
+            continue
+        if section_name not in sections:
+            raise ConfigError(
+                f"{source}: unknown section {section_name!r}; expected one of {sorted(sections)}"
+            )
+        section_type = sections[section_name]
+        hints = typing.get_type_hints(section_type)
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: {section_name} must be a mapping of keys")
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            dotted = f"{section_name}.{key}"
+            if key not in hints:
+                if dotted in IGNORED_KEYS:
+                    if dotted == "tracking_args.enable_wandb" and value:
+                        raise ConfigError(f"{source}: {dotted}: hosted tracking is not supported")
+                    continue
+                raise ConfigError(f"{source}: unknown key {dotted}")
+            kwargs[key] = _coerce(value, hints[key], f"{source}: {dotted}")
+        built[section_name] = section_type(**kwargs)
+    config = Config(**built)
+    _check(config, source)
+    return config
+
+
+def _check(config: Config, source: str) -> None:
+    """Cross-key checks: choices, ranges, and impossible combinations."""
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}: {message}")
+
+    flat = {f"{s}.{k}": v for s, d in config.to_dict().items() for k, v in d.items()}
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise fail(key, f"must be one of {list(choices)}, got {flat[key]!r}")
+    t, d, dv = config.train_args, config.data_args, config.device_args
+    positive = {
+        "train_args.client_num_in_total": t.client_num_in_total,
+        "train_args.client_num_per_round": t.client_num_per_round,
+        "train_args.comm_round": t.comm_round,
+        "train_args.epochs": t.epochs,
+        "train_args.batch_size": t.batch_size,
+        "train_args.lr_step_rounds": t.lr_step_rounds,
+        "device_args.worker_num": dv.worker_num,
+        "data_args.virtual_devices_per_device": d.virtual_devices_per_device,
+        "detection_args.window": config.detection_args.window,
+        "train_args.learning_rate": t.learning_rate,
+        "train_args.server_learning_rate": t.server_learning_rate,
+        "train_args.server_tau": t.server_tau,
+        "data_args.testbed_scale": d.testbed_scale,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise fail(key, f"must be > 0, got {value}")
+    non_negative = {
+        "train_args.weight_decay": t.weight_decay,
+        "train_args.proximal_mu": t.proximal_mu,
+        "data_args.attack_cap": d.attack_cap,
+        "validation_args.frequency_of_the_test": config.validation_args.frequency_of_the_test,
+        "detection_args.threshold_k": config.detection_args.threshold_k,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise fail(key, f"must be ≥ 0, got {value}")
+    for key, value in {"train_args.lr_min_factor": t.lr_min_factor,
+                       "train_args.lr_step_gamma": t.lr_step_gamma,
+                       "train_args.server_beta_1": t.server_beta_1,
+                       "train_args.server_beta_2": t.server_beta_2,
+                       "detection_args.threshold_quantile":
+                           config.detection_args.threshold_quantile}.items():
+        if not 0 < value <= 1:
+            raise fail(key, f"must be in (0, 1], got {value}")
+    if any(f <= 0 for f in d.split) or abs(sum(d.split) - 1) > 1e-6:
+        raise fail("data_args.split", f"three positive fractions summing to 1, got {d.split}")
+    available = len(DEVICES) * d.virtual_devices_per_device
+    if t.client_num_in_total > available:
+        raise fail("train_args.client_num_in_total",
+                   f"{t.client_num_in_total} > {available} devices available "
+                   f"({len(DEVICES)} × virtual_devices_per_device "
+                   f"{d.virtual_devices_per_device})")
+    if t.client_num_per_round > t.client_num_in_total:
+        raise fail("train_args.client_num_per_round",
+                   f"{t.client_num_per_round} > client_num_in_total {t.client_num_in_total}")
+    if dv.worker_num > t.client_num_in_total:
+        raise fail("device_args.worker_num",
+                   f"{dv.worker_num} workers > client_num_in_total {t.client_num_in_total}")
+    if d.dataset == "N-BaIoT" and not d.data_cache_dir:
+        raise fail("data_args.data_cache_dir", "required for dataset N-BaIoT (the data's folder)")
+
+
+def load_config(path: Path) -> Config:
+    """Read and check a YAML configuration file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such configuration file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{line} not valid YAML ({error})") from None
+    return parse_config(raw, source=str(path))
+
+
+def dump_config(config: Config) -> str:
+    """The resolved configuration as YAML (what a run folder records)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+_ = types  # keep import for mypy's union handling on older Pythons
