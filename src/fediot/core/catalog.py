@@ -93,6 +93,8 @@ class Device:
         Folder name in the UCI layout, e.g. ``Danmini_Doorbell``.
     kind
         ``doorbell``, ``thermostat``, ``baby_monitor``, ``camera`` or ``webcam``.
+    label
+        A short human name for tables, e.g. ``Danmini doorbell``.
     has_mirai
         False for the two devices N-BaIoT could not infect with Mirai (Ennio, Samsung).
     """
@@ -100,6 +102,7 @@ class Device:
     uci_id: int
     name: str
     kind: str
+    label: str
     has_mirai: bool = True
 
     @property
@@ -111,15 +114,15 @@ class Device:
 
 
 DEVICES: Final[tuple[Device, ...]] = (
-    Device(1, "Danmini_Doorbell", "doorbell"),
-    Device(2, "Ecobee_Thermostat", "thermostat"),
-    Device(3, "Ennio_Doorbell", "doorbell", has_mirai=False),
-    Device(4, "Philips_B120N10_Baby_Monitor", "baby_monitor"),
-    Device(5, "Provision_PT_737E_Security_Camera", "camera"),
-    Device(6, "Provision_PT_838_Security_Camera", "camera"),
-    Device(7, "Samsung_SNH_1011_N_Webcam", "webcam", has_mirai=False),
-    Device(8, "SimpleHome_XCS7_1002_WHT_Security_Camera", "camera"),
-    Device(9, "SimpleHome_XCS7_1003_WHT_Security_Camera", "camera"),
+    Device(1, "Danmini_Doorbell", "doorbell", "Danmini doorbell"),
+    Device(2, "Ecobee_Thermostat", "thermostat", "Ecobee thermostat"),
+    Device(3, "Ennio_Doorbell", "doorbell", "Ennio doorbell", has_mirai=False),
+    Device(4, "Philips_B120N10_Baby_Monitor", "baby_monitor", "Philips baby monitor"),
+    Device(5, "Provision_PT_737E_Security_Camera", "camera", "Provision 737E camera"),
+    Device(6, "Provision_PT_838_Security_Camera", "camera", "Provision 838 camera"),
+    Device(7, "Samsung_SNH_1011_N_Webcam", "webcam", "Samsung webcam", has_mirai=False),
+    Device(8, "SimpleHome_XCS7_1002_WHT_Security_Camera", "camera", "SimpleHome 1002 camera"),
+    Device(9, "SimpleHome_XCS7_1003_WHT_Security_Camera", "camera", "SimpleHome 1003 camera"),
 )
 
 
@@ -129,6 +132,16 @@ def device_by_id(uci_id: int) -> Device:
         if device.uci_id == uci_id:
             return device
     raise KeyError(f"no N-BaIoT device {uci_id}; valid ids are 1–{len(DEVICES)}")
+
+
+def client_label(client_id: str) -> str:
+    """A table label for a client id: ``Danmini_Doorbell#2`` → ``Danmini doorbell #2``."""
+    name, sep, part = client_id.partition("#")
+    try:
+        label = device_by_name(name).label
+    except KeyError:
+        return client_id
+    return f"{label} #{part}" if sep else label
 
 
 def device_by_name(name: str) -> Device:

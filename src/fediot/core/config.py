@@ -9,7 +9,6 @@ key, a wrong type or an impossible value is one :class:`ConfigError` naming ``se
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -56,6 +55,8 @@ class DataArgs:
         empty means the user cache). Default ``""``.
     testbed_scale
         Size of the generated testbed (1.0: ≥ 20 k benign rows per device). Default 1.0.
+    testbed_seed
+        Seed of the generated testbed (the data, not the training). Default 0.
     split
         Train / threshold ("opt") / benign-test fractions of each device's benign rows, in time
         order. Default thirds, as in N-BaIoT.
@@ -69,6 +70,7 @@ class DataArgs:
     dataset: str = "testbed"
     data_cache_dir: str = ""
     testbed_scale: float = 1.0
+    testbed_seed: int = 0
     split: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
     attack_cap: int = 0
     virtual_devices_per_device: int = 1
@@ -448,4 +450,3 @@ def dump_config(config: Config) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
-_ = types  # keep import for mypy's union handling on older Pythons

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from fediot.faces.cli import extract  # noqa: F401  (registers `fediot extract`)
+from fediot.faces.cli import (  # noqa: F401  (each module registers its commands)
+    data,
+    extract,
+    nbaiot,
+    simulate,
+)
 from fediot.faces.cli.app import app
 
 

@@ -1,0 +1,168 @@
+"""What travels between a device and the server: tasks out, reports back.
+
+Only model weights and summable statistics travel; no feature row ever leaves a device. Every
+message is a frozen dataclass of NumPy arrays and plain numbers, so any engine can carry it
+(pickled between processes, or as Flower records).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fediot.core.metrics import ClassCounts
+from fediot.core.model import ErrorStats, ScalerStats
+
+Weights = list[npt.NDArray[np.float32]]
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """The global model as a device needs it: weights plus the pooled scaler statistics.
+
+    Parameters
+    ----------
+    weights
+        Autoencoder weights, float32 arrays in :func:`~fediot.core.model.get_weights` order.
+    scaler
+        Pooled :class:`~fediot.core.model.ScalerStats` of all devices' training rows; every
+        device derives the same feature scaler from it.
+    """
+
+    weights: Weights
+    scaler: ScalerStats
+
+
+@dataclass(frozen=True)
+class FitTask:
+    """Train locally from the global model.
+
+    Parameters
+    ----------
+    model
+        The current global :class:`ModelState`.
+    server_round
+        1-based round number (seeds the device's shuffling together with ``seed``).
+    learning_rate, epochs, batch_size, optimizer, weight_decay
+        Local training settings for this round.
+    proximal_mu
+        FedProx's μ (0 for plain local training).
+    seed
+        The run's seed.
+    """
+
+    model: ModelState
+    server_round: int
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    proximal_mu: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SystemStats:
+    """What a device spent on a task.
+
+    Parameters
+    ----------
+    wall_seconds, cpu_seconds
+        Time of the task on the device (wall clock, process CPU).
+    peak_rss_bytes
+        The device process's peak resident memory so far.
+    """
+
+    wall_seconds: float
+    cpu_seconds: float
+    peak_rss_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"wall_seconds": self.wall_seconds, "cpu_seconds": self.cpu_seconds,
+                "peak_rss_bytes": self.peak_rss_bytes}
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """A device's training result.
+
+    Parameters
+    ----------
+    client_id
+        The device that trained.
+    weights
+        Its locally trained weights.
+    num_examples
+        True number of training rows (FedAvg weights by this, not by batch count).
+    mean_loss
+        Mean training loss over the round's last epoch.
+    system
+        Time and memory spent.
+    """
+
+    client_id: str
+    weights: Weights
+    num_examples: int
+    mean_loss: float
+    system: SystemStats
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    """Score the threshold ("opt") split with the global model."""
+
+    model: ModelState
+
+
+@dataclass(frozen=True)
+class EvaluateTask:
+    """Score the test splits and count verdicts.
+
+    Parameters
+    ----------
+    model
+        The global model.
+    threshold
+        The threshold this device applies (global or its own).
+    window
+        Majority-vote window over consecutive rows (1: no vote).
+    """
+
+    model: ModelState
+    threshold: float
+    window: int = 1
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """A device's test verdicts, as counts and histograms only.
+
+    Parameters
+    ----------
+    client_id
+        The device.
+    counts
+        Flagged / total rows per traffic class, row by row.
+    counts_window
+        The same after the window vote.
+    benign_errors, attack_errors
+        Summable error statistics (with histograms) of the benign-test and attack rows, for
+        ROC curves and score plots without the scores themselves.
+    threshold, window
+        What was applied.
+    system
+        Time and memory spent.
+    """
+
+    client_id: str
+    counts: ClassCounts
+    counts_window: ClassCounts
+    benign_errors: ErrorStats
+    attack_errors: ErrorStats
+    threshold: float
+    window: int
+    system: SystemStats = field(compare=False)

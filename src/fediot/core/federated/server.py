@@ -1,0 +1,234 @@
+"""The server side of FedDetect: the run's phases, over any pool of devices.
+
+Phases: (1) pooled feature scaler from every device's sums; (2) ``comm_round`` rounds of
+sampled local training and aggregation; (3) thresholds from every device's error statistics;
+(4) evaluation from every device's verdict counts. An engine supplies the :class:`ClientPool`
+(in-process objects, worker processes, Flower nodes); the arithmetic here never changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fediot.core.catalog import N_FEATURES
+from fediot.core.config import Config
+from fediot.core.federated.evaluation import (
+    EvaluationSummary,
+    Thresholds,
+    make_thresholds,
+    summarize,
+)
+from fediot.core.federated.messages import (
+    EvaluateTask,
+    EvaluationReport,
+    FitReport,
+    FitTask,
+    ModelState,
+    ScoreTask,
+    Weights,
+)
+from fediot.core.federated.strategies import (
+    FedAvg,
+    LearningRateSchedule,
+    make_strategy,
+    sample_clients,
+)
+from fediot.core.model import ErrorStats, ScalerStats, build_autoencoder, get_weights
+
+
+class ClientPool(Protocol):
+    """Devices reachable by an engine; ``call`` runs one :class:`DeviceClient` method on each.
+
+    ``tasks`` maps client id → the method's argument (``None`` for methods without one); the
+    result maps client id → the method's return value, for every device that answered.
+    """
+
+    @property
+    def client_ids(self) -> list[str]: ...
+
+    def call(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+class RunObserver(Protocol):
+    """Receives progress: the CLI draws it, the run folder records it."""
+
+    def on_phase(self, phase: str, detail: str) -> None: ...
+
+    def on_round(self, record: RoundRecord) -> None: ...
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What happened in one training round.
+
+    Parameters
+    ----------
+    server_round
+        1-based round.
+    learning_rate
+        Client learning rate of the round.
+    clients
+        Devices sampled; ``answered`` those whose reports arrived.
+    train_loss
+        Mean local training loss, weighted by rows.
+    num_examples
+        Training rows used this round.
+    seconds
+        Wall time of the round at the server.
+    system
+        Client id → its reported system figures.
+    evaluation
+        Pooled metrics when the round was evaluated (``frequency_of_the_test``).
+    """
+
+    server_round: int
+    learning_rate: float
+    clients: list[str]
+    answered: list[str]
+    train_loss: float
+    num_examples: int
+    seconds: float
+    system: dict[str, dict[str, Any]]
+    evaluation: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.server_round, "learning_rate": self.learning_rate,
+            "clients": self.clients, "answered": self.answered, "train_loss": self.train_loss,
+            "num_examples": self.num_examples, "seconds": self.seconds, "system": self.system,
+            "evaluation": self.evaluation,
+        }
+
+
+@dataclass
+class RunResult:
+    """The outcome of a run: the global model, thresholds, history and final evaluation."""
+
+    model: ModelState
+    thresholds: Thresholds
+    evaluation: EvaluationSummary
+    reports: list[EvaluationReport]
+    history: list[RoundRecord] = field(default_factory=list)
+    threshold_stats: dict[str, ErrorStats] = field(default_factory=dict)
+
+
+class _Silent:
+    def on_phase(self, phase: str, detail: str) -> None:
+        pass
+
+    def on_round(self, record: RoundRecord) -> None:
+        pass
+
+
+class FedDetectServer:
+    """Runs FedDetect's phases for one configuration.
+
+    Parameters
+    ----------
+    config
+        The checked run configuration.
+    observer
+        Progress receiver (default: none).
+    """
+
+    def __init__(self, config: Config, observer: RunObserver | None = None) -> None:
+        self.config = config
+        self.observer: RunObserver = observer or _Silent()
+        t = config.train_args
+        self.strategy: FedAvg = make_strategy(
+            t.federated_optimizer, proximal_mu=t.proximal_mu,
+            server_learning_rate=t.server_learning_rate, beta_1=t.server_beta_1,
+            beta_2=t.server_beta_2, tau=t.server_tau,
+        )
+        self.schedule = LearningRateSchedule(
+            initial=t.learning_rate, kind=t.lr_schedule, total_rounds=t.comm_round,
+            min_factor=t.lr_min_factor, gamma=t.lr_step_gamma, step_rounds=t.lr_step_rounds,
+        )
+
+    # phase 1
+    def fit_scaler(self, pool: ClientPool) -> ScalerStats:
+        """Pool every device's training-row sums into the global scaler statistics."""
+        self.observer.on_phase("scaler", f"{len(pool.client_ids)} devices")
+        stats: dict[str, ScalerStats] = pool.call("scaler_stats",
+                                                  dict.fromkeys(pool.client_ids))
+        return ScalerStats.pool(stats[c] for c in sorted(stats))
+
+    def initial_weights(self) -> Weights:
+        """The seeded initial autoencoder weights."""
+        return get_weights(build_autoencoder(N_FEATURES, seed=self.config.common_args.random_seed))
+
+    # phase 2
+    def train_round(self, pool: ClientPool, model: ModelState, server_round: int) -> tuple[
+        ModelState, RoundRecord
+    ]:
+        """One round: sample devices, train locally, aggregate."""
+        started = time.perf_counter()
+        t = self.config.train_args
+        chosen = sample_clients(pool.client_ids, t.client_num_per_round,
+                                self.config.common_args.random_seed, server_round)
+        lr = self.schedule.at(server_round)
+        task = FitTask(model=model, server_round=server_round, learning_rate=lr,
+                       epochs=t.epochs, batch_size=t.batch_size, optimizer=t.client_optimizer,
+                       weight_decay=t.weight_decay,
+                       proximal_mu=self.strategy.client_proximal_mu(),
+                       seed=self.config.common_args.random_seed)
+        replies: dict[str, FitReport] = pool.call("fit", dict.fromkeys(chosen, task))
+        reports = [replies[c] for c in chosen if c in replies]
+        weights = self.strategy.aggregate(model.weights, reports)
+        examples = sum(r.num_examples for r in reports)
+        loss = float(sum(r.mean_loss * r.num_examples for r in reports) / max(examples, 1))
+        record = RoundRecord(
+            server_round=server_round, learning_rate=lr, clients=chosen,
+            answered=[r.client_id for r in reports], train_loss=loss, num_examples=examples,
+            seconds=time.perf_counter() - started,
+            system={r.client_id: r.system.to_dict() for r in reports},
+        )
+        return ModelState(weights, model.scaler), record
+
+    # phase 3
+    def calibrate(self, pool: ClientPool, model: ModelState) -> tuple[
+        Thresholds, dict[str, ErrorStats]
+    ]:
+        """Thresholds from every device's threshold-split error statistics."""
+        d = self.config.detection_args
+        stats: dict[str, ErrorStats] = pool.call(
+            "threshold_stats", dict.fromkeys(pool.client_ids, ScoreTask(model))
+        )
+        return make_thresholds(stats, mode=d.threshold_mode, k=d.threshold_k,
+                               quantile=d.threshold_quantile), stats
+
+    # phase 4
+    def evaluate(self, pool: ClientPool, model: ModelState,
+                 thresholds: Thresholds) -> list[EvaluationReport]:
+        """Every device scores its test rows against its threshold and reports counts."""
+        window = self.config.detection_args.window
+        tasks = {c: EvaluateTask(model, thresholds.per_device[c], window)
+                 for c in pool.client_ids}
+        reports: dict[str, EvaluationReport] = pool.call("evaluate", tasks)
+        return [reports[c] for c in pool.client_ids if c in reports]
+
+    def run(self, pool: ClientPool, eval_pool: ClientPool | None = None) -> RunResult:
+        """All four phases. ``eval_pool`` (default ``pool``) calibrates and evaluates; the
+        centralised baseline trains on a pooled client and evaluates on the real devices."""
+        eval_pool = eval_pool or pool
+        model = ModelState(self.initial_weights(), self.fit_scaler(pool))
+        history: list[RoundRecord] = []
+        every = self.config.validation_args.frequency_of_the_test
+        total = self.config.train_args.comm_round
+        for server_round in range(1, total + 1):
+            self.observer.on_phase("round", f"{server_round}/{total}")
+            model, record = self.train_round(pool, model, server_round)
+            if every and server_round % every == 0 and server_round != total:
+                thresholds, _ = self.calibrate(eval_pool, model)
+                summary = summarize(self.evaluate(eval_pool, model, thresholds))
+                record = RoundRecord(**{**record.__dict__, "evaluation": summary.pooled})
+            history.append(record)
+            self.observer.on_round(record)
+        self.observer.on_phase("threshold", f"{len(eval_pool.client_ids)} devices")
+        thresholds, stats = self.calibrate(eval_pool, model)
+        self.observer.on_phase("evaluate", f"{len(eval_pool.client_ids)} devices")
+        reports = self.evaluate(eval_pool, model, thresholds)
+        return RunResult(model, thresholds, summarize(reports), reports, history, stats)

@@ -1,0 +1,369 @@
+"""The embedded default data: every simulated capture turned into N-BaIoT feature files.
+
+:func:`build_testbed` simulates the 89 captures of N-BaIoT (nine devices; benign, five Gafgyt
+and, except for Ennio and Samsung, five Mirai attacks), runs each through the project's
+feature extractor (fresh state per capture file) and writes the *testbed layout*::
+
+    <root>/testbed.json
+    <root>/<Device.name>/benign_traffic.<ext>
+    <root>/<Device.name>/gafgyt_attacks/<attack>.<ext>
+    <root>/<Device.name>/mirai_attacks/<attack>.<ext>
+    <root>/<Device.name>/pcap/<traffic class>.pcap          (only with ``pcap=True``)
+
+``<ext>`` is ``parquet`` (float64 columns named ``FEATURE_NAMES``) or ``csv`` (header
+``FEATURE_NAMES``), written by :func:`fediot.core.io.write_features`. The manifest records the
+generator version, seed, scale, format, creation time and, per file, its relative path, device,
+traffic class, row count and SHA-256.
+
+Results are cached under a key of generator version, seed, scale, format (and ``pcap``): in
+``cache_dir``, else ``$FEDIOT_CACHE_DIR/testbed``, ``$XDG_CACHE_HOME/fediot/testbed`` or
+``~/.cache/fediot/testbed``. A dataset is built in a temporary folder beside its destination and
+renamed into place when complete, so a folder with a manifest is always whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from fediot.core.catalog import BENIGN, DEVICES, FEATURE_NAMES, N_FEATURES, device_by_id
+from fediot.core.errors import FediotError
+from fediot.core.features.extractor import extract_features
+from fediot.core.io import write_features
+from fediot.core.testbed.pcap_writer import write_pcap
+from fediot.core.testbed.simulator import GENERATOR_VERSION, packet_count, simulate_capture
+
+MANIFEST_NAME: Final[str] = "testbed.json"
+FILE_FORMATS: Final[tuple[str, ...]] = ("parquet", "csv")
+CACHE_ENV: Final[str] = "FEDIOT_CACHE_DIR"
+
+ProgressCallback = Callable[[int, int, str], None]
+"""Called after each file as ``progress(rows_done, rows_total, "<device>/<class>")``."""
+
+
+class TestbedError(FediotError):
+    """A bad testbed request (scale, format, seed, destination) or an unreadable testbed."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+
+def file_stem(traffic_class: str) -> str:
+    """Path of a class's feature file below the device folder, without extension."""
+    if traffic_class == BENIGN:
+        return "benign_traffic"
+    botnet, attack = traffic_class.split(".")
+    return f"{botnet}_attacks/{attack}"
+
+
+def cache_key(*, seed: int, scale: float, file_format: str, pcap: bool = False) -> str:
+    """Folder name of one cached testbed, e.g. ``v1-seed0-scale1-parquet``."""
+    suffix = "-pcap" if pcap else ""
+    return f"v{GENERATOR_VERSION}-seed{seed}-scale{scale:g}-{file_format}{suffix}"
+
+
+def default_cache_dir() -> Path:
+    """``$FEDIOT_CACHE_DIR/testbed``, else ``$XDG_CACHE_HOME/fediot/testbed``, else ``~/.cache``."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser() / "testbed"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "fediot" / "testbed"
+
+
+def planned_files(scale: float) -> list[tuple[int, str, int]]:
+    """(device id, traffic class, rows) of every file of a testbed at this scale."""
+    return [
+        (device.uci_id, traffic_class, packet_count(device.uci_id, traffic_class, scale))
+        for device in DEVICES
+        for traffic_class in device.traffic_classes
+    ]
+
+
+@dataclass(frozen=True)
+class TestbedDataset:
+    """A built testbed on disk.
+
+    Parameters
+    ----------
+    root
+        Its folder (holding ``testbed.json``).
+    manifest
+        The parsed manifest.
+    from_cache
+        True when :func:`build_testbed` found it already built (nothing was generated).
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    root: Path
+    manifest: Mapping[str, Any]
+    from_cache: bool = False
+
+    @property
+    def seed(self) -> int:
+        return int(self.manifest["seed"])
+
+    @property
+    def scale(self) -> float:
+        return float(self.manifest["scale"])
+
+    @property
+    def file_format(self) -> str:
+        return str(self.manifest["format"])
+
+    def entries(self) -> list[Mapping[str, Any]]:
+        """The manifest's file entries, in device then traffic-class order."""
+        return list(self.manifest["files"])
+
+    def entry(self, uci_id: int, traffic_class: str) -> Mapping[str, Any]:
+        for item in self.manifest["files"]:
+            if item["uci_id"] == uci_id and item["traffic_class"] == traffic_class:
+                return dict(item)
+        raise TestbedError(
+            f"{self.root}: no {traffic_class!r} file for device {uci_id} in this testbed"
+        )
+
+    def path(self, uci_id: int, traffic_class: str) -> Path:
+        """The feature file of one (device, class)."""
+        return self.root / str(self.entry(uci_id, traffic_class)["path"])
+
+    def rows(self, uci_id: int, traffic_class: str) -> int:
+        return int(self.entry(uci_id, traffic_class)["rows"])
+
+    def load(self, uci_id: int, traffic_class: str) -> npt.NDArray[np.float64]:
+        """The (rows, 115) float64 features of one file."""
+        return read_features(self.path(uci_id, traffic_class))
+
+
+def read_features(path: Path) -> npt.NDArray[np.float64]:
+    """A testbed feature file (parquet or csv) as a float64 (rows, 115) array."""
+    try:
+        table = pq.read_table(path) if path.suffix == ".parquet" else pa_csv.read_csv(path)
+    except (OSError, pa.ArrowException) as error:
+        raise TestbedError(f"{path}: unreadable feature file ({error})") from None
+    if tuple(table.column_names) != FEATURE_NAMES:
+        raise TestbedError(f"{path}: columns are not the {N_FEATURES} N-BaIoT feature names")
+    return np.column_stack(
+        [table.column(i).to_numpy().astype(np.float64) for i in range(N_FEATURES)]
+    ) if table.num_rows else np.empty((0, N_FEATURES))
+
+
+def open_testbed(root: Path) -> TestbedDataset:
+    """A testbed already on disk; :class:`TestbedError` if it has no valid manifest."""
+    manifest = _complete_manifest(Path(root))
+    if manifest is None:
+        raise TestbedError(f"{root}: not a complete testbed (no valid {MANIFEST_NAME})")
+    return TestbedDataset(Path(root), MappingProxyType(manifest), from_cache=True)
+
+
+def build_testbed(
+    out: Path | None = None,
+    *,
+    seed: int = 0,
+    scale: float = 1.0,
+    file_format: str = "parquet",
+    pcap: bool = False,
+    progress: ProgressCallback | None = None,
+    cache_dir: Path | None = None,
+) -> TestbedDataset:
+    """Build (or find already built) the simulated N-BaIoT dataset.
+
+    Parameters
+    ----------
+    out
+        Destination folder. None: the cache folder itself. Otherwise the dataset ends up there:
+        copied (hard-linked where possible) from the cache if it is there, else built there.
+        An existing ``out`` must be empty or hold a testbed (replaced only if incomplete).
+    seed
+        Root seed (≥ 0); every file has its own stream spawned from it.
+    scale
+        Dataset size; 1.0 gives ≥ 20,000 benign rows per device and ≥ 2,000 per attack file.
+    file_format
+        ``"parquet"`` or ``"csv"``.
+    pcap
+        Also write each capture as ``<device>/pcap/<class>.pcap``.
+    progress
+        Called after each file (see :data:`ProgressCallback`).
+    cache_dir
+        Folder of cached testbeds (default :func:`default_cache_dir`).
+    """
+    _validate(seed, scale, file_format)
+    seed, scale = int(seed), float(scale)
+    key = cache_key(seed=seed, scale=scale, file_format=file_format, pcap=pcap)
+    expected = {"generator_version": GENERATOR_VERSION, "seed": seed, "scale": scale,
+                "format": file_format, "pcap": pcap}
+    cached = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / key
+    target = Path(out).expanduser() if out is not None else cached
+    found = _complete_manifest(target, expected)
+    if found is not None:
+        return TestbedDataset(target, MappingProxyType(found), from_cache=True)
+    _check_destination(target)
+    if target != cached:
+        in_cache = _complete_manifest(cached, expected)
+        if in_cache is not None:
+            _publish(target, lambda folder: _copy_tree(cached, folder), expected)
+            return TestbedDataset(target, MappingProxyType(in_cache), from_cache=True)
+    manifest = _publish(
+        target, lambda folder: _generate(folder, seed, scale, file_format, pcap, progress),
+        expected,
+    )
+    return TestbedDataset(target, MappingProxyType(manifest), from_cache=False)
+
+
+def _validate(seed: int, scale: float, file_format: str) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise TestbedError(f"seed must be an integer ≥ 0, got {seed!r}")
+    if not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
+        raise TestbedError(f"scale must be a finite number > 0, got {scale!r}")
+    if file_format not in FILE_FORMATS:
+        raise TestbedError(
+            f"unknown format {file_format!r}; expected one of {', '.join(FILE_FORMATS)}"
+        )
+
+
+def _check_destination(target: Path) -> None:
+    if target.exists() and not target.is_dir():
+        raise TestbedError(f"{target}: exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).exists():
+        raise TestbedError(
+            f"{target}: exists, is not empty and holds no testbed; choose an empty folder"
+        )
+
+
+def _complete_manifest(root: Path, expected: Mapping[str, Any] | None = None,
+                       ) -> dict[str, Any] | None:
+    """The manifest of a complete testbed at ``root`` matching ``expected``, else None."""
+    try:
+        manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        return None
+    for name, value in (expected or {}).items():
+        if manifest.get(name) != value:
+            return None
+    for item in manifest["files"]:
+        if not isinstance(item, dict) or not (root / str(item.get("path", ""))).is_file():
+            return None
+    return manifest
+
+
+def _publish(target: Path, fill: Callable[[Path], dict[str, Any]],
+             expected: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill a temporary folder beside ``target``, then rename it into place (an empty or
+    testbed folder already there is moved aside first and deleted after)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    building = target.parent / f".{target.name}.building-{tag}"
+    retired = target.parent / f".{target.name}.old-{tag}"
+    building.mkdir()
+    try:
+        manifest = fill(building)
+        finished = _complete_manifest(target, expected)
+        if finished is not None:  # a concurrent build of the same testbed won the race
+            return finished
+        if target.exists():
+            target.rename(retired)
+        building.rename(target)
+        return manifest
+    finally:
+        for leftover in (building, retired):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _copy_tree(source: Path, destination: Path) -> dict[str, Any]:
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if path.is_dir():
+            (destination / relative).mkdir(parents=True, exist_ok=True)
+            continue
+        (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, destination / relative)
+        except OSError:
+            shutil.copy2(path, destination / relative)
+    manifest: dict[str, Any] = json.loads((destination / MANIFEST_NAME).read_text("utf-8"))
+    return manifest
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _generate(root: Path, seed: int, scale: float, file_format: str, pcap: bool,
+              progress: ProgressCallback | None) -> dict[str, Any]:
+    plan = planned_files(scale)
+    total = sum(rows for _, _, rows in plan)
+    done = 0
+    entries = []
+    for uci_id, traffic_class, rows in plan:
+        device = device_by_id(uci_id)
+        capture = simulate_capture(uci_id, traffic_class, rows, seed=seed)
+        features = extract_features(capture.packets)
+        relative = f"{device.name}/{file_stem(traffic_class)}.{file_format}"
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_features(path, features, file_format)
+        entry: dict[str, Any] = {
+            "path": relative,
+            "uci_id": uci_id,
+            "device": device.name,
+            "traffic_class": traffic_class,
+            "rows": int(features.shape[0]),
+            "sha256": _sha256(path),
+            "first_packet_epoch": float(capture.packets.timestamp[0]),
+            "last_packet_epoch": float(capture.packets.timestamp[-1]),
+        }
+        if pcap:
+            pcap_relative = f"{device.name}/pcap/{traffic_class}.pcap"
+            (root / pcap_relative).parent.mkdir(parents=True, exist_ok=True)
+            write_pcap(capture, root / pcap_relative)
+            entry["pcap"] = pcap_relative
+        entries.append(entry)
+        done += rows
+        if progress is not None:
+            progress(done, total, f"{device.name}/{traffic_class}")
+    manifest: dict[str, Any] = {
+        "generator": "fediot.core.testbed",
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "scale": scale,
+        "format": file_format,
+        "pcap": pcap,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "n_features": N_FEATURES,
+        "total_rows": done,
+        "files": entries,
+    }
+    temporary = root / f".{MANIFEST_NAME}.tmp"
+    temporary.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    temporary.replace(root / MANIFEST_NAME)
+    return manifest
+
+
+def iter_files(dataset: TestbedDataset) -> Iterator[tuple[int, str, Path]]:
+    """(device id, traffic class, feature file) of every file of a testbed."""
+    for item in dataset.entries():
+        yield int(item["uci_id"]), str(item["traffic_class"]), dataset.root / str(item["path"])

@@ -1,0 +1,90 @@
+"""Single-machine runs: the federated simulation and its two baselines, on identical splits.
+
+- federated: FedDetect over the devices (:class:`FedDetectServer` on an in-process pool);
+- centralised: one model trained on all devices' training rows pooled (what federated learning
+  gives up by keeping data on devices), thresholds and evaluation per device as above;
+- local: each device alone, with its own scaler, model and threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fediot.core.config import Config
+from fediot.core.data.layouts import open_dataset
+from fediot.core.federated.client import ClientData
+from fediot.core.federated.devices import (
+    client_ids,
+    dataset_root,
+    load_client_data,
+    pooled_client_data,
+)
+from fediot.core.federated.evaluation import EvaluationSummary, summarize
+from fediot.core.federated.server import FedDetectServer, RoundRecord, RunObserver, RunResult
+from fediot.engines.inprocess import SequentialPool, make_pool
+from fediot.engines.run_folder import RunFolder
+
+
+def run_federated(config: Config, observer: RunObserver | None = None) -> RunResult:
+    """FedDetect on this machine, ``device_args.worker_num`` client processes."""
+    pool = make_pool(config, client_ids(config))
+    try:
+        return FedDetectServer(config, observer).run(pool)
+    finally:
+        pool.close()
+
+
+def _device_data(config: Config) -> list[ClientData]:
+    source = open_dataset(dataset_root(config))
+    return [load_client_data(config, cid, source) for cid in client_ids(config)]
+
+
+def run_centralised(config: Config, observer: RunObserver | None = None) -> RunResult:
+    """One model on all training rows pooled; per-device thresholds and evaluation."""
+    devices = _device_data(config)
+    central = replace(config, train_args=replace(config.train_args, client_num_in_total=1,
+                                                 client_num_per_round=1,
+                                                 federated_optimizer="FedAvg"))
+    # trained on the pooled rows, calibrated and evaluated on each real device
+    return FedDetectServer(central, observer).run(SequentialPool([pooled_client_data(devices)]),
+                                                  SequentialPool(devices))
+
+
+def run_local(config: Config, observer: RunObserver | None = None) -> list[RunResult]:
+    """Every device alone: its own scaler, model and threshold."""
+    solo = replace(config, train_args=replace(config.train_args, client_num_in_total=1,
+                                              client_num_per_round=1,
+                                              federated_optimizer="FedAvg"))
+    return [FedDetectServer(solo, observer).run(SequentialPool([device]))
+            for device in _device_data(config)]
+
+
+def simulate(config: Config, observer: RunObserver | None = None) -> tuple[RunResult, RunFolder]:
+    """The federated run, recorded in a new run folder."""
+    folder = RunFolder.create(config, "fed")
+    recorder = _Recording(folder, observer)
+    result = run_federated(config, recorder)
+    folder.save_results(result)
+    return result, folder
+
+
+class _Recording:
+    """Forwards progress to ``inner`` and appends each round to the run folder."""
+
+    def __init__(self, folder: RunFolder, inner: RunObserver | None) -> None:
+        self.folder = folder
+        self.inner = inner
+
+    def on_phase(self, phase: str, detail: str) -> None:
+        if self.inner:
+            self.inner.on_phase(phase, detail)
+
+    def on_round(self, record: RoundRecord) -> None:
+        self.folder.append_round(record)
+        if self.inner:
+            self.inner.on_round(record)
+
+
+def local_summary(results: list[RunResult]) -> EvaluationSummary:
+    """The local-only baseline's metrics: every device's own report, pooled like a run."""
+    return summarize([report for result in results for report in result.reports])

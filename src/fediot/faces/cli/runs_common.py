@@ -1,0 +1,107 @@
+"""What the run commands share: config flags, a Rich progress observer, result tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fediot.core.catalog import client_label
+from fediot.core.config import Config, ConfigError, load_config
+from fediot.core.federated.evaluation import EvaluationSummary
+from fediot.core.federated.server import RoundRecord
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c",
+                                                   help="fedml_config.yaml to start from")]
+RoundsOption = Annotated[int | None, typer.Option("--rounds", help="train_args.comm_round")]
+WorkersOption = Annotated[int | None, typer.Option("--workers",
+                                                   help="device_args.worker_num")]
+ClientsOption = Annotated[int | None, typer.Option("--clients",
+                                                   help="train_args.client_num_in_total")]
+PerRoundOption = Annotated[int | None, typer.Option("--per-round",
+                                                    help="train_args.client_num_per_round")]
+OptimizerOption = Annotated[str | None, typer.Option(
+    "--optimizer", help="train_args.federated_optimizer: FedAvg, FedProx or FedAdam")]
+DatasetOption = Annotated[str | None, typer.Option("--dataset",
+                                                   help="data_args.dataset: testbed or N-BaIoT")]
+DataDirOption = Annotated[str | None, typer.Option("--data-dir",
+                                                   help="data_args.data_cache_dir")]
+SeedOption = Annotated[int | None, typer.Option("--seed", help="common_args.random_seed")]
+OutOption = Annotated[str | None, typer.Option("--runs-dir", help="tracking_args.log_file_dir")]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", help="any key: --set train_args.epochs=2 (repeatable)")]
+
+
+def resolve_config(config_path: Path | None, flags: dict[str, Any],
+                   sets: list[str] | None) -> Config:
+    """The file (or defaults), then ``--set`` pairs, then the dedicated flags."""
+    config = load_config(config_path) if config_path else Config()
+    overrides: dict[str, Any] = {}
+    for item in sets or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        overrides[key.strip()] = yaml.safe_load(text)
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    if overrides.get("train_args.client_num_in_total") and not any(
+        k == "train_args.client_num_per_round" for k in overrides
+    ):  # asking for fewer devices shrinks the round too, unless told otherwise
+        overrides["train_args.client_num_per_round"] = min(
+            config.train_args.client_num_per_round,
+            overrides["train_args.client_num_in_total"])
+    return config.with_overrides(overrides) if overrides else config
+
+
+class ProgressObserver:
+    """Draws the run's phases and rounds with Rich."""
+
+    def __init__(self, progress: Progress, rounds: int) -> None:
+        self.progress = progress
+        self.task = progress.add_task("starting", total=rounds)
+        self.last_loss: float | None = None
+
+    def on_phase(self, phase: str, detail: str) -> None:
+        label = {"scaler": "pooling scaler statistics", "round": "round",
+                 "threshold": "thresholds", "evaluate": "evaluating"}.get(phase, phase)
+        loss = f"  loss {self.last_loss:.4f}" if self.last_loss is not None else ""
+        self.progress.update(self.task, description=f"{label} {detail}{loss}")
+
+    def on_round(self, record: RoundRecord) -> None:
+        self.last_loss = record.train_loss
+        self.progress.advance(self.task)
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total} rounds"), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def results_table(summary: EvaluationSummary, title: str) -> Table:
+    """Per-device TPR / FPR / F1 row by row and with the window vote, plus ROC AUC."""
+    table = Table(title=title,
+                  caption="percent; ·w: with the window vote; AUC: area under the ROC curve")
+    table.add_column("device", no_wrap=True)
+    for name in ("TPR", "FPR", "F1", "TPR·w", "FPR·w", "F1·w", "AUC"):
+        table.add_column(name, justify="right", no_wrap=True)
+
+    def row(label: str, metrics: dict[str, Any], style: str | None = None) -> None:
+        rows, vote = metrics["rows"], metrics["window_vote"]
+        auc = metrics["roc_auc"]
+        table.add_row(label, _pct(rows["recall"]), _pct(rows["fpr"]), _pct(rows["f1"]),
+                      _pct(vote["recall"]), _pct(vote["fpr"]), _pct(vote["f1"]),
+                      "—" if auc is None else f"{auc:.3f}", style=style)
+
+    for device, metrics in summary.devices.items():
+        row(client_label(device), metrics)
+    row("all devices", summary.pooled, style="bold")
+    return table

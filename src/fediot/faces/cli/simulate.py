@@ -1,0 +1,136 @@
+"""``fediot simulate`` and ``fediot compare``: federated runs on this machine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.table import Table
+
+from fediot.core.config import Config
+from fediot.core.errors import FediotError
+from fediot.core.federated.evaluation import EvaluationSummary
+from fediot.engines.simulation import local_summary, run_centralised, run_local, simulate
+from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.runs_common import (
+    ClientsOption,
+    ConfigOption,
+    DataDirOption,
+    DatasetOption,
+    OptimizerOption,
+    OutOption,
+    PerRoundOption,
+    ProgressObserver,
+    RoundsOption,
+    SeedOption,
+    SetOption,
+    WorkersOption,
+    progress_bar,
+    resolve_config,
+    results_table,
+)
+
+
+def _config(config: Any, rounds: Any, workers: Any, clients: Any, per_round: Any,
+            optimizer: Any, dataset: Any, data_dir: Any, seed: Any, runs_dir: Any,
+            sets: Any) -> Config:
+    return resolve_config(config, {
+        "train_args.comm_round": rounds,
+        "device_args.worker_num": workers,
+        "train_args.client_num_in_total": clients,
+        "train_args.client_num_per_round": per_round,
+        "train_args.federated_optimizer": optimizer,
+        "data_args.dataset": dataset,
+        "data_args.data_cache_dir": data_dir,
+        "common_args.random_seed": seed,
+        "tracking_args.log_file_dir": runs_dir,
+    }, sets)
+
+
+def _describe(config: Config) -> str:
+    t, d = config.train_args, config.data_args
+    return (f"{t.client_num_in_total} devices ({t.client_num_per_round} per round), "
+            f"{t.comm_round} rounds × {t.epochs} epoch, {t.federated_optimizer}, "
+            f"dataset {d.dataset}, {config.device_args.worker_num} worker(s)")
+
+
+@app.command("simulate")
+def simulate_command(
+    config: ConfigOption = None, rounds: RoundsOption = None, workers: WorkersOption = None,
+    clients: ClientsOption = None, per_round: PerRoundOption = None,
+    optimizer: OptimizerOption = None, dataset: DatasetOption = None,
+    data_dir: DataDirOption = None, seed: SeedOption = None, runs_dir: OutOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Federated training of the devices on this machine; prints the per-device table."""
+    try:
+        cfg = _config(config, rounds, workers, clients, per_round, optimizer, dataset,
+                      data_dir, seed, runs_dir, set_)
+        console.print(f"[bold]FedDetect[/]: {_describe(cfg)}")
+        started = time.perf_counter()
+        with progress_bar(console) as progress:
+            result, folder = simulate(cfg, ProgressObserver(progress, cfg.train_args.comm_round))
+    except FediotError as error:
+        raise fail(str(error)) from None
+    console.print(results_table(result.evaluation,
+                                f"federated ({cfg.train_args.federated_optimizer}), "
+                                f"window {cfg.detection_args.window}"))
+    console.print(f"thresholds: {cfg.detection_args.threshold_mode}, "
+                  f"k = {cfg.detection_args.threshold_k}; "
+                  f"{time.perf_counter() - started:.1f} s; run folder: {folder.root}")
+
+
+def _f1(summary: EvaluationSummary, device: str | None, key: str) -> str:
+    metrics = summary.pooled if device is None else summary.devices[device]
+    value = metrics["window_vote"][key]
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+@app.command("compare")
+def compare_command(
+    config: ConfigOption = None, rounds: RoundsOption = None, workers: WorkersOption = None,
+    clients: ClientsOption = None, optimizer: OptimizerOption = None,
+    dataset: DatasetOption = None, data_dir: DataDirOption = None, seed: SeedOption = None,
+    runs_dir: OutOption = None, set_: SetOption = None,
+) -> None:
+    """Federated vs centralised vs local-only training on identical splits and evaluation."""
+    try:
+        cfg = _config(config, rounds, workers, clients, None, optimizer, dataset, data_dir,
+                      seed, runs_dir, set_)
+        console.print(f"[bold]compare[/]: {_describe(cfg)}")
+        summaries: dict[str, EvaluationSummary] = {}
+        def federated(observer: ProgressObserver) -> EvaluationSummary:
+            return simulate(cfg, observer)[0].evaluation
+
+        def centralised(observer: ProgressObserver) -> EvaluationSummary:
+            return run_centralised(cfg, observer).evaluation
+
+        def local(observer: ProgressObserver) -> EvaluationSummary:
+            return local_summary(run_local(cfg, observer))
+
+        runs: dict[str, Callable[[ProgressObserver], EvaluationSummary]] = {
+            "federated": federated, "centralised": centralised, "local": local}
+        for name, run in runs.items():
+            with progress_bar(console) as progress:
+                total = cfg.train_args.comm_round * (
+                    cfg.train_args.client_num_in_total if name == "local" else 1)
+                progress.console.print(f"[dim]{name}…[/]")
+                summaries[name] = run(ProgressObserver(progress, total))
+    except FediotError as error:
+        raise fail(str(error)) from None
+    table = Table(title=f"F1 / TPR / FPR % with window vote {cfg.detection_args.window}")
+    table.add_column("device")
+    for name in summaries:
+        table.add_column(f"{name} F1", justify="right")
+    for name in summaries:
+        table.add_column(f"{name} TPR/FPR", justify="right")
+    devices = list(summaries["federated"].devices)
+    for device in [*devices, None]:
+        table.add_row(
+            device or "all devices",
+            *(_f1(s, device, "f1") for s in summaries.values()),
+            *(f"{_f1(s, device, 'recall')}/{_f1(s, device, 'fpr')}" for s in summaries.values()),
+            style="bold" if device is None else None,
+        )
+    console.print(table)

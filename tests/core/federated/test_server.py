@@ -1,0 +1,104 @@
+"""FedDetect's phases over an in-process pool, on synthetic separable devices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from federated_data import synthetic_clients
+from fediot.core.config import Config
+from fediot.core.federated.client import DeviceClient
+from fediot.core.federated.evaluation import make_thresholds, summarize
+from fediot.core.federated.messages import ModelState, ScoreTask
+from fediot.core.federated.server import FedDetectServer
+from fediot.core.model import ErrorStats, FeatureScaler, ScalerStats, threshold_mean_std
+from fediot.engines.inprocess import SequentialPool
+
+
+def config(**overrides: object) -> Config:
+    base = {"train_args.client_num_in_total": 3, "train_args.client_num_per_round": 3,
+            "train_args.comm_round": 3, "detection_args.window": 5,
+            "train_args.learning_rate": 0.003}
+    return Config().with_overrides({**base, **overrides})
+
+
+def test_scaler_is_pooled_from_training_rows_only() -> None:
+    clients = synthetic_clients()
+    pooled = FedDetectServer(config()).fit_scaler(SequentialPool(clients))
+    central = ScalerStats.from_data(np.concatenate([c.train for c in clients]))
+    assert pooled.n == central.n == sum(len(c.train) for c in clients)
+    np.testing.assert_allclose(pooled.sum, central.sum, rtol=1e-12)
+    np.testing.assert_allclose(pooled.sumsq, central.sumsq, rtol=1e-12)
+
+
+def test_a_run_detects_attacks_without_seeing_rows() -> None:
+    result = FedDetectServer(config()).run(SequentialPool(synthetic_clients()))
+    pooled = result.evaluation.pooled
+    assert pooled["window_vote"]["recall"] == 1.0
+    assert pooled["window_vote"]["fpr"] <= 0.01
+    assert pooled["roc_auc"] > 0.99
+    assert len(result.history) == 3
+    assert [r.server_round for r in result.history] == [1, 2, 3]
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    # counts are summed over devices, not averaged
+    total = sum(d["rows"]["tp"] + d["rows"]["fn"] for d in result.evaluation.devices.values())
+    assert pooled["rows"]["tp"] + pooled["rows"]["fn"] == total
+
+
+def test_same_seed_same_model_and_different_seed_differs() -> None:
+    a = FedDetectServer(config()).run(SequentialPool(synthetic_clients()))
+    b = FedDetectServer(config()).run(SequentialPool(synthetic_clients()))
+    c = FedDetectServer(config(**{"common_args.random_seed": 1})).run(
+        SequentialPool(synthetic_clients()))
+    for x, y in zip(a.model.weights, b.model.weights, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, y)
+               for x, y in zip(a.model.weights, c.model.weights, strict=True))
+
+
+@pytest.mark.parametrize("optimizer", ["FedProx", "FedAdam"])
+def test_other_optimizers_run(optimizer: str) -> None:
+    result = FedDetectServer(config(**{"train_args.federated_optimizer": optimizer})).run(
+        SequentialPool(synthetic_clients()))
+    assert result.evaluation.pooled["roc_auc"] > 0.95
+
+
+def test_fewer_clients_per_round_than_devices() -> None:
+    result = FedDetectServer(config(**{"train_args.client_num_per_round": 1,
+                                       "train_args.comm_round": 4})).run(
+        SequentialPool(synthetic_clients()))
+    assert all(len(r.clients) == 1 for r in result.history)
+    assert len({r.clients[0] for r in result.history}) > 1  # not always rank 0
+    assert set(result.evaluation.devices) == {c.client_id for c in synthetic_clients()}
+
+
+def test_thresholds_per_mode() -> None:
+    clients = synthetic_clients()
+    server = FedDetectServer(config())
+    pool = SequentialPool(clients)
+    model = ModelState(server.initial_weights(), server.fit_scaler(pool))
+    stats = {c.client_id: DeviceClient(c).threshold_stats(ScoreTask(model)) for c in clients}
+    pooled = ErrorStats.pool(stats.values())
+    glob = make_thresholds(stats, mode="global", k=2.0, quantile=0.99)
+    assert set(glob.per_device.values()) == {threshold_mean_std(pooled, 2.0)}
+    own = make_thresholds(stats, mode="per_device", k=2.0, quantile=0.99)
+    for cid, s in stats.items():
+        assert own.per_device[cid] == threshold_mean_std(s, 2.0)
+    q = make_thresholds(stats, mode="quantile", k=2.0, quantile=0.99)
+    assert len(set(q.per_device.values())) == 1
+
+
+def test_opt_errors_come_from_the_opt_split_only() -> None:
+    clients = synthetic_clients(n_devices=1)
+    server = FedDetectServer(config(**{"train_args.client_num_in_total": 1,
+                                       "train_args.client_num_per_round": 1}))
+    model = ModelState(server.initial_weights(), server.fit_scaler(SequentialPool(clients)))
+    stats = DeviceClient(clients[0]).threshold_stats(ScoreTask(model))
+    assert stats.n == len(clients[0].opt)
+    scaler = FeatureScaler.from_stats(model.scaler)
+    assert scaler.n_features == 115
+
+
+def test_summaries_reject_empty_input() -> None:
+    with pytest.raises(Exception, match="no device"):
+        summarize([])
