@@ -61,7 +61,7 @@ def test_run_folder_holds_everything(dataset: Path, tmp_path: Path) -> None:
     assert [weights[f"w{i}"].shape for i in range(len(weights.files))] == [
         w.shape for w in result.model.weights]
     thresholds = json.loads((root / "model" / "thresholds.json").read_text())
-    assert thresholds["mode"] == "per_device"
+    assert thresholds["mode"] == "global"
     assert not list(root.rglob("*.tmp"))
 
 

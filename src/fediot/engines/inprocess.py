@@ -41,8 +41,8 @@ class SequentialPool:
         The devices' data.
     """
 
-    def __init__(self, clients: list[ClientData]) -> None:
-        self._clients = {c.client_id: DeviceClient(c) for c in clients}
+    def __init__(self, clients: list[ClientData], use_gpu: bool = False) -> None:
+        self._clients = {c.client_id: DeviceClient(c, use_gpu) for c in clients}
 
     @property
     def client_ids(self) -> list[str]:
@@ -59,7 +59,8 @@ def _worker(config: Config, ids: list[str], conn: Connection) -> None:
     """A worker process: load its devices, then answer ``(method, tasks)`` until ``None``."""
     try:
         source = open_dataset(dataset_root(config))
-        clients = {cid: DeviceClient(load_client_data(config, cid, source)) for cid in ids}
+        clients = {cid: DeviceClient(load_client_data(config, cid, source),
+                                     config.device_args.using_gpu) for cid in ids}
         conn.send(("ready", None))
     except BaseException as error:  # report, then end: the parent raises
         conn.send(("error", f"{type(error).__name__}: {error}"))
@@ -151,4 +152,5 @@ def make_pool(config: Config, ids: list[str]) -> SequentialPool | ProcessPool:
     if workers > 1:
         return ProcessPool(config, ids, workers)
     source = open_dataset(dataset_root(config))
-    return SequentialPool([load_client_data(config, cid, source) for cid in ids])
+    return SequentialPool([load_client_data(config, cid, source) for cid in ids],
+                          config.device_args.using_gpu)

@@ -102,3 +102,15 @@ def test_opt_errors_come_from_the_opt_split_only() -> None:
 def test_summaries_reject_empty_input() -> None:
     with pytest.raises(Exception, match="no device"):
         summarize([])
+
+
+def test_gpu_request_without_gpu_warns_and_uses_the_cpu() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: this test covers the fallback only")
+    data = synthetic_clients(n_devices=1)[0]
+    with pytest.warns(RuntimeWarning, match="no CUDA GPU"):
+        client = DeviceClient(data, use_gpu=True)
+    assert client.device.type == "cpu"
+    assert client.scaler_stats().n == len(data.train)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import resource
 import time
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -97,10 +98,19 @@ class DeviceClient:
     ----------
     data
         The device's :class:`ClientData`; it never leaves this object.
+    use_gpu
+        Train and score on a CUDA GPU when one is present (default False).
     """
 
-    def __init__(self, data: ClientData) -> None:
+    def __init__(self, data: ClientData, use_gpu: bool = False) -> None:
         self.data = data
+        self.device = torch.device("cpu")
+        if use_gpu:
+            if torch.cuda.is_available():
+                self.device = torch.device("cuda")
+            else:
+                warnings.warn(f"{data.client_id}: using_gpu is set but no CUDA GPU is present; "
+                              "training on the CPU", RuntimeWarning, stacklevel=2)
         self._scaler_key: bytes | None = None
         self._scaled: dict[str, npt.NDArray[np.float32]] = {}
         self._model: Autoencoder | None = None
@@ -179,7 +189,7 @@ class DeviceClient:
     def _load(self, state: ModelState) -> Autoencoder:
         if self._model is None:
             torch.set_num_threads(1)  # one client, one core: results independent of workers
-            self._model = build_autoencoder(N_FEATURES, seed=0)
+            self._model = build_autoencoder(N_FEATURES, seed=0).to(self.device)
         set_weights(self._model, state.weights)
         return self._model
 

@@ -95,19 +95,24 @@ def _non_negative(value: Any, name: str, *, strict: bool = False) -> float:
     return number
 
 
-def _check_model(model: Autoencoder) -> None:
+def _check_model(model: Autoencoder) -> torch.device:
+    """The one device all of ``model``'s float32 parameters live on (CPU or a GPU)."""
     if not isinstance(model, Autoencoder):
         raise ModelInputError(f"expected an Autoencoder; got {type(model).__name__}")
+    devices = set()
     for name, param in model.named_parameters():
-        if param.dtype != torch.float32 or param.device.type != "cpu":
-            raise ModelInputError(
-                f"parameter {name} is {param.dtype} on {param.device}; expected float32 on cpu"
-            )
+        if param.dtype != torch.float32:
+            raise ModelInputError(f"parameter {name} is {param.dtype}; expected float32")
+        devices.add(param.device)
+    if len(devices) != 1:
+        spread = sorted(map(str, devices))
+        raise ModelInputError(f"model parameters are spread over devices {spread}")
+    return devices.pop()
 
 
-def _as_tensor(data: npt.NDArray[np.float32]) -> torch.Tensor:
+def _as_tensor(data: npt.NDArray[np.float32], device: torch.device) -> torch.Tensor:
     # torch.from_numpy shares memory but warns on read-only arrays (e.g. memory-mapped files).
-    return torch.from_numpy(data if data.flags.writeable else data.copy())
+    return torch.from_numpy(data if data.flags.writeable else data.copy()).to(device)
 
 
 def _add_prox_gradient(
@@ -254,7 +259,7 @@ def train_local(
     shuffle
         Draw a fresh row permutation every epoch (default); ``False`` keeps the row order.
     """
-    _check_model(model)
+    device = _check_model(model)
     data = check_features(X, model.n_features, dtype=np.float32)
     n_rows = len(data)
     if n_rows == 0:
@@ -273,12 +278,13 @@ def train_local(
         if global_weights is None:
             anchors = [param.detach().clone() for param in params]
         else:
-            anchors = [torch.from_numpy(a.copy()) for a in check_weights(model, global_weights)]
+            anchors = [torch.from_numpy(a.copy()).to(device)
+                       for a in check_weights(model, global_weights)]
     elif global_weights is not None:
         check_weights(model, global_weights)
     opt = _make_optimizer(params, optimizer, learning_rate, weight_decay)
     generator = torch.Generator().manual_seed(int(seed))
-    rows = _as_tensor(data)
+    rows = _as_tensor(data, device)
 
     model.train()
     gradient_step = _gradient_step(model)
@@ -286,7 +292,8 @@ def train_local(
     steps = 0
     start = time.perf_counter()
     for _ in range(epochs):
-        epoch_rows = rows[torch.randperm(n_rows, generator=generator)] if shuffle else rows
+        epoch_rows = (rows[torch.randperm(n_rows, generator=generator).to(device)]
+                      if shuffle else rows)
         weighted_loss = 0.0
         for batch in torch.split(epoch_rows, batch_size):
             loss = gradient_step(batch)
@@ -316,11 +323,11 @@ def reconstruction_errors(
     Runs under ``torch.inference_mode`` in chunks of ``batch_size`` rows; the arithmetic is
     float32 (relative error ~1e-7), widened to float64 for summing into statistics.
     """
-    _check_model(model)
+    device = _check_model(model)
     data = check_features(X, model.n_features, dtype=np.float32)
     batch_size = _positive_int(batch_size, "batch_size")
     errors = np.empty(len(data), dtype=np.float64)
-    rows = _as_tensor(data)
+    rows = _as_tensor(data, device)
     was_training = model.training
     model.eval()
     try:
@@ -328,7 +335,7 @@ def reconstruction_errors(
             for start in range(0, len(data), batch_size):
                 batch = rows[start : start + batch_size]
                 squared = model(batch).sub_(batch).square_()
-                errors[start : start + len(batch)] = squared.mean(dim=1).numpy()
+                errors[start : start + len(batch)] = squared.mean(dim=1).cpu().numpy()
     finally:
         model.train(was_training)
     return errors

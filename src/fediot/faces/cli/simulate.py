@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
+from fediot.core.catalog import client_label
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import EvaluationSummary
@@ -128,7 +129,7 @@ def compare_command(
     devices = list(summaries["federated"].devices)
     for device in [*devices, None]:
         table.add_row(
-            device or "all devices",
+            client_label(device) if device else "all devices",
             *(_f1(s, device, "f1") for s in summaries.values()),
             *(f"{_f1(s, device, 'recall')}/{_f1(s, device, 'fpr')}" for s in summaries.values()),
             style="bold" if device is None else None,
