@@ -18,7 +18,6 @@ Run: ``.venv/bin/python bench/bench_load.py [--rows N]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -31,10 +30,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from common import write_result
 from fediot.core.catalog import FEATURE_NAMES, N_FEATURES, OFFICIAL_ROW_COUNTS
 from fediot.core.data import FeatureCache
 
-RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
 CHUNK_ROWS = 100_000
 
 
@@ -68,13 +67,6 @@ def write_csv(path: Path, n_rows: int, seed: int = 0) -> None:
             chunk = synthetic_chunk(min(CHUNK_ROWS, n_rows - start), generator)
             table = pa.table({str(i): chunk[:, i] for i in range(N_FEATURES)})
             pa_csv.write_csv(table, stream, write_options=options)
-
-
-def write_json_atomic(path: Path, payload: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    temporary.replace(path)
 
 
 def main() -> None:
@@ -132,8 +124,7 @@ def main() -> None:
     }
     for key, value in results.items():
         print(f"{key:>32}: {value}")
-    write_json_atomic(RESULTS, results)
-    print(f"written {RESULTS}")
+    print(f"written {write_result('load', results)}")
 
 
 if __name__ == "__main__":

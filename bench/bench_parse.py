@@ -13,7 +13,6 @@ Writes ``bench/results/parse.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import struct
@@ -25,12 +24,10 @@ from pathlib import Path
 
 import dpkt
 
+from common import REPO, SHARED, write_result
 from fediot.core.features.pcap import read_capture
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FEDIOT_SHARED", REPO.parent / "shared"))
 SOURCE = SHARED / "data" / "pcap" / "kitsune_mirai_first2000.pcap"
-RESULTS = REPO / "bench" / "results" / "parse.json"
 
 
 def build_repeated_capture(source: Path, target: Path, copies: int) -> int:
@@ -77,20 +74,6 @@ def time_dpkt_walk(path: Path, runs: int) -> float:
     return best
 
 
-def write_json_atomically(path: Path, payload: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        Path(temp_name).chmod(0o644)  # mkstemp creates 0600 files
-        Path(temp_name).replace(path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat-file", type=int, default=100, help="copies of the capture")
@@ -125,13 +108,13 @@ def main() -> None:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
     }
-    write_json_atomically(RESULTS, results)
+    path = write_result("parse", results)
     print(
         f"read_capture: {n_packets:,} packets in {seconds:.3f} s = "
         f"{n_packets / seconds:,.0f} packets/s ({size / seconds / 1e6:.1f} MB/s); "
         f"dpkt alone (Reader + Ethernet): {n_packets / dpkt_seconds:,.0f} packets/s"
     )
-    print(f"wrote {RESULTS.relative_to(REPO)}")
+    print(f"wrote {path.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

@@ -16,14 +16,10 @@ timed runs after a warm-up, since other processes on a shared machine only ever 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +29,7 @@ from rich.table import Table
 from torch.nn import functional
 from torch.utils.data import DataLoader, TensorDataset
 
+from common import write_result
 from fediot.core.catalog import N_FEATURES
 from fediot.core.model import (
     DEFAULT_BATCH_SIZE,
@@ -42,7 +39,6 @@ from fediot.core.model import (
     train_local,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 SEED_BATCH_SIZE = 10
 LEARNING_RATE = 1e-3
 
@@ -114,19 +110,6 @@ def scoring_rate(data: np.ndarray, batch_size: int, repeats: int) -> float:
 
     run()
     return best_rate(run, repeats)
-
-
-def write_atomically(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2)
-            stream.write("\n")
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def main() -> None:
@@ -208,8 +191,7 @@ def main() -> None:
         "results": results,
         "targets_met": targets,
     }
-    write_atomically(RESULTS, payload)
-    Console().print(f"wrote {RESULTS}")
+    Console().print(f"wrote {write_result('train', payload)}")
 
 
 if __name__ == "__main__":

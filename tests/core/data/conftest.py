@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fediot.core.data.cache import CACHE_ENV
+from fediot.core.paths import CACHE_ENV
 
 
 @pytest.fixture(autouse=True)

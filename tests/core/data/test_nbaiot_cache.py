@@ -10,7 +10,7 @@ import pytest
 from nbaiot_fixtures import csv_bytes, parquet_bytes, plausible_rows
 
 from fediot.core.data import DataError, FeatureCache, default_cache_root
-from fediot.core.data.cache import CACHE_ENV
+from fediot.core.paths import CACHE_ENV
 
 
 def _csv(tmp_path: Path, n_rows: int = 20, seed: int = 0) -> tuple[Path, np.ndarray]:

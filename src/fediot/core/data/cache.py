@@ -26,8 +26,8 @@ import numpy as np
 from fediot.core.catalog import N_FEATURES
 from fediot.core.data.errors import DataError
 from fediot.core.data.reader import FeatureMatrix, parse_feature_file
+from fediot.core.paths import cache_dir
 
-CACHE_ENV: Final[str] = "FEDIOT_CACHE_DIR"
 """Environment variable naming FedIoT's cache folder; the N-BaIoT cache is its ``nbaiot`` folder."""
 
 CACHE_FORMAT: Final[int] = 1
@@ -38,13 +38,8 @@ _SOURCE_NAME: Final[str] = "source.json"
 
 
 def default_cache_root() -> Path:
-    """``$FEDIOT_CACHE_DIR/nbaiot``, else ``$XDG_CACHE_HOME/fediot/nbaiot``, else ``~/.cache/…``."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured).expanduser() / "nbaiot"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "fediot" / "nbaiot"
+    """The N-BaIoT feature cache: :func:`fediot.core.paths.cache_dir` ``("nbaiot")``."""
+    return cache_dir("nbaiot")
 
 
 class FeatureCache:

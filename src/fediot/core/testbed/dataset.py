@@ -46,12 +46,12 @@ from fediot.core.catalog import BENIGN, DEVICES, FEATURE_NAMES, N_FEATURES, devi
 from fediot.core.errors import FediotError
 from fediot.core.features.extractor import extract_features
 from fediot.core.io import write_features
+from fediot.core.paths import cache_dir
 from fediot.core.testbed.pcap_writer import write_pcap
 from fediot.core.testbed.simulator import GENERATOR_VERSION, packet_count, simulate_capture
 
 MANIFEST_NAME: Final[str] = "testbed.json"
 FILE_FORMATS: Final[tuple[str, ...]] = ("parquet", "csv")
-CACHE_ENV: Final[str] = "FEDIOT_CACHE_DIR"
 
 ProgressCallback = Callable[[int, int, str], None]
 """Called after each file as ``progress(rows_done, rows_total, "<device>/<class>")``."""
@@ -78,13 +78,8 @@ def cache_key(*, seed: int, scale: float, file_format: str, pcap: bool = False) 
 
 
 def default_cache_dir() -> Path:
-    """``$FEDIOT_CACHE_DIR/testbed``, else ``$XDG_CACHE_HOME/fediot/testbed``, else ``~/.cache``."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured).expanduser() / "testbed"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "fediot" / "testbed"
+    """Cached testbeds: :func:`fediot.core.paths.cache_dir` ``("testbed")``."""
+    return cache_dir("testbed")
 
 
 def planned_files(scale: float) -> list[tuple[int, str, int]]:
