@@ -101,3 +101,41 @@ def test_cli_rejects_bad_keys_in_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["simulate", "--workers", "12"])
     assert result.exit_code == 2
     assert "device_args.worker_num" in result.output
+
+
+def test_virtual_devices_split_each_device_in_disjoint_blocks(dataset: Path,
+                                                              tmp_path: Path) -> None:
+    from fediot.core.data.layouts import open_dataset
+    from fediot.core.federated.devices import client_ids, load_client_data
+
+    cfg = config(dataset, tmp_path, **{"data_args.virtual_devices_per_device": 2,
+                                       "train_args.client_num_in_total": 4,
+                                       "train_args.client_num_per_round": 4})
+    ids = client_ids(cfg)
+    assert ids == ["Danmini_Doorbell#1", "Danmini_Doorbell#2",
+                   "Ecobee_Thermostat#1", "Ecobee_Thermostat#2"]
+    source = open_dataset(dataset)
+    one, two = (load_client_data(cfg, cid, source) for cid in ids[:2])
+    whole = load_client_data(config(dataset, tmp_path), "Danmini_Doorbell", source)
+    np.testing.assert_array_equal(np.concatenate([one.train, two.train]), whole.train)
+    np.testing.assert_array_equal(np.concatenate([one.test_benign, two.test_benign]),
+                                  whole.test_benign)
+    result = run_federated(cfg)
+    assert set(result.evaluation.devices) == set(ids)
+
+
+def test_intermediate_evaluation_follows_frequency_of_the_test(dataset: Path,
+                                                                tmp_path: Path) -> None:
+    result = run_federated(config(dataset, tmp_path, **{
+        "train_args.comm_round": 3, "validation_args.frequency_of_the_test": 1}))
+    evaluated = [r.evaluation is not None for r in result.history]
+    assert evaluated == [True, True, False]  # the last round's is the final evaluation
+    assert result.history[0].evaluation is not None
+    assert "window_vote" in result.history[0].evaluation
+
+
+def test_cross_silo_is_refused_with_the_key(dataset: Path, tmp_path: Path) -> None:
+    from fediot.core.errors import FediotError
+
+    with pytest.raises(FediotError, match="common_args.training_type"):
+        run_federated(config(dataset, tmp_path, **{"common_args.training_type": "cross_silo"}))

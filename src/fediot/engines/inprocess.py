@@ -149,8 +149,9 @@ class ProcessPool:
 def make_pool(config: Config, ids: list[str]) -> SequentialPool | ProcessPool:
     """The pool ``device_args.worker_num`` asks for."""
     workers = config.device_args.worker_num
+    root = dataset_root(config)  # builds the testbed once, here, not in every worker
     if workers > 1:
         return ProcessPool(config, ids, workers)
-    source = open_dataset(dataset_root(config))
+    source = open_dataset(root)
     return SequentialPool([load_client_data(config, cid, source) for cid in ids],
                           config.device_args.using_gpu)

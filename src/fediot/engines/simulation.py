@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fediot.core.config import Config
+from fediot.core.errors import FediotError
 from fediot.core.data.layouts import open_dataset
 from fediot.core.federated.client import ClientData
 from fediot.core.federated.devices import (
@@ -25,8 +26,20 @@ from fediot.engines.inprocess import SequentialPool, make_pool
 from fediot.engines.run_folder import RunFolder
 
 
+def check_simulation(config: Config) -> None:
+    """Refuse configurations meant for a real deployment (one error naming the key)."""
+    if config.common_args.training_type != "simulation":
+        raise FediotError(
+            "common_args.training_type: 'cross_silo' runs on a real server and real devices "
+            "(the Flower deployment engine, not built yet); use 'simulation' to run here"
+        )
+
+
 def run_federated(config: Config, observer: RunObserver | None = None) -> RunResult:
     """FedDetect on this machine, ``device_args.worker_num`` client processes."""
+    check_simulation(config)
+    if observer is not None:
+        observer.on_phase("data", "preparing the devices' data (the testbed is built on first use)")
     pool = make_pool(config, client_ids(config))
     try:
         return FedDetectServer(config, observer).run(pool)
@@ -41,6 +54,7 @@ def _device_data(config: Config) -> list[ClientData]:
 
 def run_centralised(config: Config, observer: RunObserver | None = None) -> RunResult:
     """One model on all training rows pooled; per-device thresholds and evaluation."""
+    check_simulation(config)
     devices = _device_data(config)
     central = replace(config, train_args=replace(config.train_args, client_num_in_total=1,
                                                  client_num_per_round=1,
@@ -52,6 +66,7 @@ def run_centralised(config: Config, observer: RunObserver | None = None) -> RunR
 
 def run_local(config: Config, observer: RunObserver | None = None) -> list[RunResult]:
     """Every device alone: its own scaler, model and threshold."""
+    check_simulation(config)
     solo = replace(config, train_args=replace(config.train_args, client_num_in_total=1,
                                               client_num_per_round=1,
                                               federated_optimizer="FedAvg"))

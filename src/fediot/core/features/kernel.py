@@ -8,6 +8,7 @@ so the loop below touches no Python object. Semantics are those of
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -22,54 +23,64 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-class StatTable:
-    """Decayed sums of a set of 1-D streams: ``cf1``, ``cf2``, ``w`` (rows × λ) and ``last``.
+class _GrowingTable:
+    """Per-stream state arrays (one row per stream id) that grow by doubling.
+
+    Subclasses list their arrays in ``_layout``: name → (shape after the row axis, start value).
+    """
+
+    _layout: ClassVar[dict[str, tuple[tuple[int, ...], float]]] = {}
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = 0
+        for name, (shape, fill) in self._layout.items():
+            setattr(self, name, np.full((capacity, *shape), fill))
+        self.capacity = capacity
+
+    def reserve(self, size: int) -> None:
+        """Grow (doubling) so that ids below ``size`` are valid."""
+        if size <= self.capacity:
+            return
+        new = max(size, 2 * self.capacity)
+        for name, (shape, fill) in self._layout.items():
+            grown = np.full((new, *shape), fill)
+            grown[: self.capacity] = getattr(self, name)
+            setattr(self, name, grown)
+        self.capacity = new
+
+
+class StatTable(_GrowingTable):
+    """Decayed sums of a set of streams: ``cf1``, ``cf2``, ``w`` (rows × λ) and ``last``.
 
     ``last`` is NaN for a stream that has not been touched yet.
     """
 
-    def __init__(self, capacity: int = 64) -> None:
-        self.cf1 = np.zeros((capacity, N_LAMBDAS))
-        self.cf2 = np.zeros((capacity, N_LAMBDAS))
-        self.w = np.full((capacity, N_LAMBDAS), INITIAL_WEIGHT)
-        self.last = np.full(capacity, np.nan)
-
-    def reserve(self, size: int) -> None:
-        """Grow (doubling) so that ids below ``size`` are valid."""
-        capacity = len(self.last)
-        if size <= capacity:
-            return
-        new = max(size, 2 * capacity)
-        self.cf1 = _grown(self.cf1, new, 0.0)
-        self.cf2 = _grown(self.cf2, new, 0.0)
-        self.w = _grown(self.w, new, INITIAL_WEIGHT)
-        self.last = _grown(self.last, new, np.nan)
+    _layout: ClassVar[dict[str, tuple[tuple[int, ...], float]]] = {
+        "cf1": ((N_LAMBDAS,), 0.0),
+        "cf2": ((N_LAMBDAS,), 0.0),
+        "w": ((N_LAMBDAS,), INITIAL_WEIGHT),
+        "last": ((), np.nan),
+    }
+    cf1: FloatArray
+    cf2: FloatArray
+    w: FloatArray
+    last: FloatArray
 
 
-class PairTable:
-    """Residual-product sums of two-direction stream pairs: ``cf3``, ``w3``, residuals, ``last``."""
+class PairTable(_GrowingTable):
+    """Residual-product sums of two-direction stream pairs: ``cf3``, ``w3``, the last residual
+    of each side (rows × 2 × λ) and ``last``."""
 
-    def __init__(self, capacity: int = 64) -> None:
-        self.cf3 = np.zeros((capacity, N_LAMBDAS))
-        self.w3 = np.full((capacity, N_LAMBDAS), INITIAL_WEIGHT)
-        self.residual = np.zeros((capacity, 2, N_LAMBDAS))
-        self.last = np.full(capacity, np.nan)
-
-    def reserve(self, size: int) -> None:
-        capacity = len(self.last)
-        if size <= capacity:
-            return
-        new = max(size, 2 * capacity)
-        self.cf3 = _grown(self.cf3, new, 0.0)
-        self.w3 = _grown(self.w3, new, INITIAL_WEIGHT)
-        self.residual = _grown(self.residual, new, 0.0)
-        self.last = _grown(self.last, new, np.nan)
-
-
-def _grown(array: FloatArray, rows: int, fill: float) -> FloatArray:
-    out = np.full((rows, *array.shape[1:]), fill)
-    out[: len(array)] = array
-    return out
+    _layout: ClassVar[dict[str, tuple[tuple[int, ...], float]]] = {
+        "cf3": ((N_LAMBDAS,), 0.0),
+        "w3": ((N_LAMBDAS,), INITIAL_WEIGHT),
+        "residual": ((2, N_LAMBDAS), 0.0),
+        "last": ((), np.nan),
+    }
+    cf3: FloatArray
+    w3: FloatArray
+    residual: FloatArray
+    last: FloatArray
 
 
 @njit(cache=True, nogil=True)

@@ -66,7 +66,7 @@ class ProgressObserver:
         self.last_loss: float | None = None
 
     def on_phase(self, phase: str, detail: str) -> None:
-        label = {"scaler": "pooling scaler statistics", "round": "round",
+        label = {"data": "", "scaler": "pooling scaler statistics", "round": "round",
                  "threshold": "thresholds", "evaluate": "evaluating"}.get(phase, phase)
         loss = f"  loss {self.last_loss:.4f}" if self.last_loss is not None else ""
         self.progress.update(self.task, description=f"{label} {detail}{loss}")
