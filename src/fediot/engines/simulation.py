@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from fediot.core.config import Config
-from fediot.core.errors import FediotError
 from fediot.core.data.layouts import open_dataset
+from fediot.core.errors import FediotError
 from fediot.core.federated.client import ClientData
 from fediot.core.federated.devices import (
     client_ids,
