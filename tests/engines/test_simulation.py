@@ -137,5 +137,5 @@ def test_intermediate_evaluation_follows_frequency_of_the_test(dataset: Path,
 def test_cross_silo_is_refused_with_the_key(dataset: Path, tmp_path: Path) -> None:
     from fediot.core.errors import FediotError
 
-    with pytest.raises(FediotError, match="common_args.training_type"):
+    with pytest.raises(FediotError, match=r"common_args\.training_type"):
         run_federated(config(dataset, tmp_path, **{"common_args.training_type": "cross_silo"}))
