@@ -207,11 +207,16 @@ class CommArgs:
     Parameters
     ----------
     backend
-        ``inprocess`` (default): this machine, clients in-process or in worker processes.
-        The seed's ``MPI`` is accepted as a synonym of ``inprocess``.
+        ``inprocess`` (default): this machine, clients in-process or in worker processes
+        (the seed's ``MPI`` is accepted as a synonym); ``ray``: Flower's simulation runtime,
+        one virtual SuperNode per device, ``worker_num`` training at once.
+    ray_address
+        With ``ray``: an existing Ray cluster to attach to (``host:port``); empty starts a
+        private local Ray runtime. Default ``""``.
     """
 
     backend: str = "inprocess"
+    ray_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -293,7 +298,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "train_args.client_optimizer": ("adam", "sgd"),
     "train_args.lr_schedule": ("constant", "cosine", "step"),
     "detection_args.threshold_mode": ("global", "per_device", "quantile"),
-    "comm_args.backend": ("inprocess", "MPI"),
+    "comm_args.backend": ("inprocess", "MPI", "ray"),
 }
 
 

@@ -36,8 +36,13 @@ def check_simulation(config: Config) -> None:
 
 
 def run_federated(config: Config, observer: RunObserver | None = None) -> RunResult:
-    """FedDetect on this machine, ``device_args.worker_num`` client processes."""
+    """FedDetect on this machine with the engine ``comm_args.backend`` names: in-process
+    (``worker_num`` client processes) or Flower's simulation runtime on Ray."""
     check_simulation(config)
+    if config.comm_args.backend == "ray":
+        from fediot.engines.flower.ray_simulation import run_ray  # Flower only when asked
+
+        return run_ray(config, observer, config.comm_args.ray_address or None)
     if observer is not None:
         observer.on_phase("data", "preparing the devices' data (the testbed is built on first use)")
     pool = make_pool(config, client_ids(config))

@@ -33,6 +33,10 @@ DataDirOption = Annotated[str | None, typer.Option("--data-dir",
                                                    help="data_args.data_cache_dir")]
 SeedOption = Annotated[int | None, typer.Option("--seed", help="common_args.random_seed")]
 OutOption = Annotated[str | None, typer.Option("--runs-dir", help="tracking_args.log_file_dir")]
+EngineOption = Annotated[str | None, typer.Option(
+    "--engine", help="comm_args.backend: inprocess, or ray (Flower's simulation runtime)")]
+RayAddressOption = Annotated[str | None, typer.Option(
+    "--ray-address", help="comm_args.ray_address: attach to this Ray cluster")]
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="any key: --set train_args.epochs=2 (repeatable)")]
 

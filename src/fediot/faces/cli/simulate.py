@@ -19,10 +19,12 @@ from fediot.faces.cli.runs_common import (
     ConfigOption,
     DataDirOption,
     DatasetOption,
+    EngineOption,
     OptimizerOption,
     OutOption,
     PerRoundOption,
     ProgressObserver,
+    RayAddressOption,
     RoundsOption,
     SeedOption,
     SetOption,
@@ -35,8 +37,10 @@ from fediot.faces.cli.runs_common import (
 
 def _config(config: Any, rounds: Any, workers: Any, clients: Any, per_round: Any,
             optimizer: Any, dataset: Any, data_dir: Any, seed: Any, runs_dir: Any,
-            sets: Any) -> Config:
+            sets: Any, engine: Any = None, ray_address: Any = None) -> Config:
     return resolve_config(config, {
+        "comm_args.backend": engine,
+        "comm_args.ray_address": ray_address,
         "train_args.comm_round": rounds,
         "device_args.worker_num": workers,
         "train_args.client_num_in_total": clients,
@@ -53,7 +57,8 @@ def _describe(config: Config) -> str:
     t, d = config.train_args, config.data_args
     return (f"{t.client_num_in_total} devices ({t.client_num_per_round} per round), "
             f"{t.comm_round} rounds × {t.epochs} epoch, {t.federated_optimizer}, "
-            f"dataset {d.dataset}, {config.device_args.worker_num} worker(s)")
+            f"dataset {d.dataset}, {config.device_args.worker_num} worker(s), "
+            f"engine {config.comm_args.backend}")
 
 
 @app.command("simulate")
@@ -62,12 +67,12 @@ def simulate_command(
     clients: ClientsOption = None, per_round: PerRoundOption = None,
     optimizer: OptimizerOption = None, dataset: DatasetOption = None,
     data_dir: DataDirOption = None, seed: SeedOption = None, runs_dir: OutOption = None,
-    set_: SetOption = None,
+    engine: EngineOption = None, ray_address: RayAddressOption = None, set_: SetOption = None,
 ) -> None:
     """Federated training of the devices on this machine; prints the per-device table."""
     try:
         cfg = _config(config, rounds, workers, clients, per_round, optimizer, dataset,
-                      data_dir, seed, runs_dir, set_)
+                      data_dir, seed, runs_dir, set_, engine, ray_address)
         console.print(f"[bold]FedDetect[/]: {_describe(cfg)}")
         started = time.perf_counter()
         with progress_bar(console) as progress:

@@ -1,0 +1,209 @@
+"""FedDetect's tasks and reports as Flower records, and back.
+
+Weights travel in ``ArrayRecord``s; summable statistics and counts in ``MetricRecord``s (so a
+server can sum them); settings such as the threshold in ``ConfigRecord``s. One pair of
+functions per message kind; every decoder checks what it reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from fediot.core.errors import FediotError
+from fediot.core.federated.messages import (
+    EvaluateTask,
+    EvaluationReport,
+    FitReport,
+    FitTask,
+    ModelState,
+    ScoreTask,
+    SystemStats,
+    Weights,
+)
+from fediot.core.metrics import ClassCounts
+from fediot.core.model import ErrorStats, ScalerStats
+
+MESSAGE_TYPES = {
+    "scaler_stats": "query.scaler_stats",
+    "fit": "train",
+    "threshold_stats": "query.threshold_stats",
+    "evaluate": "evaluate",
+    "identify": "query.identify",
+}
+"""Client method → Flower message type (``<category>[.<action>]``)."""
+
+
+class RecordError(FediotError):
+    """A Flower message lacks a record or holds the wrong kind of value."""
+
+
+def _get(content: RecordDict, key: str, kind: type[Any]) -> Any:
+    record = content.get(key) if key in content else None
+    if not isinstance(record, kind):
+        raise RecordError(f"message lacks {kind.__name__} {key!r} (has {sorted(content)})")
+    return record
+
+
+def _weights(record: ArrayRecord) -> Weights:
+    return [np.asarray(a, dtype=np.float32) for a in record.to_numpy_ndarrays()]
+
+
+# --- the global model ------------------------------------------------------------------
+
+def put_model(content: RecordDict, model: ModelState) -> None:
+    content["model.weights"] = ArrayRecord(numpy_ndarrays=list(model.weights))
+    content["model.scaler"] = MetricRecord(model.scaler.to_dict())
+
+
+def get_model(content: RecordDict) -> ModelState:
+    weights = _weights(_get(content, "model.weights", ArrayRecord))
+    scaler = ScalerStats.from_dict(dict(_get(content, "model.scaler", MetricRecord)))
+    return ModelState(weights, scaler)
+
+
+# --- tasks (server → device) -------------------------------------------------------------
+
+def encode_task(method: str, task: Any) -> RecordDict:
+    """The message content of ``task`` for client ``method``."""
+    content = RecordDict()
+    if method in ("scaler_stats", "identify"):
+        return content
+    if method == "fit":
+        assert isinstance(task, FitTask)
+        put_model(content, task.model)
+        content["config"] = ConfigRecord({
+            "server-round": task.server_round, "lr": task.learning_rate, "epochs": task.epochs,
+            "batch-size": task.batch_size, "optimizer": task.optimizer,
+            "weight-decay": task.weight_decay, "proximal-mu": task.proximal_mu,
+            "seed": task.seed,
+        })
+        return content
+    if method == "threshold_stats":
+        assert isinstance(task, ScoreTask)
+        put_model(content, task.model)
+        return content
+    if method == "evaluate":
+        assert isinstance(task, EvaluateTask)
+        put_model(content, task.model)
+        content["config"] = ConfigRecord({"threshold": task.threshold, "window": task.window})
+        return content
+    raise RecordError(f"no message kind for client method {method!r}")
+
+
+def decode_task(method: str, content: RecordDict) -> Any:
+    """Inverse of :func:`encode_task`."""
+    if method in ("scaler_stats", "identify"):
+        return None
+    if method == "threshold_stats":
+        return ScoreTask(get_model(content))
+    config = _get(content, "config", ConfigRecord)
+    if method == "fit":
+        return FitTask(
+            model=get_model(content), server_round=int(config["server-round"]),
+            learning_rate=float(config["lr"]), epochs=int(config["epochs"]),
+            batch_size=int(config["batch-size"]), optimizer=str(config["optimizer"]),
+            weight_decay=float(config["weight-decay"]),
+            proximal_mu=float(config["proximal-mu"]), seed=int(config["seed"]),
+        )
+    if method == "evaluate":
+        return EvaluateTask(get_model(content), float(config["threshold"]),
+                            int(config["window"]))
+    raise RecordError(f"no message kind for client method {method!r}")
+
+
+# --- reports (device → server) -----------------------------------------------------------
+
+def _system(stats: SystemStats) -> MetricRecord:
+    return MetricRecord({"wall-seconds": stats.wall_seconds, "cpu-seconds": stats.cpu_seconds,
+                         "peak-rss-bytes": stats.peak_rss_bytes})
+
+
+def _get_system(content: RecordDict) -> SystemStats:
+    record = _get(content, "system", MetricRecord)
+    return SystemStats(float(record["wall-seconds"]), float(record["cpu-seconds"]),
+                       int(record["peak-rss-bytes"]))
+
+
+def _counts(counts: ClassCounts) -> MetricRecord:
+    flat: dict[str, int] = {}
+    for name, entry in counts.to_dict().items():
+        flat[f"{name}.flagged"] = entry["flagged"]
+        flat[f"{name}.total"] = entry["total"]
+    return MetricRecord(flat)  # type: ignore[arg-type]
+
+
+def _get_counts(record: MetricRecord) -> ClassCounts:
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in record.items():
+        name, _, field = key.rpartition(".")
+        nested.setdefault(name, {})[field] = int(value)  # type: ignore[arg-type]
+    return ClassCounts.from_dict(nested)
+
+
+def encode_reply(method: str, client_id: str, result: Any) -> RecordDict:
+    """The reply content carrying ``result`` of client ``method``."""
+    content = RecordDict()
+    content["device"] = ConfigRecord({"client-id": client_id})
+    if method == "identify":
+        return content
+    if method == "scaler_stats":
+        assert isinstance(result, ScalerStats)
+        content["scaler"] = MetricRecord(result.to_dict())
+    elif method == "threshold_stats":
+        assert isinstance(result, ErrorStats)
+        content["errors"] = MetricRecord(result.to_dict())
+    elif method == "fit":
+        assert isinstance(result, FitReport)
+        content["weights"] = ArrayRecord(numpy_ndarrays=list(result.weights))
+        content["metrics"] = MetricRecord({"num-examples": result.num_examples,
+                                           "loss": result.mean_loss})
+        content["system"] = _system(result.system)
+    elif method == "evaluate":
+        assert isinstance(result, EvaluationReport)
+        content["counts"] = _counts(result.counts)
+        content["counts-window"] = _counts(result.counts_window)
+        content["benign-errors"] = MetricRecord(result.benign_errors.to_dict())
+        content["attack-errors"] = MetricRecord(result.attack_errors.to_dict())
+        content["config"] = ConfigRecord({"threshold": result.threshold,
+                                          "window": result.window})
+        content["system"] = _system(result.system)
+    else:
+        raise RecordError(f"no message kind for client method {method!r}")
+    return content
+
+
+def reply_client_id(content: RecordDict) -> str:
+    return str(_get(content, "device", ConfigRecord)["client-id"])
+
+
+def decode_reply(method: str, content: RecordDict) -> Any:
+    """Inverse of :func:`encode_reply` (the client id is read by :func:`reply_client_id`)."""
+    client_id = reply_client_id(content)
+    if method == "identify":
+        return client_id
+    if method == "scaler_stats":
+        return ScalerStats.from_dict(dict(_get(content, "scaler", MetricRecord)))
+    if method == "threshold_stats":
+        return ErrorStats.from_dict(dict(_get(content, "errors", MetricRecord)))
+    if method == "fit":
+        metrics = _get(content, "metrics", MetricRecord)
+        return FitReport(client_id, _weights(_get(content, "weights", ArrayRecord)),
+                         int(metrics["num-examples"]), float(metrics["loss"]),
+                         _get_system(content))
+    if method == "evaluate":
+        config = _get(content, "config", ConfigRecord)
+        return EvaluationReport(
+            client_id=client_id,
+            counts=_get_counts(_get(content, "counts", MetricRecord)),
+            counts_window=_get_counts(_get(content, "counts-window", MetricRecord)),
+            benign_errors=ErrorStats.from_dict(dict(_get(content, "benign-errors",
+                                                         MetricRecord))),
+            attack_errors=ErrorStats.from_dict(dict(_get(content, "attack-errors",
+                                                         MetricRecord))),
+            threshold=float(config["threshold"]), window=int(config["window"]),
+            system=_get_system(content),
+        )
+    raise RecordError(f"no message kind for client method {method!r}")

@@ -1,0 +1,76 @@
+"""FedDetect on Flower's simulation runtime (a real Ray runtime), against the in-process engine."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from federated_data import write_uci_dataset
+from fediot.core.config import Config
+from fediot.engines.simulation import run_federated
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_uci_dataset(tmp_path_factory.mktemp("nbaiot"), n_devices=3)
+
+
+def config(dataset: Path, **overrides: object) -> Config:
+    return Config().with_overrides({
+        "data_args.dataset": "N-BaIoT", "data_args.data_cache_dir": str(dataset),
+        "train_args.client_num_in_total": 3, "train_args.client_num_per_round": 2,
+        "train_args.comm_round": 2, "detection_args.window": 5, "device_args.worker_num": 2,
+        **overrides,
+    })
+
+
+def assert_same(a: object, b: object) -> None:
+    for x, y in zip(a.model.weights, b.model.weights, strict=True):  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(x, y)
+    assert a.evaluation.to_dict() == b.evaluation.to_dict()  # type: ignore[attr-defined]
+
+
+def test_ray_simulation_reaches_the_in_process_model(dataset: Path) -> None:
+    on_ray = run_federated(config(dataset, **{"comm_args.backend": "ray"}))
+    in_process = run_federated(config(dataset, **{"device_args.worker_num": 1}))
+    assert_same(on_ray, in_process)
+    assert [r.clients for r in on_ray.history] == [r.clients for r in in_process.history]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_attaches_to_a_running_ray_cluster(dataset: Path, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # a short temp dir: Ray's socket paths must stay under the 107-byte limit
+    temp = Path("/tmp") / f"fediot-ray-{port}"
+    started = subprocess.run(
+        [str(RAY), "start", "--head", "--port", str(port), "--temp-dir", str(temp),
+         "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        result = run_federated(config(dataset, **{
+            "comm_args.backend": "ray", "comm_args.ray_address": f"127.0.0.1:{port}"}))
+        status = subprocess.run([str(RAY), "status", "--address", f"127.0.0.1:{port}"],
+                                env=env, capture_output=True, text=True, timeout=60,
+                                check=False)
+        assert status.returncode == 0, "the cluster must outlive the run that attached to it"
+    finally:
+        subprocess.run([str(RAY), "stop"], env=env, capture_output=True, timeout=120,
+                       check=False)
+    in_process = run_federated(config(dataset, **{"device_args.worker_num": 1}))
+    assert_same(result, in_process)
