@@ -71,7 +71,7 @@ def test_reports_round_trip(setting: tuple[DeviceClient, ModelState]) -> None:
 def test_missing_records_are_named() -> None:
     from flwr.app import RecordDict
 
-    with pytest.raises(RecordError, match="model.weights"):
+    with pytest.raises(RecordError, match=r"model\.weights"):
         decode_task("threshold_stats", RecordDict())
     with pytest.raises(RecordError, match="fly"):
         encode_task("fly", None)
