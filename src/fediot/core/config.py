@@ -96,7 +96,8 @@ class TrainArgs:
     Parameters
     ----------
     federated_optimizer
-        ``FedAvg`` (default), ``FedProx`` or ``FedAdam``.
+        ``FedAvg`` (default), ``FedProx`` or ``FedAdam`` (FedDetect's own), or Flower's
+        ``FedTrimmedAvg``, ``FedMedian`` or ``Krum``.
     client_num_in_total
         Devices taking part (the first N of the catalogue, or of the virtual devices). Default 9.
     client_num_per_round
@@ -123,6 +124,13 @@ class TrainArgs:
         FedProx's μ. Default 0.01 (used only by FedProx).
     server_learning_rate, server_beta_1, server_beta_2, server_tau
         FedAdam's server optimiser. Defaults 0.01, 0.9, 0.99, 1e-3.
+    trimmed_beta
+        FedTrimmedAvg's fraction cut at each end. Default 0.2.
+    krum_malicious
+        Krum's assumed number of malicious devices. Default 0.
+    client_num_min_replies
+        A round completes when at least this many sampled devices replied (a lost device is
+        logged, the round goes on); fewer is an error naming the missing devices. Default 1.
     """
 
     federated_optimizer: str = "FedAvg"
@@ -143,6 +151,9 @@ class TrainArgs:
     server_beta_1: float = 0.9
     server_beta_2: float = 0.99
     server_tau: float = 1e-3
+    trimmed_beta: float = 0.2
+    krum_malicious: int = 0
+    client_num_min_replies: int = 1
 
 
 @dataclass(frozen=True)
@@ -294,7 +305,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "common_args.training_type": ("simulation", "cross_silo"),
     "data_args.dataset": ("testbed", "N-BaIoT"),
     "model_args.model": ("autoencoder",),
-    "train_args.federated_optimizer": ("FedAvg", "FedProx", "FedAdam"),
+    "train_args.federated_optimizer": ("FedAvg", "FedProx", "FedAdam", "FedTrimmedAvg",
+                                       "FedMedian", "Krum"),
     "train_args.client_optimizer": ("adam", "sgd"),
     "train_args.lr_schedule": ("constant", "cosine", "step"),
     "detection_args.threshold_mode": ("global", "per_device", "quantile"),
@@ -427,6 +439,14 @@ def _check(config: Config, source: str) -> None:
                    f"{t.client_num_in_total} > {available} devices available "
                    f"({len(DEVICES)} × virtual_devices_per_device "
                    f"{d.virtual_devices_per_device})")
+    if not 0 < t.client_num_min_replies <= t.client_num_per_round:
+        raise fail("train_args.client_num_min_replies",
+                   f"must be in 1…client_num_per_round ({t.client_num_per_round}), "
+                   f"got {t.client_num_min_replies}")
+    if not 0 <= t.trimmed_beta < 0.5:
+        raise fail("train_args.trimmed_beta", f"must be in [0, 0.5), got {t.trimmed_beta}")
+    if t.krum_malicious < 0:
+        raise fail("train_args.krum_malicious", f"must be ≥ 0, got {t.krum_malicious}")
     if t.client_num_per_round > t.client_num_in_total:
         raise fail("train_args.client_num_per_round",
                    f"{t.client_num_per_round} > client_num_in_total {t.client_num_in_total}")

@@ -24,6 +24,7 @@ from fediot.core.federated.evaluation import EvaluationSummary, summarize
 from fediot.core.federated.server import FedDetectServer, RoundRecord, RunObserver, RunResult
 from fediot.engines.inprocess import SequentialPool, make_pool
 from fediot.engines.run_folder import RunFolder
+from fediot.engines.strategies import strategy_for
 
 
 def check_simulation(config: Config) -> None:
@@ -47,7 +48,7 @@ def run_federated(config: Config, observer: RunObserver | None = None) -> RunRes
         observer.on_phase("data", "preparing the devices' data (the testbed is built on first use)")
     pool = make_pool(config, client_ids(config))
     try:
-        return FedDetectServer(config, observer).run(pool)
+        return FedDetectServer(config, observer, strategy_for(config)).run(pool)
     finally:
         pool.close()
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from fediot.core.catalog import N_FEATURES
 from fediot.core.config import Config
+from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import (
     EvaluationSummary,
     Thresholds,
@@ -134,11 +135,12 @@ class FedDetectServer:
         Progress receiver (default: none).
     """
 
-    def __init__(self, config: Config, observer: RunObserver | None = None) -> None:
+    def __init__(self, config: Config, observer: RunObserver | None = None,
+                 strategy: FedAvg | None = None) -> None:
         self.config = config
         self.observer: RunObserver = observer or _Silent()
         t = config.train_args
-        self.strategy: FedAvg = make_strategy(
+        self.strategy: FedAvg = strategy or make_strategy(
             t.federated_optimizer, proximal_mu=t.proximal_mu,
             server_learning_rate=t.server_learning_rate, beta_1=t.server_beta_1,
             beta_2=t.server_beta_2, tau=t.server_tau,
@@ -177,6 +179,15 @@ class FedDetectServer:
                        seed=self.config.common_args.random_seed)
         replies: dict[str, FitReport] = pool.call("fit", dict.fromkeys(chosen, task))
         reports = [replies[c] for c in chosen if c in replies]
+        lost = [c for c in chosen if c not in replies]
+        if len(reports) < t.client_num_min_replies:
+            raise FediotError(
+                f"round {server_round}: {len(reports)} of {len(chosen)} devices replied, fewer "
+                f"than train_args.client_num_min_replies = {t.client_num_min_replies}; "
+                f"missing: {', '.join(lost)}")
+        if lost:
+            self.observer.on_phase("lost", f"round {server_round}: no reply from "
+                                   f"{', '.join(lost)}; continuing with {len(reports)}")
         weights = self.strategy.aggregate(model.weights, reports)
         examples = sum(r.num_examples for r in reports)
         loss = float(sum(r.mean_loss * r.num_examples for r in reports) / max(examples, 1))

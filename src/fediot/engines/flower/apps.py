@@ -2,13 +2,14 @@
 
 Both call the engine-free core: the ClientApp runs :class:`DeviceClient` methods, the ServerApp
 runs :class:`FedDetectServer` over a :class:`FlowerPool`. The configuration is the same checked
-YAML as everywhere (passed in by the simulation engine, or as the run config ``config-yaml``
+YAML as everywhere (passed in by the simulation engine, or as the run config ``config-json``
 in a deployment).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -21,21 +22,32 @@ from fediot.core.config import Config, dump_config, parse_config
 from fediot.core.errors import FediotError
 from fediot.core.federated.client import DeviceClient
 from fediot.core.federated.devices import client_ids, load_client_data
-from fediot.core.federated.server import FedDetectServer, RunObserver, RunResult
+from fediot.core.federated.server import FedDetectServer, RoundRecord, RunObserver, RunResult
 from fediot.engines.flower.pool import FlowerPool
 from fediot.engines.flower.records import decode_task, encode_reply
+from fediot.engines.run_folder import RunFolder
+from fediot.engines.strategies import strategy_for
+
+log = logging.getLogger("fediot.flower")
 
 _CLIENTS: dict[tuple[str, str], DeviceClient] = {}
 """Devices already loaded in this process (a Ray actor serves many messages)."""
 
 
 def _config_from(context: Context, default: Config | None) -> Config:
-    text = context.run_config.get("config-yaml")
+    """The run's configuration; on a device, its node config's ``data-dir`` says where its
+    data lies (the server's path means nothing there)."""
+    text = context.run_config.get("config-json")
     if isinstance(text, str) and text.strip():
-        return parse_config(yaml.safe_load(text), source="run config config-yaml")
-    if default is None:
-        raise FediotError("no FedIoT configuration: set the run config key config-yaml")
-    return default
+        config = parse_config(yaml.safe_load(text), source="run config config-json")
+    elif default is None:
+        raise FediotError("no FedIoT configuration: set the run config key config-json")
+    else:
+        config = default
+    data_dir = context.node_config.get("data-dir")
+    if isinstance(data_dir, str) and data_dir:
+        config = config.with_overrides({"data_args.data_cache_dir": data_dir})
+    return config
 
 
 def _client_id(context: Context, config: Config) -> str:
@@ -96,12 +108,35 @@ def make_server_app(config: Config | None = None, observer: RunObserver | None =
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = _config_from(context, config)
-        pool = FlowerPool(grid, client_ids(cfg), wait_seconds=wait_seconds)
-        result = FedDetectServer(cfg, observer).run(pool)
-        if results is not None:
-            results.append(result)
+        wait = float(context.run_config.get("wait-seconds", wait_seconds))
+        pool = FlowerPool(grid, client_ids(cfg), wait_seconds=wait)
+        if results is not None:  # an engine in this process records the run
+            results.append(FedDetectServer(cfg, observer, strategy_for(cfg)).run(pool))
+            return
+        # a deployment: the ServerApp process records the run folder itself
+        folder = RunFolder.create(cfg, "flower")
+        log.info("run folder %s", folder.root)
+        result = FedDetectServer(cfg, _LoggingRecorder(folder), strategy_for(cfg)).run(pool)
+        folder.save_results(result)
+        log.info("finished: pooled F1 with the window vote %s",
+                 result.evaluation.pooled["window_vote"]["f1"])
 
     return app
+
+
+class _LoggingRecorder:
+    """Appends each round to the run folder and logs progress to Flower's log stream."""
+
+    def __init__(self, folder: RunFolder) -> None:
+        self.folder = folder
+
+    def on_phase(self, phase: str, detail: str) -> None:
+        log.info("%s %s", phase, detail)
+
+    def on_round(self, record: RoundRecord) -> None:
+        self.folder.append_round(record)
+        log.info("round %d: %d devices answered, loss %.5f", record.server_round,
+                 len(record.answered), record.train_loss)
 
 
 client_app = make_client_app()

@@ -70,6 +70,9 @@ class ProgressObserver:
         self.last_loss: float | None = None
 
     def on_phase(self, phase: str, detail: str) -> None:
+        if phase == "lost":
+            self.progress.console.print(f"[yellow]device lost:[/] {detail}")
+            return
         label = {"data": "", "scaler": "pooling scaler statistics", "round": "round",
                  "threshold": "thresholds", "evaluate": "evaluating"}.get(phase, phase)
         loss = f"  loss {self.last_loss:.4f}" if self.last_loss is not None else ""
