@@ -139,3 +139,48 @@ def test_cross_silo_is_refused_with_the_key(dataset: Path, tmp_path: Path) -> No
 
     with pytest.raises(FediotError, match=r"common_args\.training_type"):
         run_federated(config(dataset, tmp_path, **{"common_args.training_type": "cross_silo"}))
+
+
+class _CrashAfter:
+    """An observer that stops the run after a given round (a server killed mid-run)."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+
+    def on_phase(self, phase: str, detail: str) -> None:
+        pass
+
+    def on_round(self, record: object) -> None:
+        if record.server_round == self.rounds:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_at_the_next_round_and_ends_as_an_uninterrupted_run(
+    dataset: Path, tmp_path: Path
+) -> None:
+    from fediot.engines.run_folder import RunFolder
+
+    cfg = config(dataset, tmp_path, **{"train_args.comm_round": 4,
+                                       "train_args.federated_optimizer": "FedAdam",
+                                       "train_args.client_num_per_round": 2})
+    whole, _ = simulate(cfg)
+    with pytest.raises(KeyboardInterrupt):
+        simulate(cfg, _CrashAfter(2))  # type: ignore[arg-type]
+    interrupted = max((tmp_path / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert RunFolder(interrupted).load_checkpoint().completed_rounds == 2
+    resumed, folder = simulate(cfg, resume=interrupted)
+    assert folder.root == interrupted
+    rounds = [json.loads(line)["round"]
+              for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert rounds == [1, 2, 3, 4]  # none lost, none run twice
+    for a, b in zip(whole.model.weights, resumed.model.weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert whole.evaluation.to_dict() == resumed.evaluation.to_dict()
+
+
+def test_resume_without_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
+    from fediot.core.errors import FediotError
+    from fediot.engines.run_folder import RunFolder
+
+    with pytest.raises(FediotError, match="no checkpoint"):
+        RunFolder(tmp_path).load_checkpoint()

@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from fediot.core.config import Config, dump_config
+from fediot.core.config import Config, dump_config, load_config
+from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import Thresholds
 from fediot.core.federated.messages import ModelState
-from fediot.core.federated.server import RoundRecord, RunResult
+from fediot.core.federated.server import RoundRecord, RunResult, ServerState
 from fediot.core.io import atomic_path
+from fediot.core.model import ScalerStats
 
 
 def new_run_id(config: Config, kind: str = "fed") -> str:
@@ -81,12 +83,6 @@ class RunFolder:
         _write_text(folder.root / "config.yaml", dump_config(config))
         return folder
 
-    def append_round(self, record: RoundRecord) -> None:
-        """Add one line to ``metrics.jsonl`` (rewritten whole, so never half a line)."""
-        path = self.root / "metrics.jsonl"
-        old = path.read_text() if path.exists() else ""
-        _write_text(path, old + json.dumps(record.to_dict(), default=_jsonable) + "\n")
-
     def save_model(self, model: ModelState, thresholds: Thresholds) -> None:
         """Global weights, scaler statistics and thresholds under ``model/``."""
         folder = self.root / "model"
@@ -97,6 +93,45 @@ class RunFolder:
             np.savez(f, n=np.asarray(model.scaler.n), sum=model.scaler.sum,
                      sumsq=model.scaler.sumsq)
         _write_json(folder / "thresholds.json", thresholds.to_dict())
+
+    def save_checkpoint(self, state: ServerState) -> None:
+        """``checkpoint.npz`` (model, scaler, optimiser state, rounds) in one atomic write, and
+        ``metrics.jsonl`` rewritten from the same rounds, so the two never disagree."""
+        arrays: dict[str, Any] = {f"w{i}": w for i, w in enumerate(state.model.weights)}
+        arrays.update(scaler_n=np.asarray(state.model.scaler.n),
+                      scaler_sum=state.model.scaler.sum, scaler_sumsq=state.model.scaler.sumsq)
+        for key, value in state.strategy_state.items():
+            arrays[f"strategy_{key}"] = np.asarray(value)
+        meta = {"rounds": [r.to_dict() for r in state.history],
+                "weights": len(state.model.weights),
+                "strategy_keys": sorted(state.strategy_state)}
+        arrays["meta"] = np.frombuffer(json.dumps(meta, default=_jsonable).encode(), np.uint8)
+        with atomic_path(self.root / "checkpoint.npz") as tmp, tmp.open("wb") as f:
+            np.savez(f, **arrays)
+        _write_text(self.root / "metrics.jsonl", "".join(
+            json.dumps(r.to_dict(), default=_jsonable) + "\n" for r in state.history))
+
+    def load_checkpoint(self) -> ServerState:
+        """The state :meth:`save_checkpoint` wrote; a clear error if there is none."""
+        path = self.root / "checkpoint.npz"
+        if not path.is_file():
+            raise FediotError(f"{self.root}: no checkpoint.npz to resume from")
+        with np.load(path) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            weights = [data[f"w{i}"] for i in range(meta["weights"])]
+            scaler = ScalerStats(int(data["scaler_n"]), data["scaler_sum"],
+                                 data["scaler_sumsq"])
+            strategy = {k: data[f"strategy_{k}"] for k in meta["strategy_keys"]}
+        history = [RoundRecord(
+            server_round=r["round"], learning_rate=r["learning_rate"], clients=r["clients"],
+            answered=r["answered"], train_loss=r["train_loss"], num_examples=r["num_examples"],
+            seconds=r["seconds"], system=r["system"], evaluation=r["evaluation"],
+        ) for r in meta["rounds"]]
+        return ServerState(ModelState(weights, scaler), strategy, history)
+
+    def load_config(self) -> Config:
+        """The run's resolved configuration (``config.yaml``)."""
+        return load_config(self.root / "config.yaml")
 
     def save_results(self, result: RunResult, extra: dict[str, Any] | None = None) -> None:
         """``results.json`` and the model files."""

@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from fediot.core.config import Config
 from fediot.core.data.layouts import open_dataset
@@ -21,7 +23,12 @@ from fediot.core.federated.devices import (
     pooled_client_data,
 )
 from fediot.core.federated.evaluation import EvaluationSummary, summarize
-from fediot.core.federated.server import FedDetectServer, RoundRecord, RunObserver, RunResult
+from fediot.core.federated.server import (
+    FedDetectServer,
+    RunObserver,
+    RunResult,
+    ServerState,
+)
 from fediot.engines.inprocess import SequentialPool, make_pool
 from fediot.engines.run_folder import RunFolder
 from fediot.engines.strategies import strategy_for
@@ -36,19 +43,23 @@ def check_simulation(config: Config) -> None:
         )
 
 
-def run_federated(config: Config, observer: RunObserver | None = None) -> RunResult:
+def run_federated(config: Config, observer: RunObserver | None = None, *,
+                  resume: ServerState | None = None,
+                  checkpoint: Callable[[ServerState], None] | None = None) -> RunResult:
     """FedDetect on this machine with the engine ``comm_args.backend`` names: in-process
     (``worker_num`` client processes) or Flower's simulation runtime on Ray."""
     check_simulation(config)
     if config.comm_args.backend == "ray":
         from fediot.engines.flower.ray_simulation import run_ray  # Flower only when asked
 
-        return run_ray(config, observer, config.comm_args.ray_address or None)
+        return run_ray(config, observer, config.comm_args.ray_address or None,
+                       resume=resume, checkpoint=checkpoint)
     if observer is not None:
         observer.on_phase("data", "preparing the devices' data (the testbed is built on first use)")
     pool = make_pool(config, client_ids(config))
     try:
-        return FedDetectServer(config, observer, strategy_for(config)).run(pool)
+        return FedDetectServer(config, observer, strategy_for(config)).run(
+            pool, resume=resume, checkpoint=checkpoint)
     finally:
         pool.close()
 
@@ -80,30 +91,18 @@ def run_local(config: Config, observer: RunObserver | None = None) -> list[RunRe
             for device in _device_data(config)]
 
 
-def simulate(config: Config, observer: RunObserver | None = None) -> tuple[RunResult, RunFolder]:
-    """The federated run, recorded in a new run folder."""
-    folder = RunFolder.create(config, "fed")
-    recorder = _Recording(folder, observer)
-    result = run_federated(config, recorder)
+def simulate(config: Config, observer: RunObserver | None = None,
+             resume: Path | None = None) -> tuple[RunResult, RunFolder]:
+    """The federated run, recorded in a new run folder (checkpointed every round), or the
+    interrupted run in ``resume`` continued from its last completed round."""
+    if resume is not None:
+        folder = RunFolder(resume)
+        config, state = folder.load_config(), folder.load_checkpoint()
+    else:
+        folder, state = RunFolder.create(config, "fed"), None
+    result = run_federated(config, observer, resume=state, checkpoint=folder.save_checkpoint)
     folder.save_results(result)
     return result, folder
-
-
-class _Recording:
-    """Forwards progress to ``inner`` and appends each round to the run folder."""
-
-    def __init__(self, folder: RunFolder, inner: RunObserver | None) -> None:
-        self.folder = folder
-        self.inner = inner
-
-    def on_phase(self, phase: str, detail: str) -> None:
-        if self.inner:
-            self.inner.on_phase(phase, detail)
-
-    def on_round(self, record: RoundRecord) -> None:
-        self.folder.append_round(record)
-        if self.inner:
-            self.inner.on_round(record)
 
 
 def local_summary(results: list[RunResult]) -> EvaluationSummary:

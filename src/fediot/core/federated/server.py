@@ -9,7 +9,7 @@ sampled local training and aggregation; (3) thresholds from every device's error
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -114,6 +114,30 @@ class RunResult:
     reports: list[EvaluationReport]
     history: list[RoundRecord] = field(default_factory=list)
     threshold_stats: dict[str, ErrorStats] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """What a server needs to continue a run: the model after the last completed round, the
+    server optimiser's state and the rounds so far.
+
+    Parameters
+    ----------
+    model
+        Global weights and pooled scaler statistics.
+    strategy_state
+        :meth:`FedAvg.state` of the aggregation (FedAdam's moments, …).
+    history
+        One :class:`RoundRecord` per completed round, in order.
+    """
+
+    model: ModelState
+    strategy_state: dict[str, Any]
+    history: list[RoundRecord]
+
+    @property
+    def completed_rounds(self) -> int:
+        return len(self.history)
 
 
 class _Silent:
@@ -221,15 +245,27 @@ class FedDetectServer:
         reports: dict[str, EvaluationReport] = pool.call("evaluate", tasks)
         return [reports[c] for c in pool.client_ids if c in reports]
 
-    def run(self, pool: ClientPool, eval_pool: ClientPool | None = None) -> RunResult:
+    def run(self, pool: ClientPool, eval_pool: ClientPool | None = None, *,
+            resume: ServerState | None = None,
+            checkpoint: Callable[[ServerState], None] | None = None) -> RunResult:
         """All four phases. ``eval_pool`` (default ``pool``) calibrates and evaluates; the
-        centralised baseline trains on a pooled client and evaluates on the real devices."""
+        centralised baseline trains on a pooled client and evaluates on the real devices.
+
+        ``checkpoint`` receives the state after every round; a run started with
+        ``resume=`` that state continues at the next round and ends exactly as an
+        uninterrupted run would (sampling and device seeds depend on the round only).
+        """
         eval_pool = eval_pool or pool
-        model = ModelState(self.initial_weights(), self.fit_scaler(pool))
-        history: list[RoundRecord] = []
+        if resume is None:
+            model = ModelState(self.initial_weights(), self.fit_scaler(pool))
+            history: list[RoundRecord] = []
+        else:
+            model, history = resume.model, list(resume.history)
+            self.strategy.load_state(resume.strategy_state)
+            self.observer.on_phase("resume", f"from round {resume.completed_rounds}")
         every = self.config.validation_args.frequency_of_the_test
         total = self.config.train_args.comm_round
-        for server_round in range(1, total + 1):
+        for server_round in range(len(history) + 1, total + 1):
             self.observer.on_phase("round", f"{server_round}/{total}")
             model, record = self.train_round(pool, model, server_round)
             if every and server_round % every == 0 and server_round != total:
@@ -237,6 +273,8 @@ class FedDetectServer:
                 summary = summarize(self.evaluate(eval_pool, model, thresholds))
                 record = RoundRecord(**{**record.__dict__, "evaluation": summary.pooled})
             history.append(record)
+            if checkpoint is not None:
+                checkpoint(ServerState(model, self.strategy.state(), list(history)))
             self.observer.on_round(record)
         self.observer.on_phase("threshold", f"{len(eval_pool.client_ids)} devices")
         thresholds, stats = self.calibrate(eval_pool, model)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -22,7 +23,13 @@ from fediot.core.config import Config, dump_config, parse_config
 from fediot.core.errors import FediotError
 from fediot.core.federated.client import DeviceClient
 from fediot.core.federated.devices import client_ids, load_client_data
-from fediot.core.federated.server import FedDetectServer, RoundRecord, RunObserver, RunResult
+from fediot.core.federated.server import (
+    FedDetectServer,
+    RoundRecord,
+    RunObserver,
+    RunResult,
+    ServerState,
+)
 from fediot.engines.flower.pool import FlowerPool
 from fediot.engines.flower.records import decode_task, encode_reply
 from fediot.engines.run_folder import RunFolder
@@ -101,8 +108,13 @@ def make_client_app(config: Config | None = None) -> ClientApp:
 
 def make_server_app(config: Config | None = None, observer: RunObserver | None = None,
                     results: list[RunResult] | None = None, *,
-                    wait_seconds: float = 120.0) -> ServerApp:
-    """A ServerApp running FedDetect; each finished run's result is appended to ``results``."""
+                    wait_seconds: float = 120.0, resume: ServerState | None = None,
+                    checkpoint: Callable[[ServerState], None] | None = None) -> ServerApp:
+    """A ServerApp running FedDetect; each finished run's result is appended to ``results``.
+
+    In a deployment (no ``results``), the ServerApp records its own run folder, checkpointed
+    every round; the run config ``resume-from`` names an interrupted run folder to continue.
+    """
     app = ServerApp()
 
     @app.main()
@@ -111,12 +123,19 @@ def make_server_app(config: Config | None = None, observer: RunObserver | None =
         wait = float(context.run_config.get("wait-seconds", wait_seconds))
         pool = FlowerPool(grid, client_ids(cfg), wait_seconds=wait)
         if results is not None:  # an engine in this process records the run
-            results.append(FedDetectServer(cfg, observer, strategy_for(cfg)).run(pool))
+            results.append(FedDetectServer(cfg, observer, strategy_for(cfg)).run(
+                pool, resume=resume, checkpoint=checkpoint))
             return
         # a deployment: the ServerApp process records the run folder itself
-        folder = RunFolder.create(cfg, "flower")
+        resume_from = context.run_config.get("resume-from")
+        if isinstance(resume_from, str) and resume_from:
+            folder = RunFolder(Path(resume_from))
+            state: ServerState | None = folder.load_checkpoint()
+        else:
+            folder, state = RunFolder.create(cfg, "flower"), None
         log.info("run folder %s", folder.root)
-        result = FedDetectServer(cfg, _LoggingRecorder(folder), strategy_for(cfg)).run(pool)
+        result = FedDetectServer(cfg, _LoggingObserver(), strategy_for(cfg)).run(
+            pool, resume=state, checkpoint=folder.save_checkpoint)
         folder.save_results(result)
         log.info("finished: pooled F1 with the window vote %s",
                  result.evaluation.pooled["window_vote"]["f1"])
@@ -124,17 +143,13 @@ def make_server_app(config: Config | None = None, observer: RunObserver | None =
     return app
 
 
-class _LoggingRecorder:
-    """Appends each round to the run folder and logs progress to Flower's log stream."""
-
-    def __init__(self, folder: RunFolder) -> None:
-        self.folder = folder
+class _LoggingObserver:
+    """Progress into Flower's log stream (the run folder is written by the checkpoints)."""
 
     def on_phase(self, phase: str, detail: str) -> None:
         log.info("%s %s", phase, detail)
 
     def on_round(self, record: RoundRecord) -> None:
-        self.folder.append_round(record)
         log.info("round %d: %d devices answered, loss %.5f", record.server_round,
                  len(record.answered), record.train_loss)
 

@@ -7,17 +7,19 @@ importing :mod:`fediot.engines.flower`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from flwr.app import ConfigRecordValues
 
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.federated.devices import client_ids, dataset_root
-from fediot.core.federated.server import RunObserver, RunResult
+from fediot.core.federated.server import RunObserver, RunResult, ServerState
 
 
 def run_ray(config: Config, observer: RunObserver | None = None,
-            ray_address: str | None = None) -> RunResult:
+            ray_address: str | None = None, *, resume: ServerState | None = None,
+            checkpoint: Callable[[ServerState], None] | None = None) -> RunResult:
     """Run FedDetect on Ray with ``device_args.worker_num`` devices training at once.
 
     ``ray_address`` attaches to an existing Ray cluster (``ray start --head`` elsewhere);
@@ -39,7 +41,8 @@ def run_ray(config: Config, observer: RunObserver | None = None,
         init_args["num_cpus"] = cpus
     results: list[RunResult] = []
     run_simulation(
-        server_app=make_server_app(config, observer, results, wait_seconds=60.0),
+        server_app=make_server_app(config, observer, results, wait_seconds=60.0,
+                                   resume=resume, checkpoint=checkpoint),
         client_app=make_client_app(config),
         num_supernodes=len(ids),
         backend_config={

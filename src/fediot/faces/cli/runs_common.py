@@ -70,6 +70,9 @@ class ProgressObserver:
         self.last_loss: float | None = None
 
     def on_phase(self, phase: str, detail: str) -> None:
+        if phase == "resume":
+            self.progress.update(self.task, completed=int(detail.split()[-1]))
+            return
         if phase == "lost":
             self.progress.console.print(f"[yellow]device lost:[/] {detail}")
             return

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
+import typer
 from rich.table import Table
 
 from fediot.core.catalog import client_label
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import EvaluationSummary
+from fediot.engines.run_folder import RunFolder
 from fediot.engines.simulation import local_summary, run_centralised, run_local, simulate
 from fediot.faces.cli.app import app, console, fail
 from fediot.faces.cli.runs_common import (
@@ -68,15 +71,21 @@ def simulate_command(
     optimizer: OptimizerOption = None, dataset: DatasetOption = None,
     data_dir: DataDirOption = None, seed: SeedOption = None, runs_dir: OutOption = None,
     engine: EngineOption = None, ray_address: RayAddressOption = None, set_: SetOption = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="continue the interrupted run in this run folder (its own config applies)")] = None,
 ) -> None:
     """Federated training of the devices on this machine; prints the per-device table."""
     try:
-        cfg = _config(config, rounds, workers, clients, per_round, optimizer, dataset,
-                      data_dir, seed, runs_dir, set_, engine, ray_address)
+        if resume is not None:
+            cfg = RunFolder(resume).load_config()
+        else:
+            cfg = _config(config, rounds, workers, clients, per_round, optimizer, dataset,
+                          data_dir, seed, runs_dir, set_, engine, ray_address)
         console.print(f"[bold]FedDetect[/]: {_describe(cfg)}")
         started = time.perf_counter()
         with progress_bar(console) as progress:
-            result, folder = simulate(cfg, ProgressObserver(progress, cfg.train_args.comm_round))
+            result, folder = simulate(cfg, ProgressObserver(progress, cfg.train_args.comm_round),
+                                      resume=resume)
     except FediotError as error:
         raise fail(str(error)) from None
     console.print(results_table(result.evaluation,
