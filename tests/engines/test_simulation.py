@@ -184,3 +184,15 @@ def test_resume_without_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(FediotError, match="no checkpoint"):
         RunFolder(tmp_path).load_checkpoint()
+
+
+def test_status_shows_the_finished_run_and_its_devices(dataset: Path, tmp_path: Path) -> None:
+    _, folder = simulate(config(dataset, tmp_path))
+    status = json.loads((folder.root / "status.json").read_text())
+    assert status["state"] == "finished" and status["round"] == 2
+    assert all(d["last_round"] == 2 for d in status["devices"].values())
+    shown = CliRunner().invoke(app, ["status", "--runs-dir", str(tmp_path / "runs")])
+    assert shown.exit_code == 0, shown.output
+    assert "finished" in shown.output and "Ennio doorbell" in shown.output
+    missing = CliRunner().invoke(app, ["status", "--runs-dir", str(tmp_path / "none")])
+    assert missing.exit_code == 2

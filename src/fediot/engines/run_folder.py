@@ -25,7 +25,7 @@ from fediot.core.config import Config, dump_config, load_config
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import Thresholds
 from fediot.core.federated.messages import ModelState
-from fediot.core.federated.server import RoundRecord, RunResult, ServerState
+from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
 from fediot.core.io import atomic_path
 from fediot.core.model import ScalerStats
 
@@ -143,3 +143,63 @@ class RunFolder:
             "rounds": len(result.history),
             **(extra or {}),
         })
+
+
+class StatusRecorder:
+    """A run observer that keeps ``status.json`` current (what ``fediot status`` shows), then
+    passes every event on to ``inner``.
+
+    ``status.json``: ``state`` (running / finished / failed), ``phase``, ``round`` of
+    ``total_rounds``, ``updated_at``, and per device its ``state`` (training / idle / lost),
+    ``last_seen`` and ``last_round``.
+    """
+
+    def __init__(self, folder: RunFolder, config: Config, devices: list[str],
+                 inner: RunObserver | None = None) -> None:
+        self.folder = folder
+        self.inner = inner
+        self.status: dict[str, Any] = {
+            "run": folder.root.name, "state": "running", "phase": "starting", "round": 0,
+            "total_rounds": config.train_args.comm_round, "engine": config.comm_args.backend,
+            "devices": {d: {"state": "idle", "last_seen": None, "last_round": None}
+                        for d in devices},
+        }
+        self._write()
+
+    def _write(self) -> None:
+        self.status["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        _write_json(self.folder.root / "status.json", self.status)
+
+    def on_phase(self, phase: str, detail: str) -> None:
+        if phase == "lost":
+            for name in detail.partition("no reply from ")[2].partition(";")[0].split(", "):
+                if name in self.status["devices"]:
+                    self.status["devices"][name]["state"] = "lost"
+        elif phase == "round":
+            self.status["round"] = int(detail.split("/")[0])
+            self.status["phase"] = "training"
+            for device in self.status["devices"].values():
+                if device["state"] != "lost":
+                    device["state"] = "training"
+        else:
+            self.status["phase"] = phase
+        self._write()
+        if self.inner is not None:
+            self.inner.on_phase(phase, detail)
+
+    def on_round(self, record: RoundRecord) -> None:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        for name, device in self.status["devices"].items():
+            if name in record.answered:
+                device.update(state="idle", last_seen=now, last_round=record.server_round)
+            elif device["state"] == "training":
+                device["state"] = "idle"
+        self._write()
+        if self.inner is not None:
+            self.inner.on_round(record)
+
+    def finish(self, state: str = "finished") -> None:
+        """Mark the run ``finished`` or ``failed``."""
+        self.status["state"] = state
+        self.status["phase"] = "done" if state == "finished" else self.status["phase"]
+        self._write()

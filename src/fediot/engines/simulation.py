@@ -30,7 +30,7 @@ from fediot.core.federated.server import (
     ServerState,
 )
 from fediot.engines.inprocess import SequentialPool, make_pool
-from fediot.engines.run_folder import RunFolder
+from fediot.engines.run_folder import RunFolder, StatusRecorder
 from fediot.engines.strategies import strategy_for
 
 
@@ -100,8 +100,14 @@ def simulate(config: Config, observer: RunObserver | None = None,
         config, state = folder.load_config(), folder.load_checkpoint()
     else:
         folder, state = RunFolder.create(config, "fed"), None
-    result = run_federated(config, observer, resume=state, checkpoint=folder.save_checkpoint)
+    status = StatusRecorder(folder, config, client_ids(config), observer)
+    try:
+        result = run_federated(config, status, resume=state, checkpoint=folder.save_checkpoint)
+    except BaseException:
+        status.finish("failed")
+        raise
     folder.save_results(result)
+    status.finish()
     return result, folder
 
 

@@ -32,7 +32,7 @@ from fediot.core.federated.server import (
 )
 from fediot.engines.flower.pool import FlowerPool
 from fediot.engines.flower.records import decode_task, encode_reply
-from fediot.engines.run_folder import RunFolder
+from fediot.engines.run_folder import RunFolder, StatusRecorder
 from fediot.engines.strategies import strategy_for
 
 log = logging.getLogger("fediot.flower")
@@ -134,9 +134,15 @@ def make_server_app(config: Config | None = None, observer: RunObserver | None =
         else:
             folder, state = RunFolder.create(cfg, "flower"), None
         log.info("run folder %s", folder.root)
-        result = FedDetectServer(cfg, _LoggingObserver(), strategy_for(cfg)).run(
-            pool, resume=state, checkpoint=folder.save_checkpoint)
+        status = StatusRecorder(folder, cfg, pool.client_ids, _LoggingObserver())
+        try:
+            result = FedDetectServer(cfg, status, strategy_for(cfg)).run(
+                pool, resume=state, checkpoint=folder.save_checkpoint)
+        except BaseException:
+            status.finish("failed")
+            raise
         folder.save_results(result)
+        status.finish()
         log.info("finished: pooled F1 with the window vote %s",
                  result.evaluation.pooled["window_vote"]["f1"])
 

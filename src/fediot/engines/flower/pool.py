@@ -66,8 +66,9 @@ class FlowerPool:
         return list(self._ids)
 
     def _identify(self) -> None:
+        online = set(self.grid.get_node_ids())
         known = set(self._node_of.values())
-        fresh = [n for n in self.grid.get_node_ids() if n not in known]
+        fresh = [n for n in online if n not in known]
         if not fresh:
             return
         messages = [Message(content=encode_task("identify", None), dst_node_id=node,
@@ -80,7 +81,12 @@ class FlowerPool:
             self._node_of[reply_client_id(reply.content)] = reply.metadata.src_node_id
 
     def call(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Any]:
-        """Send each device its task; decode the replies that arrive in time."""
+        """Send each device its task; decode the replies that arrive in time.
+
+        Nodes that connected since the last step identify themselves first, so a device that
+        restarted (under a new node id) rejoins at the next step.
+        """
+        self._identify()
         messages = [
             Message(content=encode_task(method, task), dst_node_id=self._node_of[cid],
                     message_type=MESSAGE_TYPES[method])
