@@ -76,7 +76,7 @@ def train_reply(weights: Weights, num_examples: int, node: int) -> Any:
     metadata = Metadata(run_id=0, message_id=f"fediot-{node}", src_node_id=node, dst_node_id=0,
                         reply_to_message_id="", group_id="", created_at=0.0, ttl=3600.0,
                         message_type="train")
-    return Message(content, metadata=metadata)
+    return Message(content, metadata=metadata)  # type: ignore[call-overload]  # untyped form
 
 
 def strategy_for(config: Config) -> FedAvg:

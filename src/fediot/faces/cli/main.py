@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fediot.faces.cli import (  # noqa: F401  (each module registers its commands)
     data,
+    deploy,
     extract,
     nbaiot,
     simulate,
+    status,
 )
 from fediot.faces.cli.app import app
 

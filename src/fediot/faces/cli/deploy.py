@@ -1,0 +1,259 @@
+"""``fediot server``, ``fediot client`` and ``fediot certs``: FedIoT over a real Flower
+deployment, TLS and SuperNode authentication on by default.
+
+The server reads its certificates folder (default ``certs/``: ca.crt, server.pem, server.key,
+devices/*.pub); a device reads the CA certificate and its own key. ``--insecure`` (plain HTTP,
+no node authentication) is accepted on loopback addresses only, with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from fediot.core.catalog import DEVICES, device_by_id
+from fediot.core.errors import FediotError
+from fediot.core.federated.evaluation import EvaluationSummary
+from fediot.engines.flower import deployment
+from fediot.engines.run_folder import RunFolder
+from fediot.faces.cli.app import app, console, err_console, fail
+from fediot.faces.cli.runs_common import ConfigOption, SetOption, resolve_config, results_table
+
+certs_app = typer.Typer(
+    help="TLS certificates and device keys for `fediot server` / `fediot client` "
+         "(scripts/make-certs.sh DIR HOST… makes all of them).",
+    no_args_is_help=True)
+app.add_typer(certs_app, name="certs")
+
+DEFAULT_CERTIFICATES = Path("certs")
+
+CertsDirOption = Annotated[Path, typer.Option(
+    "--dir", help="the certificates folder (created 0700, with a .gitignore of *)")]
+ForceOption = Annotated[bool, typer.Option(
+    "--force", help="replace an existing key (what it signed or identified stops working)")]
+InsecureOption = Annotated[bool, typer.Option(
+    "--insecure", help="plain HTTP, no node authentication: loopback addresses only")]
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends a command as Ctrl-C does, so the Flower processes it started are stopped
+    (they run in their own sessions and would outlive it)."""
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _warn_insecure() -> None:
+    err_console.print("[bold yellow]WARNING: --insecure: no TLS and no node authentication; "
+                      "anything on this machine can join or read the federation. Loopback "
+                      "tests only.[/]", soft_wrap=True)
+
+
+def _server_security(host: str, insecure: bool, certificates: Path, node_keys: Path | None
+                     ) -> deployment.ServerSecurity | None:
+    """The SuperLink's security, or None for --insecure on loopback; one clear error else."""
+    if insecure:
+        deployment.require_tls_outside_loopback(host, secure=False)
+        _warn_insecure()
+        return None
+    if not (certificates / deployment.SERVER_CERTIFICATE).exists():
+        where = ("is not a loopback address, so TLS is required"
+                 if not deployment.is_loopback(host) else "needs TLS unless --insecure")
+        raise FediotError(
+            f"{host} {where}, and {certificates.resolve()} holds no server certificate "
+            f"({deployment.SERVER_CERTIFICATE}): create one with `scripts/make-certs.sh "
+            f"{certificates} {deployment.local_host(host)}` or pass --certificates DIR")
+    return deployment.ServerSecurity.load(certificates, host, node_keys)
+
+
+def _node_security(host: str, insecure: bool, root_certificates: Path, node_key: Path
+                   ) -> deployment.NodeSecurity | None:
+    """The SuperNode's security, or None for --insecure on loopback; one clear error else."""
+    if insecure:
+        deployment.require_tls_outside_loopback(host, secure=False)
+        _warn_insecure()
+        return None
+    if not root_certificates.exists():
+        raise FediotError(
+            f"{root_certificates}: no CA certificate; copy ca.crt and devices/device-N.key "
+            "from the server's certificates folder (--root-certificates, --node-key)")
+    return deployment.NodeSecurity.load(root_certificates, node_key)
+
+
+@app.command("server")
+def server_command(
+    config: ConfigOption = Path("config/fedml_config.yaml"),
+    host: Annotated[str, typer.Option(help="address the SuperLink listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="the SuperLink's port")] = 9092,
+    certificates: Annotated[Path, typer.Option(
+        help="ca.crt, server.pem, server.key and devices/*.pub")] = DEFAULT_CERTIFICATES,
+    node_keys: Annotated[Path | None, typer.Option(
+        help="folder of the admitted devices' public keys (*.pub) [default: "
+             "CERTIFICATES/devices]")] = None,
+    insecure: InsecureOption = False,
+    flwr_home: Annotated[Path, typer.Option(help="the server's Flower state folder")] = Path(
+        ".flwr/server"),
+    wait: Annotated[float, typer.Option(help="seconds to wait for the devices")] = 300.0,
+    timeout: Annotated[float, typer.Option(help="seconds the whole run may take")] = 3600.0,
+    set_: SetOption = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="continue the interrupted run in this run folder (its own config applies)")] = None,
+) -> None:
+    """Start a SuperLink (TLS + node authentication), run FedDetect on the devices that
+    connect, print the table."""
+    _stop_on_sigterm()
+    try:
+        cfg = RunFolder(resume).load_config() if resume else resolve_config(config, {}, set_)
+        if cfg.common_args.training_type != "cross_silo":
+            raise FediotError("common_args.training_type: the server runs 'cross_silo' "
+                              "(real devices); 'simulation' runs with fediot simulate")
+        security = _server_security(host, insecure, certificates, node_keys)
+        runs_dir = Path(cfg.tracking_args.log_file_dir).expanduser().resolve()
+        cfg = cfg.with_overrides({"tracking_args.log_file_dir": str(runs_dir)})
+        home = flwr_home.resolve()
+        local = deployment.local_host(host)
+        deployment.reset_state(home)
+        if security is not None:
+            admitted = deployment.enrol_nodes(home, security)
+            console.print(f"admitted {len(admitted)} device keys: {', '.join(admitted)}",
+                          soft_wrap=True)
+        deployment.write_federation(home, "fediot", deployment.join_address(local, port),
+                                    security.ca_certificate if security else None)
+        link = deployment.superlink(home, port, host=host, security=security).start()
+        mode = "TLS + node authentication" if security else "INSECURE"
+        console.print(f"SuperLink on {deployment.join_address(host, port)} ({mode}, pid "
+                      f"{link.pid}); waiting for {cfg.train_args.client_num_in_total} devices "
+                      f"for up to {wait:.0f} s: start them with ./run_client.sh N",
+                      soft_wrap=True)
+        started = time.time()
+        try:
+            deployment.wait_for_port(local, port, 60, "the SuperLink")
+            status = deployment.submit_run(home, "fediot", cfg, wait_seconds=wait,
+                                           timeout=timeout, log_path=home / "logs" / "run.log",
+                                           resume_from=resume)
+        finally:
+            link.stop()
+    except FediotError as error:
+        raise fail(str(error)) from None
+    state = str(status.get("status", "?"))
+    if state != "finished:completed":
+        raise fail(f"the run ended as {state}: {status.get('status-details', '')} "
+                   f"(logs in {home / 'logs'})")
+    folders = sorted((p for p in runs_dir.glob("*") if (p / "results.json").exists()
+                      and p.stat().st_mtime >= started), key=lambda p: p.stat().st_mtime)
+    if not folders:
+        raise fail(f"the run completed but left no results in {runs_dir}")
+    results = json.loads((folders[-1] / "results.json").read_text())["evaluation"]
+    summary = EvaluationSummary(results["devices"], results["pooled"])
+    console.print(results_table(summary, "federated over Flower (deployment)"))
+    traffic = status.get("network-traffic", {})
+    console.print(f"run {status.get('run-id')}: {state}, {status.get('elapsed', 0):.0f} s, "
+                  f"{traffic.get('total-bytes', 0):,} bytes; run folder: {folders[-1]}")
+
+
+@app.command("client")
+def client_command(
+    device: Annotated[int, typer.Option(help="N-BaIoT device id, 1–9")],
+    server: Annotated[str, typer.Option(help="the SuperLink, host:port")] = "127.0.0.1:9092",
+    data_dir: Annotated[str, typer.Option(help="this device's data (default: the run's)")] = "",
+    port: Annotated[int, typer.Option(help="this SuperNode's own local port")] = 0,
+    root_certificates: Annotated[Path | None, typer.Option(
+        help="the CA certificate [default: certs/ca.crt]")] = None,
+    node_key: Annotated[Path | None, typer.Option(
+        help="this device's private key [default: certs/devices/device-N.key]")] = None,
+    insecure: InsecureOption = False,
+    flwr_home: Annotated[Path | None, typer.Option(help="this device's Flower state")] = None,
+    wait: Annotated[float, typer.Option(help="seconds to keep retrying the server")] = 3600.0,
+) -> None:
+    """Serve one device's data to the federation (a SuperNode); runs until stopped."""
+    _stop_on_sigterm()
+    try:
+        name = device_by_id(device).name
+    except KeyError as error:
+        raise fail(str(error.args[0])) from None
+    try:
+        host, _ = deployment.split_address(server)
+        security = _node_security(
+            host, insecure, root_certificates or DEFAULT_CERTIFICATES / deployment.CA_CERTIFICATE,
+            node_key or deployment.device_key_paths(DEFAULT_CERTIFICATES, device)[0])
+        home = (flwr_home or Path(f".flwr/client-{device}")).resolve()
+        node = deployment.supernode(home, server, name, port or 9100 + device,
+                                    data_dir=data_dir, security=security,
+                                    max_wait_seconds=wait).start()
+    except FediotError as error:
+        raise fail(str(error)) from None
+    console.print(f"device {device} ({name}) → {server} (SuperNode pid {node.pid}, "
+                  f"{'TLS + node key' if security else 'INSECURE'}); it retries the server for "
+                  f"up to {wait:.0f} s. Log: {node.log_path}. Ctrl-C stops it.")
+    try:
+        while node.alive():
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.stop()
+    if node.process is not None and node.process.returncode not in (0, None, -15):
+        raise fail(f"the SuperNode stopped with exit code {node.process.returncode}: see "
+                   f"{node.log_path} (a key the server does not admit, or a TLS failure)", 1)
+
+
+@certs_app.command("ca")
+def certs_ca(
+    folder: CertsDirOption = DEFAULT_CERTIFICATES,
+    days: Annotated[int, typer.Option(help="validity in days")] = 3650,
+    force: ForceOption = False,
+) -> None:
+    """Create the FedIoT CA: DIR/ca.crt and DIR/ca.key (0600; keep it off the devices)."""
+    try:
+        path = deployment.create_ca(folder, days=days, overwrite=force)
+    except FediotError as error:
+        raise fail(str(error)) from None
+    console.print(f"CA certificate {path} (key {folder / deployment.CA_KEY})", soft_wrap=True)
+
+
+@certs_app.command("server")
+def certs_server(
+    host: Annotated[list[str], typer.Option(
+        help="a name or IP devices use to reach the server (repeatable)")],
+    folder: CertsDirOption = DEFAULT_CERTIFICATES,
+    days: Annotated[int, typer.Option(help="validity in days")] = 825,
+) -> None:
+    """Create the SuperLink's certificate DIR/server.pem + server.key, signed by DIR's CA; its
+    subjectAltNames are the --host values plus localhost, 127.0.0.1 and ::1."""
+    try:
+        path = deployment.create_server_certificate(folder, host, days=days)
+    except FediotError as error:
+        raise fail(str(error)) from None
+    console.print(f"server certificate {path} for {', '.join(host)} (+ loopback)",
+                  soft_wrap=True)
+
+
+@certs_app.command("device")
+def certs_device(
+    devices: Annotated[list[int] | None, typer.Argument(
+        help="device ids [default: every N-BaIoT device]")] = None,
+    folder: CertsDirOption = DEFAULT_CERTIFICATES,
+    force: ForceOption = False,
+    skip_existing: Annotated[bool, typer.Option(
+        help="leave a device that already has a key alone")] = False,
+) -> None:
+    """Create each device's node-authentication key pair DIR/devices/device-N.key (0600) and
+    .pub; the server admits the public keys found in DIR/devices."""
+    try:
+        for number in devices or [d.uci_id for d in DEVICES]:
+            private_key, public_key = deployment.device_key_paths(folder, number)
+            if skip_existing and private_key.exists():
+                console.print(f"device {number}: kept {private_key}", soft_wrap=True)
+                continue
+            deployment.create_device_key(folder, number, overwrite=force)
+            console.print(f"device {number}: {private_key} (public key {public_key})",
+                          soft_wrap=True)
+    except FediotError as error:
+        raise fail(str(error)) from None

@@ -1,0 +1,84 @@
+"""A real Flower deployment on loopback: a SuperLink and three SuperNodes run two rounds.
+
+The SuperNodes start first (they must wait and retry), then ``fediot server`` starts the
+SuperLink and the run; success is read from the run's status. Every process is ours and
+stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from federated_data import write_uci_dataset
+from fediot.core.catalog import DEVICES
+from fediot.engines.flower import deployment
+
+FEDIOT = Path(sys.executable).with_name("fediot")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def cross_silo_config(tmp_path: Path) -> Path:
+    data = write_uci_dataset(tmp_path / "nbaiot", n_devices=3)
+    path = tmp_path / "fedml_config.yaml"
+    path.write_text(yaml.safe_dump({
+        "common_args": {"training_type": "cross_silo", "random_seed": 0},
+        "data_args": {"dataset": "N-BaIoT", "data_cache_dir": str(data)},
+        "train_args": {"client_num_in_total": 3, "client_num_per_round": 3, "comm_round": 2},
+        "detection_args": {"window": 5},
+        "tracking_args": {"log_file_dir": str(tmp_path / "runs")},
+    }))
+    return path
+
+
+def test_superlink_and_three_supernodes_complete_two_rounds(
+    cross_silo_config: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    nodes = [
+        deployment.supernode(tmp_path / f"node{d.uci_id}", f"127.0.0.1:{port}", d.name,
+                             free_port(), max_wait_seconds=300).start()
+        for d in DEVICES[:3]
+    ]
+    try:
+        server = subprocess.run(
+            [str(FEDIOT), "server", "--config", str(cross_silo_config), "--port", str(port),
+             "--insecure",
+             "--flwr-home", str(tmp_path / "server"), "--wait", "120", "--timeout", "600"],
+            capture_output=True, text=True, timeout=700, check=False,
+            env={**deployment.flower_env(tmp_path / "server"), "COLUMNS": "160"},
+        )
+        assert server.returncode == 0, server.stdout + server.stderr
+        assert "Danmini doorbell" in server.stdout and "all devices" in server.stdout
+        assert "finished:completed" in server.stdout
+        assert all(node.alive() for node in nodes)  # devices outlive the run
+    finally:
+        for node in nodes:
+            node.stop()
+    assert not any(node.alive() for node in nodes)
+    results = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
+    assert set(results["evaluation"]["devices"]) == {d.name for d in DEVICES[:3]}
+    metrics = (next((tmp_path / "runs").glob("*/metrics.jsonl"))).read_text().splitlines()
+    assert len(metrics) == 2
+
+
+def test_server_refuses_a_non_loopback_address_without_tls(cross_silo_config: Path) -> None:
+    refused = subprocess.run(
+        [str(FEDIOT), "server", "--config", str(cross_silo_config), "--host", "0.0.0.0",
+         "--certificates", str(cross_silo_config.parent / "no-certs")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert refused.returncode == 2
+    assert "not a loopback address" in refused.stderr
