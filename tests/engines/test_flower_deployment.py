@@ -13,12 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from federated_data import write_uci_dataset
 from fediot.core.catalog import DEVICES
+from fediot.core.config import load_config
 from fediot.engines.flower import deployment
+from fediot.engines.simulation import run_federated
 
 FEDIOT = Path(sys.executable).with_name("fediot")
 
@@ -72,6 +75,15 @@ def test_superlink_and_three_supernodes_complete_two_rounds(
     assert set(results["evaluation"]["devices"]) == {d.name for d in DEVICES[:3]}
     metrics = (next((tmp_path / "runs").glob("*/metrics.jsonl"))).read_text().splitlines()
     assert len(metrics) == 2
+    # the same configuration in-process reaches the same global model, bit for bit
+    deployed = np.load(next((tmp_path / "runs").glob("*/model/weights.npz")))
+    config = load_config(cross_silo_config).with_overrides({
+        "common_args.training_type": "simulation",
+        "tracking_args.log_file_dir": str(tmp_path / "runs-inprocess")})
+    in_process = run_federated(config)
+    for i, weights in enumerate(in_process.model.weights):
+        np.testing.assert_array_equal(deployed[f"w{i}"], weights)
+    assert results["evaluation"] == json.loads(json.dumps(in_process.evaluation.to_dict()))
 
 
 def test_server_refuses_a_non_loopback_address_without_tls(cross_silo_config: Path) -> None:

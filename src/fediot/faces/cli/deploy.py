@@ -119,7 +119,10 @@ def server_command(
         cfg = cfg.with_overrides({"tracking_args.log_file_dir": str(runs_dir)})
         home = flwr_home.resolve()
         local = deployment.local_host(host)
-        deployment.reset_state(home)
+        if resume is None:
+            # a fresh session forgets every node (a deleted key is revoked); a resumed one
+            # keeps them, so devices that outlived the old server reconnect under their ids
+            deployment.reset_state(home)
         if security is not None:
             admitted = deployment.enrol_nodes(home, security)
             console.print(f"admitted {len(admitted)} device keys: {', '.join(admitted)}",

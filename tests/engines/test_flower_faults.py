@@ -1,0 +1,125 @@
+"""Faults in a real loopback deployment: a device killed mid-run, and a server restarted.
+
+Devices are SuperNode processes we start and kill by PID; the server is ``fediot server
+--insecure`` (loopback only). Rounds are read from the run folder the ServerApp writes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from federated_data import write_uci_dataset
+from fediot.core.catalog import DEVICES
+from fediot.engines.flower import deployment
+
+FEDIOT = Path(sys.executable).with_name("fediot")
+
+
+def write_config(tmp_path: Path, **train: object) -> Path:
+    data = write_uci_dataset(tmp_path / "nbaiot", n_devices=3)
+    path = tmp_path / "fedml_config.yaml"
+    path.write_text(yaml.safe_dump({
+        "common_args": {"training_type": "cross_silo", "random_seed": 0},
+        "data_args": {"dataset": "N-BaIoT", "data_cache_dir": str(data)},
+        "train_args": {"client_num_in_total": 3, "client_num_per_round": 3, **train},
+        "detection_args": {"window": 5},
+        "tracking_args": {"log_file_dir": str(tmp_path / "runs")},
+    }))
+    return path
+
+
+def rounds_done(runs: Path) -> list[dict[str, object]]:
+    files = list(runs.glob("*/metrics.jsonl"))
+    if not files:
+        return []
+    return [json.loads(line) for line in files[0].read_text().splitlines() if line]
+
+
+def start_server(config: Path, port: int, home: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(FEDIOT), "server", "--config", str(config), "--port", str(port), "--insecure",
+         "--flwr-home", str(home), "--wait", "120", "--timeout", "900"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**deployment.flower_env(home), "COLUMNS": "160"},
+    )
+
+
+def wait_until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_killed_device_is_skipped_and_rejoins_after_restart(tmp_path: Path) -> None:
+    config = write_config(tmp_path, comm_round=4, client_num_min_replies=2)
+    port = deployment.free_port()
+    node = {d.name: deployment.supernode(tmp_path / f"node{d.uci_id}", f"127.0.0.1:{port}",
+                                         d.name, deployment.free_port()).start()
+            for d in DEVICES[:3]}
+    victim = DEVICES[2].name
+    server = start_server(config, port, tmp_path / "server")
+    restarted = None
+    try:
+        wait_until(lambda: len(rounds_done(tmp_path / "runs")) >= 1, 600, "round 1")
+        node[victim].stop()  # killed mid-run, by its PID
+        wait_until(lambda: any(victim not in r["answered"]  # type: ignore[operator]
+                               for r in rounds_done(tmp_path / "runs")), 600,
+                   "a round completed without the killed device")
+        restarted = deployment.supernode(tmp_path / "node3-again", f"127.0.0.1:{port}",
+                                         victim, deployment.free_port()).start()
+        output, _ = server.communicate(timeout=900)
+        assert server.returncode == 0, output
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=60)
+        for process in [*node.values(), restarted]:
+            if process is not None:
+                process.stop()
+    rounds = rounds_done(tmp_path / "runs")
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4]
+    assert victim in rounds[0]["answered"]  # type: ignore[operator]
+    assert any(victim not in r["answered"] for r in rounds)  # type: ignore[operator]
+    results = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
+    # the restarted device rejoined: it trained again or was at least evaluated
+    rejoined = victim in rounds[-1]["answered"] or victim in results["evaluation"]["devices"]
+    assert rejoined, (rounds, list(results["evaluation"]["devices"]))
+
+
+def test_a_restarted_server_resumes_at_the_next_round(tmp_path: Path) -> None:
+    config = write_config(tmp_path, comm_round=3)
+    port = deployment.free_port()
+    nodes = [deployment.supernode(tmp_path / f"node{d.uci_id}", f"127.0.0.1:{port}", d.name,
+                                  deployment.free_port(), max_wait_seconds=900).start()
+             for d in DEVICES[:3]]
+    try:
+        first = start_server(config, port, tmp_path / "server")
+        wait_until(lambda: len(rounds_done(tmp_path / "runs")) >= 1, 600, "round 1")
+        first.terminate()  # the server stops its SuperLink and run on SIGTERM
+        first.communicate(timeout=120)
+        done = len(rounds_done(tmp_path / "runs"))
+        assert 1 <= done < 3
+        run = next((tmp_path / "runs").iterdir())
+        second = subprocess.run(
+            [str(FEDIOT), "server", "--config", str(config), "--port", str(port), "--insecure",
+             "--flwr-home", str(tmp_path / "server"), "--wait", "120", "--timeout", "900",
+             "--resume", str(run)],
+            capture_output=True, text=True, timeout=1000, check=False,
+            env={**deployment.flower_env(tmp_path / "server"), "COLUMNS": "160"},
+        )
+        assert second.returncode == 0, second.stdout + second.stderr
+    finally:
+        for node in nodes:
+            node.stop()
+    rounds = [r["round"] for r in rounds_done(tmp_path / "runs")]
+    assert rounds == [1, 2, 3]  # no round lost, none run twice
+    assert (run / "results.json").is_file()
