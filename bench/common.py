@@ -30,5 +30,6 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     with os.fdopen(fd, "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")
+    Path(tmp).chmod(0o644)  # mkstemp makes 0600 files
     Path(tmp).replace(target)
     return target

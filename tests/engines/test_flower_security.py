@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from federated_data import write_uci_dataset
 from fediot.core.catalog import DEVICES
 from fediot.core.errors import FediotError
+from fediot.engines.flower import certificates as tls
 from fediot.engines.flower import deployment
 
 FEDIOT = Path(sys.executable).with_name("fediot")
@@ -92,7 +93,7 @@ def test_make_certs_writes_a_ca_a_server_certificate_and_a_key_pair_per_device(
     # `flower-supernode --auth-supernode-private-key` load)
     from flwr.cli.supernode.register import try_load_public_key
     for device in DEVICES:
-        private_path, public_path = deployment.device_key_paths(out, device.uci_id)
+        private_path, public_path = tls.device_key_paths(out, device.uci_id)
         assert try_load_public_key(public_path)
         key = serialization.load_ssh_private_key(private_path.read_bytes(), None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
@@ -111,41 +112,41 @@ def test_make_certs_writes_a_ca_a_server_certificate_and_a_key_pair_per_device(
 
 
 def test_a_ca_or_device_key_is_replaced_only_when_forced(tmp_path: Path) -> None:
-    deployment.create_ca(tmp_path)
-    deployment.create_device_key(tmp_path, 1)
+    tls.create_ca(tmp_path)
+    tls.create_device_key(tmp_path, 1)
     ca, key = (tmp_path / "ca.crt").read_bytes(), (tmp_path / "devices/device-1.key").read_bytes()
     with pytest.raises(FediotError, match=r"ca\.key exists"):
-        deployment.create_ca(tmp_path)
+        tls.create_ca(tmp_path)
     with pytest.raises(FediotError, match=r"device-1\.key exists"):
-        deployment.create_device_key(tmp_path, 1)
+        tls.create_device_key(tmp_path, 1)
     assert (tmp_path / "ca.crt").read_bytes() == ca
-    deployment.create_ca(tmp_path, overwrite=True)
-    deployment.create_device_key(tmp_path, 1, overwrite=True)
+    tls.create_ca(tmp_path, overwrite=True)
+    tls.create_device_key(tmp_path, 1, overwrite=True)
     assert (tmp_path / "ca.crt").read_bytes() != ca
     assert (tmp_path / "devices/device-1.key").read_bytes() != key
     with pytest.raises(FediotError, match="no N-BaIoT device 10"):
-        deployment.create_device_key(tmp_path, 10)
+        tls.create_device_key(tmp_path, 10)
 
 
 def test_the_server_checks_its_certificates_before_starting(tmp_path: Path) -> None:
     good, other = tmp_path / "good", tmp_path / "other"
     for folder in (good, other):
-        deployment.create_ca(folder)
-        deployment.create_server_certificate(folder, ["myserver.lan"])
-        deployment.create_device_key(folder, 1)
-    loaded = deployment.ServerSecurity.load(good, "myserver.lan")
+        tls.create_ca(folder)
+        tls.create_server_certificate(folder, ["myserver.lan"])
+        tls.create_device_key(folder, 1)
+    loaded = tls.ServerSecurity.load(good, "myserver.lan")
     assert loaded.node_public_keys == (good / "devices" / "device-1.pub",)
-    assert deployment.ServerSecurity.load(good, "0.0.0.0").certificate == good / "server.pem"
+    assert tls.ServerSecurity.load(good, "0.0.0.0").certificate == good / "server.pem"
     with pytest.raises(FediotError, match=r"does not name 192\.0\.2\.1"):
-        deployment.ServerSecurity.load(good, "192.0.2.1")
+        tls.ServerSecurity.load(good, "192.0.2.1")
     (good / "server.pem").write_bytes((other / "server.pem").read_bytes())
     with pytest.raises(FediotError, match="is not signed by"):
-        deployment.ServerSecurity.load(good, "myserver.lan")
+        tls.ServerSecurity.load(good, "myserver.lan")
     with pytest.raises(FediotError, match="no device public keys"):
-        deployment.ServerSecurity.load(other, "myserver.lan", node_keys=tmp_path / "none")
+        tls.ServerSecurity.load(other, "myserver.lan", node_keys=tmp_path / "none")
     (other / "devices" / "device-1.key").chmod(0o644)
     with pytest.raises(FediotError, match="readable by others"):
-        deployment.NodeSecurity.load(other / "ca.crt", other / "devices" / "device-1.key")
+        tls.NodeSecurity.load(other / "ca.crt", other / "devices" / "device-1.key")
 
 
 # --- refusals -----------------------------------------------------------------------------------
@@ -219,8 +220,8 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
     nodes = [
         deployment.supernode(
             tmp / f"node{d.uci_id}", address, d.name, deployment.free_port(),
-            security=deployment.NodeSecurity.load(
-                certs / "ca.crt", deployment.device_key_paths(certs, d.uci_id)[0]),
+            security=tls.NodeSecurity.load(
+                certs / "ca.crt", tls.device_key_paths(certs, d.uci_id)[0]),
             max_wait_seconds=600).start()
         for d in ADMITTED
     ]
@@ -231,7 +232,7 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
          "--timeout", "900"],
         stdout=server_out, stderr=server_err, text=True,
         env={**deployment.flower_env(tmp / "server"), "COLUMNS": "160"})
-    rogue_key = deployment.device_key_paths(rogue_certs, ROGUE.uci_id)[0]
+    rogue_key = tls.device_key_paths(rogue_certs, ROGUE.uci_id)[0]
     rogue: subprocess.Popen[str] | None = None
     try:
         # the rogue device knocks once the real SuperLink listens (after the enrolment)

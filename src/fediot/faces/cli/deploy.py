@@ -20,6 +20,7 @@ import typer
 from fediot.core.catalog import DEVICES, device_by_id
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import EvaluationSummary
+from fediot.engines.flower import certificates as tls
 from fediot.engines.flower import deployment
 from fediot.engines.run_folder import RunFolder
 from fediot.faces.cli.app import app, console, err_console, fail
@@ -57,24 +58,24 @@ def _warn_insecure() -> None:
 
 
 def _server_security(host: str, insecure: bool, certificates: Path, node_keys: Path | None
-                     ) -> deployment.ServerSecurity | None:
+                     ) -> tls.ServerSecurity | None:
     """The SuperLink's security, or None for --insecure on loopback; one clear error else."""
     if insecure:
         deployment.require_tls_outside_loopback(host, secure=False)
         _warn_insecure()
         return None
-    if not (certificates / deployment.SERVER_CERTIFICATE).exists():
+    if not (certificates / tls.SERVER_CERTIFICATE).exists():
         where = ("is not a loopback address, so TLS is required"
                  if not deployment.is_loopback(host) else "needs TLS unless --insecure")
         raise FediotError(
             f"{host} {where}, and {certificates.resolve()} holds no server certificate "
-            f"({deployment.SERVER_CERTIFICATE}): create one with `scripts/make-certs.sh "
-            f"{certificates} {deployment.local_host(host)}` or pass --certificates DIR")
-    return deployment.ServerSecurity.load(certificates, host, node_keys)
+            f"({tls.SERVER_CERTIFICATE}): create one with `scripts/make-certs.sh "
+            f"{certificates} {tls.local_host(host)}` or pass --certificates DIR")
+    return tls.ServerSecurity.load(certificates, host, node_keys)
 
 
 def _node_security(host: str, insecure: bool, root_certificates: Path, node_key: Path
-                   ) -> deployment.NodeSecurity | None:
+                   ) -> tls.NodeSecurity | None:
     """The SuperNode's security, or None for --insecure on loopback; one clear error else."""
     if insecure:
         deployment.require_tls_outside_loopback(host, secure=False)
@@ -84,7 +85,7 @@ def _node_security(host: str, insecure: bool, root_certificates: Path, node_key:
         raise FediotError(
             f"{root_certificates}: no CA certificate; copy ca.crt and devices/device-N.key "
             "from the server's certificates folder (--root-certificates, --node-key)")
-    return deployment.NodeSecurity.load(root_certificates, node_key)
+    return tls.NodeSecurity.load(root_certificates, node_key)
 
 
 @app.command("server")
@@ -118,7 +119,7 @@ def server_command(
         runs_dir = Path(cfg.tracking_args.log_file_dir).expanduser().resolve()
         cfg = cfg.with_overrides({"tracking_args.log_file_dir": str(runs_dir)})
         home = flwr_home.resolve()
-        local = deployment.local_host(host)
+        local = tls.local_host(host)
         if resume is None:
             # a fresh session forgets every node (a deleted key is revoked); a resumed one
             # keeps them, so devices that outlived the old server reconnect under their ids
@@ -184,8 +185,8 @@ def client_command(
     try:
         host, _ = deployment.split_address(server)
         security = _node_security(
-            host, insecure, root_certificates or DEFAULT_CERTIFICATES / deployment.CA_CERTIFICATE,
-            node_key or deployment.device_key_paths(DEFAULT_CERTIFICATES, device)[0])
+            host, insecure, root_certificates or DEFAULT_CERTIFICATES / tls.CA_CERTIFICATE,
+            node_key or tls.device_key_paths(DEFAULT_CERTIFICATES, device)[0])
         home = (flwr_home or Path(f".flwr/client-{device}")).resolve()
         node = deployment.supernode(home, server, name, port or 9100 + device,
                                     data_dir=data_dir, security=security,
@@ -215,10 +216,10 @@ def certs_ca(
 ) -> None:
     """Create the FedIoT CA: DIR/ca.crt and DIR/ca.key (0600; keep it off the devices)."""
     try:
-        path = deployment.create_ca(folder, days=days, overwrite=force)
+        path = tls.create_ca(folder, days=days, overwrite=force)
     except FediotError as error:
         raise fail(str(error)) from None
-    console.print(f"CA certificate {path} (key {folder / deployment.CA_KEY})", soft_wrap=True)
+    console.print(f"CA certificate {path} (key {folder / tls.CA_KEY})", soft_wrap=True)
 
 
 @certs_app.command("server")
@@ -231,7 +232,7 @@ def certs_server(
     """Create the SuperLink's certificate DIR/server.pem + server.key, signed by DIR's CA; its
     subjectAltNames are the --host values plus localhost, 127.0.0.1 and ::1."""
     try:
-        path = deployment.create_server_certificate(folder, host, days=days)
+        path = tls.create_server_certificate(folder, host, days=days)
     except FediotError as error:
         raise fail(str(error)) from None
     console.print(f"server certificate {path} for {', '.join(host)} (+ loopback)",
@@ -251,11 +252,11 @@ def certs_device(
     .pub; the server admits the public keys found in DIR/devices."""
     try:
         for number in devices or [d.uci_id for d in DEVICES]:
-            private_key, public_key = deployment.device_key_paths(folder, number)
+            private_key, public_key = tls.device_key_paths(folder, number)
             if skip_existing and private_key.exists():
                 console.print(f"device {number}: kept {private_key}", soft_wrap=True)
                 continue
-            deployment.create_device_key(folder, number, overwrite=force)
+            tls.create_device_key(folder, number, overwrite=force)
             console.print(f"device {number}: {private_key} (public key {public_key})",
                           soft_wrap=True)
     except FediotError as error:
