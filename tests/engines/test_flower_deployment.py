@@ -67,10 +67,14 @@ def test_superlink_and_three_supernodes_complete_two_rounds(
         assert "Danmini doorbell" in server.stdout and "all devices" in server.stdout
         assert "finished:completed" in server.stdout
         assert all(node.alive() for node in nodes)  # devices outlive the run
+        family = [pid for node in nodes for pid in deployment.descendants(node.pid)]
     finally:
         for node in nodes:
             node.stop()
     assert not any(node.alive() for node in nodes)
+    leftover = [pid for pid in family if Path(f"/proc/{pid}").exists()
+                and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert not leftover, f"processes left behind: {leftover}"
     results = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
     assert set(results["evaluation"]["devices"]) == {d.name for d in DEVICES[:3]}
     metrics = (next((tmp_path / "runs").glob("*/metrics.jsonl"))).read_text().splitlines()

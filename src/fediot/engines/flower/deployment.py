@@ -11,9 +11,11 @@ Security: see :mod:`fediot.engines.flower.certificates`.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -130,21 +132,67 @@ class FlowerProcess:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; the whole process group we started."""
+        """SIGTERM, then SIGKILL after ``timeout``: the process group we started and every
+        descendant (Flower starts its ClientApp / SuperExec processes in sessions of their
+        own, so the group alone would leave them orphaned)."""
         if self.process is None:
             return
         if self.process.poll() is None:
+            family = descendants(self.process.pid)
+            _signal_all(self.process.pid, family, signal.SIGTERM)
             try:
-                os.killpg(self.process.pid, 15)
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
+                _signal_all(self.process.pid, family, signal.SIGKILL)
                 self.process.wait(timeout=timeout)
-            except ProcessLookupError:
-                pass
+            deadline = time.monotonic() + timeout
+            while any(_alive(pid) for pid in family) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            _signal_all(None, [pid for pid in family if _alive(pid)], signal.SIGKILL)
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every process below ``pid`` (from ``/proc``), children first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:  # a zombie is gone for our purposes
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _signal_all(group: int | None, pids: list[int], sig: signal.Signals) -> None:
+    if group is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
 
 def superlink(flwr_home: Path, port: int, *, host: str = "127.0.0.1",
