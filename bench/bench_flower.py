@@ -19,6 +19,9 @@ cost. The same messages are also encoded here (``records.encode_task`` / ``encod
 their Flower objects measured, record by record, to show where bytes beyond the model go.
 Target: ≤ 1.05 × the model's float32 weights each way per training round.
 
+A third run trains the first device alone (the eight other SuperNodes idle), so its ClientApp
+has the two cores to itself: a device's own step time, apart from nine devices sharing them.
+
 Memory: each SuperNode's process tree (the SuperNode, its SuperExec and the ClientApp processes
 it starts per message) is sampled from ``/proc`` every 0.2 s through both runs.
 
@@ -102,12 +105,22 @@ def message_breakdown(config: Config) -> dict[str, dict[str, int]]:
 # --- a real deployment on loopback -----------------------------------------------------------
 
 def run_deployment(config: Config, work: Path, short: int, long: int,
-                   timeout: float) -> dict[str, Any]:
-    """SuperLink + nine SuperNodes; a ``short``-round run then a ``long``-round run."""
+                   timeout: float, state: str) -> dict[str, Any]:
+    """SuperLink + nine SuperNodes; a ``short``-round run, a ``long``-round run, then a
+    two-round run of the first device alone.
+
+    ``state``: ``file`` keeps the SuperLink's state in an SQLite file, as
+    ``deployment.superlink`` does; ``memory`` drops ``--database`` (Flower's default:
+    in-memory state).
+    """
     port = deployment.free_port()
     address = f"127.0.0.1:{port}"
     server_home = work / "superlink"
-    link = deployment.superlink(server_home, port).start()
+    link = deployment.superlink(server_home, port)
+    if state == "memory":
+        at = link.args.index("--database")
+        del link.args[at: at + 2]
+    link.start()
     nodes: list[deployment.FlowerProcess] = []
     samplers: list[ProcessTreeMemory] = []
     runs: dict[str, Any] = {}
@@ -120,10 +133,15 @@ def run_deployment(config: Config, work: Path, short: int, long: int,
             nodes.append(node)
             samplers.append(ProcessTreeMemory([node.pid]).start())
         link_memory = ProcessTreeMemory([link.pid]).start()
-        for label, rounds in (("short", short), ("long", long)):
+        # "single": one device trains while the eight others idle, so nothing competes with
+        # its ClientApp for the two cores: a device's own step time
+        for label, rounds, devices in (("short", short, 9), ("long", long, 9),
+                                       ("single", 2, 1)):
             cfg = config.with_overrides({
                 "common_args.training_type": "cross_silo",
                 "train_args.comm_round": rounds,
+                "train_args.client_num_in_total": devices,
+                "train_args.client_num_per_round": devices,
                 "tracking_args.log_file_dir": str(work / "runs"),
                 "tracking_args.run_name": f"bench-{label}",
             })
@@ -141,10 +159,15 @@ def run_deployment(config: Config, work: Path, short: int, long: int,
                 "wall_seconds": round(wall, 1),
                 "round_seconds": [round(r["seconds"], 2) for r in records],
                 "answered": [len(r["answered"]) for r in records],
+                "complete": len(records) == rounds and all(
+                    len(r["answered"]) == devices for r in records),
                 "inbound_bytes": status["network-traffic"]["inbound-bytes"],
                 "outbound_bytes": status["network-traffic"]["outbound-bytes"],
                 "compute_seconds": status.get("compute-time"),
             }
+            if not runs[label]["complete"]:
+                print(f"WARNING: devices missing from rounds: answered {runs[label]['answered']}"
+                      " (the byte figures below then undercount)", flush=True)
             print(f"deployment, {rounds} rounds: {runs[label]['status']}, "
                   f"rounds {runs[label]['round_seconds']} s, in {runs[label]['inbound_bytes']:,}"
                   f" B, out {runs[label]['outbound_bytes']:,} B", flush=True)
@@ -173,6 +196,9 @@ def main() -> None:
                         help="measured rounds of the Ray and in-process engines (+1 warm-up)")
     parser.add_argument("--scale", type=float, default=1.0, help="testbed scale")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per run")
+    parser.add_argument("--superlink-state", choices=("memory", "file"), default="memory",
+                        help="SuperLink state in memory (default) or in deployment.py's "
+                             "SQLite file, which lost replies here (see BENCHMARKS.md)")
     args = parser.parse_args()
     if args.long_rounds <= args.short_rounds:
         parser.error("--long-rounds must exceed --short-rounds")
@@ -182,7 +208,8 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     breakdown = message_breakdown(config)
-    dep = run_deployment(config, work, args.short_rounds, args.long_rounds, args.timeout)
+    dep = run_deployment(config, work, args.short_rounds, args.long_rounds, args.timeout,
+                         args.superlink_state)
     short, long = dep["runs"]["short"], dep["runs"]["long"]
     extra = (long["rounds"] - short["rounds"]) * len(DEVICES)
     per_round = {
@@ -205,22 +232,29 @@ def main() -> None:
     load_after = os.getloadavg()[0]
 
     measured = long["round_seconds"][1:] or long["round_seconds"]
+    single = dep["runs"]["single"]["round_seconds"]
+    framing = {"down": per_round["down"] - breakdown["fit down"]["total"],
+               "up": per_round["up"] - breakdown["fit up"]["total"]}
     print(f"\nmodel: {size:,} bytes of float32 weights; 9 devices, testbed scale {args.scale}")
-    print(f"{'engine':26} {'best s/round':>12} {'median s/round':>14}")
-    print(f"{'deployment (loopback)':26} {min(measured):>12.2f} "
+    print(f"{'engine':34} {'best s/round':>12} {'median s/round':>14}")
+    print(f"{'deployment, 9 SuperNodes, 2 cores':34} {min(measured):>12.2f} "
           f"{statistics.median(measured):>14.2f}")
+    print(f"{'deployment, 1 device training':34} {min(single):>12.2f} "
+          f"{statistics.median(single):>14.2f}")
     for engine, row in engines.items():
         if row.get("failed"):
-            print(f"{engine:26} FAILED: {row['error'][:120]}")
+            print(f"{engine:34} FAILED: {row['error'][:120]}")
         else:
-            print(f"{engine:26} {row['best_round_seconds']:>12.2f} "
+            print(f"{engine:34} {row['best_round_seconds']:>12.2f} "
                   f"{row['median_round_seconds']:>14.2f}")
     print(f"\n{'bytes per device':34} {'down (link→node)':>17} {'up (node→link)':>15}")
     for label, figures in (("per training round (marginal)", per_round),
-                           ("fixed per run (identify, scaler, threshold, evaluate)", fixed),
+                           ("fixed per run (other steps)", fixed),
                            (f"whole {long['rounds']}-round run / rounds", whole_run)):
         print(f"{label:34} {figures['down']:>12,.0f} {figures['down'] / size:>4.2f}× "
               f"{figures['up']:>10,.0f} {figures['up'] / size:>4.2f}×")
+    print(f"{'training round: protocol framing':34} {framing['down']:>12,.0f} "
+          f"{framing['down'] / size:>4.2f}× {framing['up']:>10,.0f} {framing['up'] / size:>4.2f}×")
     print("\nencoded message objects (bytes):")
     for kind, parts in breakdown.items():
         print(f"  {kind:22} {parts['total']:>8,}  " + ", ".join(
@@ -232,14 +266,17 @@ def main() -> None:
     ok = {d: bool(per_round[d] <= TARGET * size) for d in ("down", "up")}
     path = write_result("flower", {
         "devices": len(DEVICES), "testbed_scale": args.scale, "model_bytes": size,
+        "superlink_state": args.superlink_state,
         "load_average_1min": {"before": round(load_before, 2), "after": round(load_after, 2)},
         "deployment": {**dep, "best_round_seconds": min(measured),
-                       "median_round_seconds": statistics.median(measured)},
+                       "median_round_seconds": statistics.median(measured),
+                       "single_device_round_seconds": single},
         "engines": engines,
         "bytes_per_device": {
             "per_training_round": {k: round(v) for k, v in per_round.items()},
             "per_training_round_over_model": {k: round(v / size, 4)
                                               for k, v in per_round.items()},
+            "protocol_framing_per_training_round": {k: round(v) for k, v in framing.items()},
             "fixed_per_run": {k: round(v) for k, v in fixed.items()},
             "whole_run_per_round": {k: round(v) for k, v in whole_run.items()},
             "whole_run_per_round_over_model": {k: round(v / size, 4)

@@ -14,6 +14,10 @@ per second from the best one, the set-up time before round 1 (data, scaler stati
 start-up and device identification) and the peak resident memory of the child's process tree
 (the child, its workers and Ray's processes: summed ``Pss``), sampled from ``/proc`` every 0.2 s.
 
+The server process's CPU time per measured round is reported too (for Ray: the simulation
+runtime, which also delivers the messages). ``--ray-in-flight 1000000`` sends each step's
+messages all at once, as before ``ray_simulation.InFlightLimit``, for comparison.
+
 Run: ``.venv/bin/python bench/bench_scale.py`` → ``bench/results/scale.json``.
 Ray's ``ray stop`` stops every Ray process on the machine: do not run this while anything else
 calls it (the Ray tests do).
@@ -140,24 +144,30 @@ class ProcessTreeMemory:
 # --- one measurement (child process) --------------------------------------------------------
 
 class _Clock:
-    """Observer noting when the first round starts."""
+    """Observer noting when the first round starts and this process's CPU time per round."""
 
     def __init__(self) -> None:
         self.first_round_at = 0.0
+        self.cpu_at_round_end: list[float] = []
 
     def on_phase(self, phase: str, detail: str) -> None:
         if phase == "round" and detail.startswith("1/"):
             self.first_round_at = time.perf_counter()
 
     def on_round(self, record: Any) -> None:
-        pass
+        self.cpu_at_round_end.append(time.process_time())
 
 
 def measure(per_device: int, engine: str, rounds: int, per_round: int,
-            scale: float) -> dict[str, Any]:
-    """Run one configuration here and return its timings."""
+            scale: float, in_flight: int = 0) -> dict[str, Any]:
+    """Run one configuration here and return its timings (``in_flight``: Ray's message
+    window, 0 for the engine's own)."""
     from fediot.core.config import Config
+    from fediot.engines.flower import ray_simulation
     from fediot.engines.simulation import run_federated
+
+    if in_flight:
+        ray_simulation.MIN_IN_FLIGHT = in_flight
 
     backend, workers = ENGINES[engine]
     devices = 9 * per_device
@@ -177,6 +187,8 @@ def measure(per_device: int, engine: str, rounds: int, per_round: int,
     measured = [r.seconds for r in result.history[1:]]  # round 1 is the warm-up
     rounds_total = sum(r.seconds for r in result.history)
     setup = clock.first_round_at - started
+    cpu = clock.cpu_at_round_end
+    cpu_per_round = (cpu[-1] - cpu[0]) / (len(cpu) - 1)
     return {
         "devices": devices,
         "per_round": config.train_args.client_num_per_round,
@@ -187,6 +199,8 @@ def measure(per_device: int, engine: str, rounds: int, per_round: int,
         "best_round_seconds": round(min(measured), 3),
         "median_round_seconds": round(statistics.median(measured), 3),
         "rounds_per_second": round(1 / min(measured), 3),
+        "server_process_cpu_seconds_per_round": round(cpu_per_round, 2),
+        "ray_in_flight": in_flight or ray_simulation.MIN_IN_FLIGHT,
         "setup_seconds": round(setup, 1),
         "after_rounds_seconds": round(total - setup - rounds_total, 1),
         "total_seconds": round(total, 1),
@@ -201,7 +215,8 @@ def run_child(per_device: int, engine: str, args: argparse.Namespace,
     log_path = logs / f"scale-{9 * per_device}-{engine}.log"
     command = [sys.executable, str(Path(__file__).resolve()), "--child",
                str(per_device), engine, "--rounds", str(args.rounds),
-               "--per-round", str(args.per_round), "--scale", str(args.scale)]
+               "--per-round", str(args.per_round), "--scale", str(args.scale),
+               "--ray-in-flight", str(args.ray_in_flight)]
     with log_path.open("wb") as log:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=REPO)
         memory = ProcessTreeMemory([child.pid]).start()
@@ -240,18 +255,23 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="testbed scale")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds before a configuration is stopped and reported failed")
+    parser.add_argument("--ray-in-flight", type=int, default=0,
+                        help="Ray: messages outstanding per step (0: the engine's own; a huge "
+                             "number: all at once, as before the in-flight limit)")
+    parser.add_argument("--result", default="scale",
+                        help="results file name under bench/results (default scale)")
     parser.add_argument("--child", nargs=2, metavar=("PER_DEVICE", "ENGINE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(int(args.child[0]), args.child[1], args.rounds,
-                                 args.per_round, args.scale)))
+                                 args.per_round, args.scale, args.ray_in_flight)))
         return
 
     logs = Path(tempfile.mkdtemp(prefix="fediot-bench-scale-"))
     rows: list[dict[str, Any]] = []
     print(f"{'devices':>7} {'engine':12} {'per round':>9} {'best s':>7} {'median s':>8} "
-          f"{'rounds/s':>8} {'setup s':>7} {'peak MB':>7}")
+          f"{'rounds/s':>8} {'setup s':>7} {'peak MB':>7} {'server CPU s/round':>18}")
     for per_device in args.per_device:
         for engine in args.engines:
             row = run_child(per_device, engine, args, logs)
@@ -263,9 +283,11 @@ def main() -> None:
             print(f"{row['devices']:>7} {engine:12} {row['per_round']:>9} "
                   f"{row['best_round_seconds']:>7.2f} {row['median_round_seconds']:>8.2f} "
                   f"{row['rounds_per_second']:>8.2f} {row['setup_seconds']:>7.1f} "
-                  f"{row['peak_tree_pss_mb']:>7}", flush=True)
-    path = write_result("scale", {
+                  f"{row['peak_tree_pss_mb']:>7} "
+                  f"{row['server_process_cpu_seconds_per_round']:>18.2f}", flush=True)
+    path = write_result(args.result, {
         "testbed_scale": args.scale, "measured_rounds": args.rounds, "warmup_rounds": 1,
+        "ray_in_flight_option": args.ray_in_flight,
         "per_round": args.per_round or "all", "logs": str(logs), "runs": rows,
     })
     print(f"written {path}")

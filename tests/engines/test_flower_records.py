@@ -75,3 +75,21 @@ def test_missing_records_are_named() -> None:
         decode_task("threshold_stats", RecordDict())
     with pytest.raises(RecordError, match="fly"):
         encode_task("fly", None)
+
+
+def test_weights_travel_as_one_flat_vector_with_their_shapes(
+        setting: tuple[DeviceClient, ModelState]) -> None:
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    _, model = setting
+    content = encode_task("threshold_stats", ScoreTask(model))
+    record = content["model.weights"]
+    assert isinstance(record, ArrayRecord) and len(record) == 1
+    back = decode_task("threshold_stats", content).model.weights
+    assert [w.shape for w in back] == [w.shape for w in model.weights]
+    # shapes that do not account for every value are refused, naming the record
+    shapes = content["model.weights.shapes"]
+    assert isinstance(shapes, ConfigRecord)
+    shapes["dims"] = [*shapes["dims"][:-1], 1]  # type: ignore[index]
+    with pytest.raises(RecordError, match=r"model\.weights"):
+        decode_task("threshold_stats", content)

@@ -3,6 +3,10 @@
 Weights travel in ``ArrayRecord``s; summable statistics and counts in ``MetricRecord``s (so a
 server can sum them); settings such as the threshold in ``ConfigRecord``s. One pair of
 functions per message kind; every decoder checks what it reads.
+
+A model's arrays travel as one flat float32 vector plus their shapes: Flower stores and sends
+every array as an object of its own with a header and a content hash, which cost 4.8 % of the
+model's size with the autoencoder's sixteen arrays (``bench/bench_flower.py``).
 """
 
 from __future__ import annotations
@@ -47,19 +51,51 @@ def _get(content: RecordDict, key: str, kind: type[Any]) -> Any:
     return record
 
 
-def _weights(record: ArrayRecord) -> Weights:
-    return [np.asarray(a, dtype=np.float32) for a in record.to_numpy_ndarrays()]
+def put_weights(content: RecordDict, key: str, weights: Weights) -> None:
+    """Store ``weights`` under ``key`` as one flat float32 array and ``key.shapes``."""
+    flat = np.concatenate([np.asarray(w, dtype=np.float32).ravel() for w in weights])
+    content[key] = ArrayRecord(numpy_ndarrays=[flat])
+    content[f"{key}.shapes"] = ConfigRecord({
+        "ndims": [int(np.ndim(w)) for w in weights],
+        "dims": [int(d) for w in weights for d in np.shape(w)],
+    })
+
+
+def get_weights(content: RecordDict, key: str) -> Weights:
+    """Inverse of :func:`put_weights`; the shapes must account for every value."""
+    arrays = _get(content, key, ArrayRecord).to_numpy_ndarrays()
+    shapes = _get(content, f"{key}.shapes", ConfigRecord)
+    if len(arrays) != 1:
+        raise RecordError(f"record {key!r} holds {len(arrays)} arrays, expected 1 flat vector")
+    flat = np.asarray(arrays[0], dtype=np.float32)
+    ndims = [int(n) for n in shapes["ndims"]]
+    dims = [int(d) for d in shapes["dims"]]
+    if sum(ndims) != len(dims):
+        raise RecordError(f"record {key!r}.shapes: ndims {ndims} do not match dims {dims}")
+    weights: Weights = []
+    start = dim_at = 0
+    for ndim in ndims:
+        shape = tuple(dims[dim_at: dim_at + ndim])
+        dim_at += ndim
+        size = int(np.prod(shape, dtype=np.int64))
+        if start + size > flat.size:
+            raise RecordError(f"record {key!r}: shapes need more than its {flat.size} values")
+        weights.append(flat[start: start + size].reshape(shape))
+        start += size
+    if start != flat.size:
+        raise RecordError(f"record {key!r}: {flat.size - start} values beyond its shapes")
+    return weights
 
 
 # --- the global model ------------------------------------------------------------------
 
 def put_model(content: RecordDict, model: ModelState) -> None:
-    content["model.weights"] = ArrayRecord(numpy_ndarrays=list(model.weights))
+    put_weights(content, "model.weights", model.weights)
     content["model.scaler"] = MetricRecord(model.scaler.to_dict())
 
 
 def get_model(content: RecordDict) -> ModelState:
-    weights = _weights(_get(content, "model.weights", ArrayRecord))
+    weights = get_weights(content, "model.weights")
     scaler = ScalerStats.from_dict(dict(_get(content, "model.scaler", MetricRecord)))
     return ModelState(weights, scaler)
 
@@ -157,7 +193,7 @@ def encode_reply(method: str, client_id: str, result: Any) -> RecordDict:
         content["errors"] = MetricRecord(result.to_dict())
     elif method == "fit":
         assert isinstance(result, FitReport)
-        content["weights"] = ArrayRecord(numpy_ndarrays=list(result.weights))
+        put_weights(content, "weights", result.weights)
         content["metrics"] = MetricRecord({"num-examples": result.num_examples,
                                            "loss": result.mean_loss})
         content["system"] = _system(result.system)
@@ -190,7 +226,7 @@ def decode_reply(method: str, content: RecordDict) -> Any:
         return ErrorStats.from_dict(dict(_get(content, "errors", MetricRecord)))
     if method == "fit":
         metrics = _get(content, "metrics", MetricRecord)
-        return FitReport(client_id, _weights(_get(content, "weights", ArrayRecord)),
+        return FitReport(client_id, get_weights(content, "weights"),
                          int(metrics["num-examples"]), float(metrics["loss"]),
                          _get_system(content))
     if method == "evaluate":
