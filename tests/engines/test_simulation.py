@@ -196,3 +196,51 @@ def test_status_shows_the_finished_run_and_its_devices(dataset: Path, tmp_path: 
     assert "finished" in shown.output and "Ennio doorbell" in shown.output
     missing = CliRunner().invoke(app, ["status", "--runs-dir", str(tmp_path / "none")])
     assert missing.exit_code == 2
+
+
+def test_run_view_reads_the_run_and_its_detector_gives_the_runs_verdicts(
+        dataset: Path, tmp_path: Path) -> None:
+    from fediot.core.catalog import BENIGN
+    from fediot.core.federated.devices import load_client_data
+    from fediot.core.metrics import ClassCounts
+    from fediot.engines.run_folder import RunView, find_run, list_runs
+
+    cfg = config(dataset, tmp_path)
+    result, folder = simulate(cfg)
+    view = find_run("latest", tmp_path / "runs")
+    assert view.root == folder.root and [v.root for v in list_runs(tmp_path / "runs")] == [
+        folder.root]
+    assert [r["round"] for r in view.rounds()] == [1, 2]
+    assert view.status()["state"] == "finished"  # type: ignore[index]
+    results = view.results()
+    assert results is not None and set(results["error_stats"]) == set(
+        result.evaluation.devices)
+    # the saved detector flags exactly the test rows the run's own evaluation flagged
+    device = "Ennio_Doorbell"
+    detector = view.detector(device)
+    data = load_client_data(cfg, device)
+    counts = ClassCounts.pool(
+        [ClassCounts.from_flags(BENIGN, detector.score_samples(data.test_benign)
+                                > detector.threshold_)]
+        + [ClassCounts.from_flags(name, detector.score_samples(rows) > detector.threshold_)
+           for name, rows in data.test_attacks.items() if len(rows)])
+    report = next(r for r in result.reports if r.client_id == device)
+    assert counts == report.counts
+    with pytest.raises(Exception, match="not a run folder"):
+        RunView(tmp_path)
+    with pytest.raises(Exception, match="no run 'nope'"):
+        find_run("nope", tmp_path / "runs")
+
+
+def test_cli_compare_prints_and_records_the_three_modes(dataset: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, [
+        "compare", "--dataset", "N-BaIoT", "--data-dir", str(dataset), "--clients", "2",
+        "--rounds", "1", "--runs-dir", str(tmp_path / "runs"),
+        "--set", "detection_args.window=3",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "window vote 3" in result.output and "all devices" in result.output
+    (run,) = (tmp_path / "runs").iterdir()
+    comparison = json.loads((run / "comparison.json").read_text())
+    assert set(comparison) == {"federated", "centralised", "local"}
+    assert set(comparison["local"]["devices"]) == {"Danmini_Doorbell", "Ecobee_Thermostat"}

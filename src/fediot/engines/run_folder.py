@@ -5,16 +5,24 @@
     runs/<run id>/
       config.yaml        the resolved configuration
       metrics.jsonl      one JSON line per round (loss, learning rate, devices, system figures)
-      results.json       final per-device and pooled metrics, thresholds
+      status.json        state, phase, round and each device's state (``StatusRecorder``)
+      checkpoint.npz     the last completed round's server state (for ``--resume``)
+      results.json       final per-device and pooled metrics, thresholds, and per device the
+                         benign/attack score histograms of the test split (``error_stats``)
+      comparison.json    federated / centralised / local metrics (``fediot compare``)
       model/weights.npz  global autoencoder weights (arrays w0, w1, …)
       model/scaler.npz   pooled scaler statistics (n, sum, sumsq)
       model/thresholds.json
+
+:class:`RunFolder` writes a run; :class:`RunView` reads one, finished or still running, for the
+faces (``fediot runs``, reports, dashboard, serving).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,11 +31,11 @@ import numpy as np
 
 from fediot.core.config import Config, dump_config, load_config
 from fediot.core.errors import FediotError
-from fediot.core.federated.evaluation import Thresholds
+from fediot.core.federated.evaluation import EvaluationSummary, Thresholds
 from fediot.core.federated.messages import ModelState
 from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
 from fediot.core.io import atomic_path
-from fediot.core.model import ScalerStats
+from fediot.core.model import AutoencoderDetector, FeatureScaler, ScalerStats
 
 
 def new_run_id(config: Config, kind: str = "fed") -> str:
@@ -141,8 +149,18 @@ class RunFolder:
             "thresholds": result.thresholds.to_dict(),
             "evaluation": result.evaluation.to_dict(),
             "rounds": len(result.history),
+            "threshold_stats": {cid: stats.to_dict()
+                                for cid, stats in result.threshold_stats.items()},
+            "error_stats": {r.client_id: {"benign": r.benign_errors.to_dict(),
+                                          "attack": r.attack_errors.to_dict()}
+                            for r in result.reports},
             **(extra or {}),
         })
+
+    def save_comparison(self, summaries: Mapping[str, EvaluationSummary]) -> None:
+        """``comparison.json``: each training mode's evaluation (federated, centralised, …)."""
+        _write_json(self.root / "comparison.json",
+                    {name: summary.to_dict() for name, summary in summaries.items()})
 
 
 class StatusRecorder:
@@ -203,3 +221,146 @@ class StatusRecorder:
         self.status["state"] = state
         self.status["phase"] = "done" if state == "finished" else self.status["phase"]
         self._write()
+
+
+class RunView:
+    """Reads one run folder, finished or still running: a file not written yet reads as
+    ``None`` (or ``[]``); a file that exists but cannot be read raises :class:`FediotError`
+    naming it.
+
+    Parameters
+    ----------
+    root
+        The run folder; it must hold the ``config.yaml`` every run writes first.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if not (self.root / "config.yaml").is_file():
+            raise FediotError(f"{self.root}: not a run folder (no config.yaml)")
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    def _json(self, name: str) -> Any:
+        path = self.root / name
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as error:
+            raise FediotError(f"{path}: cannot read ({error})") from None
+
+    def _jsonl(self, name: str) -> list[Any]:
+        path = self.root / name
+        try:
+            lines = path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        rows = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                if number == len(lines):  # a line still being appended
+                    break
+                raise FediotError(f"{path}:{number}: not JSON ({error})") from None
+        return rows
+
+    def config(self) -> Config:
+        return load_config(self.root / "config.yaml")
+
+    def status(self) -> dict[str, Any] | None:
+        return self._json("status.json")  # type: ignore[no-any-return]
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """``metrics.jsonl``: one dict per completed round (:meth:`RoundRecord.to_dict`)."""
+        return self._jsonl("metrics.jsonl")
+
+    def results(self) -> dict[str, Any] | None:
+        return self._json("results.json")  # type: ignore[no-any-return]
+
+    def comparison(self) -> dict[str, Any] | None:
+        return self._json("comparison.json")  # type: ignore[no-any-return]
+
+    def logs(self, start: int = 0) -> list[dict[str, Any]]:
+        """``logs.jsonl`` lines from index ``start`` (devices' log lines, tagged)."""
+        return self._jsonl("logs.jsonl")[start:]
+
+    def updated_at(self) -> float:
+        """The newest modification time of the folder's files (seconds since the epoch)."""
+        return max((p.stat().st_mtime for p in self.root.iterdir() if p.is_file()),
+                   default=self.root.stat().st_mtime)
+
+    def model_version(self) -> str | None:
+        """Changes whenever a new global model is saved; ``None`` before the first."""
+        path = self.root / "model" / "weights.npz"
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        return f"{stat.st_mtime_ns}-{stat.st_size}"
+
+    def load_model(self) -> tuple[ModelState, Thresholds]:
+        """The saved global model (weights, pooled scaler statistics) and thresholds."""
+        folder = self.root / "model"
+        if not (folder / "weights.npz").is_file():
+            raise FediotError(f"{self.root}: no model saved yet (model/weights.npz)")
+        try:
+            with np.load(folder / "weights.npz") as data:
+                weights = [data[f"w{i}"] for i in range(len(data.files))]
+            with np.load(folder / "scaler.npz") as data:
+                scaler = ScalerStats(int(data["n"]), data["sum"], data["sumsq"])
+            raw = json.loads((folder / "thresholds.json").read_text())
+        except (OSError, KeyError, ValueError) as error:
+            raise FediotError(f"{folder}: cannot read the saved model ({error})") from None
+        thresholds = Thresholds(raw["mode"], float(raw["global"]),
+                                {k: float(v) for k, v in raw["per_device"].items()})
+        return ModelState(weights, scaler), thresholds
+
+    def detector(self, device: str | None = None) -> AutoencoderDetector:
+        """The run's detector: global weights and scaler, the threshold of ``device`` (default:
+        the global threshold) and the run's window."""
+        model, thresholds = self.load_model()
+        if device is None:
+            threshold = thresholds.global_threshold
+        elif device in thresholds.per_device:
+            threshold = thresholds.per_device[device]
+        else:
+            raise FediotError(f"{self.root}: no threshold for device {device!r} "
+                              f"(has {sorted(thresholds.per_device)})")
+        config = self.config()
+        return AutoencoderDetector.from_components(
+            FeatureScaler.from_stats(model.scaler), model.weights, threshold,
+            seed=config.common_args.random_seed, window=config.detection_args.window)
+
+
+def list_runs(runs_dir: Path) -> list[RunView]:
+    """Every run folder under ``runs_dir``, oldest first (by last change)."""
+    if not runs_dir.is_dir():
+        return []
+    views = [RunView(p) for p in runs_dir.iterdir() if (p / "config.yaml").is_file()]
+    return sorted(views, key=lambda v: v.updated_at())
+
+
+def find_run(reference: str | Path, runs_dir: Path) -> RunView:
+    """A run by folder path, by id under ``runs_dir``, by unique id prefix, or ``latest``."""
+    path = Path(reference)
+    if (path / "config.yaml").is_file():
+        return RunView(path)
+    runs = list_runs(runs_dir)
+    if str(reference) == "latest":
+        if not runs:
+            raise FediotError(f"no runs under {runs_dir}")
+        return runs[-1]
+    matches = [v for v in runs if v.run_id == str(reference)] or [
+        v for v in runs if v.run_id.startswith(str(reference))]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise FediotError(f"no run {str(reference)!r} under {runs_dir}")
+    raise FediotError(f"run {str(reference)!r} is ambiguous under {runs_dir}: "
+                      + ", ".join(v.run_id for v in matches))

@@ -115,8 +115,12 @@ def compare_command(
                       seed, runs_dir, set_)
         console.print(f"[bold]compare[/]: {_describe(cfg)}")
         summaries: dict[str, EvaluationSummary] = {}
+        folders: list[RunFolder] = []
+
         def federated(observer: ProgressObserver) -> EvaluationSummary:
-            return simulate(cfg, observer)[0].evaluation
+            result, folder = simulate(cfg, observer)
+            folders.append(folder)
+            return result.evaluation
 
         def centralised(observer: ProgressObserver) -> EvaluationSummary:
             return run_centralised(cfg, observer).evaluation
@@ -132,6 +136,7 @@ def compare_command(
                     cfg.train_args.client_num_in_total if name == "local" else 1)
                 progress.console.print(f"[dim]{name}…[/]")
                 summaries[name] = run(ProgressObserver(progress, total))
+        folders[0].save_comparison(summaries)
     except FediotError as error:
         raise fail(str(error)) from None
     table = Table(title=f"F1 / TPR / FPR % with window vote {cfg.detection_args.window}")
