@@ -239,7 +239,7 @@ def test_cli_compare_prints_and_records_the_three_modes(dataset: Path, tmp_path:
         "--set", "detection_args.window=3",
     ])
     assert result.exit_code == 0, result.output
-    assert "window vote 3" in result.output and "all devices" in result.output
+    assert "Danmini" in result.output and "Ecobee" in result.output
     (run,) = (tmp_path / "runs").iterdir()
     comparison = json.loads((run / "comparison.json").read_text())
     assert set(comparison) == {"federated", "centralised", "local"}
