@@ -208,6 +208,11 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     breakdown = message_breakdown(config)
+    # the quick simulated engines first, so a failure there costs no deployment run
+    sim_args = argparse.Namespace(rounds=args.sim_rounds, per_round=0, scale=args.scale,
+                                  timeout=args.timeout, ray_in_flight=0)
+    engines = {engine: run_child(1, engine, sim_args, work)
+               for engine in ("ray-2", "inprocess-1", "inprocess-2")}
     dep = run_deployment(config, work, args.short_rounds, args.long_rounds, args.timeout,
                          args.superlink_state)
     short, long = dep["runs"]["short"], dep["runs"]["long"]
@@ -225,10 +230,6 @@ def main() -> None:
         "up": long["inbound_bytes"] / len(DEVICES) / long["rounds"],
     }
 
-    sim_args = argparse.Namespace(rounds=args.sim_rounds, per_round=0, scale=args.scale,
-                                  timeout=args.timeout)
-    engines = {engine: run_child(1, engine, sim_args, work)
-               for engine in ("ray-2", "inprocess-1", "inprocess-2")}
     load_after = os.getloadavg()[0]
 
     measured = long["round_seconds"][1:] or long["round_seconds"]

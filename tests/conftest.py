@@ -28,3 +28,8 @@ def nbaiot_dir() -> Path:
 def real_pcap() -> Path:
     """``shared/data/pcap/kitsune_mirai_first2000.pcap``: 2,000 real IoT-camera packets."""
     return _shared_path("data/pcap/kitsune_mirai_first2000.pcap")
+
+
+from browser import browser_page, chromium  # noqa: E402  (page-test fixtures for every test)
+
+__all__ = ["browser_page", "chromium", "nbaiot_dir", "real_pcap"]
