@@ -20,15 +20,29 @@ from fediot.core.errors import FediotError
 FEATURE_FORMATS = ("parquet", "csv")
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# read once at import: os.umask is process-wide, so probing it later could race with threads
+_DEFAULT_FILE_MODE = 0o666 & ~_umask()
+"""What ``open`` gives a new file under the umask (``mkstemp`` alone would give 0600)."""
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """A temporary path beside ``target`` that replaces it only if the block succeeds."""
+    """A temporary path beside ``target`` that replaces it only if the block succeeds; the
+    result has the permissions a plain write would have given it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            tmp.chmod(_DEFAULT_FILE_MODE)
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
