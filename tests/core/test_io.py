@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -22,4 +21,4 @@ def test_atomic_path_replaces_only_on_success_with_plain_permissions(tmp_path: P
     assert target.read_text() == "new"
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
-    assert os.stat(target).st_mode & 0o777 == os.stat(plain).st_mode & 0o777
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
