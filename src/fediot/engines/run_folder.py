@@ -4,7 +4,10 @@
 
     runs/<run id>/
       config.yaml        the resolved configuration
-      metrics.jsonl      one JSON line per round (loss, learning rate, devices, system figures)
+      metrics.jsonl      one JSON line per round (loss, learning rate, devices, system figures:
+                         time, CPU, peak memory, bytes down/up per device)
+      logs.jsonl         the devices' log lines, one JSON object each (``LogLine.to_dict``:
+                         time, device, round, step, level, message), appended as steps end
       status.json        state, phase, round and each device's state (``StatusRecorder``)
       checkpoint.npz     the last completed round's server state (for ``--resume``)
       results.json       final per-device and pooled metrics, thresholds, and per device the
@@ -13,6 +16,7 @@
       model/weights.npz  global autoencoder weights (arrays w0, w1, …)
       model/scaler.npz   pooled scaler statistics (n, sum, sumsq)
       model/thresholds.json
+      mlflow.json        the MLflow run this run is mirrored to (only with MLflow tracking)
 
 :class:`RunFolder` writes a run; :class:`RunView` reads one, finished or still running, for the
 faces (``fediot runs``, reports, dashboard, serving).
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,7 @@ import numpy as np
 from fediot.core.config import Config, dump_config, load_config
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import EvaluationSummary, Thresholds
-from fediot.core.federated.messages import ModelState
+from fediot.core.federated.messages import LogLine, ModelState
 from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
 from fediot.core.io import atomic_path
 from fediot.core.model import AutoencoderDetector, FeatureScaler, ScalerStats
@@ -137,6 +141,15 @@ class RunFolder:
         ) for r in meta["rounds"]]
         return ServerState(ModelState(weights, scaler), strategy, history)
 
+    def append_logs(self, lines: Sequence[LogLine]) -> None:
+        """Append devices' log lines to ``logs.jsonl`` in one write (a reader may see the last
+        line half-written while it is appended; :meth:`RunView.logs` skips it)."""
+        if not lines:
+            return
+        text = "".join(json.dumps(line.to_dict()) + "\n" for line in lines)
+        with (self.root / "logs.jsonl").open("a", encoding="utf-8") as f:
+            f.write(text)
+
     def load_config(self) -> Config:
         """The run's resolved configuration (``config.yaml``)."""
         return load_config(self.root / "config.yaml")
@@ -164,21 +177,33 @@ class RunFolder:
 
 
 class StatusRecorder:
-    """A run observer that keeps ``status.json`` current (what ``fediot status`` shows), then
-    passes every event on to ``inner``.
+    """A run observer that keeps ``status.json`` current (what ``fediot status`` shows) and
+    appends the devices' log lines to ``logs.jsonl``, then passes every event on to ``inner``.
 
     ``status.json``: ``state`` (running / finished / failed), ``phase``, ``round`` of
-    ``total_rounds``, ``updated_at``, and per device its ``state`` (training / idle / lost),
-    ``last_seen`` and ``last_round``.
+    ``total_rounds``, ``engine``, ``updated_at``, and per device its ``state`` (training / idle
+    / lost), ``last_seen`` and ``last_round``.
+
+    Parameters
+    ----------
+    folder, config
+        The run's folder and configuration.
+    devices
+        The run's client ids.
+    inner
+        The observer every event is passed on to (default: none).
+    engine
+        What ``status.json`` calls the engine (default ``comm_args.backend``).
     """
 
     def __init__(self, folder: RunFolder, config: Config, devices: list[str],
-                 inner: RunObserver | None = None) -> None:
+                 inner: RunObserver | None = None, engine: str | None = None) -> None:
         self.folder = folder
         self.inner = inner
         self.status: dict[str, Any] = {
             "run": folder.root.name, "state": "running", "phase": "starting", "round": 0,
-            "total_rounds": config.train_args.comm_round, "engine": config.comm_args.backend,
+            "total_rounds": config.train_args.comm_round,
+            "engine": engine or config.comm_args.backend,
             "devices": {d: {"state": "idle", "last_seen": None, "last_round": None}
                         for d in devices},
         }
@@ -215,6 +240,11 @@ class StatusRecorder:
         self._write()
         if self.inner is not None:
             self.inner.on_round(record)
+
+    def on_logs(self, lines: Sequence[LogLine]) -> None:
+        self.folder.append_logs(lines)
+        if self.inner is not None:
+            self.inner.on_logs(lines)
 
     def finish(self, state: str = "finished") -> None:
         """Mark the run ``finished`` or ``failed``."""
@@ -292,8 +322,14 @@ class RunView:
 
     def updated_at(self) -> float:
         """The newest modification time of the folder's files (seconds since the epoch)."""
-        return max((p.stat().st_mtime for p in self.root.iterdir() if p.is_file()),
-                   default=self.root.stat().st_mtime)
+        times = [self.root.stat().st_mtime]
+        for path in self.root.iterdir():
+            try:  # an atomic write's temporary file may vanish between listing and stat
+                if path.is_file():
+                    times.append(path.stat().st_mtime)
+            except FileNotFoundError:
+                continue
+        return max(times)
 
     def model_version(self) -> str | None:
         """Changes whenever a new global model is saved; ``None`` before the first."""

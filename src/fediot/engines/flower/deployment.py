@@ -12,7 +12,6 @@ Security: see :mod:`fediot.engines.flower.certificates`.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import signal
@@ -27,6 +26,7 @@ from typing import IO, Any
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.io import atomic_path
+from fediot.engines.addresses import is_loopback
 from fediot.engines.flower import FLOWER_ENVIRONMENT
 from fediot.engines.flower.certificates import NodeSecurity, ServerSecurity
 
@@ -47,17 +47,6 @@ def _tool(name: str) -> str:
 
 
 # --- addresses ----------------------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback IPs (127.0.0.0/8, ::1); names are not resolved."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -20,10 +20,12 @@ import typer
 from fediot.core.catalog import DEVICES, device_by_id
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import EvaluationSummary
+from fediot.engines.addresses import is_loopback
 from fediot.engines.flower import certificates as tls
 from fediot.engines.flower import deployment
 from fediot.engines.run_folder import RunFolder
 from fediot.faces.cli.app import app, console, err_console, fail
+from fediot.faces.cli.dashboard import DashboardHostOption, DashboardOption, live_dashboard
 from fediot.faces.cli.runs_common import ConfigOption, SetOption, resolve_config, results_table
 
 certs_app = typer.Typer(
@@ -66,7 +68,7 @@ def _server_security(host: str, insecure: bool, certificates: Path, node_keys: P
         return None
     if not (certificates / tls.SERVER_CERTIFICATE).exists():
         where = ("is not a loopback address, so TLS is required"
-                 if not deployment.is_loopback(host) else "needs TLS unless --insecure")
+                 if not is_loopback(host) else "needs TLS unless --insecure")
         raise FediotError(
             f"{host} {where}, and {certificates.resolve()} holds no server certificate "
             f"({tls.SERVER_CERTIFICATE}): create one with `scripts/make-certs.sh "
@@ -106,6 +108,7 @@ def server_command(
     set_: SetOption = None,
     resume: Annotated[Path | None, typer.Option(
         help="continue the interrupted run in this run folder (its own config applies)")] = None,
+    dashboard: DashboardOption = None, dashboard_host: DashboardHostOption = "127.0.0.1",
 ) -> None:
     """Start a SuperLink (TLS + node authentication), run FedDetect on the devices that
     connect, print the table."""
@@ -130,20 +133,21 @@ def server_command(
                           soft_wrap=True)
         deployment.write_federation(home, "fediot", deployment.join_address(local, port),
                                     security.ca_certificate if security else None)
-        link = deployment.superlink(home, port, host=host, security=security).start()
-        mode = "TLS + node authentication" if security else "INSECURE"
-        console.print(f"SuperLink on {deployment.join_address(host, port)} ({mode}, pid "
-                      f"{link.pid}); waiting for {cfg.train_args.client_num_in_total} devices "
-                      f"for up to {wait:.0f} s: start them with ./run_client.sh N",
-                      soft_wrap=True)
-        started = time.time()
-        try:
-            deployment.wait_for_port(local, port, 60, "the SuperLink")
-            status = deployment.submit_run(home, "fediot", cfg, wait_seconds=wait,
-                                           timeout=timeout, log_path=home / "logs" / "run.log",
-                                           resume_from=resume)
-        finally:
-            link.stop()
+        with live_dashboard(runs_dir, dashboard, dashboard_host):
+            link = deployment.superlink(home, port, host=host, security=security).start()
+            mode = "TLS + node authentication" if security else "INSECURE"
+            console.print(f"SuperLink on {deployment.join_address(host, port)} ({mode}, pid "
+                          f"{link.pid}); waiting for {cfg.train_args.client_num_in_total} "
+                          f"devices for up to {wait:.0f} s: start them with ./run_client.sh N",
+                          soft_wrap=True)
+            started = time.time()
+            try:
+                deployment.wait_for_port(local, port, 60, "the SuperLink")
+                status = deployment.submit_run(
+                    home, "fediot", cfg, wait_seconds=wait, timeout=timeout,
+                    log_path=home / "logs" / "run.log", resume_from=resume)
+            finally:
+                link.stop()
     except FediotError as error:
         raise fail(str(error)) from None
     state = str(status.get("status", "?"))

@@ -17,6 +17,7 @@ from fediot.core.federated.evaluation import EvaluationSummary
 from fediot.engines.run_folder import RunFolder
 from fediot.engines.simulation import local_summary, run_centralised, run_local, simulate
 from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.dashboard import DashboardHostOption, DashboardOption, live_dashboard
 from fediot.faces.cli.runs_common import (
     ClientsOption,
     ConfigOption,
@@ -73,6 +74,7 @@ def simulate_command(
     engine: EngineOption = None, ray_address: RayAddressOption = None, set_: SetOption = None,
     resume: Annotated[Path | None, typer.Option(
         help="continue the interrupted run in this run folder (its own config applies)")] = None,
+    dashboard: DashboardOption = None, dashboard_host: DashboardHostOption = "127.0.0.1",
 ) -> None:
     """Federated training of the devices on this machine; prints the per-device table."""
     try:
@@ -83,7 +85,8 @@ def simulate_command(
                           data_dir, seed, runs_dir, set_, engine, ray_address)
         console.print(f"[bold]FedDetect[/]: {_describe(cfg)}")
         started = time.perf_counter()
-        with progress_bar(console) as progress:
+        shown = resume.parent if resume else Path(cfg.tracking_args.log_file_dir).expanduser()
+        with live_dashboard(shown, dashboard, dashboard_host), progress_bar(console) as progress:
             result, folder = simulate(cfg, ProgressObserver(progress, cfg.train_args.comm_round),
                                       resume=resume)
     except FediotError as error:

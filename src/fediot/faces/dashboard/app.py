@@ -1,0 +1,321 @@
+"""The live dashboard's web app: a read-only view of a runs folder, as JSON and one page.
+
+Every engine keeps its run folder current (``status.json``, ``metrics.jsonl``, ``logs.jsonl``,
+``results.json``); this app only reads them through :class:`~fediot.engines.run_folder.RunView`.
+
+Endpoints (GET and HEAD only; any other method answers 405):
+
+``/``
+    The page (:mod:`fediot.faces.dashboard.page`): inline CSS and JavaScript, no external
+    resource; it polls the two endpoints below about once a second.
+``/api/runs``
+    Every run, newest first, and ``default``: the newest running run (else the newest run).
+``/api/runs/{run_id}/state?after=N``
+    One run: status, rounds, evaluation series, devices (display state, last seen, per-device
+    system figures) and the log lines from index ``N`` on (at most :data:`LOG_LIMIT`), with
+    ``log_cursor`` to pass as ``after`` next time.
+
+Access: with a ``token`` every request must carry it (``?token=`` on the page URL, which also
+sets a cookie; the page's own API calls send the ``X-Fediot-Token`` header), else 401. Without
+a token the app answers only requests addressed to a loopback host name (``Host`` header), so
+a web page elsewhere cannot reach it by rebinding a DNS name to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+
+from fediot.core.catalog import client_label
+from fediot.core.errors import FediotError
+from fediot.engines.addresses import is_loopback
+from fediot.engines.run_folder import RunView, list_runs
+from fediot.faces.dashboard.page import CONTENT_SECURITY_POLICY, PAGE_HTML
+
+LOG_LIMIT = 200
+"""Most log lines one state answer carries (the newest ones)."""
+
+ONLINE_SECONDS = 60.0
+"""A device of a running run seen this recently (or within the last 2 rounds) is online."""
+
+ONLINE_ROUNDS = 2
+
+TOKEN_COOKIE = "fediot_dashboard_token"
+TOKEN_HEADER = "x-fediot-token"
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+_RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+# evaluation dict path → series name on the page (RoundRecord.evaluation, pooled metrics)
+EVALUATION_SERIES = {
+    ("rows", "f1"): "F1",
+    ("rows", "recall"): "TPR",
+    ("rows", "fpr"): "FPR",
+    ("window_vote", "f1"): "F1 (window vote)",
+    ("roc_auc",): "ROC AUC",
+}
+
+
+def _host_name(host_header: str) -> str:
+    """``127.0.0.1:8765`` → ``127.0.0.1``, ``[::1]:8765`` → ``::1``, ``localhost`` as is."""
+    if host_header.startswith("["):
+        return host_header[1:].partition("]")[0]
+    return host_header.rpartition(":")[0] if host_header.count(":") == 1 else host_header
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _seconds_since(text: Any, now: datetime) -> float | None:
+    moment = _parse_time(text)
+    return None if moment is None else max(0.0, (now - moment).total_seconds())
+
+
+def run_summary(view: RunView) -> dict[str, Any]:
+    """One line of the run list: id, state, phase, round of total, engine, last update."""
+    status = view.status() or {}
+    return {
+        "id": view.run_id, "state": status.get("state", "unknown"),
+        "phase": status.get("phase"), "round": status.get("round"),
+        "total_rounds": status.get("total_rounds"), "engine": status.get("engine"),
+        "updated_at": status.get("updated_at"),
+    }
+
+
+def device_state(info: dict[str, Any], run_state: str, current_round: int,
+                 seen_ago: float | None) -> str:
+    """What the page shows: ``lost``, ``training``, ``online`` (answered lately in a running
+    run) or ``idle`` (never seen, long unseen, or the run is over)."""
+    if info.get("state") == "lost":
+        return "lost"
+    if run_state != "running":
+        return "idle"
+    if info.get("state") == "training":
+        return "training"
+    last_round = info.get("last_round")
+    if isinstance(last_round, int) and current_round - last_round <= ONLINE_ROUNDS:
+        return "online"
+    if seen_ago is not None and seen_ago <= ONLINE_SECONDS:
+        return "online"
+    return "idle"
+
+
+def system_summary(rounds: list[dict[str, Any]], device: str) -> dict[str, dict[str, float]]:
+    """Each numeric system figure a device reported: its ``last`` value, ``total`` over the
+    rounds and ``max`` (keys as the engines wrote them: wall_seconds, peak_rss_bytes, …)."""
+    figures: dict[str, dict[str, float]] = {}
+    for record in rounds:
+        system = record.get("system") or {}
+        values = system.get(device) if isinstance(system, dict) else None
+        if not isinstance(values, dict):
+            continue
+        for key, raw in values.items():
+            value = _number(raw)
+            if value is None:
+                continue
+            figure = figures.setdefault(str(key), {"last": value, "total": 0.0, "max": value})
+            figure.update(last=value, total=figure["total"] + value,
+                          max=max(figure["max"], value))
+    return figures
+
+
+def _dig(node: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def evaluation_series(rounds: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
+    """Series name → ``[round, value]`` points from the rounds that were evaluated."""
+    series: dict[str, list[list[float]]] = {}
+    for record in rounds:
+        evaluation = record.get("evaluation")
+        if not isinstance(evaluation, dict):
+            continue
+        for path, name in EVALUATION_SERIES.items():
+            value = _number(_dig(evaluation, path))
+            if value is not None:
+                series.setdefault(name, []).append([float(record["round"]), value])
+    return series
+
+
+def _round_row(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "round": record.get("round"), "train_loss": _number(record.get("train_loss")),
+        "seconds": _number(record.get("seconds")),
+        "learning_rate": _number(record.get("learning_rate")),
+        "clients": len(record.get("clients") or []),
+        "answered": len(record.get("answered") or []),
+        "num_examples": record.get("num_examples"),
+    }
+
+
+def _log_row(line: Any) -> dict[str, Any]:
+    line = line if isinstance(line, dict) else {"message": line}
+    return {"time": line.get("time"), "device": line.get("device"), "round": line.get("round"),
+            "step": line.get("step"), "level": str(line.get("level") or "INFO"),
+            "message": str(line.get("message", ""))}
+
+
+def _final_results(results: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Pooled metrics and thresholds of a finished run (``results.json``)."""
+    if not results:
+        return None
+    pooled = (results.get("evaluation") or {}).get("pooled") or {}
+    metrics = {name: _number(value) for name, value in
+               ((name, _dig(pooled, path)) for path, name in EVALUATION_SERIES.items())}
+    thresholds = results.get("thresholds") or {}
+    return {"finished_at": results.get("finished_at"), "pooled": metrics,
+            "threshold_mode": thresholds.get("mode"),
+            "global_threshold": _number(thresholds.get("global"))}
+
+
+def run_state(view: RunView, after: int = 0, now: datetime | None = None) -> dict[str, Any]:
+    """Everything the page shows about one run; logs from line index ``after`` on."""
+    now = now or datetime.now(UTC)
+    status = view.status() or {}
+    rounds = view.rounds()
+    state = str(status.get("state", "unknown"))
+    current: int = status["round"] if isinstance(status.get("round"), int) else 0
+    listed: dict[str, Any] = dict(status.get("devices") or {})
+    for record in rounds:  # a device known only from the metrics still gets a row
+        for device in record.get("clients") or []:
+            listed.setdefault(device, {"state": "idle", "last_seen": None, "last_round": None})
+    devices = []
+    for device, info in listed.items():
+        info = info if isinstance(info, dict) else {}
+        seen_ago = _seconds_since(info.get("last_seen"), now)
+        devices.append({
+            "id": device, "label": client_label(device),
+            "state": device_state(info, state, current, seen_ago),
+            "reported_state": info.get("state"), "last_seen": info.get("last_seen"),
+            "seen_seconds_ago": seen_ago, "last_round": info.get("last_round"),
+            "rounds_answered": sum(device in (r.get("answered") or []) for r in rounds),
+            "system": system_summary(rounds, device),
+        })
+    lines = view.logs()
+    reset = after > len(lines)  # the log was rewritten: start over
+    start = max(0 if reset else after, len(lines) - LOG_LIMIT)
+    return {
+        "run": view.run_id, "state": state, "phase": status.get("phase"), "round": current,
+        "total_rounds": status.get("total_rounds"), "engine": status.get("engine"),
+        "updated_at": status.get("updated_at"),
+        "updated_seconds_ago": _seconds_since(status.get("updated_at"), now),
+        "now": now.isoformat(timespec="seconds"),
+        "rounds": [_round_row(r) for r in rounds],
+        "evaluation": evaluation_series(rounds),
+        "devices": devices,
+        "logs": [_log_row(line) for line in lines[start:]],
+        "log_cursor": len(lines), "log_reset": reset,
+        "results": _final_results(view.results()) if state != "running" else None,
+    }
+
+
+def _runs(runs_dir: Path) -> list[RunView]:
+    """:func:`list_runs`, retried when a file vanishes under it (an atomic replace)."""
+    for _ in range(4):
+        try:
+            return list_runs(runs_dir)
+        except FileNotFoundError:
+            time.sleep(0.05)
+    return list_runs(runs_dir)
+
+
+class PollClock:
+    """When the page last asked for a run's state: :class:`~fediot.faces.dashboard.server.
+    DashboardHandle` keeps serving after a run ends until a page has seen the end."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.last_started = -math.inf
+        """Start time (``time.monotonic``) of the newest state request that completed."""
+
+    def completed(self, started: float) -> None:
+        with self._lock:
+            self.last_started = max(self.last_started, started)
+
+
+def create_app(runs_dir: Path, token: str | None = None) -> FastAPI:
+    """The dashboard over ``runs_dir`` (which may not exist yet); ``token``: see the module."""
+    runs_dir = Path(runs_dir)
+    app = FastAPI(title="FedIoT dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.polls = PollClock()
+    expected = token.encode() if token is not None else None
+
+    @app.middleware("http")
+    async def guard(request: Request,
+                    call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.method not in READ_METHODS:
+            return PlainTextResponse("the dashboard is read-only: GET and HEAD only", 405,
+                                     headers={"Allow": "GET, HEAD"})
+        given = (request.query_params.get("token") or request.headers.get(TOKEN_HEADER)
+                 or request.cookies.get(TOKEN_COOKIE))
+        if expected is None:
+            if not is_loopback(_host_name(request.headers.get("host", ""))):
+                return PlainTextResponse("this dashboard answers loopback addresses only", 403)
+        elif given is None or not hmac.compare_digest(given.encode(), expected):
+            return PlainTextResponse(
+                "a token is required: open the URL with ?token= that the dashboard printed",
+                401)
+        response = await call_next(request)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if expected is not None and request.query_params.get("token"):
+            response.set_cookie(TOKEN_COOKIE, str(token), httponly=True, samesite="strict")
+        return response
+
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse(PAGE_HTML, headers={
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Frame-Options": "DENY"})
+
+    @app.api_route("/api/runs", methods=["GET", "HEAD"])
+    def runs() -> JSONResponse:
+        try:
+            views = _runs(runs_dir)[::-1]
+            summaries = [run_summary(v) for v in views]
+        except FediotError as error:
+            return JSONResponse({"detail": str(error)}, 500)
+        running = [s["id"] for s in summaries if s["state"] == "running"]
+        default = running[0] if running else (summaries[0]["id"] if summaries else None)
+        return JSONResponse({"runs_dir": str(runs_dir), "runs": summaries,
+                             "default": default})
+
+    @app.api_route("/api/runs/{run_id}/state", methods=["GET", "HEAD"])
+    def state(run_id: str, after: int = 0) -> JSONResponse:
+        started = time.monotonic()
+        if not _RUN_ID.fullmatch(run_id) or not (runs_dir / run_id / "config.yaml").is_file():
+            return JSONResponse({"detail": f"no run {run_id!r} under {runs_dir}"}, 404)
+        try:
+            payload = run_state(RunView(runs_dir / run_id), max(0, after))
+        except FediotError as error:
+            return JSONResponse({"detail": str(error)}, 500)
+        app.state.polls.completed(started)
+        return JSONResponse(payload)
+
+    return app
