@@ -157,6 +157,9 @@ class _Clock:
     def on_round(self, record: Any) -> None:
         self.cpu_at_round_end.append(time.process_time())
 
+    def on_logs(self, lines: Any) -> None:
+        pass
+
 
 def measure(per_device: int, engine: str, rounds: int, per_round: int,
             scale: float, in_flight: int = 0) -> dict[str, Any]:

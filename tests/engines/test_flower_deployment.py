@@ -21,6 +21,7 @@ from federated_data import write_uci_dataset
 from fediot.core.catalog import DEVICES
 from fediot.core.config import load_config
 from fediot.engines.flower import deployment
+from fediot.engines.run_folder import RunView
 from fediot.engines.simulation import run_federated
 
 FEDIOT = Path(sys.executable).with_name("fediot")
@@ -79,6 +80,14 @@ def test_superlink_and_three_supernodes_complete_two_rounds(
     assert set(results["evaluation"]["devices"]) == {d.name for d in DEVICES[:3]}
     metrics = (next((tmp_path / "runs").glob("*/metrics.jsonl"))).read_text().splitlines()
     assert len(metrics) == 2
+    # the ServerApp recorded the devices' log lines and the bytes of every training message
+    view = RunView(next((tmp_path / "runs").glob("*/config.yaml")).parent)
+    assert view.status()["engine"] == "flower"  # type: ignore[index]
+    names = {d.name for d in DEVICES[:3]}
+    seen = {(line["device"], line["step"], line["round"]) for line in view.logs()}
+    assert {(name, "fit", r) for name in names for r in (1, 2)} <= seen
+    assert {(name, step, None) for name in names
+            for step in ("scaler_stats", "threshold_stats", "evaluate")} <= seen
     # the same configuration in-process reaches the same global model, bit for bit
     deployed = np.load(next((tmp_path / "runs").glob("*/model/weights.npz")))
     config = load_config(cross_silo_config).with_overrides({
@@ -87,6 +96,12 @@ def test_superlink_and_three_supernodes_complete_two_rounds(
     in_process = run_federated(config)
     for i, weights in enumerate(in_process.model.weights):
         np.testing.assert_array_equal(deployed[f"w{i}"], weights)
+    model_bytes = sum(w.nbytes for w in in_process.model.weights)
+    for record in view.rounds():
+        assert set(record["system"]) == names
+        for figures in record["system"].values():
+            assert model_bytes <= figures["bytes_down"] < 2 * model_bytes
+            assert model_bytes <= figures["bytes_up"] < 2 * model_bytes
     assert results["evaluation"] == json.loads(json.dumps(in_process.evaluation.to_dict()))
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from federated_data import write_uci_dataset
 from fediot.core.config import Config
-from fediot.engines.simulation import run_federated
+from fediot.engines.run_folder import RunView
+from fediot.engines.simulation import run_federated, simulate
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -38,11 +39,26 @@ def assert_same(a: object, b: object) -> None:
     assert a.evaluation.to_dict() == b.evaluation.to_dict()  # type: ignore[attr-defined]
 
 
-def test_ray_simulation_reaches_the_in_process_model(dataset: Path) -> None:
-    on_ray = run_federated(config(dataset, **{"comm_args.backend": "ray"}))
+def test_ray_simulation_reaches_the_in_process_model(dataset: Path, tmp_path: Path) -> None:
+    on_ray, folder = simulate(config(dataset, **{
+        "comm_args.backend": "ray", "tracking_args.log_file_dir": str(tmp_path / "runs")}))
     in_process = run_federated(config(dataset, **{"device_args.worker_num": 1}))
     assert_same(on_ray, in_process)
     assert [r.clients for r in on_ray.history] == [r.clients for r in in_process.history]
+    # the devices' log lines came back from the Ray actors into the run folder
+    view = RunView(folder.root)
+    seen = {(line["device"], line["step"], line["round"]) for line in view.logs()}
+    devices = set(on_ray.evaluation.devices)
+    assert {(d, "scaler_stats", None) for d in devices} <= seen
+    assert {(d, "fit", r.server_round) for r in on_ray.history for d in r.clients} <= seen
+    assert {(d, "evaluate", None) for d in devices} <= seen
+    # every training message carried a whole model each way
+    model_bytes = sum(w.nbytes for w in on_ray.model.weights)
+    for record in view.rounds():
+        assert set(record["system"]) == set(record["answered"])
+        for figures in record["system"].values():
+            assert model_bytes <= figures["bytes_down"] < 2 * model_bytes
+            assert model_bytes <= figures["bytes_up"] < 2 * model_bytes
 
 
 def free_port() -> int:

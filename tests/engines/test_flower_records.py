@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from flwr.app import ConfigRecord
 
 from federated_data import synthetic_clients
 from fediot.core.federated.client import DeviceClient
@@ -11,6 +12,8 @@ from fediot.core.federated.messages import EvaluateTask, FitTask, ModelState, Sc
 from fediot.core.model import ScalerStats, build_autoencoder, get_weights
 from fediot.engines.flower.records import (
     RecordError,
+    content_bytes,
+    decode_logs,
     decode_reply,
     decode_task,
     encode_reply,
@@ -93,3 +96,29 @@ def test_weights_travel_as_one_flat_vector_with_their_shapes(
     shapes["dims"] = [*shapes["dims"][:-1], 1]  # type: ignore[index]
     with pytest.raises(RecordError, match=r"model\.weights"):
         decode_task("threshold_stats", content)
+
+
+def test_log_lines_travel_with_a_reply(setting: tuple[DeviceClient, ModelState]) -> None:
+    client, model = setting
+    reply = client.call("fit", FitTask(model, 2, 0.001, 1, 64))
+    assert reply.logs and all(line.round == 2 for line in reply.logs)
+    content = encode_reply("fit", client.client_id, reply.result, reply.logs)
+    assert decode_logs(content) == reply.logs
+    stats = client.call("scaler_stats")
+    assert stats.logs[0].round is None
+    assert decode_logs(encode_reply("scaler_stats", client.client_id, stats.result,
+                                    stats.logs)) == stats.logs
+    assert decode_logs(encode_reply("scaler_stats", client.client_id, stats.result)) == ()
+    logs = content["logs"]
+    assert isinstance(logs, ConfigRecord)
+    logs["level"] = ["INFO"] * (len(reply.logs) + 1)
+    with pytest.raises(RecordError, match="different lengths"):
+        decode_logs(content)
+
+
+def test_content_bytes_count_the_whole_model(setting: tuple[DeviceClient, ModelState]) -> None:
+    _, model = setting
+    nbytes = sum(w.nbytes for w in model.weights)
+    task = encode_task("fit", FitTask(model, 1, 0.001, 1, 64))
+    assert nbytes <= content_bytes(task) < nbytes + 20_000  # the scaler and headers
+    assert content_bytes(encode_task("scaler_stats", None)) < 1_000

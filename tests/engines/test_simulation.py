@@ -132,6 +132,9 @@ def test_intermediate_evaluation_follows_frequency_of_the_test(dataset: Path,
     assert evaluated == [True, True, False]  # the last round's is the final evaluation
     assert result.history[0].evaluation is not None
     assert "window_vote" in result.history[0].evaluation
+    # each evaluated round records the thresholds it applied (the report plots them)
+    assert result.history[0].evaluation["thresholds"]["mode"] == "global"
+    assert result.history[0].evaluation["thresholds"]["global"] > 0
 
 
 def test_cross_silo_is_refused_with_the_key(dataset: Path, tmp_path: Path) -> None:
@@ -154,6 +157,9 @@ class _CrashAfter:
         if record.server_round == self.rounds:  # type: ignore[attr-defined]
             raise KeyboardInterrupt
 
+    def on_logs(self, lines: object) -> None:
+        pass
+
 
 def test_resume_continues_at_the_next_round_and_ends_as_an_uninterrupted_run(
     dataset: Path, tmp_path: Path
@@ -165,7 +171,7 @@ def test_resume_continues_at_the_next_round_and_ends_as_an_uninterrupted_run(
                                        "train_args.client_num_per_round": 2})
     whole, _ = simulate(cfg)
     with pytest.raises(KeyboardInterrupt):
-        simulate(cfg, _CrashAfter(2))  # type: ignore[arg-type]
+        simulate(cfg, _CrashAfter(2))
     interrupted = max((tmp_path / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
     assert RunFolder(interrupted).load_checkpoint().completed_rounds == 2
     resumed, folder = simulate(cfg, resume=interrupted)

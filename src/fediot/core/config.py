@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -240,10 +241,20 @@ class TrackingArgs:
         Parent folder of run folders. Default ``./runs``.
     run_name
         Name of the run folder (default: time stamp + dataset + optimiser).
+    mlflow_tracking_uri
+        Also record the run (parameters, per-round metrics, the results and model files) in
+        this MLflow tracking store, yours: ``sqlite:///path/mlflow.db`` (artifacts go to
+        ``mlartifacts/`` next to the database), ``http(s)://host:port`` (an ``mlflow server``)
+        or ``file:`` / a folder (MLflow's older file store). Needs the ``mlflow`` package
+        (``pip install fediot[mlflow]``). Default ``""``: no MLflow, the run folder only.
+    mlflow_experiment
+        The MLflow experiment the run goes in (created if missing). Default ``fediot``.
     """
 
     log_file_dir: str = "./runs"
     run_name: str = ""
+    mlflow_tracking_uri: str = ""
+    mlflow_experiment: str = "fediot"
 
 
 @dataclass(frozen=True)
@@ -300,6 +311,10 @@ IGNORED_KEYS: dict[str, str] = {
     "tracking_args.wandb_project": "no hosted tracking",
     "tracking_args.wandb_name": "no hosted tracking",
 }
+
+MLFLOW_URI_SCHEMES = ("file", "sqlite", "http", "https")
+"""Tracking stores ``tracking_args.mlflow_tracking_uri`` accepts (besides a plain folder path):
+stores on the user's own machines, never a hosted service."""
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "common_args.training_type": ("simulation", "cross_silo"),
@@ -455,6 +470,27 @@ def _check(config: Config, source: str) -> None:
                    f"{dv.worker_num} workers > client_num_in_total {t.client_num_in_total}")
     if d.dataset == "N-BaIoT" and not d.data_cache_dir:
         raise fail("data_args.data_cache_dir", "required for dataset N-BaIoT (the data's folder)")
+    _check_tracking(config.tracking_args, fail)
+
+
+def _check_tracking(tracking: TrackingArgs,
+                    fail: Callable[[str, str], ConfigError]) -> None:
+    uri = tracking.mlflow_tracking_uri
+    if uri != uri.strip():
+        raise fail("tracking_args.mlflow_tracking_uri", f"leading or trailing spaces in {uri!r}")
+    scheme, sep, rest = uri.partition("://") if "://" in uri else uri.partition(":")
+    if uri == "databricks":  # MLflow reads this bare word as the hosted service
+        scheme, sep = uri, ":"
+    # "C:/…" style drive letters and plain paths have no scheme
+    if sep and len(scheme) > 1 and scheme.replace("-", "_").isidentifier():
+        if scheme not in MLFLOW_URI_SCHEMES:
+            raise fail("tracking_args.mlflow_tracking_uri",
+                       f"scheme {scheme!r} not supported (tracking stays on your machines): "
+                       f"use one of {list(MLFLOW_URI_SCHEMES)} or a folder path")
+        if not rest.strip("/"):
+            raise fail("tracking_args.mlflow_tracking_uri", f"{uri!r} names no store")
+    if not tracking.mlflow_experiment.strip():
+        raise fail("tracking_args.mlflow_experiment", "must not be empty")
 
 
 def load_config(path: Path) -> Config:

@@ -5,14 +5,20 @@ starts that many worker processes, each holding a fixed share of the devices (da
 memory-mapped from the dataset cache) and running their tasks in parallel. A device's result
 depends only on its data and its task (seeded, one torch thread), so both modes give the same
 numbers.
+
+Each device call runs through :meth:`DeviceClient.call`, so its log lines come back with its
+:class:`~fediot.core.federated.messages.Reply` (as Python objects); worker processes also count
+the bytes each task and reply took through the pipe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import pickle
 import traceback
 from collections.abc import Mapping
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -21,24 +27,21 @@ from fediot.core.data.layouts import open_dataset
 from fediot.core.errors import FediotError
 from fediot.core.federated.client import ClientData, DeviceClient
 from fediot.core.federated.devices import dataset_root, load_client_data
-
-CLIENT_METHODS = ("scaler_stats", "fit", "threshold_stats", "evaluate")
-
-
-def _run(client: DeviceClient, method: str, task: Any) -> Any:
-    if method not in CLIENT_METHODS:
-        raise FediotError(f"unknown client method {method!r}")
-    function = getattr(client, method)
-    return function() if task is None else function(task)
+from fediot.core.federated.messages import Reply
 
 
 class SequentialPool:
     """Devices as objects in this process, called one after another.
 
+    Nothing crosses a process boundary, so every :class:`Reply` records ``bytes_down`` and
+    ``bytes_up`` as 0.
+
     Parameters
     ----------
     clients
         The devices' data.
+    use_gpu
+        Train and score on a CUDA GPU when one is present (default False).
     """
 
     def __init__(self, clients: list[ClientData], use_gpu: bool = False) -> None:
@@ -48,15 +51,22 @@ class SequentialPool:
     def client_ids(self) -> list[str]:
         return list(self._clients)
 
+    def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
+        """Each device's :class:`Reply` to its task (no bytes move: all zero)."""
+        return {cid: self._clients[cid].call(method, task) for cid, task in tasks.items()}
+
     def call(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Any]:
-        return {cid: _run(self._clients[cid], method, task) for cid, task in tasks.items()}
+        """The results of :meth:`exchange` alone."""
+        return {cid: reply.result for cid, reply in self.exchange(method, tasks).items()}
 
     def close(self) -> None:
         """Nothing to release (the same interface as :class:`ProcessPool`)."""
 
 
 def _worker(config: Config, ids: list[str], conn: Connection) -> None:
-    """A worker process: load its devices, then answer ``(method, tasks)`` until ``None``."""
+    """A worker process: load its devices, then answer ``(method, {id: pickled task})`` with
+    ``{id: pickled Reply}`` until ``None``. A task shared by several devices arrives once
+    (the same bytes object) and is unpickled once."""
     try:
         source = open_dataset(dataset_root(config))
         clients = {cid: DeviceClient(load_client_data(config, cid, source),
@@ -69,15 +79,27 @@ def _worker(config: Config, ids: list[str], conn: Connection) -> None:
         message = conn.recv()
         if message is None:
             return
-        method, tasks = message
+        method, blobs = message
         try:
-            conn.send(("ok", {cid: _run(clients[cid], method, t) for cid, t in tasks.items()}))
+            tasks: dict[int, Any] = {}
+            replies: dict[str, bytes] = {}
+            for cid, blob in blobs.items():
+                if id(blob) not in tasks:
+                    tasks[id(blob)] = pickle.loads(blob)
+                replies[cid] = pickle.dumps(clients[cid].call(method, tasks[id(blob)]),
+                                            protocol=pickle.HIGHEST_PROTOCOL)
+            conn.send(("ok", replies))
         except BaseException as error:
             conn.send(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
 
 
 class ProcessPool:
     """Devices spread over ``workers`` processes; a call runs on all workers at once.
+
+    Each task and each reply crosses the pipe pickled on its own; a :class:`Reply`'s
+    ``bytes_down`` is the size of its device's pickled task (a task shared by several devices
+    of one worker travels once, but each is counted in full: what it would receive alone) and
+    ``bytes_up`` the size of the pickled reply.
 
     Parameters
     ----------
@@ -122,16 +144,32 @@ class ProcessPool:
             raise FediotError(f"worker {worker} failed: {payload}")
         return payload
 
-    def call(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Any]:
-        by_worker: dict[int, dict[str, Any]] = {}
+    def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
+        """Each device's :class:`Reply`, with the pickled sizes of its task and reply."""
+        pickled: dict[int, bytes] = {}  # a task shared by devices is pickled once
+        sent: dict[str, bytes] = {}
+        by_worker: dict[int, dict[str, bytes]] = {}
         for cid, task in tasks.items():
-            by_worker.setdefault(self._owner[cid], {})[cid] = task
+            if id(task) not in pickled:
+                pickled[id(task)] = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+            sent[cid] = pickled[id(task)]
+            by_worker.setdefault(self._owner[cid], {})[cid] = sent[cid]
         for w, share in by_worker.items():
             self._conns[w].send((method, share))
-        results: dict[str, Any] = {}
+        received: dict[str, bytes] = {}
         for w in by_worker:
-            results.update(self._receive(w, self._conns[w]))
-        return {cid: results[cid] for cid in tasks if cid in results}
+            received.update(self._receive(w, self._conns[w]))
+        replies: dict[str, Reply] = {}
+        for cid in tasks:
+            if cid in received:
+                reply = pickle.loads(received[cid])
+                replies[cid] = replace(reply, bytes_down=len(sent[cid]),
+                                       bytes_up=len(received[cid]))
+        return replies
+
+    def call(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Any]:
+        """The results of :meth:`exchange` alone."""
+        return {cid: reply.result for cid, reply in self.exchange(method, tasks).items()}
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""

@@ -32,6 +32,7 @@ from fediot.core.federated.server import (
 from fediot.engines.inprocess import SequentialPool, make_pool
 from fediot.engines.run_folder import RunFolder, StatusRecorder
 from fediot.engines.strategies import strategy_for
+from fediot.engines.tracking import MlflowTracker, tracking_observer
 
 
 def check_simulation(config: Config) -> None:
@@ -93,21 +94,29 @@ def run_local(config: Config, observer: RunObserver | None = None) -> list[RunRe
 
 def simulate(config: Config, observer: RunObserver | None = None,
              resume: Path | None = None) -> tuple[RunResult, RunFolder]:
-    """The federated run, recorded in a new run folder (checkpointed every round), or the
-    interrupted run in ``resume`` continued from its last completed round."""
+    """The federated run, recorded in a new run folder (checkpointed every round, devices' log
+    lines in ``logs.jsonl``; mirrored to MLflow when ``tracking_args.mlflow_tracking_uri`` is
+    set), or the interrupted run in ``resume`` continued from its last completed round."""
     if resume is not None:
         folder = RunFolder(resume)
         config, state = folder.load_config(), folder.load_checkpoint()
     else:
         folder, state = RunFolder.create(config, "fed"), None
     status = StatusRecorder(folder, config, client_ids(config), observer)
+    tracker: MlflowTracker | None = None
     try:
+        tracker = tracking_observer(config, folder, observer)
+        status.inner = tracker or observer
         result = run_federated(config, status, resume=state, checkpoint=folder.save_checkpoint)
+        folder.save_results(result)
     except BaseException:
         status.finish("failed")
+        if tracker is not None:
+            tracker.finish(None)
         raise
-    folder.save_results(result)
     status.finish()
+    if tracker is not None:
+        tracker.finish(result)
     return result, folder
 
 

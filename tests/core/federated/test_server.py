@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
 from federated_data import synthetic_clients
 from fediot.core.config import Config
-from fediot.core.federated.client import DeviceClient
+from fediot.core.errors import FediotError
+from fediot.core.federated.client import DeviceClient, LogCapture
 from fediot.core.federated.evaluation import make_thresholds, summarize
-from fediot.core.federated.messages import ModelState, ScoreTask
+from fediot.core.federated.messages import LogLine, ModelState, ScoreTask
 from fediot.core.federated.server import FedDetectServer
 from fediot.core.model import ErrorStats, FeatureScaler, ScalerStats, threshold_mean_std
 from fediot.engines.inprocess import SequentialPool
@@ -114,3 +119,66 @@ def test_gpu_request_without_gpu_warns_and_uses_the_cpu() -> None:
         client = DeviceClient(data, use_gpu=True)
     assert client.device.type == "cpu"
     assert client.scaler_stats().n == len(data.train)
+
+
+class _Recorder:
+    """An observer keeping every log line it is given."""
+
+    def __init__(self) -> None:
+        self.lines: list[LogLine] = []
+
+    def on_phase(self, phase: str, detail: str) -> None:
+        pass
+
+    def on_round(self, record: object) -> None:
+        pass
+
+    def on_logs(self, lines: Sequence[LogLine]) -> None:
+        self.lines.extend(lines)
+
+
+def test_devices_log_lines_reach_the_observer_with_their_round_and_step() -> None:
+    recorder = _Recorder()
+    clients = synthetic_clients()
+    result = FedDetectServer(config(**{"train_args.comm_round": 2,
+                                       "validation_args.frequency_of_the_test": 1}),
+                             recorder).run(SequentialPool(clients))
+    seen = {(line.device, line.step, line.round) for line in recorder.lines}
+    for client in clients:
+        cid = client.client_id
+        assert (cid, "scaler_stats", None) in seen
+        assert {(cid, "fit", 1), (cid, "fit", 2)} <= seen
+        # the intermediate evaluation belongs to round 1, the final one to no round
+        assert {(cid, "threshold_stats", 1), (cid, "evaluate", 1)} <= seen
+        assert {(cid, "threshold_stats", None), (cid, "evaluate", None)} <= seen
+    fit = next(line for line in recorder.lines if line.step == "fit")
+    assert fit.level == "INFO" and "trained" in fit.message and fit.time.endswith("+00:00")
+    # in this process nothing is carried: no bytes
+    assert all(figures["bytes_down"] == figures["bytes_up"] == 0
+               for record in result.history for figures in record.system.values())
+
+
+def test_log_capture_keeps_at_most_its_limit_and_only_this_thread() -> None:
+    log = logging.getLogger("fediot.test")
+    level_before = logging.getLogger("fediot").level
+    with LogCapture("dev", "fit", 3, limit=5) as capture:
+        for i in range(12):
+            log.info("line %d", i)
+        other = threading.Thread(target=log.warning, args=("from another thread",))
+        other.start()
+        other.join()
+    lines = capture.lines()
+    assert len(lines) == 5
+    assert [line.message for line in lines[:4]] == [f"line {i}" for i in range(4)]
+    assert lines[-1].level == "WARNING" and "8 more log lines dropped" in lines[-1].message
+    assert all(line.device == "dev" and line.round == 3 and line.step == "fit"
+               for line in lines)
+    log.info("after the call")  # the handler is gone and the level restored
+    assert len(capture.lines()) == 5
+    assert logging.getLogger("fediot").level == level_before
+
+
+def test_a_device_refuses_an_unknown_method() -> None:
+    client = DeviceClient(synthetic_clients(n_devices=1)[0])
+    with pytest.raises(FediotError, match="unknown client method 'train'"):
+        client.call("train", None)

@@ -1,16 +1,20 @@
 """The device side of FedDetect: everything a device computes, on its own data only.
 
-:class:`DeviceClient` is engine-free: the in-process simulator calls its methods directly, the
-Flower ClientApp calls the same methods from a message handler.
+:class:`DeviceClient` is engine-free: every engine (the in-process pools, the Flower ClientApp)
+runs a task through :meth:`DeviceClient.call`, which also collects the device's ``fediot`` log
+lines written during the call (:class:`LogCapture`) so that they travel back with the reply.
 """
 
 from __future__ import annotations
 
+import logging
 import resource
+import threading
 import time
 import warnings
 import zlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -19,12 +23,17 @@ import torch
 
 from fediot.core.catalog import BENIGN, N_FEATURES
 from fediot.core.data.reader import FeatureMatrix
+from fediot.core.errors import FediotError
 from fediot.core.federated.messages import (
+    MAX_LOG_LINES,
+    MAX_LOG_MESSAGE_CHARS,
     EvaluateTask,
     EvaluationReport,
     FitReport,
     FitTask,
+    LogLine,
     ModelState,
+    Reply,
     ScoreTask,
     SystemStats,
 )
@@ -40,6 +49,11 @@ from fediot.core.model import (
     set_weights,
     train_local,
 )
+
+log = logging.getLogger(__name__)
+
+CLIENT_METHODS = ("scaler_stats", "fit", "threshold_stats", "evaluate")
+"""The :class:`DeviceClient` methods a server may call."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,84 @@ class _Meter:
         )
 
 
+class LogCapture(logging.Handler):
+    """Collects the log lines of the ``fediot`` loggers written by this thread while attached.
+
+    Used as a context manager around one device call. While attached, the ``fediot`` logger
+    lets ``level`` and above through (it is lowered if needed, and restored on exit), so a
+    device's INFO lines are collected even when nothing else shows them.
+
+    Parameters
+    ----------
+    device
+        The device's client id (tags every line).
+    step
+        The client method being run.
+    server_round
+        The round the call belongs to, or ``None``.
+    limit
+        Lines kept at most (default :data:`~fediot.core.federated.messages.MAX_LOG_LINES`);
+        beyond it the last kept line is replaced by one saying how many were dropped.
+    level
+        Lowest level collected (default INFO).
+    """
+
+    def __init__(self, device: str, step: str, server_round: int | None = None, *,
+                 limit: int = MAX_LOG_LINES, level: int = logging.INFO) -> None:
+        if limit < 1:
+            raise FediotError(f"log line limit must be at least 1, got {limit}")
+        super().__init__(level)
+        self.device, self.step, self.server_round, self.limit = device, step, server_round, limit
+        self._lines: list[LogLine] = []
+        self._dropped = 0
+        self._thread = threading.get_ident()
+        self._logger = logging.getLogger("fediot")
+        self._saved_level = logging.NOTSET
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def __enter__(self) -> LogCapture:
+        self._thread = threading.get_ident()
+        self._saved_level = self._logger.level
+        if self._logger.getEffectiveLevel() > self.level:
+            self._logger.setLevel(self.level)
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._saved_level)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self._thread:  # another thread of this process: not this call's
+            return
+        if len(self._lines) >= self.limit:
+            self._dropped += 1
+            return
+        try:
+            message = self.format(record)
+        except Exception:  # a broken format string must not break the device's task
+            message = str(record.msg)
+        self._lines.append(self._line(record.created, record.levelname, message))
+
+    def _line(self, created: float, level: str, message: str) -> LogLine:
+        if len(message) > MAX_LOG_MESSAGE_CHARS:
+            message = message[: MAX_LOG_MESSAGE_CHARS - 1] + "…"
+        return LogLine(time=datetime.fromtimestamp(created, UTC).isoformat(
+                           timespec="milliseconds"),
+                       device=self.device, round=self.server_round, step=self.step,
+                       level=level, message=message)
+
+    def lines(self) -> tuple[LogLine, ...]:
+        """The lines collected so far, at most ``limit``."""
+        if not self._dropped:
+            return tuple(self._lines)
+        kept = self._lines[: self.limit - 1]
+        dropped = len(self._lines) - len(kept) + self._dropped
+        notice = self._line(time.time(), "WARNING",
+                            f"{dropped} more log lines dropped (at most {self.limit} per reply)")
+        return (*kept, notice)
+
+
 class DeviceClient:
     """A device in the federation.
 
@@ -119,9 +211,23 @@ class DeviceClient:
     def client_id(self) -> str:
         return self.data.client_id
 
+    def call(self, method: str, task: Any = None) -> Reply:
+        """Run client ``method`` (one of :data:`CLIENT_METHODS`) on ``task`` (``None`` for
+        methods without one), collecting the device's log lines: what every engine calls."""
+        if method not in CLIENT_METHODS:
+            raise FediotError(f"unknown client method {method!r}; expected one of "
+                              f"{list(CLIENT_METHODS)}")
+        server_round = getattr(task, "server_round", None)
+        with LogCapture(self.client_id, method, server_round) as capture:
+            function = getattr(self, method)
+            result = function() if task is None else function(task)
+        return Reply(result, capture.lines())
+
     def scaler_stats(self) -> ScalerStats:
         """Counts and sums of the (signed-log) training rows, for the pooled feature scaler."""
-        return ScalerStats.from_data(self.data.train)
+        stats = ScalerStats.from_data(self.data.train)
+        log.info("%d training rows for the pooled scaler", stats.n)
+        return stats
 
     def fit(self, task: FitTask) -> FitReport:
         """Train from the global model on the training rows; return the new weights."""
@@ -141,15 +247,24 @@ class DeviceClient:
                 seed=_seed_for(self.client_id, task.seed, task.server_round),
             )
             weights = get_weights(model)
+        log.info("round %d: trained %d rows × %d epoch(s) at learning rate %.3g, loss %.5f, in "
+                 "%.2f s", task.server_round, report.num_examples, task.epochs,
+                 task.learning_rate, report.mean_loss, meter.stats.wall_seconds)
         return FitReport(self.client_id, weights, report.num_examples, report.mean_loss,
                          meter.stats)
 
     def threshold_stats(self, task: ScoreTask) -> ErrorStats:
         """Error statistics of the threshold split under the global model."""
         model = self._load(task.model)
-        return ErrorStats.from_errors(
+        stats = ErrorStats.from_errors(
             reconstruction_errors(model, self._transformed("opt", task.model.scaler))
         )
+        if stats.n:
+            log.info("scored %d threshold rows: mean error %.4g, std %.4g", stats.n,
+                     stats.mean, stats.std)
+        else:
+            log.warning("no threshold rows to score")
+        return stats
 
     def evaluate(self, task: EvaluateTask) -> EvaluationReport:
         """Verdicts on the test splits, as counts per class and error histograms."""
@@ -175,10 +290,16 @@ class DeviceClient:
                     benign = benign + stats
                 else:
                     attack = attack + stats
+        pooled, pooled_voted = ClassCounts.pool(counts), ClassCounts.pool(voted)
+        confusion = pooled_voted.confusion()
+        log.info("scored %d test rows at threshold %.4g, window %d: the vote flagged %d of "
+                 "%d attack and %d of %d benign rows, in %.2f s", benign.n + attack.n,
+                 task.threshold, task.window, confusion.tp, attack.n, confusion.fp, benign.n,
+                 meter.stats.wall_seconds)
         return EvaluationReport(
             client_id=self.client_id,
-            counts=ClassCounts.pool(counts),
-            counts_window=ClassCounts.pool(voted),
+            counts=pooled,
+            counts_window=pooled_voted,
             benign_errors=benign,
             attack_errors=attack,
             threshold=task.threshold,

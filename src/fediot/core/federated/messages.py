@@ -3,6 +3,10 @@
 Only model weights and summable statistics travel; no feature row ever leaves a device. Every
 message is a frozen dataclass of NumPy arrays and plain numbers, so any engine can carry it
 (pickled between processes, or as Flower records).
+
+Every answer comes back as a :class:`Reply`: the method's result, the device's log lines during
+the call (:class:`LogLine`, at most :data:`MAX_LOG_LINES`) and the bytes the engine carried each
+way.
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ from fediot.core.metrics import ClassCounts
 from fediot.core.model import ErrorStats, ScalerStats
 
 Weights = list[npt.NDArray[np.float32]]
+
+MAX_LOG_LINES = 50
+"""Log lines one reply carries at most; beyond that the last line says how many were dropped."""
+MAX_LOG_MESSAGE_CHARS = 2000
+"""A log message longer than this is cut (a traceback stays readable, a runaway one does not
+bloat the reply)."""
 
 
 @dataclass(frozen=True)
@@ -166,3 +176,60 @@ class EvaluationReport:
     threshold: float
     window: int
     system: SystemStats = field(compare=False)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One log line a device wrote during a call, as the run folder's ``logs.jsonl`` keeps it.
+
+    Parameters
+    ----------
+    time
+        When it was written, ISO-8601 UTC with milliseconds.
+    device
+        The device (client id).
+    round
+        The training round the call belongs to; ``None`` outside rounds (the scaler before
+        round 1, the final threshold and evaluation).
+    step
+        The client method: ``scaler_stats``, ``fit``, ``threshold_stats`` or ``evaluate``.
+    level
+        ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` or ``CRITICAL``.
+    message
+        The formatted message (at most :data:`MAX_LOG_MESSAGE_CHARS` characters).
+    """
+
+    time: str
+    device: str
+    round: int | None
+    step: str
+    level: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": self.time, "device": self.device, "round": self.round,
+                "step": self.step, "level": self.level, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One device's answer to one call, as an engine delivered it to the server.
+
+    Parameters
+    ----------
+    result
+        The :class:`~fediot.core.federated.client.DeviceClient` method's return value.
+    logs
+        The device's log lines during the call, oldest first (at most :data:`MAX_LOG_LINES`).
+    bytes_down
+        Size in bytes of the task as the engine carried it to the device (Flower: the message
+        content's serialised objects; worker processes: the pickled task); 0 when nothing
+        moved (devices called in the server's own process).
+    bytes_up
+        Size in bytes of the reply as the engine carried it back, measured the same way.
+    """
+
+    result: Any
+    logs: tuple[LogLine, ...] = ()
+    bytes_down: int = 0
+    bytes_up: int = 0

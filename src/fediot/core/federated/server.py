@@ -4,13 +4,16 @@ Phases: (1) pooled feature scaler from every device's sums; (2) ``comm_round`` r
 sampled local training and aggregation; (3) thresholds from every device's error statistics;
 (4) evaluation from every device's verdict counts. An engine supplies the :class:`ClientPool`
 (in-process objects, worker processes, Flower nodes); the arithmetic here never changes.
+
+Besides results, every reply brings the device's log lines (passed to the observer's
+``on_logs``) and the bytes the engine carried (added to the round's system figures).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from fediot.core.catalog import N_FEATURES
@@ -27,7 +30,9 @@ from fediot.core.federated.messages import (
     EvaluationReport,
     FitReport,
     FitTask,
+    LogLine,
     ModelState,
+    Reply,
     ScoreTask,
     Weights,
 )
@@ -41,24 +46,33 @@ from fediot.core.model import ErrorStats, ScalerStats, build_autoencoder, get_we
 
 
 class ClientPool(Protocol):
-    """Devices reachable by an engine; ``call`` runs one :class:`DeviceClient` method on each.
+    """Devices reachable by an engine; ``exchange`` runs one :class:`DeviceClient` method on
+    each (through :meth:`DeviceClient.call`).
 
     ``tasks`` maps client id → the method's argument (``None`` for methods without one); the
-    result maps client id → the method's return value, for every device that answered.
+    result maps client id → its :class:`Reply` (the method's return value, the device's log
+    lines, the bytes carried each way), for every device that answered.
     """
 
     @property
     def client_ids(self) -> list[str]: ...
 
-    def call(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Any]: ...
+    def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]: ...
 
 
 class RunObserver(Protocol):
-    """Receives progress: the CLI draws it, the run folder records it."""
+    """Receives progress: the CLI draws it, the run folder records it.
+
+    ``on_phase`` announces a phase (``scaler``, ``round``, ``lost``, ``threshold``,
+    ``evaluate``, …); ``on_round`` gets each completed round's record; ``on_logs`` gets the
+    log lines devices sent back with a step's replies (never called with no lines).
+    """
 
     def on_phase(self, phase: str, detail: str) -> None: ...
 
     def on_round(self, record: RoundRecord) -> None: ...
+
+    def on_logs(self, lines: Sequence[LogLine]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -80,9 +94,13 @@ class RoundRecord:
     seconds
         Wall time of the round at the server.
     system
-        Client id → its reported system figures.
+        Client id → its system figures for the round's training step: ``wall_seconds``,
+        ``cpu_seconds``, ``peak_rss_bytes`` (measured on the device, :class:`SystemStats`),
+        and ``bytes_down`` / ``bytes_up``, the size of the training task sent to it and of its
+        reply, as the engine carried them (0 when the device ran in the server's process).
     evaluation
-        Pooled metrics when the round was evaluated (``frequency_of_the_test``).
+        Pooled metrics when the round was evaluated (``frequency_of_the_test``), with the
+        thresholds that round applied (``thresholds``: :meth:`Thresholds.to_dict`).
     """
 
     server_round: int
@@ -147,6 +165,9 @@ class _Silent:
     def on_round(self, record: RoundRecord) -> None:
         pass
 
+    def on_logs(self, lines: Sequence[LogLine]) -> None:
+        pass
+
 
 class FedDetectServer:
     """Runs FedDetect's phases for one configuration.
@@ -174,13 +195,24 @@ class FedDetectServer:
             min_factor=t.lr_min_factor, gamma=t.lr_step_gamma, step_rounds=t.lr_step_rounds,
         )
 
+    def _exchange(self, pool: ClientPool, method: str, tasks: Mapping[str, Any],
+                  server_round: int | None = None) -> dict[str, Reply]:
+        """``pool.exchange``, then the devices' log lines (tagged with ``server_round`` when the
+        step belongs to a round) to the observer, in the order of ``tasks``."""
+        replies = pool.exchange(method, tasks)
+        lines = [line if line.round is not None or server_round is None
+                 else replace(line, round=server_round)
+                 for cid in tasks if cid in replies for line in replies[cid].logs]
+        if lines:
+            self.observer.on_logs(lines)
+        return replies
+
     # phase 1
     def fit_scaler(self, pool: ClientPool) -> ScalerStats:
         """Pool every device's training-row sums into the global scaler statistics."""
         self.observer.on_phase("scaler", f"{len(pool.client_ids)} devices")
-        stats: dict[str, ScalerStats] = pool.call("scaler_stats",
-                                                  dict.fromkeys(pool.client_ids))
-        return ScalerStats.pool(stats[c] for c in sorted(stats))
+        replies = self._exchange(pool, "scaler_stats", dict.fromkeys(pool.client_ids))
+        return ScalerStats.pool(replies[c].result for c in sorted(replies))
 
     def initial_weights(self) -> Weights:
         """The seeded initial autoencoder weights."""
@@ -201,8 +233,8 @@ class FedDetectServer:
                        weight_decay=t.weight_decay,
                        proximal_mu=self.strategy.client_proximal_mu(),
                        seed=self.config.common_args.random_seed)
-        replies: dict[str, FitReport] = pool.call("fit", dict.fromkeys(chosen, task))
-        reports = [replies[c] for c in chosen if c in replies]
+        replies = self._exchange(pool, "fit", dict.fromkeys(chosen, task), server_round)
+        reports: list[FitReport] = [replies[c].result for c in chosen if c in replies]
         lost = [c for c in chosen if c not in replies]
         if len(reports) < t.client_num_min_replies:
             raise FediotError(
@@ -219,31 +251,35 @@ class FedDetectServer:
             server_round=server_round, learning_rate=lr, clients=chosen,
             answered=[r.client_id for r in reports], train_loss=loss, num_examples=examples,
             seconds=time.perf_counter() - started,
-            system={r.client_id: r.system.to_dict() for r in reports},
+            system={r.client_id: {**r.system.to_dict(),
+                                  "bytes_down": replies[r.client_id].bytes_down,
+                                  "bytes_up": replies[r.client_id].bytes_up}
+                    for r in reports},
         )
         return ModelState(weights, model.scaler), record
 
     # phase 3
-    def calibrate(self, pool: ClientPool, model: ModelState) -> tuple[
-        Thresholds, dict[str, ErrorStats]
-    ]:
-        """Thresholds from every device's threshold-split error statistics."""
+    def calibrate(self, pool: ClientPool, model: ModelState, *,
+                  server_round: int | None = None) -> tuple[Thresholds, dict[str, ErrorStats]]:
+        """Thresholds from every device's threshold-split error statistics (``server_round``:
+        the round whose model this is, when calibrating during training)."""
         d = self.config.detection_args
-        stats: dict[str, ErrorStats] = pool.call(
-            "threshold_stats", dict.fromkeys(pool.client_ids, ScoreTask(model))
-        )
+        replies = self._exchange(pool, "threshold_stats",
+                                 dict.fromkeys(pool.client_ids, ScoreTask(model)),
+                                 server_round)
+        stats: dict[str, ErrorStats] = {cid: reply.result for cid, reply in replies.items()}
         return make_thresholds(stats, mode=d.threshold_mode, k=d.threshold_k,
                                quantile=d.threshold_quantile), stats
 
     # phase 4
-    def evaluate(self, pool: ClientPool, model: ModelState,
-                 thresholds: Thresholds) -> list[EvaluationReport]:
+    def evaluate(self, pool: ClientPool, model: ModelState, thresholds: Thresholds, *,
+                 server_round: int | None = None) -> list[EvaluationReport]:
         """Every device scores its test rows against its threshold and reports counts."""
         window = self.config.detection_args.window
         tasks = {c: EvaluateTask(model, thresholds.per_device[c], window)
                  for c in pool.client_ids}
-        reports: dict[str, EvaluationReport] = pool.call("evaluate", tasks)
-        return [reports[c] for c in pool.client_ids if c in reports]
+        replies = self._exchange(pool, "evaluate", tasks, server_round)
+        return [replies[c].result for c in pool.client_ids if c in replies]
 
     def run(self, pool: ClientPool, eval_pool: ClientPool | None = None, *,
             resume: ServerState | None = None,
@@ -269,9 +305,11 @@ class FedDetectServer:
             self.observer.on_phase("round", f"{server_round}/{total}")
             model, record = self.train_round(pool, model, server_round)
             if every and server_round % every == 0 and server_round != total:
-                thresholds, _ = self.calibrate(eval_pool, model)
-                summary = summarize(self.evaluate(eval_pool, model, thresholds))
-                record = RoundRecord(**{**record.__dict__, "evaluation": summary.pooled})
+                thresholds, _ = self.calibrate(eval_pool, model, server_round=server_round)
+                summary = summarize(self.evaluate(eval_pool, model, thresholds,
+                                                  server_round=server_round))
+                record = RoundRecord(**{**record.__dict__, "evaluation": {
+                    **summary.pooled, "thresholds": thresholds.to_dict()}})
             history.append(record)
             if checkpoint is not None:
                 checkpoint(ServerState(model, self.strategy.state(), list(history)))

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 from flwr.app import Context, Message
@@ -23,6 +22,7 @@ from fediot.core.config import Config, dump_config, parse_config
 from fediot.core.errors import FediotError
 from fediot.core.federated.client import DeviceClient
 from fediot.core.federated.devices import client_ids, load_client_data
+from fediot.core.federated.messages import LogLine
 from fediot.core.federated.server import (
     FedDetectServer,
     RoundRecord,
@@ -34,6 +34,7 @@ from fediot.engines.flower.pool import FlowerPool
 from fediot.engines.flower.records import decode_task, encode_reply
 from fediot.engines.run_folder import RunFolder, StatusRecorder
 from fediot.engines.strategies import strategy_for
+from fediot.engines.tracking import MlflowTracker, tracking_observer
 
 log = logging.getLogger("fediot.flower")
 
@@ -89,12 +90,11 @@ def make_client_app(config: Config | None = None) -> ClientApp:
             cfg = _config_from(context, config)
             device = _device(context, cfg)
             if method == "identify":
-                result: Any = device.client_id
-            else:
-                task = decode_task(method, message.content)
-                function = getattr(device, method)
-                result = function() if task is None else function(task)
-            return Message(encode_reply(method, device.client_id, result), reply_to=message)
+                return Message(encode_reply(method, device.client_id, device.client_id),
+                               reply_to=message)
+            reply = device.call(method, decode_task(method, message.content))
+            return Message(encode_reply(method, device.client_id, reply.result, reply.logs),
+                           reply_to=message)
 
         return handle
 
@@ -112,8 +112,10 @@ def make_server_app(config: Config | None = None, observer: RunObserver | None =
                     checkpoint: Callable[[ServerState], None] | None = None) -> ServerApp:
     """A ServerApp running FedDetect; each finished run's result is appended to ``results``.
 
-    In a deployment (no ``results``), the ServerApp records its own run folder, checkpointed
-    every round; the run config ``resume-from`` names an interrupted run folder to continue.
+    In a deployment (no ``results``), the ServerApp records its own run folder on the server,
+    checkpointed every round, with the devices' log lines in ``logs.jsonl`` (and mirrored to
+    MLflow when ``tracking_args.mlflow_tracking_uri`` is set); the run config ``resume-from``
+    names an interrupted run folder to continue.
     """
     app = ServerApp()
 
@@ -134,15 +136,23 @@ def make_server_app(config: Config | None = None, observer: RunObserver | None =
         else:
             folder, state = RunFolder.create(cfg, "flower"), None
         log.info("run folder %s", folder.root)
-        status = StatusRecorder(folder, cfg, pool.client_ids, _LoggingObserver())
+        status = StatusRecorder(folder, cfg, pool.client_ids, _LoggingObserver(),
+                                engine="flower")
+        tracker: MlflowTracker | None = None
         try:
+            tracker = tracking_observer(cfg, folder, status.inner, engine="flower")
+            status.inner = tracker or status.inner
             result = FedDetectServer(cfg, status, strategy_for(cfg)).run(
                 pool, resume=state, checkpoint=folder.save_checkpoint)
+            folder.save_results(result)
         except BaseException:
             status.finish("failed")
+            if tracker is not None:
+                tracker.finish(None)
             raise
-        folder.save_results(result)
         status.finish()
+        if tracker is not None:
+            tracker.finish(result)
         log.info("finished: pooled F1 with the window vote %s",
                  result.evaluation.pooled["window_vote"]["f1"])
 
@@ -158,6 +168,12 @@ class _LoggingObserver:
     def on_round(self, record: RoundRecord) -> None:
         log.info("round %d: %d devices answered, loss %.5f", record.server_round,
                  len(record.answered), record.train_loss)
+
+    def on_logs(self, lines: Sequence[LogLine]) -> None:
+        for line in lines:  # the devices' warnings also in Flower's log stream
+            if line.level not in ("DEBUG", "INFO"):
+                log.warning("%s (%s, round %s): %s", line.device, line.step, line.round,
+                            line.message)
 
 
 client_app = make_client_app()

@@ -3,6 +3,10 @@
 The ServerApp hands a ``FlowerPool`` to :class:`FedDetectServer`; each ``call`` becomes one
 Flower message per device and waits, bounded, for the replies. A device that does not answer
 in time is left out of that step (and logged); the server never waits forever.
+
+Each :class:`~fediot.core.federated.messages.Reply` records the exact size of the content the
+server sent to the node and received from it (:func:`~.records.content_bytes`), and the log
+lines the device sent back.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from fediot.core.errors import FediotError
+from fediot.core.federated.messages import Reply
 from fediot.engines.flower.records import (
     MESSAGE_TYPES,
+    content_bytes,
+    decode_logs,
     decode_reply,
     encode_task,
     reply_client_id,
@@ -80,27 +87,38 @@ class FlowerPool:
                 continue
             self._node_of[reply_client_id(reply.content)] = reply.metadata.src_node_id
 
-    def call(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Any]:
+    def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
         """Send each device its task; decode the replies that arrive in time.
 
         Nodes that connected since the last step identify themselves first, so a device that
         restarted (under a new node id) rejoins at the next step.
         """
         self._identify()
-        messages = [
-            Message(content=encode_task(method, task), dst_node_id=self._node_of[cid],
-                    message_type=MESSAGE_TYPES[method])
-            for cid, task in tasks.items()
-        ]
-        results: dict[str, Any] = {}
+        messages: list[Message] = []
+        sizes: dict[int, int] = {}  # a task shared by devices is measured once
+        sent: dict[str, int] = {}
+        for cid, task in tasks.items():
+            content = encode_task(method, task)
+            if id(task) not in sizes:
+                sizes[id(task)] = content_bytes(content)
+            sent[cid] = sizes[id(task)]
+            messages.append(Message(content=content, dst_node_id=self._node_of[cid],
+                                    message_type=MESSAGE_TYPES[method]))
+        replies: dict[str, Reply] = {}
         for reply in self.grid.send_and_receive(messages, timeout=self.reply_seconds):
             if reply.has_error():
                 log.warning("%s failed on node %s: %s", method, reply.metadata.src_node_id,
                             reply.error.reason)
                 continue
             cid = reply_client_id(reply.content)
-            results[cid] = decode_reply(method, reply.content)
-        lost = [cid for cid in tasks if cid not in results]
+            replies[cid] = Reply(decode_reply(method, reply.content), decode_logs(reply.content),
+                                 bytes_down=sent.get(cid, 0),
+                                 bytes_up=content_bytes(reply.content))
+        lost = [cid for cid in tasks if cid not in replies]
         if lost:
             log.warning("%s: no reply from %s", method, ", ".join(lost))
-        return results
+        return {cid: replies[cid] for cid in tasks if cid in replies}
+
+    def call(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Any]:
+        """The results of :meth:`exchange` alone."""
+        return {cid: reply.result for cid, reply in self.exchange(method, tasks).items()}

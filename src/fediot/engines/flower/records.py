@@ -4,6 +4,9 @@ Weights travel in ``ArrayRecord``s; summable statistics and counts in ``MetricRe
 server can sum them); settings such as the threshold in ``ConfigRecord``s. One pair of
 functions per message kind; every decoder checks what it reads.
 
+A reply also carries the device's log lines of the call (``logs``: a ``ConfigRecord`` of
+parallel lists, absent when there are none).
+
 A model's arrays travel as one flat float32 vector plus their shapes: Flower stores and sends
 every array as an object of its own with a header and a content hash, which cost 4.8 % of the
 model's size with the autoencoder's sixteen arrays (``bench/bench_flower.py``).
@@ -11,10 +14,12 @@ model's size with the autoencoder's sixteen arrays (``bench/bench_flower.py``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from fediot.core.errors import FediotError
 from fediot.core.federated.messages import (
@@ -22,6 +27,7 @@ from fediot.core.federated.messages import (
     EvaluationReport,
     FitReport,
     FitTask,
+    LogLine,
     ModelState,
     ScoreTask,
     SystemStats,
@@ -42,6 +48,12 @@ MESSAGE_TYPES = {
 
 class RecordError(FediotError):
     """A Flower message lacks a record or holds the wrong kind of value."""
+
+
+def content_bytes(content: RecordDict) -> int:
+    """The size of a message's content as Flower sends it: the summed length of every
+    serialised (deflated) object it is made of — records, arrays and the record dict."""
+    return sum(len(obj.deflate()) for obj in get_all_nested_objects(content).values())
 
 
 def _get(content: RecordDict, key: str, kind: type[Any]) -> Any:
@@ -179,10 +191,46 @@ def _get_counts(record: MetricRecord) -> ClassCounts:
     return ClassCounts.from_dict(nested)
 
 
-def encode_reply(method: str, client_id: str, result: Any) -> RecordDict:
-    """The reply content carrying ``result`` of client ``method``."""
+def _put_logs(content: RecordDict, lines: Sequence[LogLine]) -> None:
+    if lines:  # the device is the reply's; a missing round travels as -1
+        content["logs"] = ConfigRecord({
+            "time": [line.time for line in lines],
+            "round": [-1 if line.round is None else line.round for line in lines],
+            "step": [line.step for line in lines],
+            "level": [line.level for line in lines],
+            "message": [line.message for line in lines],
+        })
+
+
+def decode_logs(content: RecordDict) -> tuple[LogLine, ...]:
+    """The log lines a reply carries (none when it has no ``logs`` record)."""
+    if "logs" not in content:
+        return ()
+    record = _get(content, "logs", ConfigRecord)
+    device = reply_client_id(content)
+    columns: dict[str, list[Any]] = {}
+    for key in ("time", "round", "step", "level", "message"):
+        value = record.get(key)
+        if not isinstance(value, list):
+            raise RecordError(f"record 'logs' lacks the list {key!r} (has {sorted(record)})")
+        columns[key] = value
+    lengths = {key: len(value) for key, value in columns.items()}
+    if len(set(lengths.values())) != 1:
+        raise RecordError(f"record 'logs': lists of different lengths {lengths}")
+    return tuple(
+        LogLine(time=str(time), device=device, round=None if int(number) < 0 else int(number),
+                step=str(step), level=str(level), message=str(message))
+        for time, number, step, level, message in zip(
+            columns["time"], columns["round"], columns["step"], columns["level"],
+            columns["message"], strict=True))
+
+
+def encode_reply(method: str, client_id: str, result: Any,
+                 logs: Sequence[LogLine] = ()) -> RecordDict:
+    """The reply content carrying ``result`` of client ``method`` and the device's ``logs``."""
     content = RecordDict()
     content["device"] = ConfigRecord({"client-id": client_id})
+    _put_logs(content, logs)
     if method == "identify":
         return content
     if method == "scaler_stats":

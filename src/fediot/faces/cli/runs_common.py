@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fediot.core.catalog import client_label
 from fediot.core.config import Config, ConfigError, load_config
 from fediot.core.federated.evaluation import EvaluationSummary
+from fediot.core.federated.messages import LogLine
 from fediot.core.federated.server import RoundRecord
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c",
@@ -62,7 +65,8 @@ def resolve_config(config_path: Path | None, flags: dict[str, Any],
 
 
 class ProgressObserver:
-    """Draws the run's phases and rounds with Rich."""
+    """Draws the run's phases and rounds with Rich; devices' warnings and errors are printed
+    above the bar (every line is in the run folder's ``logs.jsonl``)."""
 
     def __init__(self, progress: Progress, rounds: int) -> None:
         self.progress = progress
@@ -84,6 +88,14 @@ class ProgressObserver:
     def on_round(self, record: RoundRecord) -> None:
         self.last_loss = record.train_loss
         self.progress.advance(self.task)
+
+    def on_logs(self, lines: Sequence[LogLine]) -> None:
+        for line in lines:
+            if line.level not in ("DEBUG", "INFO"):
+                style = "red" if line.level in ("ERROR", "CRITICAL") else "yellow"
+                self.progress.console.print(
+                    f"[{style}]{escape(client_label(line.device))} ({line.step}):[/] "
+                    f"{escape(line.message)}", highlight=False)
 
 
 def progress_bar(console: Console) -> Progress:

@@ -1,0 +1,90 @@
+"""``fediot runs`` and ``fediot runs show``: run folders as tables."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from federated_data import write_uci_dataset
+from fediot.core.config import Config
+from fediot.engines.run_folder import RunView
+from fediot.engines.simulation import simulate
+from fediot.faces.cli import main  # noqa: F401  (registers every command)
+from fediot.faces.cli.app import app, console
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run ``alpha`` (with per-round evaluation) and a run ``beta`` that never got
+    past its configuration (as a crashed server leaves it)."""
+    base = tmp_path_factory.mktemp("runs-cli")
+    dataset = write_uci_dataset(base / "nbaiot", n_devices=3)
+    config = Config().with_overrides({
+        "data_args.dataset": "N-BaIoT", "data_args.data_cache_dir": str(dataset),
+        "train_args.client_num_in_total": 3, "train_args.client_num_per_round": 3,
+        "train_args.comm_round": 2, "detection_args.window": 5,
+        "validation_args.frequency_of_the_test": 1, "device_args.worker_num": 2,
+        "tracking_args.log_file_dir": str(base / "runs"), "tracking_args.run_name": "alpha",
+    })
+    simulate(config)
+    beta = base / "runs" / "beta"
+    beta.mkdir()
+    shutil.copy(base / "runs" / "alpha" / "config.yaml", beta / "config.yaml")
+    return base / "runs"
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "width", 200)
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_runs_lists_every_run(runs: Path) -> None:
+    code, output = invoke("runs", "--runs-dir", str(runs))
+    assert code == 0, output
+    alpha = next(line for line in output.splitlines() if "alpha" in line)
+    assert "inprocess" in alpha and "finished" in alpha and "2/2" in alpha
+    f1 = RunView(runs / "alpha").results()["evaluation"]["pooled"]["window_vote"]["f1"]  # type: ignore[index]
+    assert f"{100 * f1:.2f}" in alpha
+    beta = next(line for line in output.splitlines() if "beta" in line)
+    assert "0/2" in beta
+    assert invoke("runs", "list", "--runs-dir", str(runs)) == (code, output)
+
+
+def test_runs_show_gives_rounds_devices_system_figures_and_logs(runs: Path) -> None:
+    code, output = invoke("runs", "show", "alpha", "--runs-dir", str(runs), "--logs", "4")
+    assert code == 0, output
+    assert "state finished" in output and "dataset N-BaIoT, 3 devices" in output
+    view = RunView(runs / "alpha")
+    for record in view.rounds():
+        assert f"{record['train_loss']:.5f}" in output
+    for label in ("Danmini doorbell", "Ecobee thermostat", "Ennio doorbell"):
+        # bytes down / up (a model each way per round) and the peak memory
+        assert any(label in line and "kB" in line and "MB" in line
+                   for line in output.splitlines())
+    assert "last 4 of" in output
+    last = view.logs()[-1]
+    assert last["message"][:40] in output
+    shown_by_prefix = invoke("runs", "show", "alp", "--runs-dir", str(runs), "--logs", "4")
+    assert shown_by_prefix == (code, output)
+
+
+def test_runs_show_a_run_without_rounds(runs: Path) -> None:
+    code, output = invoke("runs", "show", "beta", "--runs-dir", str(runs))
+    assert code == 0, output
+    assert "no completed round yet" in output
+
+
+def test_an_unknown_run_is_one_line_of_error(runs: Path) -> None:
+    code, output = invoke("runs", "show", "nope", "--runs-dir", str(runs))
+    assert code == 2
+    assert output.strip() == f"error: no run 'nope' under {runs}"
+    code, output = invoke("runs", "--runs-dir", str(runs / "missing"))
+    assert code == 0 and "no runs under" in output
