@@ -210,10 +210,14 @@ def test_training_charts_and_threshold_note(page: Any, run: RunView,
     assert len(evaluated) == ROUNDS - 1  # the last round's evaluation is the final one
     assert metrics == len(evaluated) + 1
     figure = "figure[data-figure=thresholds]"
-    assert page.eval_on_selector(figure, "f => f.dataset.perRound") == "no"
+    # evaluated rounds record the thresholds they applied: one point per evaluated round
+    assert page.eval_on_selector(figure, "f => f.dataset.perRound") == "yes"
+    global_line = page.eval_on_selector(f"{figure} path.series[data-series=global]",
+                                        "e => e.getAttribute('d')")
+    assert len(path_points(global_line)) == len(evaluated)
     final = page.eval_on_selector(f"{figure} line.reference", "l => Number(l.dataset.value)")
     assert final == results["thresholds"]["global"]
-    assert "Per-round thresholds are absent" in page.inner_text(figure)
+    assert "Per-round thresholds are absent" not in page.inner_text(figure)
 
 
 def test_visible_text_names_devices_and_facts(page: Any, run: RunView,
