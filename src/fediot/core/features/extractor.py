@@ -19,6 +19,7 @@ comments intend. The effect is confined to ``covariance`` and ``pcc``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ import numpy.typing as npt
 from fediot.core.catalog import LAMBDAS, N_FEATURES
 from fediot.core.errors import FediotError
 from fediot.core.features import kernel
-from fediot.core.features.packets import PacketTable
+from fediot.core.features.packets import Packet, PacketTable
 from fediot.core.features.streams import StreamKeyer
 
 FIRST_JITTER_CHOICES = ("epoch", "zero")
@@ -66,7 +67,8 @@ class FeatureExtractor:
     """Incremental N-BaIoT feature extractor (Kitsune's AfterImage) for one traffic capture.
 
     Feed packets in capture order, a table at a time (:meth:`process`) or one by one
-    (:meth:`update`); the state carries over, so any split of a capture gives the same rows.
+    (:meth:`update`, a scalar fast path for live traffic); the state carries over, so any
+    split of a capture, and any mix of the two, gives the same rows.
 
     Parameters
     ----------
@@ -85,7 +87,11 @@ class FeatureExtractor:
         self._hh_pairs = kernel.PairTable()
         self._hphp_pairs = kernel.PairTable()
         self._lambdas = np.asarray(LAMBDAS, dtype=np.float64)
-        self._last_time = -np.inf
+        self._jitter_epoch = self.options.first_jitter == "epoch"
+        # one-row buffers for update(): a live packet runs the batch kernel on them
+        self._one_time = np.empty(1, dtype=np.float64)
+        self._one_size = np.empty(1, dtype=np.float64)
+        self._one_ids = np.empty((1, len(kernel.ID_COLUMNS)), dtype=np.int64)
         self.packets_seen = 0
 
     def process(
@@ -120,14 +126,52 @@ class FeatureExtractor:
         kind: int,
         ip_proto: int = 0,
     ) -> npt.NDArray[np.float64]:
-        """Add one packet; return its 115 features (for live detection)."""
-        table = PacketTable.from_columns(
-            timestamp=[timestamp], frame_len=[frame_len], src_mac=[src_mac], dst_mac=[dst_mac],
-            src_ip=[src_ip], dst_ip=[dst_ip], src_port=[src_port], dst_port=[dst_port],
-            kind=[kind], ip_proto=[ip_proto],
-        )
-        row: npt.NDArray[np.float64] = self.process(table)[0]
+        """Add one packet; return its 115 features (for live detection).
+
+        The scalar fast path: stream keys are looked up on Python values and the compiled
+        kernel runs on preallocated one-row buffers, so no table or array is built per packet.
+        It is the same kernel as :meth:`process`, on the same state, so the two can be mixed
+        and give bit-identical rows. ``ip_proto`` does not enter the features.
+        """
+        timestamp = float(timestamp)
+        if not math.isfinite(timestamp):
+            raise FediotError(f"packet #{self.packets_seen} has a non-finite timestamp")
+        if frame_len < 0:
+            raise FediotError(f"packet #{self.packets_seen} has a negative frame length")
+        ids = self._keyer.assign_one(src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, kind)
+        mi, h, jit, hh, hh_rev, hh_pair, _, hp, hp_rev, hp_pair, _ = ids
+        # Growing is rare: compare each id with its table's capacity.
+        if mi >= self._mi.capacity:
+            self._mi.reserve(mi + 1)
+        if h >= self._h.capacity:
+            self._h.reserve(h + 1)
+        if jit >= self._jit.capacity:
+            self._jit.reserve(jit + 1)
+        if max(hh, hh_rev) >= self._hh.capacity:
+            self._hh.reserve(max(hh, hh_rev) + 1)
+        if max(hp, hp_rev) >= self._hphp.capacity:
+            self._hphp.reserve(max(hp, hp_rev) + 1)
+        if hh_pair >= self._hh_pairs.capacity:
+            self._hh_pairs.reserve(hh_pair + 1)
+        if hp_pair >= self._hphp_pairs.capacity:
+            self._hphp_pairs.reserve(hp_pair + 1)
+        self._one_time[0] = timestamp
+        self._one_size[0] = frame_len
+        self._one_ids[0] = ids
+        out = np.empty((1, N_FEATURES), dtype=np.float64)
+        self._run_kernel(out, self._one_time, self._one_size, self._one_ids)
+        self.packets_seen += 1
+        row: npt.NDArray[np.float64] = out[0]
         return row
+
+    def update_packet(self, packet: Packet) -> npt.NDArray[np.float64]:
+        """:meth:`update` for a :class:`~fediot.core.features.packets.Packet`."""
+        return self.update(
+            timestamp=packet.timestamp, frame_len=packet.frame_len, src_mac=packet.src_mac,
+            dst_mac=packet.dst_mac, src_ip=packet.src_ip, dst_ip=packet.dst_ip,
+            src_port=packet.src_port, dst_port=packet.dst_port, kind=packet.kind,
+            ip_proto=packet.ip_proto,
+        )
 
     def _check_input(self, packets: PacketTable) -> None:
         if len(packets) == 0:
@@ -152,15 +196,21 @@ class FeatureExtractor:
         self._hphp.reserve(sizes["hphp"])
         self._hh_pairs.reserve(sizes["hh_pairs"])
         self._hphp_pairs.reserve(sizes["hphp_pairs"])
+        id_matrix = np.column_stack([getattr(ids, name) for name in kernel.ID_COLUMNS])
+        self._run_kernel(out, packets.timestamp, packets.frame_len.astype(np.float64), id_matrix)
+        self.packets_seen += len(packets)
+
+    def _run_kernel(
+        self,
+        out: npt.NDArray[np.float64],
+        timestamps: npt.NDArray[np.float64],
+        sizes: npt.NDArray[np.float64],
+        ids: npt.NDArray[np.int64],
+    ) -> None:
         mi, h, jit, hh, hp = self._mi, self._h, self._jit, self._hh, self._hphp
         hhp, hpp = self._hh_pairs, self._hphp_pairs
         kernel.update_features(
-            out, packets.timestamp, packets.frame_len.astype(np.float64),
-            self._lambdas, _DECAY_BASE,
-            self.options.first_jitter == "epoch",
-            ids.mi, ids.h, ids.jit,
-            ids.hh, ids.hh_rev, ids.hh_pair, ids.hh_side,
-            ids.hphp, ids.hphp_rev, ids.hphp_pair, ids.hphp_side,
+            out, timestamps, sizes, self._lambdas, _DECAY_BASE, self._jitter_epoch, ids,
             mi.cf1, mi.cf2, mi.w, mi.last,
             h.cf1, h.cf2, h.w, h.last,
             jit.cf1, jit.cf2, jit.w, jit.last,
@@ -169,7 +219,6 @@ class FeatureExtractor:
             hp.cf1, hp.cf2, hp.w, hp.last,
             hpp.cf3, hpp.w3, hpp.residual, hpp.last,
         )
-        self.packets_seen += len(packets)
 
 
 def extract_features(

@@ -18,6 +18,11 @@ from fediot.core.catalog import LAMBDAS
 
 N_LAMBDAS = len(LAMBDAS)
 INITIAL_WEIGHT = 1e-20
+ID_COLUMNS = (
+    "mi", "h", "jit", "hh", "hh_rev", "hh_pair", "hh_side",
+    "hphp", "hphp_rev", "hphp_pair", "hphp_side",
+)
+"""Columns of the per-packet stream-id matrix :func:`update_features` reads."""
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -166,10 +171,7 @@ def _update_2d(out: FloatArray, row: int, col: int,
 @njit(cache=True, nogil=True)
 def update_features(
     out: FloatArray, t: FloatArray, size: FloatArray, lambdas: FloatArray, base: FloatArray,
-    jitter_epoch: bool,
-    mi: IntArray, h: IntArray, jit: IntArray,
-    hh: IntArray, hh_rev: IntArray, hh_pair: IntArray, hh_side: IntArray,
-    hp: IntArray, hp_rev: IntArray, hp_pair: IntArray, hp_side: IntArray,
+    jitter_epoch: bool, ids: IntArray,
     mi_cf1: FloatArray, mi_cf2: FloatArray, mi_w: FloatArray, mi_last: FloatArray,
     h_cf1: FloatArray, h_cf2: FloatArray, h_w: FloatArray, h_last: FloatArray,
     jit_cf1: FloatArray, jit_cf2: FloatArray, jit_w: FloatArray, jit_last: FloatArray,
@@ -180,6 +182,10 @@ def update_features(
 ) -> None:
     """Add packets ``0..n-1`` in order, writing each one's 115 features to ``out``.
 
+    ``ids`` holds each packet's stream ids, one row per packet, columns in
+    :data:`ID_COLUMNS` order. Live traffic calls this with one-row buffers, so a packet
+    added alone goes through exactly the code a capture does.
+
     ``base`` holds the decay base 2.0 as data: a literal 2.0 lets LLVM rewrite pow(2, x) as
     exp2(x), which differs from the reference's ``math.pow`` in the last bit, and variances
     of near-constant streams amplify that bit into visible noise.
@@ -188,14 +194,16 @@ def update_features(
     for row in range(t.shape[0]):
         ti = t[row]
         v = size[row]
-        _insert(mi_cf1, mi_cf2, mi_w, mi_last, mi[row], v, ti, lambdas, base)
-        _write_1d(out, row, 0, mi_cf1, mi_cf2, mi_w, mi[row])
-        _insert(h_cf1, h_cf2, h_w, h_last, h[row], v, ti, lambdas, base)
-        _write_1d(out, row, 3 * n_l, h_cf1, h_cf2, h_w, h[row])
+        mi = ids[row, 0]
+        h = ids[row, 1]
+        _insert(mi_cf1, mi_cf2, mi_w, mi_last, mi, v, ti, lambdas, base)
+        _write_1d(out, row, 0, mi_cf1, mi_cf2, mi_w, mi)
+        _insert(h_cf1, h_cf2, h_w, h_last, h, v, ti, lambdas, base)
+        _write_1d(out, row, 3 * n_l, h_cf1, h_cf2, h_w, h)
         _update_2d(out, row, 6 * n_l, hh_cf1, hh_cf2, hh_w, hh_last,
                    hhp_cf3, hhp_w3, hhp_res, hhp_last,
-                   hh[row], hh_rev[row], hh_pair[row], hh_side[row], v, ti, lambdas, base)
-        j = jit[row]
+                   ids[row, 3], ids[row, 4], ids[row, 5], ids[row, 6], v, ti, lambdas, base)
+        j = ids[row, 2]
         if math.isnan(jit_last[j]):
             # N-BaIoT's quirk: a new channel's clock starts at the epoch, not at its first packet
             jit_last[j] = 0.0 if jitter_epoch else ti
@@ -204,4 +212,4 @@ def update_features(
         _write_1d(out, row, 13 * n_l, jit_cf1, jit_cf2, jit_w, j)
         _update_2d(out, row, 16 * n_l, hp_cf1, hp_cf2, hp_w, hp_last,
                    hpp_cf3, hpp_w3, hpp_res, hpp_last,
-                   hp[row], hp_rev[row], hp_pair[row], hp_side[row], v, ti, lambdas, base)
+                   ids[row, 7], ids[row, 8], ids[row, 9], ids[row, 10], v, ti, lambdas, base)

@@ -12,9 +12,9 @@ they quote; anything else carries :data:`PORT_NONE`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +54,22 @@ def int_to_mac(value: int) -> str:
     """A 48-bit integer → ``"aa:bb:cc:dd:ee:ff"``."""
     raw = int(value).to_bytes(6, "big")
     return ":".join(f"{b:02x}" for b in raw)
+
+
+class Packet(NamedTuple):
+    """One packet as plain Python values: a :class:`PacketTable` row (same fields, same
+    conventions), for live traffic that arrives one packet at a time."""
+
+    timestamp: float
+    frame_len: int
+    src_mac: int
+    dst_mac: int
+    src_ip: str
+    dst_ip: str
+    src_port: int
+    dst_port: int
+    kind: int
+    ip_proto: int
 
 
 @dataclass(frozen=True)
@@ -145,6 +161,19 @@ class PacketTable:
             kind=np.asarray(list(kind), dtype=np.uint8),
             ip_proto=np.asarray(list(ip_proto), dtype=np.uint8),
         )
+
+    @classmethod
+    def from_packets(cls, packets: Sequence[Packet]) -> PacketTable:
+        """A table of :class:`Packet` rows, in order."""
+        if not packets:
+            return cls.empty()
+        columns = zip(*packets, strict=True)
+        return cls.from_columns(**dict(zip(Packet._fields, columns, strict=True)))
+
+    def rows(self) -> Iterator[Packet]:
+        """The rows as :class:`Packet` values (Python ints, floats and strings)."""
+        columns = [getattr(self, name).tolist() for name in Packet._fields]
+        return map(Packet._make, zip(*columns, strict=True))
 
     def take(self, index: npt.NDArray[np.intp] | slice) -> PacketTable:
         """Rows selected by an index array or slice, as a new table."""

@@ -49,6 +49,7 @@ from fediot.core.features.packets import (
     PORT_ARP,
     PORT_ICMP,
     PORT_NONE,
+    Packet,
     PacketTable,
 )
 
@@ -57,6 +58,9 @@ __all__ = [
     "SUPPORTED_LINK_TYPES",
     "CaptureError",
     "CaptureReadResult",
+    "FrameDissector",
+    "FrameRow",
+    "MalformedFrameError",
     "read_capture",
 ]
 
@@ -433,12 +437,13 @@ def _pcapng_records(
 # --- dissection -------------------------------------------------------------------------------
 
 
-class _MalformedFrameError(Exception):
-    """A frame that cannot be dissected; its argument is the short skip reason."""
+class MalformedFrameError(Exception):
+    """A frame that cannot be dissected; its argument is the short skip reason (readers skip
+    and count such frames rather than fail)."""
 
 
-_Row: TypeAlias = tuple[int, int, str, str, int, int, int, int]
-"""(src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, kind, ip_proto)."""
+FrameRow: TypeAlias = tuple[int, int, str, str, int, int, int, int]
+"""(src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, kind, ip_proto): a dissected frame."""
 _Network: TypeAlias = tuple[str, str, int, int, int, int]
 """(src_ip, dst_ip, src_port, dst_port, kind, ip_proto)."""
 
@@ -512,13 +517,17 @@ def _quoted_ipv6_ports(quoted: bytes) -> tuple[int, int] | None:
     return src_port, dst_port
 
 
-class _FrameDissector:
+class FrameDissector:
     """Turns one captured frame into a table row; address strings are interned in a cache so
-    that a million packets between the same hosts share a few string objects."""
+    that a million packets between the same hosts share a few string objects.
+
+    The one frame parser of the project: :func:`read_capture` uses it for files and
+    :mod:`fediot.engines.capture` for live traffic, so both see identical fields.
+    """
 
     def __init__(self) -> None:
         self._addresses: dict[bytes, str] = {}
-        self._links: dict[int, Callable[[bytes], _Row]] = {
+        self._links: dict[int, Callable[[bytes], FrameRow]] = {
             LINKTYPE_ETHERNET: self._ethernet,
             LINKTYPE_LINUX_SLL: self._sll,
             LINKTYPE_LINUX_SLL2: self._sll2,
@@ -527,14 +536,21 @@ class _FrameDissector:
             LINKTYPE_IPV6: self._raw_ip,
         }
 
-    def dissect(self, link_type: int, frame: bytes) -> _Row:
+    def dissect(self, link_type: int, frame: bytes) -> FrameRow:
+        """``frame``'s fields (a :class:`~fediot.core.features.packets.Packet` without its
+        timestamp and length); :class:`MalformedFrameError` if it cannot be dissected.
+        ``link_type`` must be one of :data:`SUPPORTED_LINK_TYPES`."""
         return self._links[link_type](frame)
+
+    def packet(self, link_type: int, frame: bytes, timestamp: float, wire_len: int) -> Packet:
+        """One captured frame → a :class:`~fediot.core.features.packets.Packet`."""
+        return Packet(timestamp, wire_len, *self._links[link_type](frame))
 
     # link layers
 
-    def _ethernet(self, frame: bytes) -> _Row:
+    def _ethernet(self, frame: bytes) -> FrameRow:
         if len(frame) < 14:
-            raise _MalformedFrameError("frame shorter than an Ethernet header")
+            raise MalformedFrameError("frame shorter than an Ethernet header")
         ether_type, offset = self._skip_vlan_tags(frame, _U16.unpack_from(frame, 12)[0], 14)
         return (
             int.from_bytes(frame[6:12], "big"),
@@ -542,36 +558,36 @@ class _FrameDissector:
             *self._network(ether_type, frame[offset:]),
         )
 
-    def _sll(self, frame: bytes) -> _Row:
+    def _sll(self, frame: bytes) -> FrameRow:
         # packet type (2), ARPHRD type (2), address length (2), address (8), protocol (2)
         if len(frame) < 16:
-            raise _MalformedFrameError("frame shorter than a Linux cooked (SLL) header")
+            raise MalformedFrameError("frame shorter than a Linux cooked (SLL) header")
         src_mac = int.from_bytes(frame[6:12], "big") if _U16.unpack_from(frame, 4)[0] == 6 else 0
         ether_type, offset = self._skip_vlan_tags(frame, _U16.unpack_from(frame, 14)[0], 16)
         return (src_mac, 0, *self._network(ether_type, frame[offset:]))
 
-    def _sll2(self, frame: bytes) -> _Row:
+    def _sll2(self, frame: bytes) -> FrameRow:
         # protocol (2), reserved (2), ifindex (4), ARPHRD type (2), packet type (1),
         # address length (1), address (8)
         if len(frame) < 20:
-            raise _MalformedFrameError("frame shorter than a Linux cooked (SLL2) header")
+            raise MalformedFrameError("frame shorter than a Linux cooked (SLL2) header")
         src_mac = int.from_bytes(frame[12:18], "big") if frame[11] == 6 else 0
         ether_type, offset = self._skip_vlan_tags(frame, _U16.unpack_from(frame, 0)[0], 20)
         return (src_mac, 0, *self._network(ether_type, frame[offset:]))
 
-    def _raw_ip(self, frame: bytes) -> _Row:
+    def _raw_ip(self, frame: bytes) -> FrameRow:
         version = frame[0] >> 4 if frame else 0
         if version == 4:
             return (0, 0, *self._ipv4(frame))
         if version == 6:
             return (0, 0, *self._ipv6(frame))
-        raise _MalformedFrameError("raw IP frame with no IP version 4 or 6")
+        raise MalformedFrameError("raw IP frame with no IP version 4 or 6")
 
     @staticmethod
     def _skip_vlan_tags(frame: bytes, ether_type: int, offset: int) -> tuple[int, int]:
         while ether_type in _VLAN_TYPES:
             if len(frame) < offset + 4:
-                raise _MalformedFrameError("truncated VLAN tag")
+                raise MalformedFrameError("truncated VLAN tag")
             ether_type = _U16.unpack_from(frame, offset + 2)[0]
             offset += 4
         return ether_type, offset
@@ -599,15 +615,15 @@ class _FrameDissector:
 
     def _ipv4(self, packet: bytes) -> _Network:
         if len(packet) < 20 or packet[0] >> 4 != 4:
-            raise _MalformedFrameError("malformed IPv4 header")
+            raise MalformedFrameError("malformed IPv4 header")
         try:
             ip = dpkt.ip.IP(packet)
         except _DPKT_FAILURES as exc:
-            raise _MalformedFrameError("malformed IPv4 header") from exc
+            raise MalformedFrameError("malformed IPv4 header") from exc
         header_len = (packet[0] & 0x0F) * 4
         total_len = ip.len
         if total_len and total_len < header_len:
-            raise _MalformedFrameError("IPv4 total length shorter than its header")
+            raise MalformedFrameError("IPv4 total length shorter than its header")
         proto = ip.p
         src_port = dst_port = PORT_NONE
         if ip.offset == 0:  # later fragments have no transport header
@@ -632,11 +648,11 @@ class _FrameDissector:
 
     def _ipv6(self, packet: bytes) -> _Network:
         if len(packet) < 40 or packet[0] >> 4 != 6:
-            raise _MalformedFrameError("malformed IPv6 header")
+            raise MalformedFrameError("malformed IPv6 header")
         try:
             ip6 = dpkt.ip6.IP6(packet)
         except _DPKT_FAILURES as exc:
-            raise _MalformedFrameError("malformed IPv6 header") from exc
+            raise MalformedFrameError("malformed IPv6 header") from exc
         proto = int(getattr(ip6, "p", ip6.nxt))  # upper-layer protocol after extension headers
         src_port = dst_port = PORT_NONE
         extensions = ip6.all_extension_headers
@@ -667,7 +683,7 @@ class _FrameDissector:
         try:
             arp = dpkt.arp.ARP(packet)
         except _DPKT_FAILURES as exc:
-            raise _MalformedFrameError("malformed ARP") from exc
+            raise MalformedFrameError("malformed ARP") from exc
         hw_len = arp.hln
         src_ip = dst_ip = ""
         # tshark's arp.src.proto_ipv4 exists only for IPv4 protocol addresses.
@@ -683,7 +699,9 @@ class _FrameDissector:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def _chunk_table(timestamps: list[float], wire_lens: list[int], rows: list[_Row]) -> PacketTable:
+def _chunk_table(
+    timestamps: list[float], wire_lens: list[int], rows: list[FrameRow]
+) -> PacketTable:
     if not rows:
         return PacketTable.empty()
     src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, kind, ip_proto = zip(
@@ -774,15 +792,15 @@ def read_capture(
 
 def _dissect_all(records: Iterator[_Record], tally: _Tally) -> PacketTable:
     """Dissect every framed record; columns are gathered per chunk and converted once."""
-    dissect = _FrameDissector().dissect
+    dissect = FrameDissector().dissect
     chunks: list[PacketTable] = []
     timestamps: list[float] = []
     wire_lens: list[int] = []
-    rows: list[_Row] = []
+    rows: list[FrameRow] = []
     for index, timestamp, wire_len, link_type, frame in records:
         try:
             row = dissect(link_type, frame)
-        except _MalformedFrameError as exc:
+        except MalformedFrameError as exc:
             tally.skip(index, str(exc))
             continue
         timestamps.append(timestamp)

@@ -27,7 +27,8 @@ from fediot.core.features.packets import KIND_ARP, KIND_OTHER, PORT_NONE, Packet
 
 IntArray = npt.NDArray[np.int64]
 
-_SUFFIX_BIT = np.int64(1 << 30)
+_SUFFIX = 1 << 30
+_SUFFIX_BIT = np.int64(_SUFFIX)
 """Marks a suffixed destination id (address and endpoint ids stay below 2**30)."""
 _PORT_OFFSET = 3
 """Ports run from −3 (sentinels) to 65535; shifted to be non-negative."""
@@ -45,6 +46,11 @@ class KeyIndex:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def lookup_one(self, key: object, tag: str = "") -> int:
+        """The id of one key, registering it if unseen."""
+        ids = self._ids
+        return ids.setdefault((tag, key), len(ids))
 
     def lookup(self, keys: npt.NDArray[np.generic], tag: str = "") -> IntArray:
         """Ids of ``keys`` (1-D array), registering unseen keys in order of appearance.
@@ -74,11 +80,15 @@ class IntKeyIndex:
     """
 
     _MERGE_AT = 4096
+    _CACHE_LIMIT = 1 << 16
 
     def __init__(self) -> None:
         self._sorted_keys = np.empty(0, dtype=np.int64)
         self._sorted_ids = np.empty(0, dtype=np.int64)
         self._pending: dict[int, int] = {}
+        # keys looked up one at a time (live traffic), so a known stream costs one dict probe;
+        # ids never change once given, so the cache is never stale, only bounded
+        self._recent: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._sorted_keys) + len(self._pending)
@@ -86,7 +96,7 @@ class IntKeyIndex:
     def lookup(self, keys: IntArray) -> IntArray:
         """Ids of ``keys``, registering unseen keys in order of first appearance."""
         if len(keys) <= 4:
-            return np.fromiter((self._lookup_one(k) for k in keys.tolist()), dtype=np.int64,
+            return np.fromiter((self.lookup_one(k) for k in keys.tolist()), dtype=np.int64,
                                count=len(keys))
         self._merge_pending()
         codes, uniques = pd.factorize(keys)
@@ -107,13 +117,24 @@ class IntKeyIndex:
         mapped[found] = self._sorted_ids[pos[found]]
         return mapped, found
 
-    def _lookup_one(self, key: int) -> int:
-        mapped, found = self._search(np.array([key], dtype=np.int64))
-        if found[0]:
-            return int(mapped[0])
-        new_id = self._pending.setdefault(key, len(self))
-        if len(self._pending) >= self._MERGE_AT:
-            self._merge_pending()
+    def lookup_one(self, key: int) -> int:
+        """The id of one key (a Python int), registering it if unseen."""
+        known = self._recent.get(key)
+        if known is not None:
+            return known
+        new_id = self._pending.get(key)
+        if new_id is None:
+            keys = self._sorted_keys
+            pos = int(np.searchsorted(keys, key))
+            if pos < len(keys) and int(keys[pos]) == key:
+                new_id = int(self._sorted_ids[pos])
+            else:
+                new_id = self._pending.setdefault(key, len(self))
+                if len(self._pending) >= self._MERGE_AT:
+                    self._merge_pending()
+        if len(self._recent) >= self._CACHE_LIMIT:
+            self._recent.clear()
+        self._recent[key] = new_id
         return new_id
 
     def _merge_pending(self) -> None:
@@ -156,23 +177,40 @@ class _PairIndex:
 
     def __init__(self) -> None:
         self.keys = IntKeyIndex()
-        self.opener = np.empty(0, dtype=np.int64)
+        # opener of pair i at [i]; grows by doubling (a flood opens a pair per packet)
+        self._opener = np.empty(64, dtype=np.int64)
+        self._opened = 0
+
+    def _grow_to(self, size: int) -> None:
+        if size > len(self._opener):
+            grown = np.empty(max(size, 2 * len(self._opener)), dtype=np.int64)
+            grown[: self._opened] = self._opener[: self._opened]
+            self._opener = grown
 
     def lookup(self, stream: IntArray, reverse: IntArray) -> tuple[IntArray, IntArray]:
         low = np.minimum(stream, reverse)
         high = np.maximum(stream, reverse)
         pair = self.keys.lookup((low << 32) | high)
-        known = len(self.opener)
+        known = self._opened
         if len(self.keys) > known:
             # the opener of a new pair is the stream of its first packet in this chunk
             new_pairs, first_rows = np.unique(pair[pair >= known], return_index=True)
             first_rows = np.flatnonzero(pair >= known)[first_rows]
-            grown = np.empty(len(self.keys), dtype=np.int64)
-            grown[:known] = self.opener
-            grown[new_pairs] = stream[first_rows]
-            self.opener = grown
-        side = (stream != self.opener[pair]).astype(np.int64)
+            self._grow_to(len(self.keys))
+            self._opener[new_pairs] = stream[first_rows]
+            self._opened = len(self.keys)
+        side = (stream != self._opener[pair]).astype(np.int64)
         return pair, side
+
+    def lookup_one(self, stream: int, reverse: int) -> tuple[int, int]:
+        """:meth:`lookup` for one packet, on Python ints."""
+        pair = self.keys.lookup_one((min(stream, reverse) << 32) | max(stream, reverse))
+        if pair >= self._opened:  # new pairs get the next id, so this is the one
+            self._grow_to(pair + 1)
+            self._opener[pair] = stream
+            self._opened = pair + 1
+            return pair, 0
+        return pair, int(stream != self._opener[pair])
 
 
 class StreamKeyer:
@@ -201,7 +239,6 @@ class StreamKeyer:
             "hh_pairs": len(self._hh_pairs.keys),
             "hphp_pairs": len(self._hphp_pairs.keys),
         }
-
 
     def assign(self, packets: PacketTable) -> StreamIds:
         """Stream ids for each packet of ``packets`` (in order)."""
@@ -241,3 +278,53 @@ class StreamKeyer:
         hphp_pair, hphp_side = self._hphp_pairs.lookup(hphp, hphp_rev)
         return StreamIds(mi, h, hh, hh_rev, hh_pair, hh_side, jit,
                          hphp, hphp_rev, hphp_pair, hphp_side)
+
+    def assign_one(
+        self,
+        src_mac: int,
+        dst_mac: int,
+        src_ip: str,
+        dst_ip: str,
+        src_port: int,
+        dst_port: int,
+        kind: int,
+    ) -> tuple[int, int, int, int, int, int, int, int, int, int, int]:
+        """:meth:`assign` for one packet, in plain Python (live traffic: no array per key).
+
+        Returns the ids in the kernel's order: ``(mi, h, jit, hh, hh_rev, hh_pair, hh_side,
+        hphp, hphp_rev, hphp_pair, hphp_side)``. Keys are registered in the same order as
+        :meth:`assign` registers a one-packet table's, so both paths share one id space.
+        """
+        addresses = self._addresses
+        src_mac_id = addresses.lookup_one(src_mac, "mac")
+        dst_mac_id = addresses.lookup_one(dst_mac, "mac")
+        src_ip_id = addresses.lookup_one(src_ip, "ip")
+        dst_ip_id = addresses.lookup_one(dst_ip, "ip")
+        no_ip = kind == KIND_OTHER
+        mac_sockets = no_ip or kind == KIND_ARP
+        src = src_mac_id if no_ip else src_ip_id
+        dst = dst_mac_id if no_ip else dst_ip_id
+
+        mi = self._mi.lookup_one((src_mac_id << 32) | src)
+        h = self._h.lookup_one(src)
+        jit = self._jit.lookup_one((src << 32) | dst)
+
+        hh_dst = dst | _SUFFIX if src == dst else dst
+        hh = self._hh.lookup_one((src << 32) | hh_dst)
+        hh_rev = self._hh.lookup_one((hh_dst << 32) | src)
+        hh_pair, hh_side = self._hh_pairs.lookup_one(hh, hh_rev)
+
+        if mac_sockets:
+            src_key = (src_mac_id << _PORT_BITS) | (PORT_NONE + _PORT_OFFSET)
+            dst_key = (dst_mac_id << _PORT_BITS) | (PORT_NONE + _PORT_OFFSET)
+        else:
+            src_key = (src << _PORT_BITS) | (src_port + _PORT_OFFSET)
+            dst_key = (dst << _PORT_BITS) | (dst_port + _PORT_OFFSET)
+        src_end = self._endpoints.lookup_one(src_key)
+        dst_end = self._endpoints.lookup_one(dst_key)
+        if dst_end == src_end:
+            dst_end |= _SUFFIX
+        hphp = self._hphp.lookup_one((src_end << 32) | dst_end)
+        hphp_rev = self._hphp.lookup_one((dst_end << 32) | src_end)
+        hphp_pair, hphp_side = self._hphp_pairs.lookup_one(hphp, hphp_rev)
+        return (mi, h, jit, hh, hh_rev, hh_pair, hh_side, hphp, hphp_rev, hphp_pair, hphp_side)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from fediot.faces.cli import (  # noqa: F401  (each module registers its commands)
+    dashboard,
     data,
     deploy,
+    detect,
     extract,
     nbaiot,
+    report,
+    runs,
+    serve,
     simulate,
     status,
 )
