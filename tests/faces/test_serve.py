@@ -28,7 +28,7 @@ import pytest
 import torch
 import uvicorn
 from fastapi import FastAPI
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -486,6 +486,8 @@ JSON_VALUES = st.recursive(
     st.lists(st.lists(st.floats() | st.integers(), min_size=114, max_size=116), min_size=1,
              max_size=3).map(lambda rows: json.dumps(rows).encode()),
 ), content_type=st.sampled_from(["application/json", "text/csv", "application/x-parquet"]))
+@example(body=b"\r\x00", content_type="text/csv")  # once crashed Python's csv module
+@example(body=b"1\n2\r3\x00", content_type="text/csv")
 def test_any_body_is_parsed_or_refused_with_a_request_error(body: bytes,
                                                            content_type: str) -> None:
     """Whatever arrives, parsing ends in rows or a RequestError (a 4xx), never anything else."""

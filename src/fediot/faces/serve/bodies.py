@@ -260,7 +260,13 @@ def _locate_csv_problem(text: str, has_header: bool) -> str | None:
     reader = csv.reader(io.StringIO(text))
     if has_header:
         next(reader, None)
-    for fields in reader:
+    while True:
+        try:
+            fields = next(reader, None)
+        except csv.Error as error:
+            return f"CSV line {reader.line_num}: {error}"
+        if fields is None:
+            return None
         if not fields:
             continue
         line = reader.line_num
@@ -270,7 +276,6 @@ def _locate_csv_problem(text: str, has_header: bool) -> str | None:
             problem = _value_problem(field)
             if problem is not None:
                 return f"CSV line {line}, {_column(position)}: {problem}"
-    return None
 
 
 def parse_csv(body: bytes) -> Rows:
@@ -289,7 +294,10 @@ def parse_csv(body: bytes) -> Rows:
         first_line.decode("utf-8")
     except UnicodeDecodeError:
         raise RequestError("CSV line 1: not UTF-8 text") from None
-    first = next(csv.reader([first_line.decode()]), None) or [""]
+    try:
+        first = next(csv.reader([first_line.decode()]), None) or [""]
+    except csv.Error as error:  # a stray carriage return or NUL inside the line
+        raise RequestError(f"CSV line 1: {error}") from None
     has_header = _value_problem(first[0]) is not None and not _looks_numeric(first[0])
     if has_header:
         problem = _header_problem([name.strip() for name in first])
