@@ -198,7 +198,7 @@ class AutoencoderDetector:
         stats = ErrorStats.from_errors(errors)
         self.n_features_in_ = train.shape[1]
         self.scaler_ = scaler
-        self.model_ = model
+        self.model_ = model.eval()  # from here on it only scores
         self.train_report_ = report
         self.opt_stats_ = stats
         self.threshold_ = self._threshold_from(stats)
@@ -223,7 +223,7 @@ class AutoencoderDetector:
         set_weights(model, weights)
         detector.n_features_in_ = scaler.n_features
         detector.scaler_ = scaler
-        detector.model_ = model
+        detector.model_ = model.eval()  # it only scores
         detector.threshold_ = _check_number(threshold, "threshold", low=0)
         detector.opt_stats_ = None
         detector.train_report_ = None

@@ -328,8 +328,11 @@ def reconstruction_errors(
     batch_size = _positive_int(batch_size, "batch_size")
     errors = np.empty(len(data), dtype=np.float64)
     rows = _as_tensor(data, device)
+    # switching modes walks every submodule: costly next to scoring one live packet, so a
+    # model already in eval mode (a fitted detector's) is left alone
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         with torch.inference_mode():
             for start in range(0, len(data), batch_size):
@@ -337,5 +340,6 @@ def reconstruction_errors(
                 squared = model(batch).sub_(batch).square_()
                 errors[start : start + len(batch)] = squared.mean(dim=1).cpu().numpy()
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     return errors
