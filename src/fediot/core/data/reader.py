@@ -78,19 +78,30 @@ def parse_feature_file(path: Path, allocate: Allocator) -> FeatureMatrix:
     raise DataError(f"{path}: unknown feature file type {path.suffix!r}; expected .csv or .parquet")
 
 
-def check_feature_names(names: Sequence[str], path: Path, where: str) -> None:
-    """Raise :class:`DataError` unless ``names`` is ``FEATURE_NAMES``, naming the first mismatch."""
+def feature_name_mismatch(names: Sequence[str]) -> tuple[int, str | None, str | None] | None:
+    """The first column where ``names`` departs from ``FEATURE_NAMES``: ``(1-based column,
+    found, expected)``, ``None`` standing for a missing name on either side; ``None`` if
+    ``names`` are the N-BaIoT feature names."""
     if tuple(names) == FEATURE_NAMES:
-        return
+        return None
     for position in range(max(len(names), N_FEATURES)):
         found = names[position] if position < len(names) else None
         expected = FEATURE_NAMES[position] if position < N_FEATURES else None
         if found != expected:
-            break
+            return position + 1, found, expected
+    return None  # unreachable: unequal sequences differ somewhere
+
+
+def check_feature_names(names: Sequence[str], path: Path, where: str) -> None:
+    """Raise :class:`DataError` unless ``names`` is ``FEATURE_NAMES``, naming the first mismatch."""
+    mismatch = feature_name_mismatch(names)
+    if mismatch is None:
+        return
+    column, found, expected = mismatch
     found_text = "nothing (too few columns)" if found is None else repr(found)
     expected_text = "no column (too many columns)" if expected is None else repr(expected)
     raise DataError(
-        f"{path}: {where}: column {position + 1} is {found_text}, expected {expected_text} "
+        f"{path}: {where}: column {column} is {found_text}, expected {expected_text} "
         f"({len(names)} columns, expected the {N_FEATURES} N-BaIoT feature names)"
     )
 

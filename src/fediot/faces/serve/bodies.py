@@ -32,6 +32,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pa_parquet
 
 from fediot.core.catalog import FEATURE_NAMES, N_FEATURES
+from fediot.core.data.reader import feature_name_mismatch
 from fediot.core.errors import FediotError
 
 Rows = npt.NDArray[np.float64]
@@ -242,16 +243,13 @@ def _value_problem(text: str) -> str | None:
 
 
 def _header_problem(names: Sequence[str]) -> str | None:
-    if tuple(names) == FEATURE_NAMES:
+    mismatch = feature_name_mismatch(names)
+    if mismatch is None:
         return None
-    for position in range(max(len(names), N_FEATURES)):
-        found = names[position] if position < len(names) else None
-        expected = FEATURE_NAMES[position] if position < N_FEATURES else None
-        if found != expected:
-            break
+    column, found, expected = mismatch
     found_text = "missing" if found is None else repr(found)
     expected_text = "nothing (too many columns)" if expected is None else repr(expected)
-    return (f"line 1 is neither the N-BaIoT header nor numbers: column {position + 1} is "
+    return (f"line 1 is neither the N-BaIoT header nor numbers: column {column} is "
             f"{found_text}, expected {expected_text}")
 
 
