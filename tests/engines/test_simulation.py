@@ -217,6 +217,13 @@ def test_run_view_reads_the_run_and_its_detector_gives_the_runs_verdicts(
     assert view.root == folder.root and [v.root for v in list_runs(tmp_path / "runs")] == [
         folder.root]
     assert [r["round"] for r in view.rounds()] == [1, 2]
+    # the global model of every round is kept; the last one is the final model
+    assert view.round_models() == [1, 2]
+    for a, b in zip(view.load_round_model(2).weights, result.model.weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert view.load_round_model(1).scaler.n == result.model.scaler.n
+    with pytest.raises(Exception, match="no model kept for round 3"):
+        view.load_round_model(3)
     assert view.status()["state"] == "finished"  # type: ignore[index]
     results = view.results()
     assert results is not None and set(results["error_stats"]) == set(

@@ -16,6 +16,8 @@
       model/weights.npz  global autoencoder weights (arrays w0, w1, …)
       model/scaler.npz   pooled scaler statistics (n, sum, sumsq)
       model/thresholds.json
+      models/round-NNNN.npz  the global model after each round (weights w0, w1, …, and the
+                         pooled scaler statistics scaler_n, scaler_sum, scaler_sumsq)
       mlflow.json        the MLflow run this run is mirrored to (only with MLflow tracking)
 
 :class:`RunFolder` writes a run; :class:`RunView` reads one, finished or still running, for the
@@ -120,6 +122,12 @@ class RunFolder:
         arrays["meta"] = np.frombuffer(json.dumps(meta, default=_jsonable).encode(), np.uint8)
         with atomic_path(self.root / "checkpoint.npz") as tmp, tmp.open("wb") as f:
             np.savez(f, **arrays)
+        if state.history:
+            round_arrays = {k: v for k, v in arrays.items()
+                            if k.startswith(("w", "scaler_"))}
+            path = self.root / "models" / f"round-{state.history[-1].server_round:04d}.npz"
+            with atomic_path(path) as tmp, tmp.open("wb") as f:
+                np.savez(f, **round_arrays)
         _write_text(self.root / "metrics.jsonl", "".join(
             json.dumps(r.to_dict(), default=_jsonable) + "\n" for r in state.history))
 
@@ -356,6 +364,27 @@ class RunView:
         thresholds = Thresholds(raw["mode"], float(raw["global"]),
                                 {k: float(v) for k, v in raw["per_device"].items()})
         return ModelState(weights, scaler), thresholds
+
+    def round_models(self) -> list[int]:
+        """The rounds whose global model was kept (``models/round-NNNN.npz``), in order."""
+        return sorted(int(p.stem.removeprefix("round-"))
+                      for p in (self.root / "models").glob("round-[0-9]*.npz"))
+
+    def load_round_model(self, server_round: int) -> ModelState:
+        """The global model (weights, pooled scaler statistics) after ``server_round``."""
+        path = self.root / "models" / f"round-{server_round:04d}.npz"
+        if not path.is_file():
+            raise FediotError(f"{self.root}: no model kept for round {server_round} "
+                              f"(has rounds {self.round_models()})")
+        try:
+            with np.load(path) as data:
+                count = sum(1 for name in data.files if name.startswith("w"))
+                weights = [data[f"w{i}"] for i in range(count)]
+                scaler = ScalerStats(int(data["scaler_n"]), data["scaler_sum"],
+                                     data["scaler_sumsq"])
+        except (OSError, KeyError, ValueError) as error:
+            raise FediotError(f"{path}: cannot read the round's model ({error})") from None
+        return ModelState(weights, scaler)
 
     def detector(self, device: str | None = None) -> AutoencoderDetector:
         """The run's detector: global weights and scaler, the threshold of ``device`` (default:
