@@ -239,15 +239,23 @@ def test_bad_inputs_give_one_line(
     assert stderr.startswith("error:") and message in stderr, stderr
 
 
-def _fediot(*args: str) -> subprocess.Popen[str]:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _fediot(*args: str, sigint_ignored: bool = False) -> subprocess.Popen[str]:
+    """``fediot ARGS`` in a subprocess; ``sigint_ignored`` starts it the way a shell starts a
+    background job (SIGINT ignored), where Python installs no Ctrl-C handler of its own."""
     return subprocess.Popen([sys.executable, "-m", "fediot.faces.cli.main", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ignore_sigint if sigint_ignored else None)
 
 
 def _send_until_done(process: subprocess.Popen[str], port: int, stop: Path | None = None,
-                     lines: int = 0, timeout: float = 120.0) -> None:
+                     lines: int = 0, timeout: float = 120.0,
+                     stop_signal: int = signal.SIGINT) -> None:
     """UDP datagrams to ``port`` on loopback every 5 ms until ``process`` exits (or, with
-    ``stop``, until that file holds ``lines`` lines, then Ctrl-C)."""
+    ``stop``, until that file holds ``lines`` lines, then ``stop_signal``: Ctrl-C)."""
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     deadline = time.monotonic() + timeout
     try:
@@ -256,7 +264,7 @@ def _send_until_done(process: subprocess.Popen[str], port: int, stop: Path | Non
             time.sleep(0.005)
             if stop is not None and stop.exists() and len(
                     stop.read_text().splitlines()) >= lines:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(stop_signal)
                 stop = None
     finally:
         sender.close()
@@ -296,12 +304,16 @@ def test_live_capture_on_loopback(runs_dir: Path, tmp_path: Path, udp_port: int)
 
 
 @needs_root
-def test_live_capture_stops_cleanly_on_ctrl_c(runs_dir: Path, tmp_path: Path,
-                                              udp_port: int) -> None:
+@pytest.mark.parametrize(("stop_signal", "sigint_ignored"), [
+    (signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "ctrl-c-background-job", "sigterm"])
+def test_live_capture_stops_cleanly_on_ctrl_c(runs_dir: Path, tmp_path: Path, udp_port: int,
+                                              stop_signal: int, sigint_ignored: bool) -> None:
     out = tmp_path / "live.json"
     process = _fediot("detect", "--interface", "lo", "--run", "cam", "--runs-dir",
-                      str(runs_dir), "--all", "--output", str(out))
-    _send_until_done(process, udp_port, stop=out, lines=5)
+                      str(runs_dir), "--all", "--output", str(out),
+                      sigint_ignored=sigint_ignored)
+    _send_until_done(process, udp_port, stop=out, lines=5, stop_signal=stop_signal)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert "stopped by Ctrl-C" in stderr

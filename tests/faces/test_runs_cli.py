@@ -67,7 +67,7 @@ def test_runs_show_gives_rounds_devices_system_figures_and_logs(runs: Path) -> N
         assert f"{record['train_loss']:.5f}" in output
     for label in ("Danmini doorbell", "Ecobee thermostat", "Ennio doorbell"):
         # bytes down / up (a model each way per round) and the peak memory
-        assert any(label in line and "kB" in line and "MB" in line
+        assert any(label in line and "kB" in line and ("MB" in line or "GB" in line)
                    for line in output.splitlines())
     assert "last 4 of" in output
     last = view.logs()[-1]

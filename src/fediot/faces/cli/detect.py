@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, TextIO
 
 import numpy as np
@@ -156,6 +160,27 @@ def _summary(source: str, view: RunView, detector: StreamingDetector, writer: Ev
     return table
 
 
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _stoppable() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM end detection cleanly, with the summary, even when this
+    process was started with SIGINT ignored (as a shell's background job is) or under a
+    service manager that stops with SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = {number: signal.signal(number, _raise_interrupt)
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def _detect_file(capture: Path, detector: StreamingDetector, writer: EveWriter, *,
                  batch: int, count: int | None, all_packets: bool,
                  allow_truncated: bool) -> list[str]:
@@ -165,9 +190,10 @@ def _detect_file(capture: Path, detector: StreamingDetector, writer: EveWriter, 
         packets = packets.take(slice(0, count))
     notes = [result.summary()]
     try:
-        for start in range(0, len(packets), batch):
-            chunk = packets.take(slice(start, start + batch))
-            writer.write(detector.process(chunk, alerts_only=not all_packets))
+        with _stoppable():
+            for start in range(0, len(packets), batch):
+                chunk = packets.take(slice(start, start + batch))
+                writer.write(detector.process(chunk, alerts_only=not all_packets))
     except KeyboardInterrupt:
         notes.append("stopped by Ctrl-C")
     return notes
@@ -188,12 +214,14 @@ def _detect_live(interface: str, detector: StreamingDetector, writer: EveWriter,
     _warm_up(detector, detector.devices)
     with LiveCapture(interface) as capture:
         try:
-            for batch in capture.batches(count=count, seconds=seconds, max_batch=live_batch):
-                if len(batch) == 1:
-                    verdicts = [detector.update(batch[0])]  # the scalar fast path
-                else:
-                    verdicts = detector.process(PacketTable.from_packets(batch))
-                writer.write([v for v in verdicts if all_packets or v.attack])
+            with _stoppable():
+                for batch in capture.batches(count=count, seconds=seconds,
+                                             max_batch=live_batch):
+                    if len(batch) == 1:
+                        verdicts = [detector.update(batch[0])]  # the scalar fast path
+                    else:
+                        verdicts = detector.process(PacketTable.from_packets(batch))
+                    writer.write([v for v in verdicts if all_packets or v.attack])
         except KeyboardInterrupt:
             stopped.append("stopped by Ctrl-C")
     notes = [f"{capture.frames:,} frames on {interface}"]
