@@ -22,8 +22,9 @@ def report_command(
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="the HTML file to write (default: RUN_FOLDER/report.html)")] = None,
 ) -> None:
-    """Write a run's report: metrics, per-round charts, ROC curves, score histograms, system
-    figures and the federated/centralised/local comparison, in one HTML file."""
+    """Write RUN's report (RUN: a run folder, id, unique id prefix or 'latest'): metrics,
+    per-round charts, ROC curves, score histograms, system figures and the
+    federated/centralised/local comparison, in one HTML file."""
     try:
         view = find_run(run, runs_dir)
         path = write_report(view, output)

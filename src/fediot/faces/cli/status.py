@@ -24,7 +24,8 @@ def status_command(
     run: Annotated[Path | None, typer.Argument(help="a run folder (default: the newest)")] = None,
     runs_dir: Annotated[Path, typer.Option(help="where run folders are")] = Path("runs"),
 ) -> None:
-    """Show a run's state and round, and each device's state and last contact."""
+    """Show RUN's state and round, and each device's state and last contact (RUN: a run
+    folder; default: the newest under --runs-dir)."""
     folder = run or newest_run(runs_dir)
     if folder is None:
         raise fail(f"no run with a status.json under {runs_dir}")
