@@ -30,9 +30,9 @@ from fediot.core.federated.server import (
     ServerState,
 )
 from fediot.engines.inprocess import SequentialPool, make_pool
-from fediot.engines.run_folder import RunFolder, StatusRecorder
+from fediot.engines.run_folder import RunFolder
 from fediot.engines.strategies import strategy_for
-from fediot.engines.tracking import MlflowTracker, tracking_observer
+from fediot.engines.tracking import record_run
 
 
 def check_simulation(config: Config) -> None:
@@ -102,21 +102,9 @@ def simulate(config: Config, observer: RunObserver | None = None,
         config, state = folder.load_config(), folder.load_checkpoint()
     else:
         folder, state = RunFolder.create(config, "fed"), None
-    status = StatusRecorder(folder, config, client_ids(config), observer)
-    tracker: MlflowTracker | None = None
-    try:
-        tracker = tracking_observer(config, folder, observer)
-        status.inner = tracker or observer
-        result = run_federated(config, status, resume=state, checkpoint=folder.save_checkpoint)
-        folder.save_results(result)
-    except BaseException:
-        status.finish("failed")
-        if tracker is not None:
-            tracker.finish(None)
-        raise
-    status.finish()
-    if tracker is not None:
-        tracker.finish(result)
+    result = record_run(folder, config, client_ids(config), lambda recorder, checkpoint:
+                        run_federated(config, recorder, resume=state, checkpoint=checkpoint),
+                        observer=observer)
     return result, folder
 
 

@@ -25,16 +25,16 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.federated.messages import LogLine
-from fediot.core.federated.server import RoundRecord, RunObserver, RunResult
+from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
 from fediot.core.io import atomic_path
-from fediot.engines.run_folder import RunFolder
+from fediot.engines.run_folder import RunFolder, StatusRecorder
 
 log = logging.getLogger(__name__)
 
@@ -230,3 +230,40 @@ def tracking_observer(config: Config, folder: RunFolder, inner: RunObserver | No
     if not config.tracking_args.mlflow_tracking_uri:
         return None
     return MlflowTracker(config, folder, inner, engine)
+
+
+def record_run(folder: RunFolder, config: Config, devices: Sequence[str],
+               run: Callable[[RunObserver, Callable[[ServerState], None]], RunResult], *,
+               observer: RunObserver | None = None, engine: str | None = None) -> RunResult:
+    """Run ``run(observer, checkpoint)`` recorded the way every engine records a run: the
+    folder's ``status.json`` kept current, a checkpoint each round, MLflow when configured,
+    ``results.json`` and the model at the end, and the run marked failed if it raises.
+
+    Parameters
+    ----------
+    folder, config, devices
+        The run's folder, its configuration and the devices it expects.
+    run
+        Runs the federated training, passing progress to the observer it is given and each
+        round's server state to the checkpoint function.
+    observer
+        Also told of every event (the CLI's progress, the deployment's log). Default none.
+    engine
+        Name in ``status.json`` and MLflow; default ``comm_args.backend``.
+    """
+    status = StatusRecorder(folder, config, list(devices), observer, engine=engine)
+    tracker: MlflowTracker | None = None
+    try:
+        tracker = tracking_observer(config, folder, observer, engine=engine)
+        status.inner = tracker or observer
+        result = run(status, folder.save_checkpoint)
+        folder.save_results(result)
+    except BaseException:
+        status.finish("failed")
+        if tracker is not None:
+            tracker.finish(None)
+        raise
+    status.finish()
+    if tracker is not None:
+        tracker.finish(result)
+    return result

@@ -32,9 +32,9 @@ from fediot.core.federated.server import (
 )
 from fediot.engines.flower.pool import FlowerPool
 from fediot.engines.flower.records import decode_task, encode_reply
-from fediot.engines.run_folder import RunFolder, StatusRecorder
+from fediot.engines.run_folder import RunFolder
 from fediot.engines.strategies import strategy_for
-from fediot.engines.tracking import MlflowTracker, tracking_observer
+from fediot.engines.tracking import record_run
 
 log = logging.getLogger("fediot.flower")
 
@@ -136,23 +136,11 @@ def make_server_app(config: Config | None = None, observer: RunObserver | None =
         else:
             folder, state = RunFolder.create(cfg, "flower"), None
         log.info("run folder %s", folder.root)
-        status = StatusRecorder(folder, cfg, pool.client_ids, _LoggingObserver(),
-                                engine="flower")
-        tracker: MlflowTracker | None = None
-        try:
-            tracker = tracking_observer(cfg, folder, status.inner, engine="flower")
-            status.inner = tracker or status.inner
-            result = FedDetectServer(cfg, status, strategy_for(cfg)).run(
-                pool, resume=state, checkpoint=folder.save_checkpoint)
-            folder.save_results(result)
-        except BaseException:
-            status.finish("failed")
-            if tracker is not None:
-                tracker.finish(None)
-            raise
-        status.finish()
-        if tracker is not None:
-            tracker.finish(result)
+        result = record_run(
+            folder, cfg, pool.client_ids,
+            lambda recorder, checkpoint: FedDetectServer(cfg, recorder, strategy_for(cfg)).run(
+                pool, resume=state, checkpoint=checkpoint),
+            observer=_LoggingObserver(), engine="flower")
         log.info("finished: pooled F1 with the window vote %s",
                  result.evaluation.pooled["window_vote"]["f1"])
 
