@@ -150,14 +150,16 @@ def _locate_csv_problem(path: Path) -> str | None:
             if len(fields) != N_FEATURES:
                 return f"{path}: line {line}: {len(fields)} columns, expected {N_FEATURES}"
             for position, text in enumerate(fields):
-                problem = _value_problem(text)
+                problem = csv_value_problem(text)
                 if problem is not None:
                     name = FEATURE_NAMES[position]
                     return f"{path}: line {line}, column {position + 1} ({name}): {problem}"
     return None
 
 
-def _value_problem(text: str) -> str | None:
+def csv_value_problem(text: str, *, float32: bool = True) -> str | None:
+    """What is wrong with one CSV field as a feature value (empty, not a number, not finite,
+    beyond float32 when ``float32``), or ``None`` if it is fine."""
     stripped = text.strip()
     if not stripped:
         return "empty value"
@@ -169,7 +171,7 @@ def _value_problem(text: str) -> str | None:
         return f"not a number: {text!r}"
     if not math.isfinite(value):
         return f"{text!r} is not a finite number"
-    if abs(value) > _FLOAT32_MAX:
+    if float32 and abs(value) > _FLOAT32_MAX:
         return f"{text!r} does not fit in float32"
     return None
 

@@ -32,7 +32,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pa_parquet
 
 from fediot.core.catalog import FEATURE_NAMES, N_FEATURES
-from fediot.core.data.reader import feature_name_mismatch
+from fediot.core.data.reader import csv_value_problem, feature_name_mismatch
 from fediot.core.errors import FediotError
 
 Rows = npt.NDArray[np.float64]
@@ -228,18 +228,8 @@ def parse_json(body: bytes) -> ScoreRequest:
 
 
 def _value_problem(text: str) -> str | None:
-    stripped = text.strip()
-    if not stripped:
-        return "empty value"
-    if "_" in stripped:  # float() accepts "1_0"; the fast parser does not
-        return f"not a number: {text!r}"
-    try:
-        value = float(stripped)
-    except ValueError:
-        return f"not a number: {text!r}"
-    if not math.isfinite(value):
-        return f"{text!r} is not a finite number"
-    return None
+    # scores are computed in float64 up to the scaler, so float32's range is no limit here
+    return csv_value_problem(text, float32=False)
 
 
 def _header_problem(names: Sequence[str]) -> str | None:
