@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from fediot.core.catalog import DEVICES, N_FEATURES
+from fediot.core.config import Config
 from fediot.core.federated.client import ClientData
 from fediot.core.io import write_features
 
@@ -50,3 +51,17 @@ def write_uci_dataset(root: Path, n_devices: int = 3, rows: int = 600, seed: int
         write_features(folder / "gafgyt_attacks" / "udp.csv",
                        device_rows(device.uci_id, 150, "gafgyt.udp", seed))
     return root
+
+
+def small_run_config(dataset: Path, runs: Path | None = None, **overrides: object) -> Config:
+    """A quick federated run over :func:`write_uci_dataset`'s devices: all three train in each
+    of 2 rounds, window 5, run folders under ``runs``; any dotted key overrides
+    (``**{"train_args.comm_round": 3}``)."""
+    settings: dict[str, object] = {
+        "data_args.dataset": "N-BaIoT", "data_args.data_cache_dir": str(dataset),
+        "train_args.client_num_in_total": 3, "train_args.client_num_per_round": 3,
+        "train_args.comm_round": 2, "detection_args.window": 5,
+    }
+    if runs is not None:
+        settings["tracking_args.log_file_dir"] = str(runs)
+    return Config().with_overrides({**settings, **overrides})

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from federated_data import write_uci_dataset
+from federated_data import small_run_config, write_uci_dataset
 from fediot.core.config import Config
 from fediot.engines.run_folder import RunView
 from fediot.engines.simulation import run_federated, simulate
@@ -25,12 +25,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(dataset: Path, **overrides: object) -> Config:
-    return Config().with_overrides({
-        "data_args.dataset": "N-BaIoT", "data_args.data_cache_dir": str(dataset),
-        "train_args.client_num_in_total": 3, "train_args.client_num_per_round": 2,
-        "train_args.comm_round": 2, "detection_args.window": 5, "device_args.worker_num": 2,
-        **overrides,
-    })
+    return small_run_config(dataset, **{
+        "train_args.client_num_per_round": 2, "device_args.worker_num": 2, **overrides})
 
 
 def assert_same(a: object, b: object) -> None:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from federated_data import write_uci_dataset
+from federated_data import small_run_config, write_uci_dataset
 from fediot.core.config import Config
 from fediot.engines.simulation import (
     local_summary,
@@ -28,13 +28,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(dataset: Path, tmp_path: Path, **overrides: object) -> Config:
-    return Config().with_overrides({
-        "data_args.dataset": "N-BaIoT", "data_args.data_cache_dir": str(dataset),
-        "train_args.client_num_in_total": 3, "train_args.client_num_per_round": 3,
-        "train_args.comm_round": 2, "train_args.learning_rate": 0.003,
-        "detection_args.window": 5, "tracking_args.log_file_dir": str(tmp_path / "runs"),
-        **overrides,
-    })
+    return small_run_config(dataset, tmp_path / "runs", **{
+        "train_args.learning_rate": 0.003, **overrides})
 
 
 def test_worker_processes_give_the_same_model(dataset: Path, tmp_path: Path) -> None:

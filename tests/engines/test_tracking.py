@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from federated_data import write_uci_dataset
+from federated_data import small_run_config, write_uci_dataset
 from fediot.core.config import Config, ConfigError
 from fediot.core.errors import FediotError
 from fediot.core.model import build_autoencoder, get_weights
@@ -26,12 +26,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(dataset: Path, tmp_path: Path, **overrides: object) -> Config:
-    return Config().with_overrides({
-        "data_args.dataset": "N-BaIoT", "data_args.data_cache_dir": str(dataset),
-        "train_args.client_num_in_total": 3, "train_args.client_num_per_round": 3,
-        "train_args.comm_round": 2, "detection_args.window": 5,
-        "tracking_args.log_file_dir": str(tmp_path / "runs"), **overrides,
-    })
+    return small_run_config(dataset, tmp_path / "runs", **overrides)
 
 
 def assert_every_device_logged(view: RunView, rounds: int) -> None:

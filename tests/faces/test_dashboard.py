@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 import fediot.faces.cli.main  # noqa: F401  (registers every command)
-from federated_data import write_uci_dataset
+from federated_data import small_run_config, write_uci_dataset
 from fediot.core.catalog import DEVICES
 from fediot.core.config import Config
 from fediot.core.federated.server import RoundRecord
@@ -54,12 +54,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def runs_dir(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Path:
     """A folder holding one finished real run (3 rounds, 3 devices)."""
     runs = tmp_path_factory.mktemp("runs")
-    simulate(Config().with_overrides({
-        "data_args.dataset": "N-BaIoT", "data_args.data_cache_dir": str(dataset),
-        "train_args.client_num_in_total": 3, "train_args.client_num_per_round": 3,
+    simulate(small_run_config(dataset, runs, **{
         "train_args.comm_round": 3, "detection_args.window": 3,
-        "validation_args.frequency_of_the_test": 1,
-        "tracking_args.log_file_dir": str(runs), "tracking_args.run_name": "finished-run",
+        "validation_args.frequency_of_the_test": 1, "tracking_args.run_name": "finished-run",
     }))
     return runs
 

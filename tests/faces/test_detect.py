@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from federated_data import write_uci_dataset
-from fediot.core.config import Config
+from federated_data import small_run_config, write_uci_dataset
 from fediot.core.features.extractor import extract_features
 from fediot.core.features.packets import KIND_IPV4, KIND_OTHER
 from fediot.core.features.pcap import read_capture
@@ -57,12 +56,9 @@ def runs_dir(real_pcap: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         dataset = write_uci_dataset(base / "nbaiot", n_devices=3)
         camera = extract_features(read_capture(real_pcap).packets)
         write_features(dataset / "Danmini_Doorbell" / "benign_traffic.csv", camera)
-        simulate(Config().with_overrides({
-            "data_args.dataset": "N-BaIoT", "data_args.data_cache_dir": str(dataset),
-            "train_args.client_num_in_total": 3, "train_args.client_num_per_round": 3,
-            "train_args.comm_round": 2, "train_args.learning_rate": 0.003,
-            "detection_args.window": WINDOW, "detection_args.threshold_mode": "per_device",
-            "tracking_args.log_file_dir": str(base / "runs"), "tracking_args.run_name": "cam",
+        simulate(small_run_config(dataset, base / "runs", **{
+            "train_args.learning_rate": 0.003, "detection_args.window": WINDOW,
+            "detection_args.threshold_mode": "per_device", "tracking_args.run_name": "cam",
         }))
         _RUNS[str(real_pcap)] = base / "runs"
     return _RUNS[str(real_pcap)]

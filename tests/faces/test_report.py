@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import fediot.faces.cli.main  # noqa: F401  (registers every command)
-from federated_data import device_rows, write_uci_dataset
+from federated_data import device_rows, small_run_config, write_uci_dataset
 from fediot.core.catalog import DEVICES, client_label
 from fediot.core.config import Config
 from fediot.core.io import write_features
@@ -40,12 +40,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(dataset: Path, runs: Path) -> Config:
-    return Config().with_overrides({
-        "data_args.dataset": "N-BaIoT", "data_args.data_cache_dir": str(dataset),
-        "train_args.client_num_in_total": 3, "train_args.client_num_per_round": 3,
-        "train_args.comm_round": ROUNDS, "detection_args.window": 5,
-        "validation_args.frequency_of_the_test": 1, "tracking_args.log_file_dir": str(runs),
-    })
+    return small_run_config(dataset, runs, **{
+        "train_args.comm_round": ROUNDS, "validation_args.frequency_of_the_test": 1})
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from federated_data import write_uci_dataset
-from fediot.core.config import Config
+from federated_data import small_run_config, write_uci_dataset
 from fediot.engines.run_folder import RunView
 from fediot.engines.simulation import simulate
 from fediot.faces.cli import main  # noqa: F401  (registers every command)
@@ -22,12 +21,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     past its configuration (as a crashed server leaves it)."""
     base = tmp_path_factory.mktemp("runs-cli")
     dataset = write_uci_dataset(base / "nbaiot", n_devices=3)
-    config = Config().with_overrides({
-        "data_args.dataset": "N-BaIoT", "data_args.data_cache_dir": str(dataset),
-        "train_args.client_num_in_total": 3, "train_args.client_num_per_round": 3,
-        "train_args.comm_round": 2, "detection_args.window": 5,
+    config = small_run_config(dataset, base / "runs", **{
         "validation_args.frequency_of_the_test": 1, "device_args.worker_num": 2,
-        "tracking_args.log_file_dir": str(base / "runs"), "tracking_args.run_name": "alpha",
+        "tracking_args.run_name": "alpha",
     })
     simulate(config)
     beta = base / "runs" / "beta"

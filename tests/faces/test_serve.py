@@ -33,9 +33,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import fediot.faces.cli.serve  # noqa: F401  (registers serve and export)
-from federated_data import device_rows, write_uci_dataset
+from federated_data import device_rows, small_run_config, write_uci_dataset
 from fediot.core.catalog import DEVICES, FEATURE_NAMES, N_FEATURES
-from fediot.core.config import Config
 from fediot.core.federated.messages import ModelState
 from fediot.core.metrics.window import window_vote
 from fediot.engines.run_folder import RunFolder, RunView
@@ -56,12 +55,9 @@ def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-round, 3-device run with per-device thresholds and a window of 3."""
     base = tmp_path_factory.mktemp("serve")
     dataset = write_uci_dataset(base / "nbaiot", n_devices=3)
-    config = Config().with_overrides({
-        "data_args.dataset": "N-BaIoT", "data_args.data_cache_dir": str(dataset),
-        "train_args.client_num_in_total": 3, "train_args.client_num_per_round": 3,
-        "train_args.comm_round": 2, "train_args.learning_rate": 0.003,
-        "detection_args.window": 3, "detection_args.threshold_mode": "per_device",
-        "tracking_args.log_file_dir": str(base / "runs"),
+    config = small_run_config(dataset, base / "runs", **{
+        "train_args.learning_rate": 0.003, "detection_args.window": 3,
+        "detection_args.threshold_mode": "per_device",
     })
     _, folder = simulate(config)
     return folder.root
