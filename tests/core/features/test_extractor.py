@@ -12,16 +12,13 @@ from fediot.core.catalog import FEATURE_NAMES, LAMBDAS, N_FEATURES
 from fediot.core.errors import FediotError
 from fediot.core.features.extractor import ExtractorOptions, FeatureExtractor, extract_features
 from fediot.core.features.packets import (
-    KIND_ARP,
     KIND_IPV4,
-    KIND_OTHER,
-    PORT_ARP,
-    PORT_NONE,
     PacketTable,
 )
 from fediot.core.features.pcap import read_capture
 from fediot.core.features.reference import reference_features
 from fediot.core.features.relations import relation_violations
+from traffic import random_traffic
 
 A, B = "10.0.0.1", "10.0.0.2"
 MAC_A, MAC_B = 0xA, 0xB
@@ -124,30 +121,6 @@ def test_bad_options_and_timestamps_are_named() -> None:
     bad = packets([(T0, A, B, 100), (float("nan"), A, B, 100)])
     with pytest.raises(FediotError, match="packet #1"):
         extract_features(bad)
-
-
-def random_traffic(n: int, seed: int) -> PacketTable:
-    """Mixed IPv4/ARP/non-IP traffic among few hosts, with equal-endpoint and silent cases."""
-    rng = np.random.default_rng(seed)
-    hosts = np.array([f"192.168.1.{i}" for i in range(6)], dtype=object)
-    kind = rng.choice([KIND_IPV4] * 6 + [KIND_ARP, KIND_OTHER], n).astype(np.uint8)
-    src_port = rng.choice([80, 443, 5353, 40000, PORT_NONE], n).astype(np.int32)
-    dst_port = rng.choice([80, 443, 5353, 40001], n).astype(np.int32)
-    src_port[kind == KIND_ARP] = PORT_ARP
-    dst_port[kind == KIND_ARP] = PORT_ARP
-    gaps = rng.choice([0.0, 1e-5, 0.01, 0.3, 5.0, 400.0], n)  # 400 s: start weights underflow
-    return PacketTable(
-        timestamp=1.5e9 + np.cumsum(gaps),
-        frame_len=rng.integers(60, 1515, n),
-        src_mac=rng.integers(1, 5, n).astype(np.uint64),
-        dst_mac=rng.integers(1, 5, n).astype(np.uint64),
-        src_ip=hosts[rng.integers(0, 6, n)],
-        dst_ip=hosts[rng.integers(0, 6, n)],
-        src_port=src_port,
-        dst_port=dst_port,
-        kind=kind,
-        ip_proto=np.full(n, 17, dtype=np.uint8),
-    )
 
 
 @pytest.mark.parametrize("first_jitter", ["epoch", "zero"])

@@ -23,11 +23,11 @@ from fediot.core.features.packets import (
     KIND_IPV6,
     PORT_ICMP,
 )
+from fediot.core.features.pcap import LINKTYPE_ETHERNET
 from fediot.core.testbed.frames import ICMP_UNREACHABLE, MIN_FRAME, SYN
 from fediot.core.testbed.simulator import Capture
 
 PCAP_MAGIC: Final[int] = 0xA1B2C3D4
-LINKTYPE_ETHERNET: Final[int] = 1
 SNAPLEN: Final[int] = 65535
 
 _ETH = struct.Struct("!6s6sH")
