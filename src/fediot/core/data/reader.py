@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -141,19 +141,32 @@ def _parse_csv(path: Path, allocate: Allocator) -> FeatureMatrix:
 def _locate_csv_problem(path: Path) -> str | None:
     """The first bad line of a CSV file, described; None if every line is fine."""
     with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as stream:
-        reader = csv.reader(stream)
-        next(reader, None)  # the header was checked already
+        problem = first_csv_problem(stream, skip_header=True)
+    return None if problem is None else f"{path}: {problem}"
+
+
+def first_csv_problem(lines: Iterable[str], *, skip_header: bool,
+                      float32: bool = True) -> str | None:
+    """The first bad line of CSV feature rows, as ``line N[, column C (name)]: problem``
+    (lines counted from 1, the header included); None if every line is fine. Blank lines
+    are skipped, as the fast parser skips them."""
+    reader = csv.reader(lines)
+    try:
+        if skip_header:
+            next(reader, None)
         for fields in reader:
             if not fields:
-                continue  # blank lines are skipped by the fast parser too
+                continue
             line = reader.line_num
             if len(fields) != N_FEATURES:
-                return f"{path}: line {line}: {len(fields)} columns, expected {N_FEATURES}"
+                return f"line {line}: {len(fields)} columns, expected {N_FEATURES}"
             for position, text in enumerate(fields):
-                problem = csv_value_problem(text)
+                problem = csv_value_problem(text, float32=float32)
                 if problem is not None:
-                    name = FEATURE_NAMES[position]
-                    return f"{path}: line {line}, column {position + 1} ({name}): {problem}"
+                    return (f"line {line}, column {position + 1} "
+                            f"({FEATURE_NAMES[position]}): {problem}")
+    except csv.Error as error:  # e.g. a stray carriage return or NUL inside a field
+        return f"line {reader.line_num}: {error}"
     return None
 
 

@@ -32,7 +32,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pa_parquet
 
 from fediot.core.catalog import FEATURE_NAMES, N_FEATURES
-from fediot.core.data.reader import csv_value_problem, feature_name_mismatch
+from fediot.core.data.reader import csv_value_problem, feature_name_mismatch, first_csv_problem
 from fediot.core.errors import FediotError
 
 Rows = npt.NDArray[np.float64]
@@ -244,26 +244,10 @@ def _header_problem(names: Sequence[str]) -> str | None:
 
 
 def _locate_csv_problem(text: str, has_header: bool) -> str | None:
-    """The first bad line of a CSV body, described; None if every line is fine."""
-    reader = csv.reader(io.StringIO(text))
-    if has_header:
-        next(reader, None)
-    while True:
-        try:
-            fields = next(reader, None)
-        except csv.Error as error:
-            return f"CSV line {reader.line_num}: {error}"
-        if fields is None:
-            return None
-        if not fields:
-            continue
-        line = reader.line_num
-        if len(fields) != N_FEATURES:
-            return f"CSV line {line}: {len(fields)} columns, expected {N_FEATURES}"
-        for position, field in enumerate(fields):
-            problem = _value_problem(field)
-            if problem is not None:
-                return f"CSV line {line}, {_column(position)}: {problem}"
+    """The first bad line of a CSV body, described; None if every line is fine (values as
+    :func:`_value_problem` judges them)."""
+    problem = first_csv_problem(io.StringIO(text), skip_header=has_header, float32=False)
+    return None if problem is None else f"CSV {problem}"
 
 
 def parse_csv(body: bytes) -> Rows:
