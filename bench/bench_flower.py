@@ -48,7 +48,7 @@ from fediot.core.federated.messages import EvaluateTask, FitTask, ModelState, Sc
 from fediot.core.federated.server import FedDetectServer
 from fediot.core.model import build_autoencoder, get_weights
 from fediot.engines.flower import deployment
-from fediot.engines.flower.records import encode_reply, encode_task
+from fediot.engines.flower.records import content_bytes, encode_reply, encode_task
 from fediot.engines.inprocess import SequentialPool
 
 TARGET = 1.05
@@ -61,13 +61,6 @@ def model_bytes() -> int:
 
 
 # --- what each message is made of ------------------------------------------------------------
-
-def _object_bytes(record: Any) -> int:
-    """Bytes of a Flower record's objects as they travel (each deflated object's content)."""
-    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-
-    return sum(len(obj.deflate()) for obj in get_all_nested_objects(record).values())
-
 
 def message_breakdown(config: Config) -> dict[str, dict[str, int]]:
     """Per message kind and direction: object bytes of each record and of the whole content.
@@ -95,9 +88,9 @@ def message_breakdown(config: Config) -> dict[str, dict[str, int]]:
     for method, task in tasks.items():
         for direction, content in (("down", encode_task(method, task)),
                                    ("up", encode_reply(method, cid, results[method]))):
-            parts = {key: _object_bytes(record) for key, record in content.items()}
+            parts = {key: content_bytes(record) for key, record in content.items()}
             parts["(record dict)"] = len(content.deflate())
-            parts["total"] = _object_bytes(content)
+            parts["total"] = content_bytes(content)
             breakdown[f"{method} {direction}"] = parts
     return breakdown
 

@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.inflatable.inflatable_object import (
+    InflatableObject,
+    get_all_nested_objects,
+)
 
 from fediot.core.errors import FediotError
 from fediot.core.federated.messages import (
@@ -50,9 +53,10 @@ class RecordError(FediotError):
     """A Flower message lacks a record or holds the wrong kind of value."""
 
 
-def content_bytes(content: RecordDict) -> int:
-    """The size of a message's content as Flower sends it: the summed length of every
-    serialised (deflated) object it is made of — records, arrays and the record dict."""
+def content_bytes(content: InflatableObject) -> int:
+    """The size of a message's content (or of one of its records) as Flower sends it: the
+    summed length of every serialised (deflated) object it is made of — records, arrays and
+    the record dict."""
     return sum(len(obj.deflate()) for obj in get_all_nested_objects(content).values())
 
 
