@@ -27,6 +27,7 @@ faces (``fediot runs``, reports, dashboard, serving).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -401,6 +402,37 @@ class RunView:
         return AutoencoderDetector.from_components(
             FeatureScaler.from_stats(model.scaler), model.weights, threshold,
             seed=config.common_args.random_seed, window=config.detection_args.window)
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float if it is a finite int or float (not a bool), else ``None``: what a
+    face may plot from a run file written by any engine or version."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def system_figures(rounds: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Device → each numeric figure of its ``system`` dicts in ``metrics.jsonl`` rounds (keys
+    as the engines wrote them: wall_seconds, peak_rss_bytes, bytes_down, …) → its ``last``
+    value, ``total`` over the rounds and ``max``; devices and keys in order of appearance."""
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    for record in rounds:
+        system = record.get("system")
+        if not isinstance(system, Mapping):
+            continue
+        for device, values in system.items():
+            if not isinstance(values, Mapping):
+                continue
+            mine = figures.setdefault(device, {})
+            for key, raw in values.items():
+                value = finite_number(raw)
+                if value is None:
+                    continue
+                figure = mine.setdefault(str(key), {"last": value, "total": 0.0, "max": value})
+                figure.update(last=value, total=figure["total"] + value,
+                              max=max(figure["max"], value))
+    return figures
 
 
 def list_runs(runs_dir: Path) -> list[RunView]:

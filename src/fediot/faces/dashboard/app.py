@@ -39,7 +39,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fediot.core.catalog import client_label
 from fediot.core.errors import FediotError
 from fediot.engines.addresses import is_loopback
-from fediot.engines.run_folder import RunView, list_runs
+from fediot.engines.run_folder import RunView, finite_number, list_runs, system_figures
 from fediot.faces.dashboard.page import CONTENT_SECURITY_POLICY, PAGE_HTML
 
 LOG_LIMIT = 200
@@ -72,12 +72,6 @@ def _host_name(host_header: str) -> str:
     if host_header.startswith("["):
         return host_header[1:].partition("]")[0]
     return host_header.rpartition(":")[0] if host_header.count(":") == 1 else host_header
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _parse_time(text: Any) -> datetime | None:
@@ -124,25 +118,6 @@ def device_state(info: dict[str, Any], run_state: str, current_round: int,
     return "idle"
 
 
-def system_summary(rounds: list[dict[str, Any]], device: str) -> dict[str, dict[str, float]]:
-    """Each numeric system figure a device reported: its ``last`` value, ``total`` over the
-    rounds and ``max`` (keys as the engines wrote them: wall_seconds, peak_rss_bytes, …)."""
-    figures: dict[str, dict[str, float]] = {}
-    for record in rounds:
-        system = record.get("system") or {}
-        values = system.get(device) if isinstance(system, dict) else None
-        if not isinstance(values, dict):
-            continue
-        for key, raw in values.items():
-            value = _number(raw)
-            if value is None:
-                continue
-            figure = figures.setdefault(str(key), {"last": value, "total": 0.0, "max": value})
-            figure.update(last=value, total=figure["total"] + value,
-                          max=max(figure["max"], value))
-    return figures
-
-
 def _dig(node: Any, path: tuple[str, ...]) -> Any:
     for key in path:
         node = node.get(key) if isinstance(node, dict) else None
@@ -157,7 +132,7 @@ def evaluation_series(rounds: list[dict[str, Any]]) -> dict[str, list[list[float
         if not isinstance(evaluation, dict):
             continue
         for path, name in EVALUATION_SERIES.items():
-            value = _number(_dig(evaluation, path))
+            value = finite_number(_dig(evaluation, path))
             if value is not None:
                 series.setdefault(name, []).append([float(record["round"]), value])
     return series
@@ -165,9 +140,9 @@ def evaluation_series(rounds: list[dict[str, Any]]) -> dict[str, list[list[float
 
 def _round_row(record: dict[str, Any]) -> dict[str, Any]:
     return {
-        "round": record.get("round"), "train_loss": _number(record.get("train_loss")),
-        "seconds": _number(record.get("seconds")),
-        "learning_rate": _number(record.get("learning_rate")),
+        "round": record.get("round"), "train_loss": finite_number(record.get("train_loss")),
+        "seconds": finite_number(record.get("seconds")),
+        "learning_rate": finite_number(record.get("learning_rate")),
         "clients": len(record.get("clients") or []),
         "answered": len(record.get("answered") or []),
         "num_examples": record.get("num_examples"),
@@ -186,12 +161,12 @@ def _final_results(results: dict[str, Any] | None) -> dict[str, Any] | None:
     if not results:
         return None
     pooled = (results.get("evaluation") or {}).get("pooled") or {}
-    metrics = {name: _number(value) for name, value in
+    metrics = {name: finite_number(value) for name, value in
                ((name, _dig(pooled, path)) for path, name in EVALUATION_SERIES.items())}
     thresholds = results.get("thresholds") or {}
     return {"finished_at": results.get("finished_at"), "pooled": metrics,
             "threshold_mode": thresholds.get("mode"),
-            "global_threshold": _number(thresholds.get("global"))}
+            "global_threshold": finite_number(thresholds.get("global"))}
 
 
 def run_state(view: RunView, after: int = 0, now: datetime | None = None) -> dict[str, Any]:
@@ -206,6 +181,7 @@ def run_state(view: RunView, after: int = 0, now: datetime | None = None) -> dic
         for device in record.get("clients") or []:
             listed.setdefault(device, {"state": "idle", "last_seen": None, "last_round": None})
     devices = []
+    system = system_figures(rounds)
     for device, info in listed.items():
         info = info if isinstance(info, dict) else {}
         seen_ago = _seconds_since(info.get("last_seen"), now)
@@ -215,7 +191,7 @@ def run_state(view: RunView, after: int = 0, now: datetime | None = None) -> dic
             "reported_state": info.get("state"), "last_seen": info.get("last_seen"),
             "seen_seconds_ago": seen_ago, "last_round": info.get("last_round"),
             "rounds_answered": sum(device in (r.get("answered") or []) for r in rounds),
-            "system": system_summary(rounds, device),
+            "system": system.get(device, {}),
         })
     lines = view.logs()
     reset = after > len(lines)  # the log was rewritten: start over

@@ -12,7 +12,6 @@ allow, under a banner saying the report is partial.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from fediot.core.federated.devices import client_ids
 from fediot.core.io import atomic_path
 from fediot.core.metrics import roc_curve_from_histograms
 from fediot.core.model import ErrorStats, error_bin_edges
-from fediot.engines.run_folder import RunView
+from fediot.engines.run_folder import RunView, finite_number, system_figures
 from fediot.faces.report.svg import (
     PALETTE,
     BarSeries,
@@ -152,15 +151,9 @@ class RunData:
         return (self.results or {}).get("thresholds") or {}
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _metric(metrics: Mapping[str, Any], kind: str, key: str) -> float | None:
     part = metrics.get(kind)
-    return _number(part.get(key)) if isinstance(part, Mapping) else None
+    return finite_number(part.get(key)) if isinstance(part, Mapping) else None
 
 
 def _pct(value: float | None) -> str:
@@ -245,7 +238,7 @@ def _header(data: RunData) -> str:
             f"score histograms appear when the run finishes.</p>")
     else:
         pooled = data.pooled_metrics()
-        auc = _number(pooled.get("roc_auc"))
+        auc = finite_number(pooled.get("roc_auc"))
         rows = [["per row", *(_pct(_metric(pooled, "rows", k)) for k in ("f1", "recall", "fpr")),
                  esc(_auc_text(auc))],
                 [f"window vote ({d.window} rows)",
@@ -264,7 +257,7 @@ def _training(data: RunData) -> str:
     total = int(data.config.train_args.comm_round)
     parts: list[str] = []
     loss = [(float(r["round"]), v) for r in rounds
-            if (v := _number(r.get("train_loss"))) is not None]
+            if (v := finite_number(r.get("train_loss"))) is not None]
     parts.append(_figure(line_chart(
         [Series("train_loss", loss, "mean training loss (weighted by rows)")],
         title="Training loss per round", x_label="round", y_label="loss (MSE)",
@@ -301,7 +294,7 @@ def _round_metrics(data: RunData) -> str:
         sources.append((float(final_round), data.pooled_metrics()))
     for name, _, kind, key in keys:
         for x, metrics in sources:
-            value = _number(metrics.get(key)) if not kind else _metric(metrics, kind, key)
+            value = finite_number(metrics.get(key)) if not kind else _metric(metrics, kind, key)
             if value is not None:
                 points.setdefault(name, []).append((x, value))
     series = [Series(name, points.get(name, []), label) for name, label, _, _ in keys]
@@ -322,12 +315,12 @@ def _round_thresholds(rounds: Sequence[Mapping[str, Any]]) -> dict[str, list[tup
         evaluation, x = record["evaluation"], float(record["round"])
         thresholds = evaluation.get("thresholds")
         if isinstance(thresholds, Mapping):
-            if (value := _number(thresholds.get("global"))) is not None:
+            if (value := finite_number(thresholds.get("global"))) is not None:
                 found.setdefault("global", []).append((x, value))
             for device, raw in (thresholds.get("per_device") or {}).items():
-                if (value := _number(raw)) is not None:
+                if (value := finite_number(raw)) is not None:
                     found.setdefault(device, []).append((x, value))
-        elif (value := _number(evaluation.get("threshold"))) is not None:
+        elif (value := finite_number(evaluation.get("threshold"))) is not None:
             found.setdefault("global", []).append((x, value))
     return found
 
@@ -338,7 +331,7 @@ def _thresholds(data: RunData) -> str:
     per_round = _round_thresholds(data.rounds)
     final = data.thresholds()
     per_device = {k: v for k, raw in (final.get("per_device") or {}).items()
-                  if (v := _number(raw)) is not None}
+                  if (v := finite_number(raw)) is not None}
     references: list[Reference] = []
     if per_device and len(set(per_device.values())) == 1:
         value = next(iter(per_device.values()))
@@ -390,12 +383,12 @@ def _devices_section(data: RunData) -> str:
         rows_part = metrics.get("rows") or {}
         benign = int(rows_part.get("tn", 0)) + int(rows_part.get("fp", 0))
         attack = int(rows_part.get("tp", 0)) + int(rows_part.get("fn", 0))
-        threshold = _number(metrics.get("threshold"))
+        threshold = finite_number(metrics.get("threshold"))
         rows.append([
             esc(client_label(device)) if device else "<strong>all devices</strong>",
             *(_pct(_metric(metrics, "rows", k)) for k in ("recall", "fpr", "f1")),
             *(_pct(_metric(metrics, "window_vote", k)) for k in ("recall", "fpr", "f1")),
-            esc(_auc_text(_number(metrics.get("roc_auc")))),
+            esc(_auc_text(finite_number(metrics.get("roc_auc")))),
             "—" if threshold is None else esc(format_number(threshold)),
             f"{benign:,} / {attack:,}",
         ])
@@ -429,12 +422,12 @@ def _roc_section(data: RunData) -> str:
     series, rows = [], []
     curves: list[tuple[str, str, RocCurve | None, float | None]] = [
         (d, client_label(d), roc_curve(*stats[d]),
-         _number(data.device_metrics(d).get("roc_auc"))) for d in stats]
+         finite_number(data.device_metrics(d).get("roc_auc"))) for d in stats]
     if stats:
         benign = ErrorStats.pool(b for b, _ in stats.values())
         attack = ErrorStats.pool(a for _, a in stats.values())
         curves.append((POOLED, "all devices", roc_curve(benign, attack),
-                       _number(data.pooled_metrics().get("roc_auc"))))
+                       finite_number(data.pooled_metrics().get("roc_auc"))))
     for name, label, curve, reported in curves:
         rows.append([esc(label) if name != POOLED else "<strong>all devices</strong>",
                      esc(_auc_text(curve.auc if curve else None)), esc(_auc_text(reported))])
@@ -464,7 +457,7 @@ def _histograms_section(data: RunData) -> str:
     edges = error_bin_edges().tolist()
     figures = []
     for device, (benign, attack) in stats.items():
-        threshold = _number(thresholds.get(device)) or _number(
+        threshold = finite_number(thresholds.get(device)) or finite_number(
             data.device_metrics(device).get("threshold"))
         markers = [] if threshold is None else [
             Reference("threshold", threshold, f"threshold {format_number(threshold)}",
@@ -517,21 +510,9 @@ def _binary_unit(largest: float) -> tuple[str, float]:
 def system_totals(rounds: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     """Device → numeric system key → its peak (keys with ``peak``/``max``) or its total over
     the rounds (every other key), from ``metrics.jsonl`` ``system`` dicts."""
-    totals: dict[str, dict[str, float]] = {}
-    for record in rounds:
-        for device, figures in (record.get("system") or {}).items():
-            if not isinstance(figures, Mapping):
-                continue
-            mine = totals.setdefault(device, {})
-            for key, raw in figures.items():
-                value = _number(raw)
-                if value is None:
-                    continue
-                if _system_is_peak(key):
-                    mine[key] = max(mine.get(key, value), value)
-                else:
-                    mine[key] = mine.get(key, 0.0) + value
-    return totals
+    return {device: {key: figure["max"] if _system_is_peak(key) else figure["total"]
+                     for key, figure in keys.items()}
+            for device, keys in system_figures(rounds).items()}
 
 
 def _system_section(data: RunData) -> str:
@@ -595,7 +576,7 @@ def _comparison_section(data: RunData) -> str:
             metrics = ((summary.get("devices") or {}).get(device) if device else
                        summary.get("pooled")) or {}
             cells += [_pct(_metric(metrics, "window_vote", k)) for k in ("f1", "recall", "fpr")]
-            cells.append(esc(_auc_text(_number(metrics.get("roc_auc")))))
+            cells.append(esc(_auc_text(finite_number(metrics.get("roc_auc")))))
         rows.append(cells)
     table = _table(headers, rows, name="comparison", row_keys=[*devices, POOLED],
                    caption="Identical splits and evaluation; ·w: with the window vote.")
@@ -705,4 +686,4 @@ def report_summary(view: RunView) -> str:
             f"{_pct(_metric(pooled, 'window_vote', 'f1'))}, TPR "
             f"{_pct(_metric(pooled, 'window_vote', 'recall'))}, FPR "
             f"{_pct(_metric(pooled, 'window_vote', 'fpr'))}; ROC AUC "
-            f"{_auc_text(_number(pooled.get('roc_auc')))}")
+            f"{_auc_text(finite_number(pooled.get('roc_auc')))}")
