@@ -87,12 +87,13 @@ def test_hand_worked_sequence_at_lambda_1() -> None:
     assert x[2, col("HH_jit_L1_weight")] == pytest.approx(jit_w)
     assert x[2, col("HH_jit_L1_mean")] == pytest.approx(jit_mean)
 
-    # packet 4, B → A: the first non-zero residual product
+    # packet 4, B → A: the first non-zero residual product; A → B's residual from packet 3
+    # has aged half a second, like the sums (the reference convention)
     w_ba = 0.5 + 1
     mean_ba = (200 * 0.5 + 100) / w_ba
     var_ba = (200**2 * 0.5 + 100**2) / w_ba - mean_ba**2
     w3 = ((1 * half + 1) * half + 1) * half + 1  # pair updated at 0, 0.5, 1.0, 1.5
-    cov = (100 - mean_ba) * (300 - mean) / w3
+    cov = (100 - mean_ba) * (300 - mean) * half / w3
     assert x[3, col("HH_L1_mean")] == pytest.approx(mean_ba)
     assert x[3, col("HH_L1_covariance")] == pytest.approx(cov)
     assert x[3, col("HH_L1_pcc")] == pytest.approx(cov / (math.sqrt(var_ba) * math.sqrt(var)))

@@ -6,7 +6,12 @@ Conventions reproduced (checked against real N-BaIoT rows, ``shared/data/nbaiot/
 - 1-D streams (``MI_dir``, ``H``, ``HH_jit``) report weight, mean and *variance*;
   2-D streams (``HH``, ``HpHp``) report weight, mean and *standard deviation* of the packet's
   own direction, magnitude = sqrt(mean_i² + mean_j²), radius = sqrt(var_i² + var_j²),
-  covariance (Kitsune's damped residual-product approximation) and pcc over the two directions;
+  covariance (Kitsune's damped residual-product approximation) and pcc over the two directions,
+  in the reference convention: before a packet's residual is multiplied by the other
+  direction's last residual, that residual is decayed by 2^(−λ·Δt) like the sums it enters
+  (upstream Kitsune decays the packet's own, soon overwritten, residual instead, so a stale
+  residual counts in full and |pcc| reaches ~2,400 on real traffic; here |pcc| stays ≤ 1, as in
+  every real N-BaIoT row);
 - ``HH`` statistics are per directed channel (src IP → dst IP), not per source host;
 - the first jitter of a new channel is the packet's absolute epoch time (option
   ``first_jitter``), which then decays away over about an hour at λ = 0.01;

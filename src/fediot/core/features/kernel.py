@@ -141,7 +141,7 @@ def _update_2d(out: FloatArray, row: int, col: int,
             f = math.pow(base[0], -lambdas[k] * dp)
             cf3[p, k] *= f
             w3[p, k] *= f
-            res[p, side, k] *= f
+            res[p, 1 - side, k] *= f  # the other direction's residual ages (reference.py)
         mean_s = cf1[s, k] / w[s, k]
         var_s = abs(cf2[s, k] / w[s, k] - mean_s * mean_s)
         # a reverse direction never seen has only its 1e-20 start weight, which decays to 0

@@ -109,7 +109,10 @@ class IncStatCov:
             factor = math.pow(2.0, -stream.lam * dt)
             self.cf3 *= factor
             self.w3 *= factor
-            self.last_residual[side] *= factor
+            # the reference convention: the other direction's residual ages with the sums it
+            # is multiplied into (upstream Kitsune decays this side's, which is overwritten
+            # below anyway, so a residual from hours ago counted in full: |pcc| up to ~2,400)
+            self.last_residual[1 - side] *= factor
             self.last_time = t
         residual = v - stream.mean()
         self.cf3 += residual * self.last_residual[1 - side]

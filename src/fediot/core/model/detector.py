@@ -17,14 +17,17 @@ import numpy as np
 import numpy.typing as npt
 
 from fediot.core.catalog import N_FEATURES
+from fediot.core.features.warmup import WarmupRule
 from fediot.core.metrics.window import window_vote
 from fediot.core.model.autoencoder import (
     HIDDEN_RATIOS,
     Autoencoder,
     build_autoencoder,
+    get_weights,
     hidden_sizes,
     set_weights,
 )
+from fediot.core.model.selection import DEFAULT_MIN_DELTA, DEFAULT_PATIENCE, PlateauStop
 from fediot.core.model.threshold import ErrorStats, threshold_mean_std, threshold_quantile
 from fediot.core.model.training import (
     DEFAULT_BATCH_SIZE,
@@ -70,7 +73,7 @@ class AutoencoderDetector:
     hidden_ratios
         Encoder widths as fractions of the input width (default ``(0.75, 0.5, 0.33, 0.25)``).
     epochs
-        Training passes over the benign rows (default 20).
+        Training passes over the benign rows (default 20); with early stopping, the most.
     batch_size
         Rows per optimizer step (default 128).
     learning_rate
@@ -90,6 +93,18 @@ class AutoencoderDetector:
         Smallest per-column standard deviation of the scaler (default 0.01).
     seed
         Seeds the initial weights and the shuffling (default 0).
+    warmup
+        :class:`~fediot.core.features.warmup.WarmupRule` whose no-history rows are dropped from
+        ``X_train`` and ``X_opt`` before fitting (default ``WarmupRule()``); ``None`` keeps
+        every row.
+    early_stopping
+        With ``X_opt`` given: after each epoch, the mean error on ``X_opt`` is the validation
+        loss; training stops after ``patience`` epochs without a ``min_delta`` relative
+        improvement and the best epoch's weights are kept (default True). False trains every
+        epoch and keeps the last weights.
+    patience, min_delta
+        The plateau rule (:class:`~fediot.core.model.selection.PlateauStop`; defaults 5 and
+        0.01).
 
     Attributes (learned)
     --------------------
@@ -100,6 +115,12 @@ class AutoencoderDetector:
         :meth:`from_components`).
     train_report_
         :class:`TrainReport` of the training (``None`` after :meth:`from_components`).
+    warmup_dropped_
+        ``(train, opt)`` rows the warm-up rule dropped (``(0, 0)`` after
+        :meth:`from_components`).
+    best_epoch_, validation_losses_
+        The epoch whose weights were kept and the validation loss of every epoch run (``None``
+        and ``()`` without early stopping).
     """
 
     n_features_in_: int
@@ -108,6 +129,9 @@ class AutoencoderDetector:
     threshold_: float
     opt_stats_: ErrorStats | None
     train_report_: TrainReport | None
+    warmup_dropped_: tuple[int, int]
+    best_epoch_: int | None
+    validation_losses_: tuple[float, ...]
 
     def __init__(
         self,
@@ -123,6 +147,10 @@ class AutoencoderDetector:
         window: int = 1,
         std_floor: float = DEFAULT_STD_FLOOR,
         seed: int = 0,
+        warmup: WarmupRule | None = WarmupRule(),  # noqa: B008 (frozen, so sharing is safe)
+        early_stopping: bool = True,
+        patience: int = DEFAULT_PATIENCE,
+        min_delta: float = DEFAULT_MIN_DELTA,
     ) -> None:
         self.hidden_ratios = tuple(hidden_ratios)
         hidden_sizes(N_FEATURES, self.hidden_ratios)  # rejects empty or out-of-range ratios
@@ -142,6 +170,15 @@ class AutoencoderDetector:
         self.window = _check_int(window, "window", low=1)
         self.std_floor = _check_number(std_floor, "std_floor", low=0, low_open=True)
         self.seed = _check_int(seed, "seed", low=0)
+        if warmup is not None and not isinstance(warmup, WarmupRule):
+            raise ModelInputError(f"warmup must be a WarmupRule or None; got {warmup!r}")
+        self.warmup = warmup
+        if not isinstance(early_stopping, bool):
+            raise ModelInputError(f"early_stopping must be True or False; got {early_stopping!r}")
+        self.early_stopping = early_stopping
+        PlateauStop(patience, min_delta)  # rejects bad values here, at the door
+        self.patience = patience
+        self.min_delta = min_delta
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters (JSON-friendly)."""
@@ -157,6 +194,12 @@ class AutoencoderDetector:
             "window": self.window,
             "std_floor": self.std_floor,
             "seed": self.seed,
+            "warmup": None if self.warmup is None else {
+                "min_history": self.warmup.min_history,
+                "settle_seconds": self.warmup.settle_seconds},
+            "early_stopping": self.early_stopping,
+            "patience": self.patience,
+            "min_delta": self.min_delta,
         }
 
     def __repr__(self) -> str:
@@ -173,17 +216,42 @@ class AutoencoderDetector:
     ) -> AutoencoderDetector:
         """Fit the scaler and train the autoencoder on benign ``X_train`` (raw features), then
         set ``threshold_`` from the errors on benign ``X_opt`` (``X_train`` itself if omitted).
+
+        Warm-up rows (see ``warmup``) are dropped from both first; with ``early_stopping``
+        the errors on ``X_opt`` also choose the training length.
         """
         train = check_features(X_train, name="X_train")
-        if len(train) < 2:
-            raise ModelInputError(f"X_train needs at least 2 rows; got {len(train)}")
         opt = None
         if X_opt is not None:
             opt = check_features(X_opt, train.shape[1], name="X_opt")
             if len(opt) == 0:
                 raise ModelInputError("X_opt has no rows")
+        dropped = (0, 0)
+        if self.warmup is not None and train.shape[1] == N_FEATURES:
+            train, train_dropped = self.warmup.steady(train)
+            opt_dropped = 0
+            if opt is not None:
+                opt, opt_dropped = self.warmup.steady(opt)
+                if len(opt) == 0:
+                    raise ModelInputError("X_opt has only warm-up rows (no source history)")
+            dropped = (train_dropped, opt_dropped)
+        if len(train) < 2:
+            raise ModelInputError(f"X_train needs at least 2 rows (after dropping warm-up rows); "
+                                  f"got {len(train)}")
         scaler = FeatureScaler.fit(train, self.std_floor)
         model = build_autoencoder(train.shape[1], self.seed, self.hidden_ratios)
+        scaled_opt = None if opt is None else scaler.transform(opt)
+        tracker = best = None
+        if scaled_opt is not None and self.early_stopping:
+            tracker = PlateauStop(self.patience, self.min_delta)
+
+            def epoch_end(epoch: int) -> bool:
+                nonlocal best
+                assert tracker is not None and scaled_opt is not None
+                if tracker.update(epoch, float(reconstruction_errors(model, scaled_opt).mean())):
+                    best = get_weights(model)
+                return tracker.should_stop
+
         report = train_local(
             model,
             scaler.transform(train),
@@ -193,8 +261,12 @@ class AutoencoderDetector:
             optimizer=self.optimizer,
             weight_decay=self.weight_decay,
             seed=self.seed,
+            epoch_end=None if tracker is None else epoch_end,
         )
-        errors = reconstruction_errors(model, scaler.transform(train if opt is None else opt))
+        if best is not None:
+            set_weights(model, best)
+        errors = reconstruction_errors(model, scaler.transform(train) if scaled_opt is None
+                                       else scaled_opt)
         stats = ErrorStats.from_errors(errors)
         self.n_features_in_ = train.shape[1]
         self.scaler_ = scaler
@@ -202,6 +274,10 @@ class AutoencoderDetector:
         self.train_report_ = report
         self.opt_stats_ = stats
         self.threshold_ = self._threshold_from(stats)
+        self.warmup_dropped_ = dropped
+        self.best_epoch_ = None if tracker is None else tracker.best_step_
+        self.validation_losses_ = (() if tracker is None
+                                   else tuple(loss for _, loss in tracker.history_))
         return self
 
     @classmethod
@@ -227,6 +303,9 @@ class AutoencoderDetector:
         detector.threshold_ = _check_number(threshold, "threshold", low=0)
         detector.opt_stats_ = None
         detector.train_report_ = None
+        detector.warmup_dropped_ = (0, 0)
+        detector.best_epoch_ = None
+        detector.validation_losses_ = ()
         return detector
 
     def _check_fitted(self) -> None:

@@ -233,6 +233,7 @@ def train_local(
     global_weights: Sequence[npt.ArrayLike] | None = None,
     seed: int = 0,
     shuffle: bool = True,
+    epoch_end: Callable[[int], bool] | None = None,
 ) -> TrainReport:
     """Train ``model`` in place to reconstruct the rows of ``X`` (MSE).
 
@@ -258,6 +259,9 @@ def train_local(
         Seeds the shuffling generator; the model's initial weights are the caller's business.
     shuffle
         Draw a fresh row permutation every epoch (default); ``False`` keeps the row order.
+    epoch_end
+        Called after each epoch with its 1-based number; returning True ends training there
+        (early stopping). The report then counts the epochs actually run.
     """
     device = _check_model(model)
     data = check_features(X, model.n_features, dtype=np.float32)
@@ -291,7 +295,7 @@ def train_local(
     epoch_losses: list[float] = []
     steps = 0
     start = time.perf_counter()
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         epoch_rows = (rows[torch.randperm(n_rows, generator=generator).to(device)]
                       if shuffle else rows)
         weighted_loss = 0.0
@@ -303,15 +307,18 @@ def train_local(
             weighted_loss += loss * len(batch)
             steps += 1
         epoch_losses.append(weighted_loss / n_rows)
+        if epoch_end is not None and epoch_end(epoch):
+            break
     seconds = time.perf_counter() - start
     return TrainReport(
         num_examples=n_rows,
-        epochs=epochs,
+        epochs=len(epoch_losses),
         steps=steps,
         mean_loss=epoch_losses[-1],
         epoch_losses=tuple(epoch_losses),
         seconds=seconds,
-        samples_per_second=n_rows * epochs / seconds if seconds > 0 else float("inf"),
+        samples_per_second=(n_rows * len(epoch_losses) / seconds if seconds > 0
+                            else float("inf")),
     )
 
 

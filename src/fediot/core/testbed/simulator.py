@@ -30,7 +30,7 @@ from fediot.core.testbed.devices import PROFILES, DeviceProfile
 from fediot.core.testbed.frames import Behaviour, Frames, Window
 from fediot.core.testbed.network import format_ips
 
-GENERATOR_VERSION: Final[str] = "1"
+GENERATOR_VERSION: Final[str] = "2"
 """Bumped whenever a change alters generated packets (it is part of the cache key)."""
 
 WINDOW_PACKETS: Final[float] = 4000.0
