@@ -25,6 +25,13 @@ def nbaiot_dir() -> Path:
 
 
 @pytest.fixture
+def nbaiot_more_dir() -> Path:
+    """``shared/data/nbaiot_more``: the real Danmini's first 3,050 benign rows in time order
+    and the complete real Ennio Gafgyt TCP/UDP floods (zipped)."""
+    return _shared_path("data/nbaiot_more")
+
+
+@pytest.fixture
 def real_pcap() -> Path:
     """``shared/data/pcap/kitsune_mirai_first2000.pcap``: 2,000 real IoT-camera packets."""
     return _shared_path("data/pcap/kitsune_mirai_first2000.pcap")
@@ -32,4 +39,4 @@ def real_pcap() -> Path:
 
 from browser import browser_page, chromium  # noqa: E402  (page-test fixtures for every test)
 
-__all__ = ["browser_page", "chromium", "nbaiot_dir", "real_pcap"]
+__all__ = ["browser_page", "chromium", "nbaiot_dir", "nbaiot_more_dir", "real_pcap"]

@@ -23,7 +23,7 @@ from fediot.core.detection import (
     resolve_device,
 )
 from fediot.core.errors import FediotError
-from fediot.core.features.extractor import extract_features
+from fediot.core.features.extractor import FeatureExtractor, extract_features
 from fediot.core.features.packets import (
     IP_PROTO_TCP,
     KIND_ARP,
@@ -36,6 +36,7 @@ from fediot.core.features.packets import (
     mac_to_int,
 )
 from fediot.core.features.pcap import read_capture
+from fediot.core.features.warmup import WarmupRule
 from fediot.core.metrics.window import window_vote
 from fediot.core.model import AutoencoderDetector
 
@@ -95,7 +96,7 @@ def test_scores_and_votes_match_the_batch_pieces(
     capture: PacketTable, features: np.ndarray, detector: AutoencoderDetector
 ) -> None:
     window = 7
-    verdicts = StreamingDetector(lambda device: detector, window).process(capture)
+    verdicts = StreamingDetector(lambda device: detector, window, warmup=None).process(capture)
     scores = np.array([v.score for v in verdicts])
     np.testing.assert_array_equal(scores, detector.score_samples(features))
     flags = scores > detector.threshold_
@@ -116,8 +117,8 @@ def test_scores_and_votes_match_the_batch_pieces(
 def test_any_split_gives_the_same_verdicts(
     capture: PacketTable, detector: AutoencoderDetector, size: int
 ) -> None:
-    whole = StreamingDetector(lambda device: detector, 9).process(capture)
-    parts = run_in_parts(StreamingDetector(lambda device: detector, 9), capture, size)
+    whole = StreamingDetector(lambda device: detector, 9, warmup=None).process(capture)
+    parts = run_in_parts(StreamingDetector(lambda device: detector, 9, warmup=None), capture, size)
     key = [(v.anomalous, v.attack, v.votes, v.voters) for v in whole]
     assert [(v.anomalous, v.attack, v.votes, v.voters) for v in parts] == key
     # a model called on one row takes another BLAS path: equal to float32 rounding
@@ -128,8 +129,8 @@ def test_one_packet_at_a_time_equals_batches(
     capture: PacketTable, detector: AutoencoderDetector
 ) -> None:
     first = capture.take(slice(0, 600))
-    batch = StreamingDetector(lambda device: detector, 5).process(first)
-    live = StreamingDetector(lambda device: detector, 5)
+    batch = StreamingDetector(lambda device: detector, 5, warmup=None).process(first)
+    live = StreamingDetector(lambda device: detector, 5, warmup=None)
     singles = [live.update(packet) for packet in first.rows()]
     np.testing.assert_allclose([v.score for v in singles], [v.score for v in batch], rtol=1e-6)
     flips = sum(a.anomalous != b.anomalous for a, b in zip(singles, batch, strict=True))
@@ -143,7 +144,8 @@ def test_votes_are_per_device(capture: PacketTable, detector: AutoencoderDetecto
     mapping = DeviceMap({CAMERA_MAC: "Danmini_Doorbell", "52.24.43.67": "Ecobee_Thermostat"})
     thresholds = {"Danmini_Doorbell": detector.threshold_ * 1.1}
     window = 5
-    streaming = StreamingDetector(by_device(detector, thresholds), window, mapping)
+    streaming = StreamingDetector(by_device(detector, thresholds), window, mapping,
+                                  warmup=None)
     verdicts = run_in_parts(streaming, capture, 250)
     devices = {v.device for v in verdicts}
     assert "Danmini_Doorbell" in devices
@@ -162,8 +164,9 @@ def test_votes_are_per_device(capture: PacketTable, detector: AutoencoderDetecto
 def test_alerts_only_keeps_just_the_attacks(
     capture: PacketTable, detector: AutoencoderDetector
 ) -> None:
-    every = StreamingDetector(lambda device: detector, 3).process(capture)
-    alerts = StreamingDetector(lambda device: detector, 3).process(capture, alerts_only=True)
+    every = StreamingDetector(lambda device: detector, 3, warmup=None).process(capture)
+    alerts = StreamingDetector(lambda device: detector, 3, warmup=None).process(
+        capture, alerts_only=True)
     assert alerts == [v for v in every if v.attack]
     assert alerts
 
@@ -276,3 +279,31 @@ def test_eve_records() -> None:
                        run_id="r", model_version=None)
     assert not {"src_ip", "dest_ip", "src_port", "dest_port", "proto"} & other.keys()
     assert other["ether"]["src_mac"] == CAMERA_MAC
+
+
+def test_alerts_wait_while_the_extractor_settles(
+    capture: PacketTable, detector: AutoencoderDetector
+) -> None:
+    """A fresh extractor knows no source for its first ``settle_seconds``: every packet is
+    scored and voted on, but no alert is raised then; one with history settles nothing."""
+    window = 7
+    plain = StreamingDetector(lambda device: detector, window, warmup=None).process(capture)
+    rule = WarmupRule(settle_seconds=20.0)
+    parts = run_in_parts(StreamingDetector(lambda device: detector, window, warmup=rule),
+                         capture, 300)
+    settling = capture.timestamp - capture.timestamp[0] < 20.0
+    assert 0 < settling.sum() < len(capture)
+    assert [v.settling for v in parts] == settling.tolist()
+    assert [v.score for v in parts] == [v.score for v in plain]
+    assert [v.votes for v in parts] == [v.votes for v in plain]
+    assert [v.attack for v in parts] == [v.attack and not s for v, s in
+                                         zip(plain, settling.tolist(), strict=True)]
+    assert any(v.attack for v, s in zip(plain, settling.tolist(), strict=True) if s)
+    assert eve_record(parts[0], run_id="r", model_version=None)["fediot"]["settling"] is True
+    assert "settling" not in eve_record(parts[-1], run_id="r", model_version=None)["fediot"]
+
+    warm = FeatureExtractor()
+    warm.process(capture.take(slice(0, 10)))
+    rest = capture.take(slice(10, len(capture)))
+    assert not any(v.settling for v in StreamingDetector(
+        lambda device: detector, window, extractor=warm, warmup=rule).process(rest))

@@ -25,7 +25,7 @@ from fediot.engines.flower.records import (
 def setting() -> tuple[DeviceClient, ModelState]:
     data = synthetic_clients(n_devices=1)[0]
     client = DeviceClient(data)
-    model = ModelState(get_weights(build_autoencoder(115, seed=3)), client.scaler_stats())
+    model = ModelState(get_weights(build_autoencoder(115, seed=3)), client.scaler_stats().stats)
     return client, model
 
 
@@ -46,14 +46,17 @@ def test_tasks_round_trip(setting: tuple[DeviceClient, ModelState]) -> None:
 
 def test_reports_round_trip(setting: tuple[DeviceClient, ModelState]) -> None:
     client, model = setting
-    stats = client.scaler_stats()
-    back = decode_reply("scaler_stats", encode_reply("scaler_stats", client.client_id, stats))
-    assert isinstance(back, ScalerStats)
-    np.testing.assert_array_equal(back.sum, stats.sum)
+    report = client.scaler_stats()
+    back = decode_reply("scaler_stats", encode_reply("scaler_stats", client.client_id, report))
+    assert isinstance(back.stats, ScalerStats)
+    np.testing.assert_array_equal(back.stats.sum, report.stats.sum)
+    assert back.data == report.data and back.data.train == len(client.data.train)
     fit = client.fit(FitTask(model, 1, 0.001, 1, 64))
     fit_back = decode_reply("fit", encode_reply("fit", client.client_id, fit))
     assert fit_back.client_id == client.client_id
     assert fit_back.num_examples == fit.num_examples
+    assert fit_back.validation_rows == len(client.data.opt) > 0
+    assert fit_back.validation_loss == fit.validation_loss > 0
     for a, b in zip(fit_back.weights, fit.weights, strict=True):
         np.testing.assert_array_equal(a, b)
     report = client.evaluate(EvaluateTask(model, 0.5, 3))

@@ -19,6 +19,7 @@ import yaml
 
 from fediot.core.catalog import DEVICES
 from fediot.core.errors import FediotError
+from fediot.core.features.warmup import WarmupRule
 
 
 class ConfigError(FediotError):
@@ -66,6 +67,14 @@ class DataArgs:
         order); 0 keeps all. Default 0.
     virtual_devices_per_device
         Split each device's data into this many virtual devices (consecutive blocks). Default 1.
+    warmup_min_history
+        Training and threshold rows whose source had less than this many packets of history
+        (``MI_dir`` and ``H`` weights at λ = 0.01 below 1 + this) are dropped as warm-up on
+        every device (:mod:`fediot.core.features.warmup`); test rows never are. 0 keeps them.
+        Default 1.0.
+    warmup_settle_seconds
+        ``fediot detect`` holds back alerts for this long after its first packet, while every
+        source is new to its extractor. 0 disables. Default 100 (the slowest decay's half-life).
     """
 
     dataset: str = "testbed"
@@ -75,6 +84,12 @@ class DataArgs:
     split: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
     attack_cap: int = 0
     virtual_devices_per_device: int = 1
+    warmup_min_history: float = 1.0
+    warmup_settle_seconds: float = 100.0
+
+    def warmup_rule(self) -> WarmupRule:
+        """The run's :class:`~fediot.core.features.warmup.WarmupRule`."""
+        return WarmupRule(self.warmup_min_history, self.warmup_settle_seconds)
 
 
 @dataclass(frozen=True)
@@ -166,9 +181,22 @@ class ValidationArgs:
     frequency_of_the_test
         Evaluate the global model every this many rounds (and always after the last).
         0 evaluates only at the end. Default 0.
+    keep_best_round
+        Every device reports the validation loss (mean reconstruction error of its threshold
+        rows, never test rows) of each global model; the run ends with the round whose pooled
+        validation loss was lowest, not necessarily the last. Default true.
+    early_stopping_patience
+        Stop training after this many rounds in a row without a ``early_stopping_min_delta``
+        relative improvement of the validation loss (``comm_round`` is then the most). 0 never
+        stops early. Default 5.
+    early_stopping_min_delta
+        Relative improvement a round must bring to count. Default 0.01.
     """
 
     frequency_of_the_test: int = 0
+    keep_best_round: bool = True
+    early_stopping_patience: int = 5
+    early_stopping_min_delta: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -434,10 +462,14 @@ def _check(config: Config, source: str) -> None:
         "data_args.attack_cap": d.attack_cap,
         "validation_args.frequency_of_the_test": config.validation_args.frequency_of_the_test,
         "detection_args.threshold_k": config.detection_args.threshold_k,
+        "data_args.warmup_min_history": d.warmup_min_history,
+        "data_args.warmup_settle_seconds": d.warmup_settle_seconds,
+        "validation_args.early_stopping_patience":
+            config.validation_args.early_stopping_patience,
     }
     for key, value in non_negative.items():
-        if value < 0:
-            raise fail(key, f"must be ≥ 0, got {value}")
+        if not value >= 0 or value == float("inf"):
+            raise fail(key, f"must be a finite number ≥ 0, got {value}")
     for key, value in {"train_args.lr_min_factor": t.lr_min_factor,
                        "train_args.lr_step_gamma": t.lr_step_gamma,
                        "train_args.server_beta_1": t.server_beta_1,
@@ -446,6 +478,9 @@ def _check(config: Config, source: str) -> None:
                            config.detection_args.threshold_quantile}.items():
         if not 0 < value <= 1:
             raise fail(key, f"must be in (0, 1], got {value}")
+    if not 0 <= config.validation_args.early_stopping_min_delta < 1:
+        raise fail("validation_args.early_stopping_min_delta",
+                   f"must be in [0, 1), got {config.validation_args.early_stopping_min_delta}")
     if any(f <= 0 for f in d.split) or abs(sum(d.split) - 1) > 1e-6:
         raise fail("data_args.split", f"three positive fractions summing to 1, got {d.split}")
     available = len(DEVICES) * d.virtual_devices_per_device

@@ -49,6 +49,7 @@ from fediot.core.features.packets import (
     int_to_mac,
     mac_to_int,
 )
+from fediot.core.features.warmup import WarmupRule
 from fediot.core.metrics.window import window_vote
 
 UNKNOWN_DEVICE = "unknown"
@@ -204,6 +205,10 @@ class Verdict:
         Anomalous packets among the device's last ``voters = min(seen, window)`` packets.
     window
         Packets per vote.
+    settling
+        The packet came while the detector's extractor was still settling (within the warm-up
+        rule's ``settle_seconds`` of its first packet): every source was new to it, so its
+        alert, if any, was held back (``attack`` is then False).
     """
 
     index: int
@@ -216,6 +221,7 @@ class Verdict:
     votes: int
     voters: int
     window: int
+    settling: bool = False
 
 
 class _DeviceVote:
@@ -259,6 +265,10 @@ class StreamingDetector:
         Packet → device name or ``None`` (default: every packet is :data:`UNKNOWN_DEVICE`).
     extractor
         The feature extractor to feed (default: a fresh :class:`FeatureExtractor`).
+    warmup
+        The :class:`~fediot.core.features.warmup.WarmupRule` whose ``settle_seconds`` hold back
+        alerts after the first packet of a fresh extractor (default ``WarmupRule()``: 100 s;
+        ``None``: none). Every packet is still scored and voted on.
 
     Attributes
     ----------
@@ -266,7 +276,9 @@ class StreamingDetector:
         Packets processed so far.
     packets_per_device, anomalous_per_device, alerts_per_device
         :class:`collections.Counter` per device: packets, packets above the threshold,
-        packets the window vote calls an attack.
+        packets the window vote calls an attack (held-back alerts not counted).
+    settling_per_device
+        :class:`collections.Counter` per device of packets seen while settling.
     """
 
     def __init__(
@@ -276,19 +288,25 @@ class StreamingDetector:
         device_of: Callable[[Packet], str | None] | None = None,
         *,
         extractor: FeatureExtractor | None = None,
+        warmup: WarmupRule | None = WarmupRule(),  # noqa: B008 (frozen, so sharing is safe)
     ) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise DetectionError(f"window must be a positive integer; got {window!r}")
+        self.warmup = warmup or WarmupRule.off()
+        self._first_time: float | None = None
         self.window = window
         self._detector_for_device = detector_for_device
         self._device_of = device_of
         self.extractor = extractor or FeatureExtractor()
+        if self.extractor.packets_seen:  # an extractor with history has nothing to settle
+            self._first_time = -np.inf
         self._scorers: dict[str, Scorer] = {}
         self._votes: dict[str, _DeviceVote] = {}
         self.packets_seen = 0
         self.packets_per_device: Counter[str] = Counter()
         self.anomalous_per_device: Counter[str] = Counter()
         self.alerts_per_device: Counter[str] = Counter()
+        self.settling_per_device: Counter[str] = Counter()
 
     def scorer(self, device: str) -> Scorer:
         """The detector ``device``'s packets are scored with (asked for once, then kept)."""
@@ -350,6 +368,11 @@ class StreamingDetector:
                 f"got {features.shape}"
             )
         devices = [self._device(packet) for packet in packets]
+        if n and self._first_time is None:
+            self._first_time = float(packets[0].timestamp)
+        settling = self.warmup.settling(
+            np.fromiter((p.timestamp for p in packets), dtype=np.float64, count=n),
+            self._first_time if self._first_time is not None else 0.0)
         scores = np.empty(n, dtype=np.float64)
         thresholds = np.empty(n, dtype=np.float64)
         anomalous = np.empty(n, dtype=np.bool_)
@@ -365,6 +388,8 @@ class StreamingDetector:
             if vote is None:
                 vote = self._votes[device] = _DeviceVote(self.window)
             attack[rows], votes[rows], voters[rows] = vote.vote(flags)
+            attack[rows] &= ~settling[rows]  # alerts held back while the extractor settles
+            self.settling_per_device[device] += int(settling[rows].sum())
             scores[rows] = device_scores
             thresholds[rows] = threshold
             anomalous[rows] = flags
@@ -377,7 +402,7 @@ class StreamingDetector:
         return [
             Verdict(start + i, packets[i], devices[i], float(scores[i]), float(thresholds[i]),
                     bool(anomalous[i]), bool(attack[i]), int(votes[i]), int(voters[i]),
-                    self.window)
+                    self.window, bool(settling[i]))
             for i in chosen
         ]
 
@@ -462,5 +487,7 @@ def eve_record(
     }
     if suppressed:
         fediot["suppressed"] = suppressed
+    if verdict.settling:
+        fediot["settling"] = True
     record["fediot"] = fediot
     return record

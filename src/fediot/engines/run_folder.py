@@ -39,7 +39,7 @@ import numpy as np
 from fediot.core.config import Config, dump_config, load_config
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import EvaluationSummary, Thresholds
-from fediot.core.federated.messages import LogLine, ModelState
+from fediot.core.federated.messages import DataReport, LogLine, ModelState
 from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
 from fediot.core.io import atomic_path
 from fediot.core.model import AutoencoderDetector, FeatureScaler, ScalerStats
@@ -117,9 +117,13 @@ class RunFolder:
                       scaler_sum=state.model.scaler.sum, scaler_sumsq=state.model.scaler.sumsq)
         for key, value in state.strategy_state.items():
             arrays[f"strategy_{key}"] = np.asarray(value)
+        if state.best is not None:  # the best round so far, kept in full for a resumed run
+            arrays.update({f"best_w{i}": w for i, w in enumerate(state.best[1].weights)})
         meta = {"rounds": [r.to_dict() for r in state.history],
                 "weights": len(state.model.weights),
-                "strategy_keys": sorted(state.strategy_state)}
+                "strategy_keys": sorted(state.strategy_state),
+                "best_round": None if state.best is None else state.best[0],
+                "data": {cid: report.to_dict() for cid, report in state.data.items()}}
         arrays["meta"] = np.frombuffer(json.dumps(meta, default=_jsonable).encode(), np.uint8)
         with atomic_path(self.root / "checkpoint.npz") as tmp, tmp.open("wb") as f:
             np.savez(f, **arrays)
@@ -143,12 +147,17 @@ class RunFolder:
             scaler = ScalerStats(int(data["scaler_n"]), data["scaler_sum"],
                                  data["scaler_sumsq"])
             strategy = {k: data[f"strategy_{k}"] for k in meta["strategy_keys"]}
+            best_round = meta.get("best_round")
+            best = None if best_round is None else (int(best_round), ModelState(
+                [data[f"best_w{i}"] for i in range(meta["weights"])], scaler))
         history = [RoundRecord(
             server_round=r["round"], learning_rate=r["learning_rate"], clients=r["clients"],
             answered=r["answered"], train_loss=r["train_loss"], num_examples=r["num_examples"],
             seconds=r["seconds"], system=r["system"], evaluation=r["evaluation"],
+            validation_loss=r.get("validation_loss"),
         ) for r in meta["rounds"]]
-        return ServerState(ModelState(weights, scaler), strategy, history)
+        reports = {cid: DataReport(**counts) for cid, counts in meta.get("data", {}).items()}
+        return ServerState(ModelState(weights, scaler), strategy, history, best, reports)
 
     def append_logs(self, lines: Sequence[LogLine]) -> None:
         """Append devices' log lines to ``logs.jsonl`` in one write (a reader may see the last
@@ -171,6 +180,9 @@ class RunFolder:
             "thresholds": result.thresholds.to_dict(),
             "evaluation": result.evaluation.to_dict(),
             "rounds": len(result.history),
+            "model_round": result.model_round,
+            "stopped_early": result.stopped_early,
+            "devices_data": {cid: report.to_dict() for cid, report in result.data.items()},
             "threshold_stats": {cid: stats.to_dict()
                                 for cid, stats in result.threshold_stats.items()},
             "error_stats": {r.client_id: {"benign": r.benign_errors.to_dict(),

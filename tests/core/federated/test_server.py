@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
@@ -118,7 +119,7 @@ def test_gpu_request_without_gpu_warns_and_uses_the_cpu() -> None:
     with pytest.warns(RuntimeWarning, match="no CUDA GPU"):
         client = DeviceClient(data, use_gpu=True)
     assert client.device.type == "cpu"
-    assert client.scaler_stats().n == len(data.train)
+    assert client.scaler_stats().stats.n == len(data.train)
 
 
 class _Recorder:
@@ -182,3 +183,82 @@ def test_a_device_refuses_an_unknown_method() -> None:
     client = DeviceClient(synthetic_clients(n_devices=1)[0])
     with pytest.raises(FediotError, match="unknown client method 'train'"):
         client.call("train", None)
+
+
+def test_validation_losses_choose_the_model_and_a_truncated_run_agrees() -> None:
+    """Every round's validation loss (threshold rows only) is recorded; the run ends with the
+    lowest one, which is exactly what a run stopped at that round ends with."""
+    # a constant learning rate too high for this data: later rounds get worse
+    settings = {"train_args.comm_round": 5, "train_args.learning_rate": 0.02,
+                "train_args.lr_schedule": "constant",
+                "validation_args.early_stopping_patience": 0}
+    result = FedDetectServer(config(**settings)).run(SequentialPool(synthetic_clients()))
+    losses = [r.validation_loss for r in result.history]
+    assert all(loss is not None and loss > 0 for loss in losses)
+    best = int(np.argmin(losses)) + 1
+    assert result.model_round == best < 5 and not result.stopped_early
+    shorter = FedDetectServer(config(**{**settings, "train_args.comm_round": best,
+                                        "validation_args.keep_best_round": False})).run(
+        SequentialPool(synthetic_clients()))
+    for x, y in zip(result.model.weights, shorter.model.weights, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert result.thresholds.to_dict() == shorter.thresholds.to_dict()
+    # the last round's loss came from the final threshold step's statistics
+    last = FedDetectServer(config(**{**settings, "validation_args.keep_best_round": False})).run(
+        SequentialPool(synthetic_clients()))
+    assert last.model_round == 5
+    assert last.history[-1].validation_loss == pytest.approx(
+        ErrorStats.pool(last.threshold_stats.values()).mean, rel=1e-12)
+
+
+def test_the_best_round_is_kept_when_later_rounds_get_worse() -> None:
+    """A learning rate far too high makes later rounds worse: the run ends with an earlier
+    round's model, equal to the model that round produced."""
+    states: list[ModelState] = []
+    settings = {"train_args.comm_round": 6, "train_args.learning_rate": 0.05,
+                "train_args.lr_schedule": "constant",
+                "validation_args.early_stopping_patience": 0}
+    result = FedDetectServer(config(**settings)).run(
+        SequentialPool(synthetic_clients()), checkpoint=lambda state: states.append(state.model))
+    losses = [r.validation_loss for r in result.history]
+    assert result.model_round == int(np.argmin(losses)) + 1 < 6
+    kept = states[result.model_round - 1]  # the checkpoint after that round
+    for x, y in zip(result.model.weights, kept.weights, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_training_stops_when_the_validation_loss_plateaus() -> None:
+    settings = {"train_args.comm_round": 8, "validation_args.early_stopping_patience": 1,
+                "validation_args.early_stopping_min_delta": 0.9}
+    result = FedDetectServer(config(**settings)).run(SequentialPool(synthetic_clients()))
+    assert result.stopped_early
+    assert len(result.history) < 8
+    assert result.model_round <= len(result.history)
+
+
+def test_a_resumed_run_keeps_its_best_round_and_ends_identically() -> None:
+    settings = {"train_args.comm_round": 5, "train_args.learning_rate": 0.05,
+                "train_args.lr_schedule": "constant",
+                "validation_args.early_stopping_patience": 3}
+    states = []
+    whole = FedDetectServer(config(**settings)).run(SequentialPool(synthetic_clients()),
+                                                    checkpoint=states.append)
+    resumed = FedDetectServer(config(**settings)).run(SequentialPool(synthetic_clients()),
+                                                      resume=states[2])
+    assert resumed.model_round == whole.model_round
+    assert [r.validation_loss for r in resumed.history] == [
+        r.validation_loss for r in whole.history]
+    for x, y in zip(resumed.model.weights, whole.model.weights, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert resumed.data == whole.data
+
+
+def test_devices_report_their_data_counts_and_warm_up_rows() -> None:
+    clients = synthetic_clients()
+    clients[0] = dataclasses.replace(clients[0], warmup_dropped={"train": 4, "opt": 1})
+    result = FedDetectServer(config()).run(SequentialPool(clients))
+    assert set(result.data) == {c.client_id for c in clients}
+    first = result.data[clients[0].client_id]
+    assert (first.train, first.opt, first.warmup_train, first.warmup_opt) == (
+        len(clients[0].train), len(clients[0].opt), 4, 1)
+    assert result.data[clients[1].client_id].warmup_train == 0

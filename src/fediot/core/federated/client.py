@@ -13,7 +13,8 @@ import threading
 import time
 import warnings
 import zlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from fediot.core.errors import FediotError
 from fediot.core.federated.messages import (
     MAX_LOG_LINES,
     MAX_LOG_MESSAGE_CHARS,
+    DataReport,
     EvaluateTask,
     EvaluationReport,
     FitReport,
@@ -34,6 +36,7 @@ from fediot.core.federated.messages import (
     LogLine,
     ModelState,
     Reply,
+    ScalerReport,
     ScoreTask,
     SystemStats,
 )
@@ -70,6 +73,9 @@ class ClientData:
         Benign rows for training and for the threshold.
     test_benign, test_attacks
         Evaluation rows: benign test block and attack class → rows.
+    warmup_dropped
+        Rows already dropped from ``train`` and ``opt`` as warm-up (no source history):
+        ``{"train": n, "opt": m}``.
     """
 
     client_id: str
@@ -78,6 +84,7 @@ class ClientData:
     opt: FeatureMatrix
     test_benign: FeatureMatrix
     test_attacks: dict[str, FeatureMatrix]
+    warmup_dropped: Mapping[str, int] = field(default_factory=dict)
 
 
 def _seed_for(client_id: str, *parts: int) -> int:
@@ -223,17 +230,24 @@ class DeviceClient:
             result = function() if task is None else function(task)
         return Reply(result, capture.lines())
 
-    def scaler_stats(self) -> ScalerStats:
-        """Counts and sums of the (signed-log) training rows, for the pooled feature scaler."""
+    def scaler_stats(self) -> ScalerReport:
+        """Counts and sums of the (signed-log) training rows, for the pooled feature scaler,
+        with the counts of the device's data (rows used, warm-up rows dropped)."""
         stats = ScalerStats.from_data(self.data.train)
-        log.info("%d training rows for the pooled scaler", stats.n)
-        return stats
+        dropped = self.data.warmup_dropped
+        data = DataReport(train=len(self.data.train), opt=len(self.data.opt),
+                          warmup_train=int(dropped.get("train", 0)),
+                          warmup_opt=int(dropped.get("opt", 0)))
+        log.info("%d training rows for the pooled scaler, %d threshold rows (warm-up rows "
+                 "dropped: %d and %d)", stats.n, data.opt, data.warmup_train, data.warmup_opt)
+        return ScalerReport(stats, data)
 
     def fit(self, task: FitTask) -> FitReport:
         """Train from the global model on the training rows; return the new weights."""
         with _Meter() as meter:
             model = self._load(task.model)
             train = self._transformed("train", task.model.scaler)
+            validation = self._validation_errors(model, task.model.scaler)
             report = train_local(
                 model,
                 train,
@@ -251,14 +265,20 @@ class DeviceClient:
                  "%.2f s", task.server_round, report.num_examples, task.epochs,
                  task.learning_rate, report.mean_loss, meter.stats.wall_seconds)
         return FitReport(self.client_id, weights, report.num_examples, report.mean_loss,
-                         meter.stats)
+                         meter.stats,
+                         validation_loss=validation.mean if validation.n else 0.0,
+                         validation_rows=validation.n)
+
+    def _validation_errors(self, model: Autoencoder, scaler: ScalerStats) -> ErrorStats:
+        """Errors of the threshold rows under ``model`` (the global model just received)."""
+        opt = self._transformed("opt", scaler)
+        return ErrorStats.from_errors(reconstruction_errors(model, opt) if len(opt)
+                                      else np.empty(0))
 
     def threshold_stats(self, task: ScoreTask) -> ErrorStats:
         """Error statistics of the threshold split under the global model."""
         model = self._load(task.model)
-        stats = ErrorStats.from_errors(
-            reconstruction_errors(model, self._transformed("opt", task.model.scaler))
-        )
+        stats = self._validation_errors(model, task.model.scaler)
         if stats.n:
             log.info("scored %d threshold rows: mean error %.4g, std %.4g", stats.n,
                      stats.mean, stats.std)

@@ -60,13 +60,23 @@ def load_client_data(config: Config, client_id: str,
     part = int(part_text) if part_text else 1
     if not 1 <= part <= parts:
         raise FediotError(f"device {client_id!r}: part {part} of {parts} does not exist")
+    # warm-up rows leave the fitting splits only; test rows are scored as they come
+    rule = d.warmup_rule()
+    train, train_dropped = rule.steady(_part(split.train, part, parts))
+    opt, opt_dropped = rule.steady(_part(split.opt, part, parts))
+    if len(train) == 0 or len(opt) == 0:
+        raise FediotError(
+            f"device {client_id!r}: no {'training' if len(train) == 0 else 'threshold'} rows "
+            f"left after dropping warm-up rows (data_args.warmup_min_history = "
+            f"{d.warmup_min_history})")
     return ClientData(
         client_id=client_id,
         uci_id=device.uci_id,
-        train=_part(split.train, part, parts),
-        opt=_part(split.opt, part, parts),
+        train=train,
+        opt=opt,
         test_benign=_part(split.test_benign, part, parts),
         test_attacks={c: _part(rows, part, parts) for c, rows in split.test_attacks.items()},
+        warmup_dropped={"train": train_dropped, "opt": opt_dropped},
     )
 
 
@@ -79,4 +89,6 @@ def pooled_client_data(clients: list[ClientData]) -> ClientData:
         opt=np.concatenate([c.opt for c in clients]),
         test_benign=np.empty((0, clients[0].train.shape[1]), dtype=np.float32),
         test_attacks={},
+        warmup_dropped={split: sum(c.warmup_dropped.get(split, 0) for c in clients)
+                        for split in ("train", "opt")},
     )

@@ -97,6 +97,36 @@ class SystemStats:
 
 
 @dataclass(frozen=True)
+class DataReport:
+    """What a device's local data held, as counts only (the run folder keeps them).
+
+    Parameters
+    ----------
+    train, opt
+        Training and threshold rows it uses.
+    warmup_train, warmup_opt
+        Rows of each it dropped as warm-up (no source history), before the counts above.
+    """
+
+    train: int
+    opt: int
+    warmup_train: int = 0
+    warmup_opt: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"train": self.train, "opt": self.opt, "warmup_train": self.warmup_train,
+                "warmup_opt": self.warmup_opt}
+
+
+@dataclass(frozen=True)
+class ScalerReport:
+    """A device's answer to the scaler step: its summable statistics and its data's counts."""
+
+    stats: ScalerStats
+    data: DataReport
+
+
+@dataclass(frozen=True)
 class FitReport:
     """A device's training result.
 
@@ -112,6 +142,10 @@ class FitReport:
         Mean training loss over the round's last epoch.
     system
         Time and memory spent.
+    validation_loss, validation_rows
+        Mean reconstruction error of the device's threshold rows under the global model it
+        received (the previous round's result), and how many rows that is: summed over
+        devices, the server's validation loss for choosing the best round.
     """
 
     client_id: str
@@ -119,6 +153,8 @@ class FitReport:
     num_examples: int
     mean_loss: float
     system: SystemStats
+    validation_loss: float = 0.0
+    validation_rows: int = 0
 
 
 @dataclass(frozen=True)

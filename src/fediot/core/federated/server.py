@@ -26,6 +26,7 @@ from fediot.core.federated.evaluation import (
     summarize,
 )
 from fediot.core.federated.messages import (
+    DataReport,
     EvaluateTask,
     EvaluationReport,
     FitReport,
@@ -43,6 +44,7 @@ from fediot.core.federated.strategies import (
     sample_clients,
 )
 from fediot.core.model import ErrorStats, ScalerStats, build_autoencoder, get_weights
+from fediot.core.model.selection import PlateauStop
 
 
 class ClientPool(Protocol):
@@ -101,6 +103,10 @@ class RoundRecord:
     evaluation
         Pooled metrics when the round was evaluated (``frequency_of_the_test``), with the
         thresholds that round applied (``thresholds``: :meth:`Thresholds.to_dict`).
+    validation_loss
+        Pooled validation loss of this round's global model: the mean reconstruction error of
+        the devices' threshold rows, reported with the next round's training (or by the final
+        threshold step); ``None`` until known.
     """
 
     server_round: int
@@ -112,19 +118,24 @@ class RoundRecord:
     seconds: float
     system: dict[str, dict[str, Any]]
     evaluation: dict[str, Any] | None = None
+    validation_loss: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "round": self.server_round, "learning_rate": self.learning_rate,
             "clients": self.clients, "answered": self.answered, "train_loss": self.train_loss,
             "num_examples": self.num_examples, "seconds": self.seconds, "system": self.system,
-            "evaluation": self.evaluation,
+            "evaluation": self.evaluation, "validation_loss": self.validation_loss,
         }
 
 
 @dataclass
 class RunResult:
-    """The outcome of a run: the global model, thresholds, history and final evaluation."""
+    """The outcome of a run: the global model, thresholds, history and final evaluation.
+
+    ``model_round`` is the round whose global model the run ended with (the best by
+    validation loss, or the last); ``data`` is every device's :class:`DataReport`.
+    """
 
     model: ModelState
     thresholds: Thresholds
@@ -132,6 +143,9 @@ class RunResult:
     reports: list[EvaluationReport]
     history: list[RoundRecord] = field(default_factory=list)
     threshold_stats: dict[str, ErrorStats] = field(default_factory=dict)
+    model_round: int = 0
+    data: dict[str, DataReport] = field(default_factory=dict)
+    stopped_early: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,11 +161,17 @@ class ServerState:
         :meth:`FedAvg.state` of the aggregation (FedAdam's moments, …).
     history
         One :class:`RoundRecord` per completed round, in order.
+    best
+        ``(round, model)`` with the lowest validation loss known so far (``None`` before any).
+    data
+        Every device's :class:`DataReport` from the scaler step.
     """
 
     model: ModelState
     strategy_state: dict[str, Any]
     history: list[RoundRecord]
+    best: tuple[int, ModelState] | None = None
+    data: dict[str, DataReport] = field(default_factory=dict)
 
     @property
     def completed_rounds(self) -> int:
@@ -190,6 +210,9 @@ class FedDetectServer:
             server_learning_rate=t.server_learning_rate, beta_1=t.server_beta_1,
             beta_2=t.server_beta_2, tau=t.server_tau,
         )
+        self.device_data: dict[str, DataReport] = {}
+        self.last_validation: float | None = None
+        """Pooled validation loss of the model the last :meth:`train_round` started from."""
         self.schedule = LearningRateSchedule(
             initial=t.learning_rate, kind=t.lr_schedule, total_rounds=t.comm_round,
             min_factor=t.lr_min_factor, gamma=t.lr_step_gamma, step_rounds=t.lr_step_rounds,
@@ -209,10 +232,12 @@ class FedDetectServer:
 
     # phase 1
     def fit_scaler(self, pool: ClientPool) -> ScalerStats:
-        """Pool every device's training-row sums into the global scaler statistics."""
+        """Pool every device's training-row sums into the global scaler statistics; the
+        devices' data counts land in :attr:`device_data`."""
         self.observer.on_phase("scaler", f"{len(pool.client_ids)} devices")
         replies = self._exchange(pool, "scaler_stats", dict.fromkeys(pool.client_ids))
-        return ScalerStats.pool(replies[c].result for c in sorted(replies))
+        self.device_data = {c: replies[c].result.data for c in sorted(replies)}
+        return ScalerStats.pool(replies[c].result.stats for c in sorted(replies))
 
     def initial_weights(self) -> Weights:
         """The seeded initial autoencoder weights."""
@@ -245,6 +270,9 @@ class FedDetectServer:
             self.observer.on_phase("lost", f"round {server_round}: no reply from "
                                    f"{', '.join(lost)}; continuing with {len(reports)}")
         weights = self.strategy.aggregate(model.weights, reports)
+        rows = sum(r.validation_rows for r in reports)
+        self.last_validation = (sum(r.validation_loss * r.validation_rows for r in reports) / rows
+                                if rows else None)
         examples = sum(r.num_examples for r in reports)
         loss = float(sum(r.mean_loss * r.num_examples for r in reports) / max(examples, 1))
         record = RoundRecord(
@@ -281,41 +309,90 @@ class FedDetectServer:
         replies = self._exchange(pool, "evaluate", tasks, server_round)
         return [replies[c].result for c in pool.client_ids if c in replies]
 
+    def _plateau(self, history: Sequence[RoundRecord]) -> PlateauStop:
+        """The validation tracker, replayed over the losses ``history`` already knows."""
+        v = self.config.validation_args
+        return PlateauStop.replay(v.early_stopping_patience, v.early_stopping_min_delta,
+                                  [(r.server_round, r.validation_loss) for r in history
+                                   if r.validation_loss is not None])
+
     def run(self, pool: ClientPool, eval_pool: ClientPool | None = None, *,
             resume: ServerState | None = None,
             checkpoint: Callable[[ServerState], None] | None = None) -> RunResult:
         """All four phases. ``eval_pool`` (default ``pool``) calibrates and evaluates; the
         centralised baseline trains on a pooled client and evaluates on the real devices.
 
+        Model selection uses threshold rows only: every round's training replies carry the
+        validation loss of the global model they started from (the previous round's); training
+        stops after ``validation_args.early_stopping_patience`` rounds without improvement, and
+        with ``keep_best_round`` the run ends with the round of lowest validation loss.
+
         ``checkpoint`` receives the state after every round; a run started with
         ``resume=`` that state continues at the next round and ends exactly as an
         uninterrupted run would (sampling and device seeds depend on the round only).
         """
         eval_pool = eval_pool or pool
+        best: tuple[int, ModelState] | None = None
         if resume is None:
             model = ModelState(self.initial_weights(), self.fit_scaler(pool))
             history: list[RoundRecord] = []
         else:
             model, history = resume.model, list(resume.history)
+            best, self.device_data = resume.best, dict(resume.data)
             self.strategy.load_state(resume.strategy_state)
             self.observer.on_phase("resume", f"from round {resume.completed_rounds}")
         every = self.config.validation_args.frequency_of_the_test
         total = self.config.train_args.comm_round
+        plateau = self._plateau(history)
+        stopped = plateau.should_stop
         for server_round in range(len(history) + 1, total + 1):
+            if stopped:
+                break
             self.observer.on_phase("round", f"{server_round}/{total}")
+            started_from = model
             model, record = self.train_round(pool, model, server_round)
+            if history and self.last_validation is not None:
+                # the replies validated the model this round started from: the last round's
+                history[-1] = replace(history[-1], validation_loss=self.last_validation)
+                if plateau.update(history[-1].server_round, self.last_validation):
+                    best = (history[-1].server_round, started_from)
+                stopped = plateau.should_stop
             if every and server_round % every == 0 and server_round != total:
                 thresholds, _ = self.calibrate(eval_pool, model, server_round=server_round)
                 summary = summarize(self.evaluate(eval_pool, model, thresholds,
                                                   server_round=server_round))
-                record = RoundRecord(**{**record.__dict__, "evaluation": {
-                    **summary.pooled, "thresholds": thresholds.to_dict()}})
+                record = replace(record, evaluation={**summary.pooled,
+                                                     "thresholds": thresholds.to_dict()})
             history.append(record)
             if checkpoint is not None:
-                checkpoint(ServerState(model, self.strategy.state(), list(history)))
+                checkpoint(ServerState(model, self.strategy.state(), list(history), best,
+                                       dict(self.device_data)))
             self.observer.on_round(record)
+            if stopped:
+                self.observer.on_phase("stopped", f"validation loss flat for "
+                                       f"{plateau.patience} rounds; best round "
+                                       f"{plateau.best_step_}")
         self.observer.on_phase("threshold", f"{len(eval_pool.client_ids)} devices")
         thresholds, stats = self.calibrate(eval_pool, model)
+        model_round = history[-1].server_round if history else 0
+        if history and history[-1].validation_loss is None and stats:
+            # the threshold step's errors are the last model's validation loss
+            pooled = ErrorStats.pool(stats.values())
+            if pooled.n:
+                history[-1] = replace(history[-1], validation_loss=pooled.mean)
+                if plateau.update(model_round, pooled.mean):
+                    best = (model_round, model)
+                if checkpoint is not None:
+                    checkpoint(ServerState(model, self.strategy.state(), list(history), best,
+                                           dict(self.device_data)))
+        if (self.config.validation_args.keep_best_round and best is not None
+                and best[0] != model_round):
+            model_round, model = best
+            self.observer.on_phase("best", f"the run keeps round {model_round}, the lowest "
+                                   f"validation loss")
+            thresholds, stats = self.calibrate(eval_pool, model)
         self.observer.on_phase("evaluate", f"{len(eval_pool.client_ids)} devices")
         reports = self.evaluate(eval_pool, model, thresholds)
-        return RunResult(model, thresholds, summarize(reports), reports, history, stats)
+        return RunResult(model, thresholds, summarize(reports), reports, history, stats,
+                         model_round=model_round, data=dict(self.device_data),
+                         stopped_early=stopped)

@@ -61,14 +61,14 @@ class PlateauStop:
         if not math.isfinite(loss):
             raise ModelInputError(f"validation loss of step {step} is {loss}")
         self.history_.append((step, float(loss)))
-        if self.best_step_ is None or loss < self.best_loss_ * (1.0 - self.min_delta):
+        first = self.best_step_ is None
+        improved = first or loss < self.best_loss_ * (1.0 - self.min_delta)
+        # a step a little better than the best is kept, but does not reset the patience
+        is_best = first or loss < self.best_loss_
+        if is_best:
             self.best_step_, self.best_loss_ = step, float(loss)
-            self._stale = 0
-            return True
-        if loss < self.best_loss_:  # better, but not by enough to reset the patience
-            self.best_step_, self.best_loss_ = step, float(loss)
-        self._stale += 1
-        return False
+        self._stale = 0 if improved else self._stale + 1
+        return is_best
 
     @property
     def should_stop(self) -> bool:

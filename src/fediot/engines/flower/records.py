@@ -26,12 +26,14 @@ from flwr.supercore.inflatable.inflatable_object import (
 
 from fediot.core.errors import FediotError
 from fediot.core.federated.messages import (
+    DataReport,
     EvaluateTask,
     EvaluationReport,
     FitReport,
     FitTask,
     LogLine,
     ModelState,
+    ScalerReport,
     ScoreTask,
     SystemStats,
     Weights,
@@ -238,8 +240,9 @@ def encode_reply(method: str, client_id: str, result: Any,
     if method == "identify":
         return content
     if method == "scaler_stats":
-        assert isinstance(result, ScalerStats)
-        content["scaler"] = MetricRecord(result.to_dict())
+        assert isinstance(result, ScalerReport)
+        content["scaler"] = MetricRecord(result.stats.to_dict())
+        content["data"] = MetricRecord(result.data.to_dict())  # type: ignore[arg-type]
     elif method == "threshold_stats":
         assert isinstance(result, ErrorStats)
         content["errors"] = MetricRecord(result.to_dict())
@@ -247,7 +250,9 @@ def encode_reply(method: str, client_id: str, result: Any,
         assert isinstance(result, FitReport)
         put_weights(content, "weights", result.weights)
         content["metrics"] = MetricRecord({"num-examples": result.num_examples,
-                                           "loss": result.mean_loss})
+                                           "loss": result.mean_loss,
+                                           "validation-loss": result.validation_loss,
+                                           "validation-rows": result.validation_rows})
         content["system"] = _system(result.system)
     elif method == "evaluate":
         assert isinstance(result, EvaluationReport)
@@ -273,14 +278,20 @@ def decode_reply(method: str, content: RecordDict) -> Any:
     if method == "identify":
         return client_id
     if method == "scaler_stats":
-        return ScalerStats.from_dict(dict(_get(content, "scaler", MetricRecord)))
+        data = _get(content, "data", MetricRecord)
+        return ScalerReport(ScalerStats.from_dict(dict(_get(content, "scaler", MetricRecord))),
+                            DataReport(**{key: int(data[key])
+                                          for key in ("train", "opt", "warmup_train",
+                                                      "warmup_opt")}))
     if method == "threshold_stats":
         return ErrorStats.from_dict(dict(_get(content, "errors", MetricRecord)))
     if method == "fit":
         metrics = _get(content, "metrics", MetricRecord)
         return FitReport(client_id, get_weights(content, "weights"),
                          int(metrics["num-examples"]), float(metrics["loss"]),
-                         _get_system(content))
+                         _get_system(content),
+                         validation_loss=float(metrics["validation-loss"]),
+                         validation_rows=int(metrics["validation-rows"]))
     if method == "evaluate":
         config = _get(content, "config", ConfigRecord)
         return EvaluationReport(

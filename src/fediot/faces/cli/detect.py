@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, TextIO
@@ -108,7 +109,8 @@ class EveWriter:
 
 
 def _detector(view: RunView, window: int | None, device: str | None,
-              devices: Path | None, first_jitter: str) -> StreamingDetector:
+              devices: Path | None, first_jitter: str,
+              settle: float | None = None) -> StreamingDetector:
     """The streaming detector of run ``view``, with its per-device thresholds."""
     _, thresholds = view.load_model()
     known = set(thresholds.per_device)
@@ -129,9 +131,14 @@ def _detector(view: RunView, window: int | None, device: str | None,
         mapping = DeviceMap.load(devices).resolved(known)
         device_of = mapping
         expected |= mapping.devices
-    votes = window if window is not None else view.config().detection_args.window
+    config = view.config()
+    votes = window if window is not None else config.detection_args.window
+    rule = config.data_args.warmup_rule()
+    if settle is not None:
+        rule = replace(rule, settle_seconds=settle)
     extractor = FeatureExtractor(ExtractorOptions(first_jitter=first_jitter))
-    streaming = StreamingDetector(detector_for, votes, device_of, extractor=extractor)
+    streaming = StreamingDetector(detector_for, votes, device_of, extractor=extractor,
+                                  warmup=rule)
     for name in sorted(expected):  # load now: no model loading on a live packet's path
         streaming.scorer(name)
     return streaming
@@ -156,6 +163,10 @@ def _summary(source: str, view: RunView, detector: StreamingDetector, writer: Ev
                *notes]
     if writer.suppressed:
         caption.append(f"{writer.suppressed:,} alerts suppressed by --every")
+    settling = sum(detector.settling_per_device.values())
+    if settling:
+        caption.append(f"alerts held back for the first {settling:,} packets (the first "
+                       f"{detector.warmup.settle_seconds:g} s, while every source was new)")
     table.caption = "; ".join(caption)
     return table
 
@@ -281,6 +292,10 @@ def detect(
         help="'epoch' (N-BaIoT) or 'zero'; must match the run's training data")] = "epoch",
     allow_truncated: Annotated[bool, typer.Option(
         help="file: keep the packets before a truncated final record")] = False,
+    settle: Annotated[float | None, typer.Option(
+        min=0, help="hold back alerts for the first S seconds, while every source is new to "
+                    "the extractor (default: the run's data_args.warmup_settle_seconds; 0: "
+                    "none)", show_default=False)] = None,
     threads: Annotated[int | None, typer.Option(
         min=1, help="torch threads for scoring (default: 1 live, where a one-row model call "
                     "only loses time to thread hand-offs; torch's default for files)",
@@ -301,7 +316,7 @@ def detect(
         torch.set_num_threads(threads or 1)
     try:
         view = find_run(run, runs_dir)
-        detector = _detector(view, window, device, devices, first_jitter)
+        detector = _detector(view, window, device, devices, first_jitter, settle)
         stream = _open_output(output)
         writer = EveWriter(stream, view, interface, every)
         started = time.perf_counter()  # the rate counts detection, not loading the model
