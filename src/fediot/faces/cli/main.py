@@ -9,6 +9,7 @@ from fediot.faces.cli import (  # noqa: F401  (each module registers its command
     detect,
     extract,
     nbaiot,
+    protocol,
     report,
     runs,
     serve,

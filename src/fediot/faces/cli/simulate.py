@@ -14,6 +14,7 @@ from fediot.core.catalog import client_label
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import EvaluationSummary
+from fediot.core.federated.server import RunResult
 from fediot.engines.run_folder import RunFolder
 from fediot.engines.simulation import local_summary, run_centralised, run_local, simulate
 from fediot.faces.cli.app import app, console, fail
@@ -97,6 +98,24 @@ def simulate_command(
     console.print(f"thresholds: {cfg.detection_args.threshold_mode}, "
                   f"k = {cfg.detection_args.threshold_k}; "
                   f"{time.perf_counter() - started:.1f} s; run folder: {folder.root}")
+    console.print(model_choice(result))
+
+
+def model_choice(result: RunResult) -> str:
+    """How the run chose its model and what its devices dropped, in one line."""
+    ran = len(result.history)
+    how = (f"stopped early after {ran} rounds: validation loss flat" if result.stopped_early
+           else f"{ran} rounds")
+    losses = [r.validation_loss for r in result.history]
+    kept = (f"model of round {result.model_round} (lowest validation loss "
+            f"{losses[result.model_round - 1]:.4g})"
+            if 0 < result.model_round <= ran and losses[result.model_round - 1] is not None
+            else f"model of round {result.model_round}")
+    train = sum(d.warmup_train for d in result.data.values())
+    opt = sum(d.warmup_opt for d in result.data.values())
+    return (f"{how}; {kept}; warm-up rows dropped: {train:,} training, {opt:,} threshold "
+            f"(of {sum(d.train + d.warmup_train for d in result.data.values()):,} and "
+            f"{sum(d.opt + d.warmup_opt for d in result.data.values()):,})")
 
 
 def _f1(summary: EvaluationSummary, device: str | None, key: str) -> str:
