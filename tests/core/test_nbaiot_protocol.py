@@ -34,11 +34,17 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_smallest_quiet_window() -> None:
     flags = np.zeros(50, dtype=bool)
     assert smallest_quiet_window(flags, 10) == 1
-    flags[[3, 4, 20]] = True  # a pair of alarms needs a window of 5 to be outvoted
+    flags[[13, 14, 30]] = True  # a pair of alarms is outvoted from 4 rows on (a tie is no alert)
     window = smallest_quiet_window(flags, 100)
+    assert window == 4
     assert not window_vote(flags, window).any()
     assert all(window_vote(flags, w).any() for w in range(1, window))
     assert smallest_quiet_window(np.ones(30, dtype=bool), 7) == 7  # none quiet: the cap
+    # only full windows are judged: a flagged first row does not rule out every window
+    first = np.zeros(50, dtype=bool)
+    first[0] = True
+    assert smallest_quiet_window(first, 100) == 2
+    assert smallest_quiet_window(np.ones(3, dtype=bool), 100) == 3  # no longer than the rows
 
 
 def test_a_device_is_judged_on_rows_it_never_fitted(dataset: Path) -> None:

@@ -127,12 +127,18 @@ class DeviceProtocolResult:
 
 def smallest_quiet_window(flags: npt.ArrayLike, max_window: int) -> int:
     """The smallest window whose majority vote raises no alert on ``flags`` (benign rows in
-    time order), or ``max_window`` when none up to it is quiet."""
+    time order), or ``max_window`` when none up to it is quiet (nor longer than ``flags``).
+
+    Only full windows are judged, as in N-BaIoT (a verdict over ``ws`` consecutive rows): the
+    first ``ws − 1`` rows vote over fewer rows, so one flagged first row would otherwise rule
+    out every window.
+    """
     array = np.asarray(flags, dtype=np.bool_)
-    for window in range(1, max_window + 1):
-        if not window_vote(array, window).any():
+    largest = min(max_window, len(array))
+    for window in range(1, largest + 1):
+        if not window_vote(array, window)[window - 1:].any():
             return window
-    return max_window
+    return max(largest, 1)
 
 
 def _rate(flags: npt.NDArray[np.bool_]) -> float:

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fediot.core.catalog import DEVICES, FEATURE_NAMES, TRAFFIC_CLASSES
+from fediot.core.catalog import DEVICES, FEATURE_NAMES, OFFICIAL_ROW_COUNTS, TRAFFIC_CLASSES
 from fediot.core.data.layouts import open_dataset
+from fediot.core.features.extractor import extract_features
 from fediot.core.features.pcap import read_capture
+from fediot.core.features.relations import relation_violations
 from fediot.core.testbed import (
     MANIFEST_NAME,
     TestbedDataset,
@@ -22,6 +24,7 @@ from fediot.core.testbed import (
     packet_count,
 )
 from fediot.core.testbed.dataset import read_features
+from fediot.core.testbed.network import DEVICE_HOSTS
 
 SCALE = 0.05
 
@@ -172,10 +175,16 @@ def test_csv_format_holds_the_same_numbers(dataset: TestbedDataset, tmp_path: Pa
 
 def test_pcap_option_writes_readable_captures(tmp_path: Path) -> None:
     built = build_testbed(seed=0, scale=0.01, pcap=True, cache_dir=tmp_path)
-    item = built.entry(4, "benign")
-    packets = read_capture(built.root / item["pcap"]).packets
-    assert len(packets) == item["rows"]
-    assert packets.timestamp[0] == item["first_packet_epoch"]
+    for uci_id, traffic_class in [(4, "benign"), (1, "mirai.ack")]:
+        item = built.entry(uci_id, traffic_class)
+        packets = read_capture(built.root / item["pcap"]).packets
+        assert packets.timestamp[0] == item["first_packet_epoch"]
+        assert packets.timestamp[-1] == item["last_packet_epoch"]
+        # The pcap holds every frame of the port; the file has a row per frame the device sent.
+        sent = packets.src_mac == DEVICE_HOSTS[uci_id].mac
+        assert len(packets) > item["rows"] == np.count_nonzero(sent)
+        np.testing.assert_array_equal(extract_features(packets)[sent],
+                                      built.load(uci_id, traffic_class))
 
 
 @pytest.mark.parametrize(
@@ -204,11 +213,16 @@ def test_a_foreign_folder_is_never_overwritten(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_scale_meets_the_minimum_row_counts(tmp_path: Path) -> None:
+def test_default_scale_has_n_baiot_benign_row_counts(tmp_path: Path) -> None:
     built = build_testbed(cache_dir=tmp_path)
-    assert 400_000 <= built.manifest["total_rows"] <= 600_000
+    assert 700_000 <= built.manifest["total_rows"] <= 900_000
     for item in built.entries():
-        floor = 20_000 if item["traffic_class"] == "benign" else 2_000
-        assert item["rows"] >= floor, item["path"]
+        if item["traffic_class"] == "benign":
+            assert item["rows"] == OFFICIAL_ROW_COUNTS[(item["uci_id"], "benign")]
+            hours = (item["last_packet_epoch"] - item["first_packet_epoch"]) / 3600
+            assert hours >= 48, item["path"]
+        else:
+            assert item["rows"] >= 2_000, item["path"]
         assert sha256(built.root / item["path"]) == item["sha256"]
+        assert relation_violations(built.load(item["uci_id"], item["traffic_class"])) == []
     assert built.load(4, "benign").shape[0] == built.rows(4, "benign")

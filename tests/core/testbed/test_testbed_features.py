@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from fediot.core.catalog import DEVICES, FEATURE_NAMES, LAMBDA_LABELS, feature_block
+from fediot.core.features.relations import relation_violations as core_relation_violations
 from fediot.core.testbed import TestbedDataset, build_testbed
 
 Matrix = npt.NDArray[np.float64]
@@ -106,6 +107,9 @@ def test_relations_hold_for_every_testbed_file(dataset: TestbedDataset) -> None:
     for item in dataset.entries():
         rows = dataset.load(item["uci_id"], item["traffic_class"])
         assert relation_violations(rows) == [], item["path"]
+        # The project's own check too, with |pcc| ≤ 1 (+ PCC_SLACK) and weights growing as λ
+        # shrinks.
+        assert core_relation_violations(rows) == [], item["path"]
         # One MAC per IP in the simulated lab: H equals MI_dir on every row.
         np.testing.assert_array_equal(rows[:, feature_block("H")],
                                       rows[:, feature_block("MI_dir")])
@@ -169,3 +173,26 @@ def test_benign_rows_of_one_device_do_not_stand_out_from_each_other(
     odd, even = benign[1::2], benign[::2]
     distance = max(ks_statistic(column(odd, f), column(even, f)) for f in KEY_FEATURES)
     assert distance < 0.1
+
+
+def same_source_share(rows: Matrix) -> float:
+    """Share of consecutive rows whose MI_dir weights at λ = 0.01 and 0.1 decay by one time
+    step, as they do when both rows' packets come from one source."""
+    slow, fast = column(rows, "MI_dir_L0.01_weight"), column(rows, "MI_dir_L0.1_weight")
+    dt_slow = -np.log2(np.clip((slow[1:] - 1) / slow[:-1], 1e-300, None)) / 0.01
+    dt_fast = -np.log2(np.clip((fast[1:] - 1) / fast[:-1], 1e-300, None)) / 0.1
+    return float(np.mean(np.abs(dt_slow - dt_fast) < 0.05 * dt_slow + 0.5))
+
+
+def test_benign_rows_are_the_frames_the_device_sends(nbaiot_dir: Path,
+                                                     dataset: TestbedDataset) -> None:
+    # Real rows: one source (the doorbell) throughout, its peers' answers never a row.
+    real = pd.read_csv(nbaiot_dir / "Device_unspecified" / "benign_traffic.csv").to_numpy(
+        dtype=np.float64)
+    assert same_source_share(real) > 0.99
+    for device in DEVICES:
+        rows = dataset.load(device.uci_id, "benign")
+        assert same_source_share(rows) > 0.95, device.name
+    # The doorbell as the real one: about 30 decayed packets at λ = 0.01 (0.2 rows/s).
+    doorbell = column(dataset.load(1, "benign"), "MI_dir_L0.01_weight")
+    assert 25 < np.median(doorbell) < 35

@@ -29,6 +29,7 @@ from fediot.core.testbed.frames import (
     ARP_REPLY,
     ARP_REQUEST,
     ETH_IP_UDP,
+    FIN,
     ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST,
     ICMPV6_NEIGHBOR_ADVERT,
@@ -36,6 +37,8 @@ from fediot.core.testbed.frames import (
     ICMPV6_ROUTER_SOLICIT,
     MAX_FRAME,
     PSH_ACK,
+    RST,
+    SYN,
     Diurnal,
     Frames,
     TcpStyle,
@@ -237,38 +240,152 @@ def dns_exchanges(window: Window, starts: npt.NDArray[np.float64], server: int,
 
 @dataclass(frozen=True)
 class PingCheck:
-    """Connectivity checks: ICMP echo (98-byte frames) to a target, answered after ``rtt``.
+    """Connectivity checks: ICMP echo (98-byte frames) to a target, answered after ``rtt``;
+    optionally the neighbour probe of a Linux target on the LAN.
+
+    Linux marks a neighbour entry STALE some 15–45 s after its last confirmation; sending the
+    echo reply through a STALE entry moves it to DELAY and, 5 s later, the target probes the
+    device with a unicast ARP request, which the device answers. That is the real Danmini
+    doorbell's pattern: each 98-byte ping to the (Linux) router is followed, 5.00–5.12 s later,
+    by a 60-byte row on the same channel whose reverse direction's last frame is 60 bytes too
+    (``HH_L5_magnitude`` = √2·60).
 
     Parameters
     ----------
     target
         IP code pinged.
     period
-        Seconds between pings.
+        Seconds between pings (default 60).
     count
-        Echo requests per check (one per second).
+        Echo requests per check, one per second (default 1).
     rtt
-        Median round trip.
+        Median round trip (default 2 ms).
+    jitter
+        Scale of each ping's half-normal delay behind its grid point, as a fraction of the
+        period (default 0.02).
+    arp_probe
+        Probability that a check is followed by the target's neighbour probe (default 0: the
+        target is not on the LAN, or its stack does not probe).
+    arp_probe_delay
+        Seconds from the ping to the probe (default 5, Linux's ``delay_first_probe_time``).
     """
 
     target: int
     period: float = 60.0
     count: int = 1
     rtt: float = 0.002
+    jitter: float = 0.02
+    arp_probe: float = 0.0
+    arp_probe_delay: float = 5.0
 
     def rate(self) -> float:
-        return 2.0 * self.count / self.period
+        return 2.0 * (self.count + self.arp_probe) / self.period
 
     def emit(self, window: Window) -> Frames:
         rng = window.rng
         phase = window.constant_rng().uniform(0.0, self.period)
-        ticks = periodic_times(rng, window.t0, window.t1, self.period, phase=phase, jitter=0.02)
+        ticks = periodic_times(rng, window.t0, window.t1, self.period, phase=phase,
+                               jitter=self.jitter)
         starts = (ticks[:, None] + np.arange(self.count)[None, :] * 1.0).ravel()
         flat = expand(rng, starts, [out(98, 0.0, ICMP_ECHO_REQUEST), inb(98, self.rtt,
                                                                         ICMP_ECHO_REPLY)])
-        return between(window.host, self.target, flat.t, flat.length, flat.outbound,
-                       local_port=PORT_ICMP, peer_port=PORT_ICMP, proto=IP_PROTO_ICMP,
-                       flags=flat.flags)
+        pings = between(window.host, self.target, flat.t, flat.length, flat.outbound,
+                        local_port=PORT_ICMP, peer_port=PORT_ICMP, proto=IP_PROTO_ICMP,
+                        flags=flat.flags)
+        if self.arp_probe <= 0:
+            return pings
+        probed = ticks[rng.random(len(ticks)) < self.arp_probe]
+        asked = probed + self.arp_probe_delay + np.abs(rng.normal(0.0, 0.03, len(probed)))
+        return Frames.concat([pings, arp_exchange(window, asked, self.target, unicast=True,
+                                                  device_asks=False)])
+
+
+def arp_exchange(window: Window, times: npt.NDArray[np.float64], peer: int,
+                 unicast: bool = False, device_asks: bool = True) -> Frames:
+    """ARP who-has/is-at pairs between the window's host and a LAN ``peer`` (60-byte frames).
+
+    ``device_asks``: the host asks (broadcast, or ``unicast`` to the peer's MAC, as a
+    neighbour probe does) and the peer answers 1.5 ms later; otherwise the peer asks and the
+    host answers.
+    """
+    rng, host = window.rng, window.host
+    n = len(times)
+    peer_mac = int(macs_of(peer)[0])
+    asker_mac, answer_mac = (host.mac, peer_mac) if device_asks else (peer_mac, host.mac)
+    asker_ip, answer_ip = (host.ip, peer) if device_asks else (peer, host.ip)
+    request_to = answer_mac if unicast else BROADCAST_MAC
+    reply_at = times + spread(rng, np.full(n, 1.5e-3))
+    return Frames.build(
+        np.concatenate([times, reply_at]), 60,
+        src_mac=np.repeat(np.array([asker_mac, answer_mac], np.uint64), n),
+        dst_mac=np.repeat(np.array([request_to, asker_mac], np.uint64), n),
+        src_ip=np.repeat([asker_ip, answer_ip], n), dst_ip=np.repeat([answer_ip, asker_ip], n),
+        sport=PORT_ARP, dport=PORT_ARP, kind=KIND_ARP, proto=0,
+        flags=np.repeat(np.array([ARP_REQUEST, ARP_REPLY], np.uint8), n),
+    )
+
+
+@dataclass(frozen=True)
+class PeriodicConnect:
+    """A status check on a fresh TCP connection every ``period`` seconds: DNS lookup (with a
+    retry), three-way handshake, the server's short message, the device's ACK, the server's
+    reset.
+
+    The real Danmini doorbell does this every 1,814 s: two 78-byte queries to the router, then
+    a 74-byte SYN and 66-byte ACKs to its cloud.
+
+    Parameters
+    ----------
+    server, port
+        Cloud endpoint.
+    dns_server
+        Resolver asked first.
+    period
+        Seconds between checks (default 1800).
+    query_length
+        Frame length of the DNS query (default 78).
+    retry_probability
+        Probability that a second query follows 1–3 s later (default 0.9).
+    message_payload
+        TCP payload range of the server's message (default 40–200 bytes).
+    rtt
+        Median round trip to the server (default 0.12 s).
+    style
+        The device's TCP framing.
+    """
+
+    server: int
+    port: int
+    dns_server: int
+    period: float = 1800.0
+    query_length: int = 78
+    retry_probability: float = 0.9
+    message_payload: tuple[int, int] = (40, 200)
+    rtt: float = 0.12
+    style: TcpStyle = field(default_factory=TcpStyle)
+
+    def rate(self) -> float:
+        return 11.0 / self.period
+
+    def emit(self, window: Window) -> Frames:
+        rng, style = window.rng, self.style
+        phase = window.constant_rng().uniform(0.0, self.period)
+        ticks = periodic_times(rng, window.t0, window.t1, self.period, phase=phase,
+                               jitter=2e-4)
+        n = len(ticks)
+        if n == 0:
+            return Frames.empty()
+        retry = ticks[rng.random(n) < self.retry_probability] + rng.uniform(0.9, 3.2)
+        dns = dns_exchanges(window, np.concatenate([ticks, retry]), self.dns_server,
+                            (self.query_length, self.query_length), rtt=0.02)
+        low, high = (int(v) for v in style.data(np.asarray(self.message_payload)))
+        flat = expand(rng, ticks + 3.5, [
+            out(style.syn, 0.0, SYN), inb(style.syn, self.rtt, SYN | ACK),
+            out(style.ack, 2e-4, ACK), inb((low, high), self.rtt, PSH_ACK),
+            out(style.ack, 0.04, ACK), inb(style.ack, self.rtt, RST | ACK),
+        ])
+        return Frames.concat([dns, tcp_frames(window, self.server, flat,
+                                              ephemeral_ports(rng, n), self.port)])
 
 
 # --- multicast discovery -----------------------------------------------------------------------
@@ -319,11 +436,21 @@ class SsdpSearchReplies:
         Unicast ``200 OK`` answers the device sends per search (0 for devices without UPnP).
     diurnal
         Daily rhythm of the searches.
+    fetch_probability
+        Share of searches after which the searcher fetches the device description over HTTP
+        (default 0.3). Besides being what UPnP control points do, it keeps the channel to the
+        searcher two-way: answers alone, long after the last frame from the phone, would leave
+        the reverse direction's weight decayed to nothing while the pair's covariance sum is
+        not, a row no real capture has.
+    style
+        The device's TCP framing (for the description fetch).
     """
 
     rate_per_hour: float = 20.0
     answers: int = 3
     diurnal: Diurnal = field(default_factory=Diurnal)
+    fetch_probability: float = 0.3
+    style: TcpStyle = field(default_factory=TcpStyle)
 
     def rate(self) -> float:
         return self.rate_per_hour / 3600.0 * (3 + self.answers)
@@ -351,7 +478,12 @@ class SsdpSearchReplies:
         answers = between(window.host, searcher[flat.session], flat.t, flat.length, True,
                           local_port=ephemeral_ports(rng, n)[flat.session],
                           peer_port=search_port[flat.session], proto=IP_PROTO_UDP)
-        return Frames.concat([searches, answers])
+        # A control point then fetches the description the answer's LOCATION names (when its
+        # cached copy has expired).
+        fetched = rng.random(n) < self.fetch_probability
+        fetch = lan_fetch(window, searcher[fetched], starts[fetched] + 1.2, 49152,
+                          (2000, 4500), self.style)
+        return Frames.concat([searches, answers, fetch])
 
 
 @dataclass(frozen=True)
@@ -474,7 +606,97 @@ class WsDiscovery:
         match = between(window.host, PHONE.ip, probes + rng.uniform(0.01, 0.3, n),
                         rng.integers(1180, 1300, n), True, local_port=3702, peer_port=port,
                         proto=IP_PROTO_UDP)
-        return Frames.concat([hellos, probe, match])
+        # The app follows a match with an ONVIF GetDeviceInformation request over HTTP.
+        asked = probes + rng.uniform(0.5, 1.5, n)
+        info = lan_fetch(window, np.full(n, PHONE.ip), asked, 8080, (600, 900),
+                         TcpStyle(timestamps=True))
+        return Frames.concat([hellos, probe, match, info])
+
+
+@dataclass(frozen=True)
+class LanSession:
+    """A LAN client's persistent session with the device: the vendor app's status poll, or a
+    UPnP control point renewing its event subscription, over a kept-alive TCP connection (the
+    client's request, the device's answer, the client's ACK).
+
+    It also keeps the channel to that client two-way. A device that answers a client's
+    multicast searches unicast, long after the client last sent it anything, meets a numerical
+    corner of the extractor: once the silent direction's weight has decayed past the smallest
+    float (λ·Δt ≈ 1,075: 215 s at λ = 5, 18 min at λ = 1) it reads as zero while the pair's
+    covariance sum, which starts larger, is still a subnormal number, so the row is "one-way
+    with non-zero covariance". A poll more often than every 215 s avoids that, as real home
+    networks' chatter does.
+
+    Parameters
+    ----------
+    client
+        IP code of the LAN client (phone or laptop).
+    port
+        Device TCP port of the session.
+    period
+        Seconds between polls (default 120; keep it below 215).
+    style
+        The device's TCP framing.
+    """
+
+    client: int
+    port: int = 80
+    period: float = 120.0
+    style: TcpStyle = field(default_factory=TcpStyle)
+
+    def rate(self) -> float:
+        return 3.0 / self.period
+
+    def emit(self, window: Window) -> Frames:
+        rng, style = window.rng, self.style
+        const = window.constant_rng()
+        phase = const.uniform(0.0, self.period)
+        client_port = int(const.integers(32768, 61000))
+        ticks = periodic_times(rng, window.t0, window.t1, self.period, phase=phase,
+                               jitter=5e-3)
+        client = TcpStyle(timestamps=True)
+        flat = expand(rng, ticks, [
+            inb((int(client.data(120)), int(client.data(220))), 0.0),
+            out((int(style.data(90)), int(style.data(240))), 4e-3),
+            inb(client.ack, 0.04, ACK),
+        ])
+        return between(window.host, self.client, flat.t, flat.length, flat.outbound,
+                       local_port=self.port, peer_port=client_port, flags=flat.flags)
+
+
+def lan_fetch(window: Window, clients: IntArray, times: npt.NDArray[np.float64],
+              server_port: int, response_payload: tuple[int, int], style: TcpStyle) -> Frames:
+    """A LAN client's HTTP GET to the window's host (its handshake, request, the host's response
+    of ``response_payload`` bytes in one or two segments, the client's close), one per time.
+
+    ``style`` frames the host's segments; the client (a phone or laptop) is a Linux stack.
+    """
+    rng = window.rng
+    n = len(times)
+    if n == 0:
+        return Frames.empty()
+    client = TcpStyle(timestamps=True)
+    size = rng.integers(response_payload[0], response_payload[1] + 1, n)
+    first = np.minimum(size, style.max_payload)
+    rest = np.minimum(size - first, style.max_payload)  # at most two segments
+    flat = expand(rng, times, [
+        inb(client.syn, 0.0, SYN), out(style.syn, 2e-4, SYN | ACK), inb(client.ack, 3e-3, ACK),
+        inb((int(client.data(150)), int(client.data(260))), 2e-4), out(style.ack, 1e-3, ACK),
+        out(style.max_payload + style.header, 5e-3, ACK),
+        out((int(style.data(1)), int(style.data(style.max_payload))), 2e-4),
+        inb(client.ack, 3e-3, ACK), inb(client.ack, 2e-3, FIN | ACK),
+        out(style.ack, 1e-3, FIN | ACK), inb(client.ack, 3e-3, ACK),
+    ])
+    # The two response segments: a full one and the rest (dropped when the response fits one).
+    length = flat.length.reshape(n, -1).copy()
+    length[:, 5] = style.data(first)
+    length[:, 6] = style.data(np.maximum(rest, 1))
+    keep = np.ones_like(length, dtype=bool)
+    keep[:, 6] = rest > 0
+    frames = between(window.host, clients[flat.session], flat.t, length.ravel(), flat.outbound,
+                     local_port=server_port, peer_port=ephemeral_ports(rng, n)[flat.session],
+                     flags=flat.flags)
+    return frames.take(keep.ravel())
 
 
 @dataclass(frozen=True)
@@ -551,6 +773,9 @@ class CloudChannel:
         The device's TCP framing.
     diurnal
         Daily rhythm of publishes and pushes.
+    jitter
+        Scale of each keep-alive's half-normal delay, as a fraction of its period (default
+        0.01; firmware timers are tighter, a few 1e-4).
     """
 
     server: int
@@ -565,6 +790,7 @@ class CloudChannel:
     rtt: float = 0.12
     style: TcpStyle = field(default_factory=TcpStyle)
     diurnal: Diurnal = field(default_factory=Diurnal)
+    jitter: float = 0.01
 
     def rate(self) -> float:
         return (3.0 / self.keepalive + 3.0 * self.publish_per_hour / 3600.0
@@ -591,7 +817,7 @@ class CloudChannel:
         parts = [expand(rng, reconnects, tls_open(style, rtt))]
         starts = [reconnects]
         keepalives = periodic_times(rng, window.t0, window.t1, self.keepalive, phase=keep_phase,
-                                    jitter=0.01)
+                                    jitter=self.jitter)
         parts.append(expand(rng, keepalives, [
             out(_data(style, self.keepalive_payload), 0.0),
             inb(_data(style, self.reply_payload), rtt),
@@ -632,6 +858,9 @@ def _data(style: TcpStyle, payload: tuple[int, int]) -> tuple[int, int]:
 class UdpHeartbeat:
     """P2P-relay registration (CS2/PPCS-style) over UDP: a small hello to each server, answered.
 
+    Firmware timers are clockwork: the real Danmini doorbell's hellos to its five relays recur
+    every 39.02–39.05 s (interquartile range of their jitter), a few milliseconds apart.
+
     Parameters
     ----------
     servers
@@ -639,13 +868,20 @@ class UdpHeartbeat:
     port
         Server UDP port (32100 for PPCS).
     period
-        Seconds between rounds.
+        Seconds between rounds (default 30).
     payload
-        UDP payload size range of hello and answer.
+        UDP payload size range of hello and answer (default 4–20).
     answer_probability
-        Fraction of hellos answered (relays drop some).
+        Fraction of hellos answered (relays drop some; default 0.95).
     rtt
-        Median round trip.
+        Median round trip (default 0.2 s).
+    jitter
+        Scale of each round's half-normal delay, as a fraction of the period (default 0.01).
+    stagger
+        Seconds between the hellos of one round (default 0.05).
+    miss_probability
+        Probability that a hello is not sent at all in a round (a busy firmware loop skips
+        one; the real doorbell shows jitters of two periods now and then). Default 0.
     """
 
     servers: tuple[int, ...]
@@ -654,6 +890,9 @@ class UdpHeartbeat:
     payload: tuple[int, int] = (4, 20)
     answer_probability: float = 0.95
     rtt: float = 0.2
+    jitter: float = 0.01
+    stagger: float = 0.05
+    miss_probability: float = 0.0
 
     def rate(self) -> float:
         return len(self.servers) * (1.0 + self.answer_probability) / self.period
@@ -663,10 +902,14 @@ class UdpHeartbeat:
         const = window.constant_rng()
         local_port = int(const.integers(10000, 60000))
         phase = const.uniform(0.0, self.period)
-        ticks = periodic_times(rng, window.t0, window.t1, self.period, phase=phase, jitter=0.01)
+        ticks = periodic_times(rng, window.t0, window.t1, self.period, phase=phase,
+                               jitter=self.jitter)
         k = len(self.servers)
-        starts = (ticks[:, None] + 0.05 * np.arange(k)[None, :]).ravel()
+        starts = (ticks[:, None] + self.stagger * np.arange(k)[None, :]
+                  * rng.uniform(0.5, 1.5, (len(ticks), k))).ravel()
         server = np.tile(np.asarray(self.servers, dtype=np.int64), len(ticks))
+        sent = rng.random(len(starts)) >= self.miss_probability
+        starts, server = starts[sent], server[sent]
         lo, hi = ETH_IP_UDP + self.payload[0], ETH_IP_UDP + self.payload[1]
         flat = expand(rng, starts, [out((lo, hi), 0.0, 0), inb((lo, hi), self.rtt, 0)])
         answered = flat.outbound | (rng.random(len(flat.t)) < self.answer_probability)
@@ -849,6 +1092,12 @@ class MediaStream:
         Median round trip to the viewer.
     diurnal
         Daily rhythm of sessions.
+    duration_spread
+        Sigma of the sessions' lognormal length (default 0.35): frequent looks of similar
+        length, rather than a few long ones, keep a capture's thirds alike.
+    send_bps
+        Bits per second at which a video frame's packets leave (default 20e6: back to back
+        on Wi-Fi; a sender that paces its packets over the frame interval is slower).
     """
 
     viewer: int
@@ -867,6 +1116,8 @@ class MediaStream:
     audio_bytes: int = 214
     rtt: float = 0.004
     diurnal: Diurnal = field(default_factory=Diurnal)
+    duration_spread: float = 0.35
+    send_bps: float = 20e6
 
     def rate(self) -> float:
         frame_bytes = (self.i_frame_bytes + (self.gop - 1) * self.p_frame_bytes) / self.gop
@@ -880,7 +1131,8 @@ class MediaStream:
         starts = poisson_times(rng, window.t0, window.t1, self.per_hour / 3600.0, self.diurnal)
         if len(starts) == 0:
             return Frames.empty()
-        lengths = np.maximum(5.0, spread(rng, np.full(len(starts), self.duration), 0.7))
+        lengths = np.maximum(3.0, spread(rng, np.full(len(starts), self.duration),
+                                         self.duration_spread))
         parts = [self._session(window, s, d) for s, d in zip(starts, lengths, strict=True)]
         return Frames.concat(parts)
 
@@ -891,15 +1143,21 @@ class MediaStream:
         key = np.arange(n_frames) % self.gop == 0
         median = np.where(key, self.i_frame_bytes, self.p_frame_bytes)
         frame_bytes = np.maximum(200, spread(rng, median, 0.35)).astype(np.int64)
-        pace = 8.0 * (self.max_payload + self.header) / 20e6  # a 20 Mbit/s Wi-Fi sender
+        pace = 8.0 * (self.max_payload + self.header) / self.send_bps
         t, length, _ = packetise(rng, frame_t, frame_bytes, max_payload=self.max_payload,
                                  header=self.header, pace=pace)
         viewer_port = int(rng.integers(20000, 60000))
         proto = IP_PROTO_UDP if self.transport == "udp" else IP_PROTO_TCP
         flags: int = 0 if self.transport == "udp" else PSH_ACK
-        # Session setup: the viewer's request and the device's answer.
+        # Session setup: the viewer's request, the device's answer, the viewer's
+        # acknowledgement (a small datagram or a bare ACK, like the stream's feedback). Ending
+        # on a typical reverse packet matters: Kitsune's covariance multiplies each of the
+        # device's residuals by the other direction's *last* residual, so an unusual last
+        # packet (the request) followed by a burst of identical video packets drives |pcc|
+        # above 1, which no real stream shows.
         setup = expand(rng, np.array([start]), [inb((120, 300), 0.0, flags),
-                                                out((100, 260), 0.01, flags)])
+                                                out((100, 260), 0.01, flags),
+                                                inb((60, 80), self.rtt, ACK if flags else 0)])
         parts = [
             between(host, self.viewer, setup.t, setup.length, setup.outbound,
                     local_port=self.local_port, peer_port=viewer_port, proto=proto,
@@ -947,13 +1205,17 @@ __all__ = [
     "HttpsRequests",
     "IgmpMembership",
     "Ipv6Chatter",
+    "LanSession",
     "MdnsAnnounce",
     "MediaStream",
     "NtpSync",
+    "PeriodicConnect",
     "PingCheck",
     "SsdpAnnounce",
     "SsdpSearchReplies",
     "UdpHeartbeat",
     "WsDiscovery",
+    "arp_exchange",
     "dns_exchanges",
+    "lan_fetch",
 ]

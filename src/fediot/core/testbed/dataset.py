@@ -2,7 +2,9 @@
 
 :func:`build_testbed` simulates the 89 captures of N-BaIoT (nine devices; benign, five Gafgyt
 and, except for Ennio and Samsung, five Mirai attacks), runs each through the project's
-feature extractor (fresh state per capture file) and writes the *testbed layout*::
+feature extractor (fresh state per capture file, every frame of the device's port) and keeps,
+as N-BaIoT did, the rows of the frames the device sent (see
+:mod:`fediot.core.testbed.simulator`); then it writes the *testbed layout*::
 
     <root>/testbed.json
     <root>/<Device.name>/benign_traffic.<ext>
@@ -189,7 +191,8 @@ def build_testbed(
     seed
         Root seed (≥ 0); every file has its own stream spawned from it.
     scale
-        Dataset size; 1.0 gives ≥ 20,000 benign rows per device and ≥ 2,000 per attack file.
+        Dataset size; 1.0 gives N-BaIoT's benign row counts (13,113–175,240 per device, about
+        three days of traffic each) and 2,000–6,000 rows per attack file.
     file_format
         ``"parquet"`` or ``"csv"``.
     pcap
@@ -316,7 +319,9 @@ def _generate(root: Path, seed: int, scale: float, file_format: str, pcap: bool,
     for uci_id, traffic_class, rows in plan:
         device = device_by_id(uci_id)
         capture = simulate_capture(uci_id, traffic_class, rows, seed=seed)
-        features = extract_features(capture.packets)
+        # The extractor sees every frame of the port; a row is kept for each frame the device
+        # sent (see :mod:`fediot.core.testbed.simulator`).
+        features = extract_features(capture.packets)[capture.sent]
         relative = f"{device.name}/{file_stem(traffic_class)}.{file_format}"
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
