@@ -32,9 +32,8 @@ from fediot.core.data.reader import read_feature_csv
 from fediot.core.features.extractor import extract_features
 from fediot.core.features.pcap import read_capture
 from fediot.core.features.warmup import WarmupRule
-from fediot.core.metrics.window import window_vote
+from fediot.core.metrics.window import smallest_quiet_window, window_vote
 from fediot.core.model import AutoencoderDetector
-from fediot.core.nbaiot_protocol import smallest_quiet_window
 
 Rows = npt.NDArray[np.float32]
 

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from common import write_result
 from fediot.core.config import Config
-from fediot.core.federated.evaluation import EvaluationSummary
+from fediot.core.federated.evaluation import EvaluationSummary, threshold_row_rates
 from fediot.engines.simulation import run_centralised, run_federated
 
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -35,6 +35,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
                      "validation_args.early_stopping_patience": 0},
     "neither": {"data_args.warmup_min_history": 0.0, "validation_args.keep_best_round": False,
                 "validation_args.early_stopping_patience": 0},
+    "global-threshold": {"detection_args.threshold_mode": "global"},
+    "lr-0.001": {"train_args.learning_rate": 0.001},
+    "lr-0.01": {"train_args.learning_rate": 0.01},
 }
 """What each setting changes from the default configuration."""
 
@@ -65,6 +68,10 @@ def run_cell(mode: str, setting: str, rounds: int, epochs: int, seed: int,
         "model_round": result.model_round, "rounds_run": len(result.history),
         "stopped_early": result.stopped_early,
         "validation_losses": [r.validation_loss for r in result.history],
+        "best_validation_loss": min((r.validation_loss for r in result.history
+                                     if r.validation_loss is not None), default=None),
+        "threshold_row_rates": threshold_row_rates(result.threshold_stats,
+                                                   result.thresholds.per_device),
         "seconds": time.perf_counter() - started, **_cell(result.evaluation),
     }
 

@@ -18,13 +18,13 @@ def _shared_path(relative: str) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def nbaiot_dir() -> Path:
     """``shared/data/nbaiot``: three real N-BaIoT files, feature names, official metadata."""
     return _shared_path("data/nbaiot")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def nbaiot_more_dir() -> Path:
     """``shared/data/nbaiot_more``: the real Danmini's first 3,050 benign rows in time order
     and the complete real Ennio Gafgyt TCP/UDP floods (zipped)."""

@@ -172,8 +172,10 @@ def test_alerts_only_keeps_just_the_attacks(
 
 
 def test_bad_detector_inputs_are_named(detector: AutoencoderDetector) -> None:
-    with pytest.raises(DetectionError, match="window must be a positive integer"):
+    with pytest.raises(DetectionError, match="window of 'window' must be a positive integer"):
         StreamingDetector(lambda device: detector, 0)
+    with pytest.raises(DetectionError, match="window of 'Ecobee_Thermostat' must be"):
+        StreamingDetector(lambda device: detector, 3, windows={"Ecobee_Thermostat": 0})
     streaming = StreamingDetector({"Danmini_Doorbell": detector}, 3)
     with pytest.raises(DetectionError, match="no detector for device 'unknown'"):
         streaming.scorer(UNKNOWN_DEVICE)

@@ -14,12 +14,11 @@ from federated_data import write_uci_dataset
 from fediot.core.data.layouts import open_dataset
 from fediot.core.data.splits import split_device
 from fediot.core.errors import FediotError
-from fediot.core.metrics.window import window_vote
+from fediot.core.metrics.window import smallest_quiet_window, window_vote
 from fediot.core.nbaiot_protocol import (
     ProtocolSettings,
     evaluate_device,
     run_protocol,
-    smallest_quiet_window,
     training_length_sweep,
 )
 from fediot.faces.cli import main  # noqa: F401  (registers every command)

@@ -12,6 +12,10 @@ from typer.testing import CliRunner
 
 from federated_data import small_run_config, write_uci_dataset
 from fediot.core.config import Config
+from fediot.core.federated.devices import load_client_data
+from fediot.core.metrics.window import smallest_quiet_window
+from fediot.core.model import FeatureScaler, build_autoencoder, reconstruction_errors, set_weights
+from fediot.engines.run_folder import RunView
 from fediot.engines.simulation import (
     local_summary,
     run_centralised,
@@ -56,8 +60,39 @@ def test_run_folder_holds_everything(dataset: Path, tmp_path: Path) -> None:
     assert [weights[f"w{i}"].shape for i in range(len(weights.files))] == [
         w.shape for w in result.model.weights]
     thresholds = json.loads((root / "model" / "thresholds.json").read_text())
-    assert thresholds["mode"] == "global"
+    assert thresholds["mode"] == "per_device"
+    assert thresholds["windows"] == {}  # this run has one fixed window (5)
+    # every device's data counts, warm-up rows dropped, and the validation losses
+    assert set(results["devices_data"]) == set(results["evaluation"]["devices"])
+    assert all(d["train"] > 0 and d["warmup_train"] >= 0
+               for d in results["devices_data"].values())
+    assert results["model_round"] in (1, 2)
+    assert all(json.loads(line)["validation_loss"] > 0 for line in lines)
     assert not list(root.rglob("*.tmp"))
+
+
+def test_each_device_chooses_its_window_on_its_threshold_rows(dataset: Path,
+                                                              tmp_path: Path) -> None:
+    """``window: 0``: N-BaIoT's ws*, the smallest window with no alarm on the device's own
+    threshold rows, computed on the device and kept with the thresholds."""
+    result, folder = simulate(config(dataset, tmp_path, **{"detection_args.window": 0,
+                                                           "detection_args.max_window": 40}))
+    windows = json.loads((folder.root / "model" / "thresholds.json").read_text())["windows"]
+    assert set(windows) == set(result.evaluation.devices)
+    for device, metrics in result.evaluation.devices.items():
+        assert metrics["window"] == windows[device]
+        data = load_client_data(result_config := folder.load_config(), device)
+        scaler = FeatureScaler.from_stats(result.model.scaler)
+        model = build_autoencoder(115, 0)
+        set_weights(model, result.model.weights)
+        flags = (reconstruction_errors(model, scaler.transform(data.opt))
+                 > result.thresholds.per_device[device])
+        assert windows[device] == smallest_quiet_window(flags, 40)
+        assert result_config.detection_args.window == 0
+    view = RunView(folder.root)
+    first = next(iter(windows))
+    assert view.detector(first).window == windows[first]
+    assert view.detector().window == max(windows.values())  # no device: the largest
 
 
 def test_baselines_use_the_same_devices_and_splits(dataset: Path, tmp_path: Path) -> None:
@@ -128,7 +163,7 @@ def test_intermediate_evaluation_follows_frequency_of_the_test(dataset: Path,
     assert result.history[0].evaluation is not None
     assert "window_vote" in result.history[0].evaluation
     # each evaluated round records the thresholds it applied (the report plots them)
-    assert result.history[0].evaluation["thresholds"]["mode"] == "global"
+    assert result.history[0].evaluation["thresholds"]["mode"] == "per_device"
     assert result.history[0].evaluation["thresholds"]["global"] > 0
 
 

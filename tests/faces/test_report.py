@@ -40,8 +40,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(dataset: Path, runs: Path) -> Config:
+    # one global threshold: the threshold chart's single reference line is what is checked
     return small_run_config(dataset, runs, **{
-        "train_args.comm_round": ROUNDS, "validation_args.frequency_of_the_test": 1})
+        "train_args.comm_round": ROUNDS, "validation_args.frequency_of_the_test": 1,
+        "detection_args.threshold_mode": "global"})
 
 
 @pytest.fixture(scope="module")

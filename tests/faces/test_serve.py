@@ -552,8 +552,8 @@ def test_healthz_names_the_run_and_model(client: httpx.Client, run_root: Path) -
     assert reply.status_code == 200
     assert reply.json() == {"status": "ok", "run": view.run_id,
                             "model_version": view.model_version(), "devices": DEVICE_IDS,
-                            "window": 3, "threshold_mode": "per_device",
-                            "follows_latest": False}
+                            "window": 3, "windows": dict.fromkeys(DEVICE_IDS, 3),
+                            "threshold_mode": "per_device", "follows_latest": False}
 
 
 def test_metrics_count_requests_rows_and_verdicts(client: httpx.Client, run_root: Path) -> None:

@@ -119,7 +119,8 @@ class TrainArgs:
     client_num_per_round
         Devices sampled each round (any subset, seeded). Default 9.
     comm_round
-        Federated rounds. Default 10.
+        Federated rounds at most: early stopping on the threshold rows' validation loss
+        (``validation_args``) usually ends the run sooner. Default 100.
     epochs
         Local epochs per round. Default 1.
     batch_size
@@ -152,7 +153,7 @@ class TrainArgs:
     federated_optimizer: str = "FedAvg"
     client_num_in_total: int = 9
     client_num_per_round: int = 9
-    comm_round: int = 10
+    comm_round: int = 100
     epochs: int = 1
     batch_size: int = 128
     client_optimizer: str = "adam"
@@ -208,19 +209,30 @@ class DetectionArgs:
     threshold_k
         Threshold = mean + k·std of the benign threshold-split errors. Default 3.0.
     threshold_mode
-        ``global`` (default: one threshold for all devices, from every device's pooled
-        statistics), ``per_device`` (each device's own statistics) or ``quantile``.
+        ``per_device`` (default: each device's own threshold-split statistics, as in
+        N-BaIoT), ``global`` (one threshold for all devices, from every device's pooled
+        statistics) or ``quantile`` (a pooled quantile).
     threshold_quantile
         With ``quantile``: the pooled benign-error quantile. Default 0.999.
     window
-        Majority vote over this many consecutive rows (N-BaIoT's ws, which the paper tuned to
-        20–82 per device); 1 disables. Default 101.
+        Majority vote over this many consecutive rows; 1 disables; 0 (default) lets each
+        device choose it as N-BaIoT does: ws*, the smallest window that raises no alarm on its
+        own threshold rows at its threshold (the paper's ws* were 20–82 rows per device).
+    max_window
+        With ``window: 0``, the largest window a device may choose. Default 1000.
     """
 
     threshold_k: float = 3.0
-    threshold_mode: str = "global"
+    threshold_mode: str = "per_device"
     threshold_quantile: float = 0.999
-    window: int = 101
+    window: int = 0
+    max_window: int = 1000
+
+    def describe_window(self) -> str:
+        """The window setting in words, for tables and reports."""
+        if self.window == 0:
+            return f"ws* per device (≤ {self.max_window}, from threshold rows)"
+        return f"{self.window} rows"
 
 
 @dataclass(frozen=True)
@@ -447,7 +459,7 @@ def _check(config: Config, source: str) -> None:
         "train_args.lr_step_rounds": t.lr_step_rounds,
         "device_args.worker_num": dv.worker_num,
         "data_args.virtual_devices_per_device": d.virtual_devices_per_device,
-        "detection_args.window": config.detection_args.window,
+        "detection_args.max_window": config.detection_args.max_window,
         "train_args.learning_rate": t.learning_rate,
         "train_args.server_learning_rate": t.server_learning_rate,
         "train_args.server_tau": t.server_tau,
@@ -462,6 +474,7 @@ def _check(config: Config, source: str) -> None:
         "data_args.attack_cap": d.attack_cap,
         "validation_args.frequency_of_the_test": config.validation_args.frequency_of_the_test,
         "detection_args.threshold_k": config.detection_args.threshold_k,
+        "detection_args.window": config.detection_args.window,
         "data_args.warmup_min_history": d.warmup_min_history,
         "data_args.warmup_settle_seconds": d.warmup_settle_seconds,
         "validation_args.early_stopping_patience":

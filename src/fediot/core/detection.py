@@ -261,6 +261,9 @@ class StreamingDetector:
         :data:`UNKNOWN_DEVICE` is asked for the packets ``device_of`` does not attribute.
     window
         Packets per majority vote, per device (≥ 1; 1 = no vote).
+    windows
+        Device → its own window, overriding ``window`` for that device (a run that chose
+        each device's ws* on its threshold rows).
     device_of
         Packet → device name or ``None`` (default: every packet is :data:`UNKNOWN_DEVICE`).
     extractor
@@ -289,9 +292,13 @@ class StreamingDetector:
         *,
         extractor: FeatureExtractor | None = None,
         warmup: WarmupRule | None = WarmupRule(),  # noqa: B008 (frozen, so sharing is safe)
+        windows: Mapping[str, int] | None = None,
     ) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise DetectionError(f"window must be a positive integer; got {window!r}")
+        self.windows = dict(windows or {})
+        for name, size in [("window", window), *self.windows.items()]:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise DetectionError(f"window of {name!r} must be a positive integer; "
+                                     f"got {size!r}")
         self.warmup = warmup or WarmupRule.off()
         self._first_time: float | None = None
         self.window = window
@@ -386,7 +393,8 @@ class StreamingDetector:
             flags = device_scores > threshold
             vote = self._votes.get(device)
             if vote is None:
-                vote = self._votes[device] = _DeviceVote(self.window)
+                vote = self._votes[device] = _DeviceVote(self.windows.get(device,
+                                                                          self.window))
             attack[rows], votes[rows], voters[rows] = vote.vote(flags)
             attack[rows] &= ~settling[rows]  # alerts held back while the extractor settles
             self.settling_per_device[device] += int(settling[rows].sum())
@@ -402,7 +410,7 @@ class StreamingDetector:
         return [
             Verdict(start + i, packets[i], devices[i], float(scores[i]), float(thresholds[i]),
                     bool(anomalous[i]), bool(attack[i]), int(votes[i]), int(voters[i]),
-                    self.window, bool(settling[i]))
+                    self._votes[devices[i]].window, bool(settling[i]))
             for i in chosen
         ]
 

@@ -31,7 +31,7 @@ from fediot.core.data.layouts import NBaIoTSource
 from fediot.core.data.splits import DEFAULT_FRACTIONS, split_device
 from fediot.core.errors import FediotError
 from fediot.core.features.warmup import WarmupRule
-from fediot.core.metrics.window import window_vote
+from fediot.core.metrics.window import smallest_quiet_window, window_vote
 from fediot.core.model.detector import AutoencoderDetector
 
 DEFAULT_MAX_WINDOW: Final[int] = 1000
@@ -123,22 +123,6 @@ class DeviceProtocolResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def smallest_quiet_window(flags: npt.ArrayLike, max_window: int) -> int:
-    """The smallest window whose majority vote raises no alert on ``flags`` (benign rows in
-    time order), or ``max_window`` when none up to it is quiet (nor longer than ``flags``).
-
-    Only full windows are judged, as in N-BaIoT (a verdict over ``ws`` consecutive rows): the
-    first ``ws − 1`` rows vote over fewer rows, so one flagged first row would otherwise rule
-    out every window.
-    """
-    array = np.asarray(flags, dtype=np.bool_)
-    largest = min(max_window, len(array))
-    for window in range(1, largest + 1):
-        if not window_vote(array, window)[window - 1:].any():
-            return window
-    return max(largest, 1)
 
 
 def _rate(flags: npt.NDArray[np.bool_]) -> float:

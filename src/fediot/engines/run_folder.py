@@ -38,7 +38,11 @@ import numpy as np
 
 from fediot.core.config import Config, dump_config, load_config
 from fediot.core.errors import FediotError
-from fediot.core.federated.evaluation import EvaluationSummary, Thresholds
+from fediot.core.federated.evaluation import (
+    EvaluationSummary,
+    Thresholds,
+    threshold_row_rates,
+)
 from fediot.core.federated.messages import DataReport, LogLine, ModelState
 from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
 from fediot.core.io import atomic_path
@@ -185,6 +189,8 @@ class RunFolder:
             "devices_data": {cid: report.to_dict() for cid, report in result.data.items()},
             "threshold_stats": {cid: stats.to_dict()
                                 for cid, stats in result.threshold_stats.items()},
+            "threshold_row_rates": threshold_row_rates(result.threshold_stats,
+                                                       result.thresholds.per_device),
             "error_stats": {r.client_id: {"benign": r.benign_errors.to_dict(),
                                           "attack": r.attack_errors.to_dict()}
                             for r in result.reports},
@@ -372,10 +378,9 @@ class RunView:
             with np.load(folder / "scaler.npz") as data:
                 scaler = ScalerStats(int(data["n"]), data["sum"], data["sumsq"])
             raw = json.loads((folder / "thresholds.json").read_text())
-        except (OSError, KeyError, ValueError) as error:
+            thresholds = Thresholds.from_dict(raw)
+        except (OSError, KeyError, ValueError, AttributeError, TypeError) as error:
             raise FediotError(f"{folder}: cannot read the saved model ({error})") from None
-        thresholds = Thresholds(raw["mode"], float(raw["global"]),
-                                {k: float(v) for k, v in raw["per_device"].items()})
         return ModelState(weights, scaler), thresholds
 
     def round_models(self) -> list[int]:
@@ -401,7 +406,7 @@ class RunView:
 
     def detector(self, device: str | None = None) -> AutoencoderDetector:
         """The run's detector: global weights and scaler, the threshold of ``device`` (default:
-        the global threshold) and the run's window."""
+        the global threshold) and its window (:meth:`Thresholds.window`)."""
         model, thresholds = self.load_model()
         if device is None:
             threshold = thresholds.global_threshold
@@ -413,7 +418,8 @@ class RunView:
         config = self.config()
         return AutoencoderDetector.from_components(
             FeatureScaler.from_stats(model.scaler), model.weights, threshold,
-            seed=config.common_args.random_seed, window=config.detection_args.window)
+            seed=config.common_args.random_seed,
+            window=thresholds.window(device, config.detection_args.window))
 
 
 def finite_number(value: Any) -> float | None:

@@ -18,17 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED
 from fediot.core.data.reader import read_feature_csv
 from fediot.core.model import AutoencoderDetector
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
-    nbaiot, more = SHARED / "data/nbaiot", SHARED / "data/nbaiot_more"
-    if not (nbaiot.is_dir() and more.is_dir()):
-        pytest.skip(f"shared real rows not found under {SHARED / 'data'} "
-                    f"(set FEDIOT_SHARED to the shared folder)")
+def real(nbaiot_dir: Path, nbaiot_more_dir: Path,
+         tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    nbaiot, more = nbaiot_dir, nbaiot_more_dir
     torch.set_num_threads(1)  # the estimator's speed on a loaded 2-core machine
     rows = {
         "benign": np.asarray(read_feature_csv(more / "Danmini_Doorbell/benign_traffic.csv")),

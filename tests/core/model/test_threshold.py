@@ -118,3 +118,14 @@ def test_bad_inputs() -> None:
         ErrorStats.from_dict({**data, "log10_min": -6.0})
     with pytest.raises(ModelInputError, match="shape"):
         ErrorStats.from_dict({**data, "hist": [2]})
+
+
+def test_share_above_reads_the_histogram_to_within_one_bin() -> None:
+    errors = np.random.default_rng(4).lognormal(mean=-2.0, sigma=1.0, size=20_000)
+    stats = ErrorStats.from_errors(errors)
+    for threshold in (1e-3, 0.05, 0.135, 0.5, 3.0):
+        exact = float((errors > threshold).mean())
+        assert abs(stats.share_above(threshold) - exact) <= 0.01  # one bin holds < 1 % here
+    assert stats.share_above(1e9) == 0.0
+    assert stats.share_above(-1.0) == 1.0
+    assert np.isnan(ErrorStats.empty().share_above(0.1))

@@ -40,7 +40,7 @@ from fediot.core.federated.messages import (
     ScoreTask,
     SystemStats,
 )
-from fediot.core.metrics import ClassCounts, window_vote
+from fediot.core.metrics import ClassCounts, smallest_quiet_window, window_vote
 from fediot.core.model import (
     Autoencoder,
     ErrorStats,
@@ -269,6 +269,16 @@ class DeviceClient:
                          validation_loss=validation.mean if validation.n else 0.0,
                          validation_rows=validation.n)
 
+    def _quiet_window(self, model: Autoencoder, task: EvaluateTask) -> int:
+        """N-BaIoT's ws*: the smallest window with no alarm on the threshold rows."""
+        opt = self._transformed("opt", task.model.scaler)
+        flags = reconstruction_errors(model, opt) > task.threshold if len(opt) else np.zeros(0)
+        window = smallest_quiet_window(flags, task.max_window)
+        log.info("window %d: the smallest with no alarm on the %d threshold rows (%.2f %% of "
+                 "them above the threshold)", window, len(opt),
+                 100 * float(np.mean(flags)) if len(opt) else 0.0)
+        return window
+
     def _validation_errors(self, model: Autoencoder, scaler: ScalerStats) -> ErrorStats:
         """Errors of the threshold rows under ``model`` (the global model just received)."""
         opt = self._transformed("opt", scaler)
@@ -290,6 +300,7 @@ class DeviceClient:
         """Verdicts on the test splits, as counts per class and error histograms."""
         with _Meter() as meter:
             model = self._load(task.model)
+            window = task.window or self._quiet_window(model, task)
             counts: list[ClassCounts] = []
             voted: list[ClassCounts] = []
             benign = ErrorStats.empty()
@@ -304,7 +315,7 @@ class DeviceClient:
                 flags = errors > task.threshold
                 counts.append(ClassCounts.from_flags(traffic_class, flags))
                 voted.append(ClassCounts.from_flags(traffic_class,
-                                                    window_vote(flags, task.window)))
+                                                    window_vote(flags, window)))
                 stats = ErrorStats.from_errors(errors)
                 if traffic_class == BENIGN:
                     benign = benign + stats
@@ -314,7 +325,7 @@ class DeviceClient:
         confusion = pooled_voted.confusion()
         log.info("scored %d test rows at threshold %.4g, window %d: the vote flagged %d of "
                  "%d attack and %d of %d benign rows, in %.2f s", benign.n + attack.n,
-                 task.threshold, task.window, confusion.tp, attack.n, confusion.fp, benign.n,
+                 task.threshold, window, confusion.tp, attack.n, confusion.fp, benign.n,
                  meter.stats.wall_seconds)
         return EvaluationReport(
             client_id=self.client_id,
@@ -323,7 +334,7 @@ class DeviceClient:
             benign_errors=benign,
             attack_errors=attack,
             threshold=task.threshold,
-            window=task.window,
+            window=window,
             system=meter.stats,
         )
 

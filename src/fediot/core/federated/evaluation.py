@@ -8,7 +8,7 @@ server never sees a row.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fediot.core.errors import FediotError
@@ -31,15 +31,37 @@ class Thresholds:
         Threshold from all devices' pooled statistics (always computed, for reference).
     per_device
         Threshold each device applies.
+    windows
+        Window vote each device applies when the run chose them on threshold rows
+        (``detection_args.window = 0``, N-BaIoT's ws*); empty when the run has one fixed
+        window.
     """
 
     mode: str
     global_threshold: float
     per_device: Mapping[str, float]
+    windows: Mapping[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "global": self.global_threshold,
-                "per_device": dict(self.per_device)}
+                "per_device": dict(self.per_device), "windows": dict(self.windows)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Thresholds:
+        """Inverse of :meth:`to_dict` (a file without ``windows`` has one fixed window)."""
+        return cls(str(raw["mode"]), float(raw["global"]),
+                   {str(k): float(v) for k, v in raw["per_device"].items()},
+                   {str(k): int(v) for k, v in raw.get("windows", {}).items()})
+
+    def window(self, device: str | None, fixed: int) -> int:
+        """The window ``device`` votes over: its own ws* when the run chose windows, else the
+        run's ``fixed`` window; a device without one (``None``, an unknown device) gets the
+        largest chosen window, the one no device's threshold rows alarm at."""
+        if fixed > 0 or not self.windows:
+            return max(fixed, 1)
+        if device is not None and device in self.windows:
+            return self.windows[device]
+        return max(self.windows.values())
 
 
 def make_thresholds(stats: Mapping[str, ErrorStats], *, mode: str, k: float,
@@ -63,6 +85,15 @@ def make_thresholds(stats: Mapping[str, ErrorStats], *, mode: str, k: float,
     else:
         per_device = dict.fromkeys(stats, global_threshold)
     return Thresholds(mode, global_threshold, per_device)
+
+
+def threshold_row_rates(stats: Mapping[str, ErrorStats],
+                        thresholds: Mapping[str, float]) -> dict[str, float]:
+    """Per device, the share of its own benign *threshold* rows its threshold flags (from its
+    error histogram): the false-alarm rate a threshold promises before any test row is seen.
+    A threshold mode that leaves these very uneven across devices is a poor fit for them."""
+    return {device: stats[device].share_above(threshold)
+            for device, threshold in thresholds.items() if device in stats}
 
 
 def _rates(counts: ClassCounts) -> dict[str, Any]:

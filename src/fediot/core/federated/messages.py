@@ -175,12 +175,16 @@ class EvaluateTask:
     threshold
         The threshold this device applies (global or its own).
     window
-        Majority-vote window over consecutive rows (1: no vote).
+        Majority-vote window over consecutive rows (1: no vote); 0: the device chooses ws*,
+        the smallest window up to ``max_window`` that raises no alarm on its threshold rows.
+    max_window
+        The largest window a device may choose (default 1000).
     """
 
     model: ModelState
     threshold: float
     window: int = 1
+    max_window: int = 1000
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,7 @@ class EvaluationReport:
         Summable error statistics (with histograms) of the benign-test and attack rows, for
         ROC curves and score plots without the scores themselves.
     threshold, window
-        What was applied.
+        What was applied (the window the device chose, with ``window = 0``).
     system
         Time and memory spent.
     """

@@ -303,8 +303,8 @@ class FedDetectServer:
     def evaluate(self, pool: ClientPool, model: ModelState, thresholds: Thresholds, *,
                  server_round: int | None = None) -> list[EvaluationReport]:
         """Every device scores its test rows against its threshold and reports counts."""
-        window = self.config.detection_args.window
-        tasks = {c: EvaluateTask(model, thresholds.per_device[c], window)
+        d = self.config.detection_args
+        tasks = {c: EvaluateTask(model, thresholds.per_device[c], d.window, d.max_window)
                  for c in pool.client_ids}
         replies = self._exchange(pool, "evaluate", tasks, server_round)
         return [replies[c].result for c in pool.client_ids if c in replies]
@@ -393,6 +393,8 @@ class FedDetectServer:
             thresholds, stats = self.calibrate(eval_pool, model)
         self.observer.on_phase("evaluate", f"{len(eval_pool.client_ids)} devices")
         reports = self.evaluate(eval_pool, model, thresholds)
+        if self.config.detection_args.window == 0:  # the windows the devices chose
+            thresholds = replace(thresholds, windows={r.client_id: r.window for r in reports})
         return RunResult(model, thresholds, summarize(reports), reports, history, stats,
                          model_round=model_round, data=dict(self.device_data),
                          stopped_early=stopped)

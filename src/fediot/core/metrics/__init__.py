@@ -1,6 +1,7 @@
 """Detection metrics built from counts that add up across devices.
 
-- :func:`window_vote`: N-BaIoT's majority vote over consecutive rows.
+- :func:`window_vote`: N-BaIoT's majority vote over consecutive rows;
+  :func:`smallest_quiet_window`: its per-device window ws*.
 - :class:`ConfusionCounts`, :class:`ClassCounts`: additive counts → accuracy, precision, recall
   (TPR), FPR, F1, TPR per attack class.
 - :func:`roc_auc_from_histograms`, :func:`roc_curve_from_histograms`: ROC from pooled score
@@ -10,7 +11,7 @@
 from fediot.core.metrics.confusion import ClassCounts, ConfusionCounts
 from fediot.core.metrics.errors import MetricsInputError
 from fediot.core.metrics.roc import roc_auc_from_histograms, roc_curve_from_histograms
-from fediot.core.metrics.window import window_vote
+from fediot.core.metrics.window import smallest_quiet_window, window_vote
 
 __all__ = [
     "ClassCounts",
@@ -18,5 +19,6 @@ __all__ = [
     "MetricsInputError",
     "roc_auc_from_histograms",
     "roc_curve_from_histograms",
+    "smallest_quiet_window",
     "window_vote",
 ]

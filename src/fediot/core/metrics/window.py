@@ -1,7 +1,9 @@
 """N-BaIoT's window vote: a row is an alert when most of the recent rows were flagged.
 
 Meidan et al. (2018) smooth per-row anomaly flags over a window of consecutive instances of one
-device's traffic; :func:`window_vote` implements it with a cumulative sum, O(n).
+device's traffic; :func:`window_vote` implements it with a cumulative sum, O(n). They choose each
+device's window ws* on its benign optimisation rows: the smallest window that raises no alarm
+there (:func:`smallest_quiet_window`).
 """
 
 from __future__ import annotations
@@ -46,3 +48,24 @@ def window_vote(flags: npt.ArrayLike, window: int) -> npt.NDArray[np.bool_]:
     counts[window:] -= cumulative[:-window]
     voters = np.minimum(np.arange(1, len(array) + 1), window)
     return np.asarray(2 * counts > voters, dtype=np.bool_)
+
+
+def smallest_quiet_window(flags: npt.ArrayLike, max_window: int) -> int:
+    """The smallest window whose majority vote raises no alert on ``flags`` (benign rows in
+    time order), or ``max_window`` when none up to it is quiet (nor longer than ``flags``).
+
+    Only full windows are judged, as in N-BaIoT (a verdict over ``ws`` consecutive rows): the
+    first ``ws − 1`` rows vote over fewer rows, so one flagged first row would otherwise rule
+    out every window.
+    """
+    array = np.asarray(flags, dtype=np.bool_)
+    if isinstance(max_window, bool) or not isinstance(max_window, int | np.integer) \
+            or max_window < 1:
+        raise MetricsInputError(f"max_window must be a positive integer; got {max_window!r}")
+    largest = min(max_window, len(array))
+    running = np.concatenate([[0], np.cumsum(array, dtype=np.int64)])
+    for window in range(1, largest + 1):
+        # flagged rows in each full window (the vote of its last row, as window_vote counts)
+        if not (2 * (running[window:] - running[:-window]) > window).any():
+            return window
+    return max(largest, 1)

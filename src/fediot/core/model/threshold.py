@@ -159,6 +159,22 @@ class ErrorStats:
         mean = self.mean
         return math.sqrt(max(self.sumsq / self.n - mean * mean, 0.0))
 
+    def share_above(self, threshold: float) -> float:
+        """The share of the errors above ``threshold``, read from the histogram: whole bins
+        above it count fully, the bin holding it by the log-linear part above (so the answer
+        is exact to within that one bin's count). NaN when there are no errors."""
+        if self.n == 0:
+            return float("nan")
+        if not threshold > 0:
+            return 1.0 - float(self.hist[0]) / self.n if threshold == 0 else 1.0
+        position = (math.log10(threshold) - LOG10_ERROR_MIN) * BINS_PER_DECADE
+        if position >= N_ERROR_BINS:
+            return 0.0
+        index = max(math.floor(position), 0)
+        above = float(self.hist[index + 1:].sum())
+        above += float(self.hist[index]) * (1.0 - min(max(position - index, 0.0), 1.0))
+        return above / self.n
+
     def to_arrays(self) -> list[npt.NDArray[Any]]:
         """``[int64[1] n, float64[2] (sum, sumsq), int64 hist]`` for array transports."""
         return [

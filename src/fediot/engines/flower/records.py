@@ -142,7 +142,8 @@ def encode_task(method: str, task: Any) -> RecordDict:
     if method == "evaluate":
         assert isinstance(task, EvaluateTask)
         put_model(content, task.model)
-        content["config"] = ConfigRecord({"threshold": task.threshold, "window": task.window})
+        content["config"] = ConfigRecord({"threshold": task.threshold, "window": task.window,
+                                          "max-window": task.max_window})
         return content
     raise RecordError(f"no message kind for client method {method!r}")
 
@@ -164,7 +165,7 @@ def decode_task(method: str, content: RecordDict) -> Any:
         )
     if method == "evaluate":
         return EvaluateTask(get_model(content), float(config["threshold"]),
-                            int(config["window"]))
+                            int(config["window"]), int(config["max-window"]))
     raise RecordError(f"no message kind for client method {method!r}")
 
 

@@ -132,13 +132,16 @@ def _detector(view: RunView, window: int | None, device: str | None,
         device_of = mapping
         expected |= mapping.devices
     config = view.config()
-    votes = window if window is not None else config.detection_args.window
+    fixed_window = window if window is not None else config.detection_args.window
+    # unattributed packets vote over the largest device window
+    votes = thresholds.window(None, fixed_window)
+    windows = {name: thresholds.window(name, fixed_window) for name in known}
     rule = config.data_args.warmup_rule()
     if settle is not None:
         rule = replace(rule, settle_seconds=settle)
     extractor = FeatureExtractor(ExtractorOptions(first_jitter=first_jitter))
     streaming = StreamingDetector(detector_for, votes, device_of, extractor=extractor,
-                                  warmup=rule)
+                                  warmup=rule, windows=windows)
     for name in sorted(expected):  # load now: no model loading on a live packet's path
         streaming.scorer(name)
     return streaming
@@ -159,8 +162,10 @@ def _summary(source: str, view: RunView, detector: StreamingDetector, writer: Ev
                   f"{sum(detector.alerts_per_device.values()):,}", f"{writer.lines:,}",
                   style="bold")
     rate = detector.packets_seen / seconds if seconds > 0 else 0.0
-    caption = [f"{rate:,.0f} packets/s over {seconds:.2f} s", f"window {detector.window}",
-               *notes]
+    used = sorted({detector.windows.get(device, detector.window)
+                   for device in detector.packets_per_device})
+    caption = [f"{rate:,.0f} packets/s over {seconds:.2f} s",
+               f"window {', '.join(map(str, used)) or detector.window}", *notes]
     if writer.suppressed:
         caption.append(f"{writer.suppressed:,} alerts suppressed by --every")
     settling = sum(detector.settling_per_device.values())
@@ -281,7 +286,8 @@ def detect(
     seconds: Annotated[float | None, typer.Option(
         min=0, help="live: stop after S seconds", show_default=False)] = None,
     window: Annotated[int | None, typer.Option(
-        min=1, help="packets per majority vote (default: the run's detection_args.window)",
+        min=1, help="packets per majority vote (default: the run's window, or each "
+                    "device's own when the run chose them)",
         show_default=False)] = None,
     batch: Annotated[int, typer.Option(
         min=1, help="file: packets scored per batch")] = 4096,

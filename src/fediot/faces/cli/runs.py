@@ -147,7 +147,7 @@ def show_command(
         f"round), {t.comm_round} rounds × {t.epochs} epoch(s), {t.federated_optimizer} + "
         f"{t.client_optimizer}, learning rate {t.learning_rate:g} ({t.lr_schedule}), batch "
         f"{t.batch_size}, threshold {config.detection_args.threshold_mode}, window "
-        f"{config.detection_args.window}, seed {config.common_args.random_seed}",
+        f"{config.detection_args.describe_window()}, seed {config.common_args.random_seed}",
         highlight=False)
     if rounds:
         console.print(_rounds_table(rounds))

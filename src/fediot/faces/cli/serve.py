@@ -87,7 +87,8 @@ def _sidecar(model: LoadedModel, file_format: str, model_path: Path) -> dict[str
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["rows"],
                    "meaning": "reconstruction error; attack when above the threshold"},
         "thresholds": model.thresholds.to_dict(),
-        "window": model.window,
+        "window": model.window_for(None),
+        "windows": {device: model.window_for(device) for device in model.devices},
     }
 
 

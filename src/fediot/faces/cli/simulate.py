@@ -94,7 +94,7 @@ def simulate_command(
         raise fail(str(error)) from None
     console.print(results_table(result.evaluation,
                                 f"federated ({cfg.train_args.federated_optimizer}), "
-                                f"window {cfg.detection_args.window}"))
+                                f"window {cfg.detection_args.describe_window()}"))
     console.print(f"thresholds: {cfg.detection_args.threshold_mode}, "
                   f"k = {cfg.detection_args.threshold_k}; "
                   f"{time.perf_counter() - started:.1f} s; run folder: {folder.root}")
@@ -161,7 +161,8 @@ def compare_command(
         folders[0].save_comparison(summaries)
     except FediotError as error:
         raise fail(str(error)) from None
-    table = Table(title=f"F1 / TPR / FPR % with window vote {cfg.detection_args.window}")
+    table = Table(title=f"F1 / TPR / FPR % with the window vote "
+                        f"({cfg.detection_args.describe_window()})")
     table.add_column("device")
     for name in summaries:
         table.add_column(f"{name} F1", justify="right")

@@ -222,7 +222,7 @@ def _header(data: RunData) -> str:
                       f"lr {format_number(t.learning_rate)}, {t.epochs} epoch(s)/round)"),
         ("dataset", config.data_args.dataset),
         ("detection", f"threshold {d.threshold_mode}, k = {format_number(d.threshold_k)}, "
-                      f"window {d.window}"),
+                      f"window {d.describe_window()}"),
         ("finished", str(finished) if finished else "not finished"),
         ("last update", str(status.get("updated_at", "—"))),
     ]
@@ -241,7 +241,7 @@ def _header(data: RunData) -> str:
         auc = finite_number(pooled.get("roc_auc"))
         rows = [["per row", *(_pct(_metric(pooled, "rows", k)) for k in ("f1", "recall", "fpr")),
                  esc(_auc_text(auc))],
-                [f"window vote ({d.window} rows)",
+                [f"window vote ({d.describe_window()})",
                  *(_pct(_metric(pooled, "window_vote", k)) for k in ("f1", "recall", "fpr")),
                  "—"]]
         parts.append(_table(["all devices", "F1", "TPR", "FPR", "ROC AUC"], rows,
@@ -376,7 +376,7 @@ def _devices_section(data: RunData) -> str:
         return _section("devices", "Detection per device",
                         _note("Per-device results appear when the run finishes.", "devices"))
     devices = data.devices()
-    window = data.config.detection_args.window
+    window = data.config.detection_args.describe_window()
     rows, keys = [], []
     for device in [*devices, None]:
         metrics = data.device_metrics(device) if device else data.pooled_metrics()
@@ -384,19 +384,22 @@ def _devices_section(data: RunData) -> str:
         benign = int(rows_part.get("tn", 0)) + int(rows_part.get("fp", 0))
         attack = int(rows_part.get("tp", 0)) + int(rows_part.get("fn", 0))
         threshold = finite_number(metrics.get("threshold"))
+        device_window = metrics.get("window") if device else None
         rows.append([
             esc(client_label(device)) if device else "<strong>all devices</strong>",
             *(_pct(_metric(metrics, "rows", k)) for k in ("recall", "fpr", "f1")),
             *(_pct(_metric(metrics, "window_vote", k)) for k in ("recall", "fpr", "f1")),
             esc(_auc_text(finite_number(metrics.get("roc_auc")))),
             "—" if threshold is None else esc(format_number(threshold)),
+            "—" if not isinstance(device_window, int) else f"{device_window:,}",
             f"{benign:,} / {attack:,}",
         ])
         keys.append(device or POOLED)
     table = _table(["device", "TPR", "FPR", "F1", "TPR·w", "FPR·w", "F1·w", "ROC AUC",
-                    "threshold", "test rows benign / attack"], rows, name="devices",
+                    "threshold", "window", "test rows benign / attack"], rows, name="devices",
                    row_keys=keys,
-                   caption=f"·w: with the window vote over {window} consecutive rows.")
+                   caption=f"·w: with the majority vote over the device's window of "
+                           f"consecutive rows ({window}).")
     groups = [client_label(d) for d in devices] + ["all devices"]
     per_metric = []
     for key, title in (("recall", "True-positive rate (TPR) per device"),
@@ -404,7 +407,7 @@ def _devices_section(data: RunData) -> str:
         series = [BarSeries(kind, [_metric(data.device_metrics(d), kind, key) for d in devices]
                             + [_metric(data.pooled_metrics(), kind, key)], label, color)
                   for kind, label, color in (("rows", "per row", "#4e79a7"),
-                                             ("window_vote", f"window vote ({window})",
+                                             ("window_vote", "window vote",
                                               "#f28e2b"))]
         chart = bar_chart(groups, series, title=title, y_label=key.upper().replace(
             "RECALL", "TPR"), y_percent=True, y_max=1.0 if key == "recall" else None)

@@ -6,9 +6,10 @@ Endpoints
     Body: JSON, CSV or Parquet rows (see :mod:`fediot.faces.serve.bodies`), at most
     ``max_body_bytes`` (default 64 MiB; larger → 413). Query parameters ``device`` (whose
     threshold applies; default the server's ``device``, else the run's global threshold) and
-    ``window`` (a positive integer, or ``run`` / ``true`` for the run's
-    ``detection_args.window``: adds N-BaIoT's majority vote over the request's rows, which must
-    then be consecutive rows of one device). Reply (JSON)::
+    ``window`` (a positive integer, or ``run`` / ``true`` for the run's window: its fixed
+    ``detection_args.window``, or the device's own ws* when the run chose one per device;
+    adds N-BaIoT's majority vote over the request's rows, which must then be consecutive rows
+    of one device). Reply (JSON)::
 
         {"run": ..., "model_version": ..., "device": ... | null, "threshold": t, "rows": n,
          "scores": [...], "verdicts": ["attack" | "benign", ...], "attacks": k,
@@ -281,7 +282,7 @@ def create_app(view_or_run_ref: RunView | str | Path, *, runs_dir: Path = Path("
         parsed = await run_in_threadpool(parse_body, body, request.headers.get("content-type"))
         chosen = _merge("device", parsed.device, query.get("device")) or device
         choice = _merge("window", parsed.window, query_window)
-        window = model.window if choice == "run" else choice
+        window = model.window_for(chosen) if choice == "run" else choice
         reply = await run_in_threadpool(score, model, parsed, chosen, window)
         if _wants_csv(request.headers.get("accept")):
             return Response(_csv_reply(reply), media_type="text/csv", headers={
@@ -296,6 +297,7 @@ def create_app(view_or_run_ref: RunView | str | Path, *, runs_dir: Path = Path("
                           "detail": source.last_error or "no model loaded"}, 503)
         return _json({"status": "ok", "run": model.run_id, "model_version": model.version,
                       "devices": model.devices, "window": model.window,
+                      "windows": {d: model.window_for(d) for d in model.devices},
                       "threshold_mode": model.thresholds.mode,
                       "follows_latest": source.follows_latest})
 

@@ -59,7 +59,7 @@ class LoadedModel:
     thresholds
         The run's thresholds (global and per device).
     window
-        The run's ``detection_args.window``.
+        The run's ``detection_args.window`` (0: each device has its own, in the thresholds).
     signature
         Size and modification time of the model files it was loaded from.
     """
@@ -74,6 +74,10 @@ class LoadedModel:
     @property
     def devices(self) -> list[str]:
         return sorted(self.thresholds.per_device)
+
+    def window_for(self, device: str | None) -> int:
+        """The window ``device`` votes over (the run's fixed one, or the device's ws*)."""
+        return self.thresholds.window(device, self.window)
 
     def threshold(self, device: str | None) -> float:
         """``device``'s threshold, the global one for ``None``; :class:`KeyError` if unknown."""
@@ -108,7 +112,8 @@ def load_model(view: RunView) -> LoadedModel:
         raise FediotError(f"run {view.run_id}: cannot read the saved model ({error})") from None
     detector = AutoencoderDetector.from_components(
         FeatureScaler.from_stats(state.scaler), state.weights, thresholds.global_threshold,
-        seed=config.common_args.random_seed, window=config.detection_args.window)
+        seed=config.common_args.random_seed,
+        window=thresholds.window(None, config.detection_args.window))
     return LoadedModel(view.run_id, version, detector, thresholds,
                        config.detection_args.window, signature)
 
