@@ -61,6 +61,12 @@ def test_runs_show_gives_rounds_devices_system_figures_and_logs(runs: Path) -> N
     view = RunView(runs / "alpha")
     for record in view.rounds():
         assert f"{record['train_loss']:.5f}" in output
+        assert f"{record['validation_loss']:.5f}" in output
+    results = view.results()
+    assert results is not None
+    dropped = sum(d["warmup_train"] for d in results["devices_data"].values())
+    assert (f"model of round {results['model_round']} of 2" in output
+            and f"warm-up rows dropped: {dropped:,} training" in output)
     for label in ("Danmini doorbell", "Ecobee thermostat", "Ennio doorbell"):
         # bytes down / up (a model each way per round) and the peak memory
         assert any(label in line and "kB" in line and ("MB" in line or "GB" in line)

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from fediot.core.catalog import client_label
 from fediot.core.errors import FediotError
-from fediot.engines.run_folder import RunView, find_run, list_runs
+from fediot.engines.run_folder import RunView, find_run, finite_number, list_runs
 from fediot.faces.cli.app import app, console, fail
 
 runs_app = typer.Typer(help="Run folders: list them (default) or show one.")
@@ -159,14 +159,23 @@ def show_command(
         console.print(f"[bold]all devices[/] (window vote): F1 {_pct(pooled.get('f1'))} %, "
                       f"TPR {_pct(pooled.get('recall'))} %, FPR {_pct(pooled.get('fpr'))} %",
                       highlight=False)
+    if results is not None and "model_round" in results:
+        data = results.get("devices_data") or {}
+        console.print(
+            f"model of round {results['model_round']} of {results.get('rounds', '—')}"
+            f"{' (stopped early: validation loss flat)' if results.get('stopped_early') else ''}"
+            f"; warm-up rows dropped: "
+            f"{sum(int(v.get('warmup_train', 0)) for v in data.values()):,} training, "
+            f"{sum(int(v.get('warmup_opt', 0)) for v in data.values()):,} threshold",
+            highlight=False)
     if logs:
         console.print(_logs_table(lines[-logs:], len(lines)))
 
 
 def _rounds_table(rounds: list[dict[str, Any]]) -> Table:
     table = Table(title="rounds", caption="bytes: summed over the round's devices")
-    for name in ("round", "devices", "loss", "learning rate", "seconds", "bytes down",
-                 "bytes up", "F1·w"):
+    for name in ("round", "devices", "loss", "validation", "learning rate", "seconds",
+                 "bytes down", "bytes up", "F1·w"):
         table.add_column(name, justify="right", no_wrap=True)
     for r in rounds:
         system = r.get("system") or {}
@@ -174,7 +183,10 @@ def _rounds_table(rounds: list[dict[str, Any]]) -> Table:
         up = sum(s.get("bytes_up", 0) for s in system.values())
         evaluation = r.get("evaluation") or {}
         table.add_row(str(r["round"]), f"{len(r.get('answered', []))}/{len(r.get('clients', []))}",
-                      f"{r['train_loss']:.5f}", f"{r['learning_rate']:.3g}",
+                      f"{r['train_loss']:.5f}",
+                      "—" if (v := finite_number(r.get("validation_loss"))) is None
+                      else f"{v:.5f}",
+                      f"{r['learning_rate']:.3g}",
                       f"{r['seconds']:.2f}", _size(down), _size(up),
                       _pct(evaluation.get("window_vote", {}).get("f1")))
     return table
