@@ -191,7 +191,9 @@ class ValidationArgs:
         relative improvement of the validation loss (``comm_round`` is then the most). 0 never
         stops early. Default 5.
     early_stopping_min_delta
-        Relative improvement a round must bring to count. Default 0.01.
+        Relative improvement per local epoch a round must bring to count (a round of E epochs:
+        1 − (1 − δ)^E, so the rule does not depend on how training is cut into rounds ×
+        epochs). Default 0.01.
     """
 
     frequency_of_the_test: int = 0

@@ -262,3 +262,17 @@ def test_devices_report_their_data_counts_and_warm_up_rows() -> None:
     assert (first.train, first.opt, first.warmup_train, first.warmup_opt) == (
         len(clients[0].train), len(clients[0].opt), 4, 1)
     assert result.data[clients[1].client_id].warmup_train == 0
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 5])
+def test_the_plateau_rule_counts_improvement_per_epoch(epochs: int) -> None:
+    server = FedDetectServer(config(**{"train_args.epochs": epochs,
+                                       "validation_args.early_stopping_min_delta": 0.02,
+                                       "validation_args.early_stopping_patience": 1}))
+    tracker = server._plateau([])
+    assert tracker.min_delta == pytest.approx(1 - 0.98 ** epochs)
+    # a round improving by 5 % is the new best, but it is an improvement only for rounds of
+    # fewer than 3 epochs (3 epochs of 2 % each would give 5.9 %)
+    tracker.update(1, 1.0)
+    assert tracker.update(2, 0.95)
+    assert tracker.should_stop == (epochs >= 3)

@@ -310,9 +310,15 @@ class FedDetectServer:
         return [replies[c].result for c in pool.client_ids if c in replies]
 
     def _plateau(self, history: Sequence[RoundRecord]) -> PlateauStop:
-        """The validation tracker, replayed over the losses ``history`` already knows."""
+        """The validation tracker, replayed over the losses ``history`` already knows.
+
+        ``early_stopping_min_delta`` is an improvement per local epoch: a round of E epochs
+        does E epochs' work, so it must improve by 1 − (1 − δ)^E to count, and the rule means
+        the same however training is cut into rounds × epochs.
+        """
         v = self.config.validation_args
-        return PlateauStop.replay(v.early_stopping_patience, v.early_stopping_min_delta,
+        per_round = 1.0 - (1.0 - v.early_stopping_min_delta) ** self.config.train_args.epochs
+        return PlateauStop.replay(v.early_stopping_patience, per_round,
                                   [(r.server_round, r.validation_loss) for r in history
                                    if r.validation_loss is not None])
 
