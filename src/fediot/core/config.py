@@ -187,13 +187,13 @@ class ValidationArgs:
         rows, never test rows) of each global model; the run ends with the round whose pooled
         validation loss was lowest, not necessarily the last. Default true.
     early_stopping_patience
-        Stop training after this many rounds in a row without a ``early_stopping_min_delta``
-        relative improvement of the validation loss (``comm_round`` is then the most). 0 never
-        stops early. Default 5.
+        Stop training after this many local epochs without an ``early_stopping_min_delta``
+        improvement of the validation loss per epoch (``comm_round`` is then the most). Counted
+        in epochs so that the rule does not depend on how training is cut into rounds ×
+        epochs: with E epochs per round, ⌈patience / E⌉ rounds, each of which must improve by
+        1 − (1 − δ)^E. 0 never stops early. Default 5.
     early_stopping_min_delta
-        Relative improvement per local epoch a round must bring to count (a round of E epochs:
-        1 − (1 − δ)^E, so the rule does not depend on how training is cut into rounds ×
-        epochs). Default 0.01.
+        Relative improvement per local epoch that counts (δ above). Default 0.01.
     """
 
     frequency_of_the_test: int = 0

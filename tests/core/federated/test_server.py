@@ -271,6 +271,9 @@ def test_the_plateau_rule_counts_improvement_per_epoch(epochs: int) -> None:
                                        "validation_args.early_stopping_patience": 1}))
     tracker = server._plateau([])
     assert tracker.min_delta == pytest.approx(1 - 0.98 ** epochs)
+    assert tracker.patience == 1  # one epoch of patience is one round, whatever its epochs
+    five = FedDetectServer(config(**{"train_args.epochs": epochs}))._plateau([])
+    assert five.patience == {1: 5, 3: 2, 5: 1}[epochs]  # 5 epochs: ⌈5 / E⌉ rounds
     # a round improving by 5 % is the new best, but it is an improvement only for rounds of
     # fewer than 3 epochs (3 epochs of 2 % each would give 5.9 %)
     tracker.update(1, 1.0)

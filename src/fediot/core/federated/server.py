@@ -11,6 +11,7 @@ Besides results, every reply brings the device's log lines (passed to the observ
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -312,13 +313,16 @@ class FedDetectServer:
     def _plateau(self, history: Sequence[RoundRecord]) -> PlateauStop:
         """The validation tracker, replayed over the losses ``history`` already knows.
 
-        ``early_stopping_min_delta`` is an improvement per local epoch: a round of E epochs
-        does E epochs' work, so it must improve by 1 − (1 − δ)^E to count, and the rule means
-        the same however training is cut into rounds × epochs.
+        The rule is counted in local epochs, so it means the same however training is cut into
+        rounds × epochs: a round of E epochs must improve by 1 − (1 − δ)^E to count
+        (``early_stopping_min_delta`` δ per epoch), and the patience of P epochs is
+        ⌈P / E⌉ rounds.
         """
         v = self.config.validation_args
-        per_round = 1.0 - (1.0 - v.early_stopping_min_delta) ** self.config.train_args.epochs
-        return PlateauStop.replay(v.early_stopping_patience, per_round,
+        epochs = self.config.train_args.epochs
+        per_round = 1.0 - (1.0 - v.early_stopping_min_delta) ** epochs
+        rounds = math.ceil(v.early_stopping_patience / epochs)
+        return PlateauStop.replay(rounds, per_round,
                                   [(r.server_round, r.validation_loss) for r in history
                                    if r.validation_loss is not None])
 
@@ -376,7 +380,7 @@ class FedDetectServer:
             self.observer.on_round(record)
             if stopped:
                 self.observer.on_phase("stopped", f"validation loss flat for "
-                                       f"{plateau.patience} rounds; best round "
+                                       f"{plateau.patience} round(s); best round "
                                        f"{plateau.best_step_}")
         self.observer.on_phase("threshold", f"{len(eval_pool.client_ids)} devices")
         thresholds, stats = self.calibrate(eval_pool, model)
