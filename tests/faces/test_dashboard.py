@@ -375,7 +375,9 @@ def test_the_page_follows_a_running_simulation(browser_page: Any, dataset: Path,
         [str(FEDIOT), "simulate", "--dataset", "N-BaIoT", "--data-dir", str(dataset),
          "--clients", "3", "--rounds", str(rounds), "--runs-dir", str(runs),
          "--set", "detection_args.window=3", "--set", "train_args.epochs=100",
-         "--set", "validation_args.frequency_of_the_test=4", "--dashboard", "0"],
+         "--set", "validation_args.frequency_of_the_test=4",
+         # the page must see several rounds run, so no early stop
+         "--set", "validation_args.early_stopping_patience=0", "--dashboard", "0"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "COLUMNS": "200"})
     output: queue.Queue[str] = queue.Queue()

@@ -247,7 +247,7 @@ class DeviceClient:
         with _Meter() as meter:
             model = self._load(task.model)
             train = self._transformed("train", task.model.scaler)
-            validation = self._validation_errors(model, task.model.scaler)
+            validation = self._threshold_row_errors(model, task.model.scaler)
             report = train_local(
                 model,
                 train,
@@ -279,7 +279,7 @@ class DeviceClient:
                  100 * float(np.mean(flags)) if len(opt) else 0.0)
         return window
 
-    def _validation_errors(self, model: Autoencoder, scaler: ScalerStats) -> ErrorStats:
+    def _threshold_row_errors(self, model: Autoencoder, scaler: ScalerStats) -> ErrorStats:
         """Errors of the threshold rows under ``model`` (the global model just received)."""
         opt = self._transformed("opt", scaler)
         return ErrorStats.from_errors(reconstruction_errors(model, opt) if len(opt)
@@ -288,7 +288,7 @@ class DeviceClient:
     def threshold_stats(self, task: ScoreTask) -> ErrorStats:
         """Error statistics of the threshold split under the global model."""
         model = self._load(task.model)
-        stats = self._validation_errors(model, task.model.scaler)
+        stats = self._threshold_row_errors(model, task.model.scaler)
         if stats.n:
             log.info("scored %d threshold rows: mean error %.4g, std %.4g", stats.n,
                      stats.mean, stats.std)
