@@ -4,22 +4,43 @@ The file keeps the seed's sections and key names so existing configs read unchan
 seed had but we have no use for are accepted only where they are harmless and listed in
 ``IGNORED_KEYS`` (each with the reason). Every other key is honoured or rejected: an unknown
 key, a wrong type or an impossible value is one :class:`ConfigError` naming ``section.key``.
+
+Every number is bounded at load time (:data:`INT_RANGES`, :data:`FLOAT_RANGES`): integers must
+be integers (not booleans, not ``1e20``), floats finite, and both within ranges far above any
+real use, so that a value such as ``batch_size: 1e20`` or ``threshold_k: .nan`` fails here,
+naming its key, instead of hanging or crashing the run later. The file itself is read by
+:func:`fediot.core.safe_yaml.load_yaml` (size, nesting, encoding and alias limits).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
 from fediot.core.catalog import DEVICES
 from fediot.core.errors import FediotError
 from fediot.core.features.warmup import WarmupRule
+from fediot.core.limits import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_ROUNDS,
+    MAX_ROWS,
+    MAX_RUN_NAME_LENGTH,
+    MAX_SECONDS,
+    MAX_SEED,
+    MAX_TESTBED_SCALE,
+    MAX_VIRTUAL_DEVICES_PER_DEVICE,
+    MAX_WINDOW,
+)
+from fediot.core.safe_yaml import UnsafeInputError, load_yaml, read_text
 
 
 class ConfigError(FediotError):
@@ -36,7 +57,8 @@ class CommonArgs:
         ``simulation`` (one machine) or ``cross_silo`` (real server and devices). Default
         ``simulation``.
     random_seed
-        Seeds data caps, client sampling, weight initialisation and shuffling. Default 0.
+        Seeds data caps, client sampling, weight initialisation and shuffling; 0…2³² − 1.
+        Default 0.
     """
 
     training_type: str = "simulation"
@@ -56,9 +78,10 @@ class DataArgs:
         Where the real N-BaIoT lies (``N-BaIoT``) or where the testbed is cached (``testbed``;
         empty means the user cache). Default ``""``.
     testbed_scale
-        Size of the generated testbed (1.0: ≥ 20 k benign rows per device). Default 1.0.
+        Size of the generated testbed (1.0: ≥ 20 k benign rows per device), at most
+        :data:`~fediot.core.limits.MAX_TESTBED_SCALE`. Default 1.0.
     testbed_seed
-        Seed of the generated testbed (the data, not the training). Default 0.
+        Seed of the generated testbed (the data, not the training); 0…2³² − 1. Default 0.
     split
         Train / threshold ("opt") / benign-test fractions of each device's benign rows, in time
         order. Default thirds, as in N-BaIoT.
@@ -66,7 +89,8 @@ class DataArgs:
         At most this many rows per attack class and device (a seeded subset kept in time
         order); 0 keeps all. Default 0.
     virtual_devices_per_device
-        Split each device's data into this many virtual devices (consecutive blocks). Default 1.
+        Split each device's data into this many virtual devices (consecutive blocks), at most
+        :data:`~fediot.core.limits.MAX_VIRTUAL_DEVICES_PER_DEVICE`. Default 1.
     warmup_min_history
         Training and threshold rows whose source had less than this many packets of history
         (``MI_dir`` and ``H`` weights at λ = 0.01 below 1 + this) are dropped as warm-up on
@@ -144,7 +168,8 @@ class TrainArgs:
     trimmed_beta
         FedTrimmedAvg's fraction cut at each end. Default 0.2.
     krum_malicious
-        Krum's assumed number of malicious devices. Default 0.
+        Krum's assumed number of malicious devices f; Krum needs client_num_per_round ≥
+        2f + 3. Default 0.
     client_num_min_replies
         A round completes when at least this many sampled devices replied (a lost device is
         logged, the round goes on); fewer is an error naming the missing devices. Default 1.
@@ -282,7 +307,8 @@ class TrackingArgs:
     log_file_dir
         Parent folder of run folders. Default ``./runs``.
     run_name
-        Name of the run folder (default: time stamp + dataset + optimiser).
+        Name of the run folder: one folder name (no ``/`` or ``\\``, no control characters,
+        not starting with ``.`` or ``-``). Default ``""``: time stamp + dataset + optimiser.
     mlflow_tracking_uri
         Also record the run (parameters, per-round metrics, the results and model files) in
         this MLflow tracking store, yours: ``sqlite:///path/mlflow.db`` (artifacts go to
@@ -371,6 +397,73 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+MAX_DEVICES: Final[int] = len(DEVICES) * MAX_VIRTUAL_DEVICES_PER_DEVICE
+"""Most devices a run can have (every catalogue device cut into the most virtual devices)."""
+
+INT_RANGES: Final[dict[str, tuple[int, int]]] = {
+    "common_args.random_seed": (0, MAX_SEED),
+    "data_args.testbed_seed": (0, MAX_SEED),
+    "data_args.attack_cap": (0, MAX_ROWS),
+    "data_args.virtual_devices_per_device": (1, MAX_VIRTUAL_DEVICES_PER_DEVICE),
+    "train_args.client_num_in_total": (1, MAX_DEVICES),
+    "train_args.client_num_per_round": (1, MAX_DEVICES),
+    "train_args.client_num_min_replies": (1, MAX_DEVICES),
+    "train_args.comm_round": (1, MAX_ROUNDS),
+    "train_args.epochs": (1, MAX_EPOCHS),
+    "train_args.batch_size": (1, MAX_BATCH_SIZE),
+    "train_args.lr_step_rounds": (1, MAX_ROUNDS),
+    "train_args.krum_malicious": (0, MAX_DEVICES),
+    "validation_args.frequency_of_the_test": (0, MAX_ROUNDS),
+    "validation_args.early_stopping_patience": (0, MAX_ROUNDS),
+    "detection_args.window": (0, MAX_WINDOW),
+    "detection_args.max_window": (1, MAX_WINDOW),
+    "device_args.worker_num": (1, MAX_DEVICES),
+}
+"""Inclusive range of every integer key (cross-key limits, such as ``client_num_per_round ≤
+client_num_in_total``, are checked after these)."""
+
+FLOAT_RANGES: Final[dict[str, tuple[str, float, float, str]]] = {
+    "data_args.testbed_scale": ("(", 0.0, MAX_TESTBED_SCALE, "]"),
+    "data_args.warmup_min_history": ("[", 0.0, 1e6, "]"),
+    "data_args.warmup_settle_seconds": ("[", 0.0, MAX_SECONDS, "]"),
+    "train_args.learning_rate": ("(", 0.0, 100.0, "]"),
+    "train_args.weight_decay": ("[", 0.0, 100.0, "]"),
+    "train_args.lr_min_factor": ("(", 0.0, 1.0, "]"),
+    "train_args.lr_step_gamma": ("(", 0.0, 1.0, "]"),
+    "train_args.proximal_mu": ("[", 0.0, 1e6, "]"),
+    "train_args.server_learning_rate": ("(", 0.0, 100.0, "]"),
+    "train_args.server_beta_1": ("(", 0.0, 1.0, "]"),
+    "train_args.server_beta_2": ("(", 0.0, 1.0, "]"),
+    "train_args.server_tau": ("(", 0.0, 1e3, "]"),
+    "train_args.trimmed_beta": ("[", 0.0, 0.5, ")"),
+    "validation_args.early_stopping_min_delta": ("[", 0.0, 1.0, ")"),
+    "detection_args.threshold_k": ("[", 0.0, 1e6, "]"),
+    "detection_args.threshold_quantile": ("(", 0.0, 1.0, "]"),
+}
+"""Range of every float key as interval notation: ``("(", 0.0, 1.0, "]")`` is 0 < x ≤ 1.
+Floats are always finite (``.nan`` and ``.inf`` are refused by type)."""
+
+_shown = reprlib.Repr()
+_shown.maxstring = _shown.maxother = 60
+_shown.maxlevel = 2
+# Values are echoed in errors through this bounded repr: a value's full repr can be huge (a
+# 4,000-digit integer, a long nested list) and is never what the reader needs.
+
+
+def _key_name(key: Any) -> str:
+    """A key as written in errors: itself if text, else its (bounded) repr."""
+    return key if isinstance(key, str) else _shown.repr(key)
+
+
+def _yaml_number_hint(value: str) -> str:
+    """A hint when a string looks like a number YAML 1.1 reads as text (``1e9``)."""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return " (YAML reads a number without a dot, such as 1e9, as text: write 1.0e+9)"
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """``value`` as the annotated type, or a ConfigError naming ``where``."""
     if annotation is bool:
@@ -381,20 +474,31 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return value
     elif annotation is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond float64 (> 1.8e308)
+                number = math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}: must be a finite number, got {_shown.repr(value)}")
+            return number
     elif annotation is str:
         if isinstance(value, str):
+            if "\x00" in value:  # no key has a use for it, and paths with one crash open()
+                raise ConfigError(f"{where}: contains a NUL character")
             return value
     elif typing.get_origin(annotation) is tuple:
         items = typing.get_args(annotation)
         if isinstance(value, list | tuple) and len(value) == len(items):
             return tuple(_coerce(v, t, f"{where}[{i}]")
                          for i, (v, t) in enumerate(zip(value, items, strict=True)))
-        raise ConfigError(f"{where}: expected a list of {len(items)} numbers, got {value!r}")
+        raise ConfigError(f"{where}: expected a list of {len(items)} numbers, "
+                          f"got {_shown.repr(value)}")
     else:  # pragma: no cover - only the types above are used
         raise TypeError(f"unsupported annotation {annotation!r}")
     name = getattr(annotation, "__name__", str(annotation))
-    raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
+    hint = _yaml_number_hint(value) if isinstance(value, str) and name != "str" else ""
+    raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} "
+                      f"{_shown.repr(value)}{hint}")
 
 
 def _section_types() -> dict[str, type[Any]]:
@@ -411,35 +515,73 @@ def parse_config(raw: Any, source: str = "config") -> Config:
     sections = _section_types()
     built: dict[str, Any] = {}
     for section_name, values in raw.items():
-        if section_name == "environment_args":
-            for key in (values or {}):
-                if f"environment_args.{key}" not in IGNORED_KEYS:
-                    raise ConfigError(f"{source}: unknown key environment_args.{key}")
-            continue
-        if section_name not in sections:
-            raise ConfigError(
-                f"{source}: unknown section {section_name!r}; expected one of {sorted(sections)}"
-            )
-        section_type = sections[section_name]
-        hints = typing.get_type_hints(section_type)
+        if section_name != "environment_args" and section_name not in sections:
+            raise ConfigError(f"{source}: unknown section {_shown.repr(section_name)}; "
+                              f"expected one of {sorted(sections)}")
         if values is None:
             values = {}
         if not isinstance(values, dict):
-            raise ConfigError(f"{source}: {section_name} must be a mapping of keys")
+            raise ConfigError(f"{source}: {section_name} must be a mapping of keys, got "
+                              f"{type(values).__name__} {_shown.repr(values)}")
+        if section_name == "environment_args":
+            for key in values:
+                if f"environment_args.{key}" not in IGNORED_KEYS:
+                    raise ConfigError(f"{source}: unknown key "
+                                      f"environment_args.{_key_name(key)}")
+            continue
+        section_type = sections[section_name]
+        hints = typing.get_type_hints(section_type)
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
-            dotted = f"{section_name}.{key}"
             if key not in hints:
+                dotted = f"{section_name}.{_key_name(key)}"
                 if dotted in IGNORED_KEYS:
                     if dotted == "tracking_args.enable_wandb" and value:
                         raise ConfigError(f"{source}: {dotted}: hosted tracking is not supported")
                     continue
                 raise ConfigError(f"{source}: unknown key {dotted}")
-            kwargs[key] = _coerce(value, hints[key], f"{source}: {dotted}")
+            kwargs[key] = _coerce(value, hints[key], f"{source}: {section_name}.{key}")
         built[section_name] = section_type(**kwargs)
     config = Config(**built)
     _check(config, source)
     return config
+
+
+def parse_config_text(text: str | bytes, source: str) -> Config:
+    """A configuration from YAML text that came from outside (a file's contents, a run config
+    sent over the network), read with :func:`~fediot.core.safe_yaml.load_yaml`."""
+    try:
+        raw = load_yaml(text, source)
+    except UnsafeInputError as error:
+        raise ConfigError(str(error)) from None
+    return parse_config(raw, source=source)
+
+
+def _interval(low_bracket: str, low: float, high: float, high_bracket: str) -> str:
+    return f"{low_bracket}{low:g}, {high:g}{high_bracket}"
+
+
+def _in_interval(value: float, low_bracket: str, low: float, high: float,
+                 high_bracket: str) -> bool:
+    above = value > low if low_bracket == "(" else value >= low
+    below = value < high if high_bracket == ")" else value <= high
+    return above and below
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a run folder's name (``None`` if it can; empty means a time
+    stamp). A run name must be one safe path component: never a way out of the runs folder."""
+    if not name:
+        return None
+    if len(name) > MAX_RUN_NAME_LENGTH:
+        return f"at most {MAX_RUN_NAME_LENGTH} characters, got {len(name)}"
+    if "/" in name or "\\" in name:
+        return f"must be one folder name, without '/' or '\\\\': {_shown.repr(name)}"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+        return f"must not contain control characters: {_shown.repr(name)}"
+    if name.startswith((".", "-")):  # '.', '..', hidden folders, names read as options
+        return f"must not start with '.' or '-': {_shown.repr(name)}"
+    return None
 
 
 def _check(config: Config, source: str) -> None:
@@ -450,53 +592,18 @@ def _check(config: Config, source: str) -> None:
     flat = {f"{s}.{k}": v for s, d in config.to_dict().items() for k, v in d.items()}
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
-            raise fail(key, f"must be one of {list(choices)}, got {flat[key]!r}")
+            raise fail(key, f"must be one of {list(choices)}, got {_shown.repr(flat[key])}")
+    for key, (low, high) in INT_RANGES.items():
+        if not low <= flat[key] <= high:
+            raise fail(key, f"must be an integer in {low:,}…{high:,}, "
+                            f"got {_shown.repr(flat[key])}")
+    for key, bounds in FLOAT_RANGES.items():
+        value = flat[key]
+        if not math.isfinite(value) or not _in_interval(value, *bounds):
+            raise fail(key, f"must be a finite number in {_interval(*bounds)}, got {value}")
     t, d, dv = config.train_args, config.data_args, config.device_args
-    positive = {
-        "train_args.client_num_in_total": t.client_num_in_total,
-        "train_args.client_num_per_round": t.client_num_per_round,
-        "train_args.comm_round": t.comm_round,
-        "train_args.epochs": t.epochs,
-        "train_args.batch_size": t.batch_size,
-        "train_args.lr_step_rounds": t.lr_step_rounds,
-        "device_args.worker_num": dv.worker_num,
-        "data_args.virtual_devices_per_device": d.virtual_devices_per_device,
-        "detection_args.max_window": config.detection_args.max_window,
-        "train_args.learning_rate": t.learning_rate,
-        "train_args.server_learning_rate": t.server_learning_rate,
-        "train_args.server_tau": t.server_tau,
-        "data_args.testbed_scale": d.testbed_scale,
-    }
-    for key, value in positive.items():
-        if not value > 0:
-            raise fail(key, f"must be > 0, got {value}")
-    non_negative = {
-        "train_args.weight_decay": t.weight_decay,
-        "train_args.proximal_mu": t.proximal_mu,
-        "data_args.attack_cap": d.attack_cap,
-        "validation_args.frequency_of_the_test": config.validation_args.frequency_of_the_test,
-        "detection_args.threshold_k": config.detection_args.threshold_k,
-        "detection_args.window": config.detection_args.window,
-        "data_args.warmup_min_history": d.warmup_min_history,
-        "data_args.warmup_settle_seconds": d.warmup_settle_seconds,
-        "validation_args.early_stopping_patience":
-            config.validation_args.early_stopping_patience,
-    }
-    for key, value in non_negative.items():
-        if not value >= 0 or value == float("inf"):
-            raise fail(key, f"must be a finite number ≥ 0, got {value}")
-    for key, value in {"train_args.lr_min_factor": t.lr_min_factor,
-                       "train_args.lr_step_gamma": t.lr_step_gamma,
-                       "train_args.server_beta_1": t.server_beta_1,
-                       "train_args.server_beta_2": t.server_beta_2,
-                       "detection_args.threshold_quantile":
-                           config.detection_args.threshold_quantile}.items():
-        if not 0 < value <= 1:
-            raise fail(key, f"must be in (0, 1], got {value}")
-    if not 0 <= config.validation_args.early_stopping_min_delta < 1:
-        raise fail("validation_args.early_stopping_min_delta",
-                   f"must be in [0, 1), got {config.validation_args.early_stopping_min_delta}")
-    if any(f <= 0 for f in d.split) or abs(sum(d.split) - 1) > 1e-6:
+    if (any(not (math.isfinite(f) and f > 0) for f in d.split)
+            or abs(sum(d.split) - 1) > 1e-6):
         raise fail("data_args.split", f"three positive fractions summing to 1, got {d.split}")
     available = len(DEVICES) * d.virtual_devices_per_device
     if t.client_num_in_total > available:
@@ -508,18 +615,24 @@ def _check(config: Config, source: str) -> None:
         raise fail("train_args.client_num_min_replies",
                    f"must be in 1…client_num_per_round ({t.client_num_per_round}), "
                    f"got {t.client_num_min_replies}")
-    if not 0 <= t.trimmed_beta < 0.5:
-        raise fail("train_args.trimmed_beta", f"must be in [0, 0.5), got {t.trimmed_beta}")
-    if t.krum_malicious < 0:
-        raise fail("train_args.krum_malicious", f"must be ≥ 0, got {t.krum_malicious}")
     if t.client_num_per_round > t.client_num_in_total:
         raise fail("train_args.client_num_per_round",
                    f"{t.client_num_per_round} > client_num_in_total {t.client_num_in_total}")
+    if t.federated_optimizer == "Krum" and t.client_num_per_round < 2 * t.krum_malicious + 3:
+        # Krum scores each update by its n − f − 2 nearest others and is proven robust only
+        # for n ≥ 2f + 3 (Blanchard et al. 2017); below that it silently is not
+        raise fail("train_args.krum_malicious",
+                   f"Krum needs client_num_per_round ≥ 2 × krum_malicious + 3; "
+                   f"{t.client_num_per_round} devices per round tolerate at most "
+                   f"{max(0, (t.client_num_per_round - 3) // 2)}, got {t.krum_malicious}")
     if dv.worker_num > t.client_num_in_total:
         raise fail("device_args.worker_num",
                    f"{dv.worker_num} workers > client_num_in_total {t.client_num_in_total}")
     if d.dataset == "N-BaIoT" and not d.data_cache_dir:
         raise fail("data_args.data_cache_dir", "required for dataset N-BaIoT (the data's folder)")
+    problem = run_name_problem(config.tracking_args.run_name)
+    if problem:
+        raise fail("tracking_args.run_name", problem)
     _check_tracking(config.tracking_args, fail)
 
 
@@ -544,17 +657,18 @@ def _check_tracking(tracking: TrackingArgs,
 
 
 def load_config(path: Path) -> Config:
-    """Read and check a YAML configuration file."""
+    """Read and check a YAML configuration file (see :func:`~fediot.core.safe_yaml.load_yaml`
+    for what the file itself must be)."""
     path = Path(path)
+    if "\x00" in str(path):
+        raise ConfigError(f"{str(path)!r}: a path cannot contain a NUL character")
     if not path.is_file():
         raise ConfigError(f"{path}: no such configuration file")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{line} not valid YAML ({error})") from None
-    return parse_config(raw, source=str(path))
+        text = read_text(path)
+    except UnsafeInputError as error:
+        raise ConfigError(str(error)) from None
+    return parse_config_text(text, str(path))
 
 
 def dump_config(config: Config) -> str:

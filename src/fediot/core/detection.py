@@ -21,7 +21,6 @@ Which device a packet belongs to is the caller's ``device_of(packet)``:
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -32,7 +31,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import yaml
 
 from fediot.core.catalog import N_FEATURES, device_by_name
 from fediot.core.errors import FediotError
@@ -51,6 +49,13 @@ from fediot.core.features.packets import (
 )
 from fediot.core.features.warmup import WarmupRule
 from fediot.core.metrics.window import window_vote
+from fediot.core.safe_yaml import (
+    InvalidDocumentError,
+    UnsafeInputError,
+    load_json,
+    load_yaml,
+    read_text,
+)
 
 UNKNOWN_DEVICE = "unknown"
 """The device of a packet ``device_of`` does not attribute."""
@@ -141,17 +146,13 @@ class DeviceMap:
     def load(cls, path: str | Path) -> DeviceMap:
         """Read a JSON or YAML file holding one mapping ``address: device name``."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DetectionError(f"{path}: no such file") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise DetectionError(f"{path}: cannot read ({error})") from None
-        try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as error:
-            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise DetectionError(f"{path}: not valid JSON/YAML ({detail})") from None
+        load = load_json if path.suffix.lower() == ".json" else load_yaml
+        try:  # size, encoding, nesting and alias limits: the file may come from anywhere
+            data = load(read_text(path), str(path))
+        except InvalidDocumentError as error:
+            raise DetectionError(f"{path}: not valid JSON/YAML ({error.problem})") from None
+        except UnsafeInputError as error:
+            raise DetectionError(str(error)) from None
         if not isinstance(data, dict):
             raise DetectionError(
                 f"{path}: expected a mapping 'address: device name', got {type(data).__name__}"

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from fediot.core.config import Config, dump_config, load_config
+from fediot.core.config import Config, dump_config, load_config, run_name_problem
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import (
     EvaluationSummary,
@@ -52,6 +52,11 @@ from fediot.core.model import AutoencoderDetector, FeatureScaler, ScalerStats
 def new_run_id(config: Config, kind: str = "fed") -> str:
     """``YYYYmmdd-HHMMSS-<dataset>-<optimizer>``, or the configured ``run_name``."""
     if config.tracking_args.run_name:
+        # parse_config already refused unsafe names; a Config built by hand is not parsed, and
+        # the run folder must never be '.', '..' or hidden
+        problem = run_name_problem(config.tracking_args.run_name)
+        if problem:
+            raise FediotError(f"tracking_args.run_name: {problem}")
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", config.tracking_args.run_name)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     dataset = config.data_args.dataset.lower().replace("-", "")

@@ -48,6 +48,7 @@ from fediot.core.catalog import BENIGN, DEVICES, FEATURE_NAMES, N_FEATURES, devi
 from fediot.core.errors import FediotError
 from fediot.core.features.extractor import extract_features
 from fediot.core.io import write_features
+from fediot.core.limits import MAX_SEED, MAX_TESTBED_SCALE
 from fediot.core.paths import cache_dir
 from fediot.core.testbed.pcap_writer import write_pcap
 from fediot.core.testbed.simulator import GENERATOR_VERSION, packet_count, simulate_capture
@@ -226,10 +227,13 @@ def build_testbed(
 
 
 def _validate(seed: int, scale: float, file_format: str) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise TestbedError(f"seed must be an integer ≥ 0, got {seed!r}")
-    if not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
-        raise TestbedError(f"scale must be a finite number > 0, got {scale!r}")
+    if (isinstance(seed, bool) or not isinstance(seed, int | np.integer)
+            or not 0 <= seed <= MAX_SEED):
+        raise TestbedError(f"seed must be an integer in 0…{MAX_SEED}, got {seed!r}")
+    # an unbounded scale is accepted and then generates rows until the memory runs out
+    if (not isinstance(scale, int | float) or not math.isfinite(scale)
+            or not 0 < scale <= MAX_TESTBED_SCALE):
+        raise TestbedError(f"scale must be a number in (0, {MAX_TESTBED_SCALE:g}], got {scale!r}")
     if file_format not in FILE_FORMATS:
         raise TestbedError(
             f"unknown format {file_format!r}; expected one of {', '.join(FILE_FORMATS)}"

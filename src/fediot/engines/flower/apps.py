@@ -13,12 +13,11 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import yaml
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from fediot.core.config import Config, dump_config, parse_config
+from fediot.core.config import Config, dump_config, parse_config_text
 from fediot.core.errors import FediotError
 from fediot.core.federated.client import DeviceClient
 from fediot.core.federated.devices import client_ids, load_client_data
@@ -47,7 +46,8 @@ def _config_from(context: Context, default: Config | None) -> Config:
     data lies (the server's path means nothing there)."""
     text = context.run_config.get("config-json")
     if isinstance(text, str) and text.strip():
-        config = parse_config(yaml.safe_load(text), source="run config config-json")
+        # sent by the server: read under the same limits as a file (size, nesting, aliases)
+        config = parse_config_text(text, source="run config config-json")
     elif default is None:
         raise FediotError("no FedIoT configuration: set the run config key config-json")
     else:

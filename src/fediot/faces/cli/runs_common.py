@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,6 +17,7 @@ from fediot.core.config import Config, ConfigError, load_config
 from fediot.core.federated.evaluation import EvaluationSummary
 from fediot.core.federated.messages import LogLine
 from fediot.core.federated.server import RoundRecord
+from fediot.core.safe_yaml import UnsafeInputError, load_yaml
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c",
                                                    help="fedml_config.yaml to start from")]
@@ -53,7 +53,10 @@ def resolve_config(config_path: Path | None, flags: dict[str, Any],
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected section.key=value")
-        overrides[key.strip()] = yaml.safe_load(text)
+        try:  # the value is YAML: the same limits as a configuration file
+            overrides[key.strip()] = load_yaml(text, f"--set {key.strip()}")
+        except UnsafeInputError as error:
+            raise ConfigError(str(error)) from None
     overrides.update({k: v for k, v in flags.items() if v is not None})
     if overrides.get("train_args.client_num_in_total") and not any(
         k == "train_args.client_num_per_round" for k in overrides
