@@ -21,8 +21,9 @@ from fediot.core.model.export import (
     export_scorer,
 )
 from fediot.engines.run_folder import find_run
+from fediot.faces.access import binding_problem
 from fediot.faces.cli.app import app, console, fail
-from fediot.faces.serve import create_app
+from fediot.faces.serve import DEFAULT_MAX_ROWS, create_app
 from fediot.faces.serve.models import LoadedModel, load_model
 
 RunOption = Annotated[str, typer.Option(
@@ -34,13 +35,19 @@ RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="where run folde
 def serve_command(
     run: RunOption = "latest",
     runs_dir: RunsDirOption = Path("runs"),
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="address to listen on; a non-loopback one needs --token")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     device: Annotated[str | None, typer.Option(
         help="device whose threshold applies when a request names none "
              "(default: the run's global threshold)")] = None,
     max_body_mb: Annotated[float, typer.Option(
         help="largest /score body in MiB (larger → 413)")] = 64.0,
+    max_rows: Annotated[int, typer.Option(
+        help="most rows per /score request (more → 413)")] = DEFAULT_MAX_ROWS,
+    token: Annotated[str | None, typer.Option(
+        help="require 'Authorization: Bearer TOKEN' (at least 16 characters) in every request",
+        envvar="FEDIOT_SERVE_TOKEN")] = None,
     reload_interval: Annotated[float, typer.Option(
         help="seconds between two looks for a newer model")] = 1.0,
     threads: Annotated[int, typer.Option(
@@ -49,7 +56,8 @@ def serve_command(
     """Serve the run's global model over HTTP: POST /score, GET /healthz, GET /metrics.
 
     A newer model saved in the run folder (or, with --run latest, a later run's model) is
-    picked up without a restart.
+    picked up without a restart. Without --token only loopback addresses may be bound, and
+    only requests addressed to a loopback name are answered.
     """
     import uvicorn  # only the server needs it
 
@@ -57,6 +65,11 @@ def serve_command(
         raise fail(f"--port must be in 1–65535; got {port}")
     if not max_body_mb > 0:
         raise fail(f"--max-body-mb must be > 0; got {max_body_mb}")
+    if max_rows < 1:
+        raise fail(f"--max-rows must be ≥ 1; got {max_rows}")
+    problem = binding_problem(host, token, "the scoring API")
+    if problem:
+        raise fail(problem)
     if threads < 1:
         raise fail(f"--threads must be ≥ 1; got {threads}")
     # One thread per call by default: the server's threadpool scores requests side by side, and
@@ -66,15 +79,17 @@ def serve_command(
     try:
         application = create_app(run, runs_dir=runs_dir, device=device,
                                  max_body_bytes=int(max_body_mb * 1024 * 1024),
-                                 check_interval=reload_interval)
+                                 max_rows=max_rows, check_interval=reload_interval,
+                                 token=token)
     except FediotError as error:
         raise fail(str(error)) from None
     source = application.state.source
     model = source.model
     served = (f"run {model.run_id}, model version {model.version}" if model is not None
               else f"no model yet ({source.last_error}); /healthz answers 503 until one is saved")
+    access = "bearer token required" if token else "loopback Host names only"
     console.print(f"[bold]fediot serve[/]: {served}; http://{host}:{port} "
-                  "(POST /score, GET /healthz, GET /metrics)", soft_wrap=True)
+                  f"(POST /score, GET /healthz, GET /metrics; {access})", soft_wrap=True)
     uvicorn.run(application, host=host, port=port, log_level="info", ws="none")
 
 

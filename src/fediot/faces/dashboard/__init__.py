@@ -5,13 +5,13 @@ metric charts, per-device system figures, recent logs), served on loopback by de
 and ``fediot server`` serves it beside the run (:func:`start_dashboard`).
 """
 
+from fediot.faces.access import new_token
 from fediot.faces.dashboard.app import create_app, run_state
 from fediot.faces.dashboard.server import (
     DashboardError,
     DashboardHandle,
     check_binding,
     dashboard_url,
-    new_token,
     serve_dashboard,
     start_dashboard,
 )

@@ -23,7 +23,6 @@ a web page elsewhere cannot reach it by rebinding a DNS name to 127.0.0.1.
 
 from __future__ import annotations
 
-import hmac
 import math
 import re
 import threading
@@ -38,8 +37,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from fediot.core.catalog import client_label
 from fediot.core.errors import FediotError
-from fediot.engines.addresses import is_loopback
 from fediot.engines.run_folder import RunView, finite_number, list_runs, system_figures
+from fediot.faces.access import FOREIGN_HOST_STATUS, addressed_to_loopback, token_matches
 from fediot.faces.dashboard.page import CONTENT_SECURITY_POLICY, PAGE_HTML
 
 LOG_LIMIT = 200
@@ -65,13 +64,6 @@ EVALUATION_SERIES = {
     ("window_vote", "f1"): "F1 (window vote)",
     ("roc_auc",): "ROC AUC",
 }
-
-
-def _host_name(host_header: str) -> str:
-    """``127.0.0.1:8765`` → ``127.0.0.1``, ``[::1]:8765`` → ``::1``, ``localhost`` as is."""
-    if host_header.startswith("["):
-        return host_header[1:].partition("]")[0]
-    return host_header.rpartition(":")[0] if host_header.count(":") == 1 else host_header
 
 
 def _parse_time(text: Any) -> datetime | None:
@@ -240,7 +232,6 @@ def create_app(runs_dir: Path, token: str | None = None) -> FastAPI:
     runs_dir = Path(runs_dir)
     app = FastAPI(title="FedIoT dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.polls = PollClock()
-    expected = token.encode() if token is not None else None
 
     @app.middleware("http")
     async def guard(request: Request,
@@ -250,10 +241,11 @@ def create_app(runs_dir: Path, token: str | None = None) -> FastAPI:
                                      headers={"Allow": "GET, HEAD"})
         given = (request.query_params.get("token") or request.headers.get(TOKEN_HEADER)
                  or request.cookies.get(TOKEN_COOKIE))
-        if expected is None:
-            if not is_loopback(_host_name(request.headers.get("host", ""))):
-                return PlainTextResponse("this dashboard answers loopback addresses only", 403)
-        elif given is None or not hmac.compare_digest(given.encode(), expected):
+        if token is None:
+            if not addressed_to_loopback(request.headers.get("host")):
+                return PlainTextResponse("this dashboard answers loopback addresses only",
+                                         FOREIGN_HOST_STATUS)
+        elif not token_matches(given, token):
             return PlainTextResponse(
                 "a token is required: open the URL with ?token= that the dashboard printed",
                 401)
@@ -261,7 +253,7 @@ def create_app(runs_dir: Path, token: str | None = None) -> FastAPI:
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
-        if expected is not None and request.query_params.get("token"):
+        if token is not None and request.query_params.get("token"):
             response.set_cookie(TOKEN_COOKIE, str(token), httponly=True, samesite="strict")
         return response
 

@@ -7,7 +7,6 @@ let :func:`new_token` make one and hand out the URL it is in.
 
 from __future__ import annotations
 
-import secrets
 import socket
 import threading
 import time
@@ -18,11 +17,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from fediot.core.errors import FediotError
-from fediot.engines.addresses import is_loopback
+from fediot.faces.access import binding_problem
 from fediot.faces.dashboard.app import PollClock, create_app
 
 DEFAULT_PORT = 8765
-MIN_TOKEN_LENGTH = 16
 WATCHED_SECONDS = 10.0
 """A page that asked for a run's state this recently is watching (see :meth:`stop`)."""
 
@@ -31,21 +29,13 @@ class DashboardError(FediotError):
     """The dashboard cannot start: an unsafe binding, a weak token, a busy port."""
 
 
-def new_token() -> str:
-    """A fresh random access token (URL-safe)."""
-    return secrets.token_urlsafe(24)
-
-
 def check_binding(host: str, token: str | None) -> None:
-    """Refuse a non-loopback address without a token, and a short token."""
-    if token is None and not is_loopback(host):
-        raise DashboardError(
-            f"--host {host}: the dashboard would be readable by anyone who can reach this "
-            "address; give a --token (at least 16 characters) or --new-token, or bind "
-            "127.0.0.1 and use an SSH tunnel")
-    if token is not None and len(token) < MIN_TOKEN_LENGTH:
-        raise DashboardError(f"--token: at least {MIN_TOKEN_LENGTH} characters "
-                             f"(got {len(token)}); --new-token makes a strong one")
+    """Refuse a non-loopback address without a token, and a short token
+    (:func:`fediot.faces.access.binding_problem`)."""
+    problem = binding_problem(host, token, "the dashboard", "a --token or --new-token")
+    if problem:
+        hint = "; --new-token makes a strong one" if problem.startswith("--token") else ""
+        raise DashboardError(problem + hint)
 
 
 def dashboard_url(host: str, port: int, token: str | None = None) -> str:

@@ -6,12 +6,19 @@ loads and reloads the model, :mod:`~fediot.faces.serve.metrics` renders Promethe
 """
 
 from fediot.faces.serve.app import DEFAULT_MAX_BODY_BYTES, create_app
-from fediot.faces.serve.bodies import BODY_TYPES, RequestError, ScoreRequest, parse_body
+from fediot.faces.serve.bodies import (
+    BODY_TYPES,
+    DEFAULT_MAX_ROWS,
+    RequestError,
+    ScoreRequest,
+    parse_body,
+)
 from fediot.faces.serve.models import LoadedModel, ModelSource
 
 __all__ = [
     "BODY_TYPES",
     "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_ROWS",
     "LoadedModel",
     "ModelSource",
     "RequestError",

@@ -4,9 +4,10 @@ Endpoints
 ---------
 ``POST /score``
     Body: JSON, CSV or Parquet rows (see :mod:`fediot.faces.serve.bodies`), at most
-    ``max_body_bytes`` (default 64 MiB; larger → 413). Query parameters ``device`` (whose
-    threshold applies; default the server's ``device``, else the run's global threshold) and
-    ``window`` (a positive integer, or ``run`` / ``true`` for the run's window: its fixed
+    ``max_body_bytes`` (default 64 MiB) and ``max_rows`` rows (default 100,000; more → 413).
+    Query parameters ``device`` (whose threshold applies; default the server's ``device``, else
+    the run's global threshold) and ``window`` (1…100,000, or ``run`` / ``true`` for the run's
+    window: its fixed
     ``detection_args.window``, or the device's own ws* when the run chose one per device;
     adds N-BaIoT's majority vote over the request's rows, which must then be consecutive rows
     of one device). Reply (JSON)::
@@ -29,6 +30,12 @@ Endpoints
 An unexpected error is logged with its traceback and answered 500 ``{"detail": "internal
 server error"}`` (counted in ``fediot_serve_internal_errors_total``); bad input never gets
 there.
+
+Access (:mod:`fediot.faces.access`, the dashboard's rules): with a ``token`` every request must
+carry ``Authorization: Bearer <token>`` (else 401); without one, only requests whose ``Host``
+names a loopback host are answered (else 403), so a web page cannot reach a server on
+127.0.0.1 through DNS rebinding. FastAPI's ``/docs``, ``/redoc`` and ``/openapi.json`` are off:
+its documentation pages load scripts from public CDNs.
 """
 
 from __future__ import annotations
@@ -47,7 +54,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fediot.core.errors import FediotError
 from fediot.core.metrics.window import window_vote
 from fediot.engines.run_folder import RunView
+from fediot.faces.access import (
+    FOREIGN_HOST_STATUS,
+    MIN_TOKEN_LENGTH,
+    addressed_to_loopback,
+    token_matches,
+)
 from fediot.faces.serve.bodies import (
+    DEFAULT_MAX_ROWS,
     RequestError,
     ScoreRequest,
     media_type,
@@ -98,6 +112,15 @@ class ServeMetrics:
             "fediot_serve_internal_errors_total", "Requests that hit an unexpected error (500).")
 
 
+def _refusal(status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+             ) -> tuple[Message, Message]:
+    """The two ASGI messages of a JSON ``{"detail": ...}`` reply."""
+    body = json.dumps({"detail": detail}).encode()
+    return ({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *(headers or [])]}, {"type": "http.response.body", "body": body})
+
+
 class ObservedApp:
     """ASGI middleware: counts and times every HTTP request, and turns an unexpected exception
     into a logged, clean 500 JSON reply (no traceback leaves the server)."""
@@ -129,14 +152,44 @@ class ObservedApp:
             self.metrics.internal_errors.inc()
             status = 500
             if not started:
-                body = json.dumps({"detail": "internal server error"}).encode()
-                await send({"type": "http.response.start", "status": 500, "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                for message in _refusal(500, "internal server error"):
+                    await send(message)
         finally:
             self.metrics.requests.inc(endpoint=endpoint, status=str(status))
             self.metrics.request_seconds.observe(time.perf_counter() - start, endpoint=endpoint)
+
+
+class AccessGuard:
+    """ASGI middleware: the access rules of :mod:`fediot.faces.access` (a bearer token when
+    one is set, else a loopback ``Host``), checked before any endpoint runs."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        refusal = None
+        if self.token is None:
+            if not addressed_to_loopback(headers.get("host")):
+                refusal = _refusal(FOREIGN_HOST_STATUS, "this server answers requests to a "
+                                   "loopback address only (start it with --token to serve "
+                                   "other names)")
+        else:
+            scheme, _, given = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token_matches(given.strip(), self.token):
+                refusal = _refusal(401, "an access token is required: send "
+                                   "'Authorization: Bearer <token>'",
+                                   [(b"www-authenticate", b'Bearer realm="fediot"')])
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        for message in refusal:
+            await send(message)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -194,7 +247,8 @@ def _merge(name: str, body_value: Any, query_value: Any) -> Any:
 
 def create_app(view_or_run_ref: RunView | str | Path, *, runs_dir: Path = Path("runs"),
                device: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               check_interval: float = 1.0) -> FastAPI:
+               max_rows: int = DEFAULT_MAX_ROWS, check_interval: float = 1.0,
+               token: str | None = None) -> FastAPI:
     """The scoring API of a run's global model (see the module docstring).
 
     Parameters
@@ -209,17 +263,27 @@ def create_app(view_or_run_ref: RunView | str | Path, *, runs_dir: Path = Path("
         run's global threshold).
     max_body_bytes
         Largest ``/score`` body (default 64 MiB).
+    max_rows
+        Most rows per ``/score`` request (default 100,000).
     check_interval
         Minimum seconds between two looks for a newer model (default 1.0).
+    token
+        Access token every request must carry as ``Authorization: Bearer``; ``None`` (default)
+        answers loopback ``Host`` names only. Binding a non-loopback address without a token
+        is refused by ``fediot serve``.
 
     Raises
     ------
     FediotError
-        A pinned reference naming no run, a bad limit, or ``device`` unknown to the model
-        loaded at start.
+        A pinned reference naming no run, a bad limit, a short token, or ``device`` unknown to
+        the model loaded at start.
     """
     if max_body_bytes < 1:
         raise FediotError(f"max_body_bytes must be ≥ 1; got {max_body_bytes}")
+    if max_rows < 1:
+        raise FediotError(f"max_rows must be ≥ 1; got {max_rows}")
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise FediotError(f"token: at least {MIN_TOKEN_LENGTH} characters (got {len(token)})")
     metrics = ServeMetrics()
     loads = 0
 
@@ -236,11 +300,14 @@ def create_app(view_or_run_ref: RunView | str | Path, *, runs_dir: Path = Path("
     if device is not None and source.model is not None:
         _resolve_device(source.model, device)  # fail at start, not on every request
 
+    # no /docs, /redoc, /openapi.json: FastAPI's pages load their scripts from public CDNs
     app = FastAPI(title="FedIoT scoring API", version="1",
-                  description="Anomaly scores of N-BaIoT feature rows from a run's global model.")
+                  description="Anomaly scores of N-BaIoT feature rows from a run's global model.",
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.source = source
     app.state.metrics = metrics
-    app.add_middleware(ObservedApp, metrics=metrics)
+    app.add_middleware(AccessGuard, token=token)
+    app.add_middleware(ObservedApp, metrics=metrics)  # the outermost: counts refusals too
 
     @app.exception_handler(RequestError)
     async def refused(_: Request, error: RequestError) -> Response:
@@ -279,7 +346,8 @@ def create_app(view_or_run_ref: RunView | str | Path, *, runs_dir: Path = Path("
         if model is None:
             raise unavailable()
         body = await read_body(request, max_body_bytes)
-        parsed = await run_in_threadpool(parse_body, body, request.headers.get("content-type"))
+        parsed = await run_in_threadpool(parse_body, body, request.headers.get("content-type"),
+                                         max_rows)
         chosen = _merge("device", parsed.device, query.get("device")) or device
         choice = _merge("window", parsed.window, query_window)
         window = model.window_for(chosen) if choice == "run" else choice

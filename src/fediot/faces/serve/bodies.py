@@ -9,9 +9,13 @@ Accepted bodies (rows and lines are counted from 1 in every message):
 - ``text/csv``: 115 numeric columns, with the N-BaIoT header line or without any header.
 - ``application/vnd.apache.parquet`` (or ``application/x-parquet``): columns ``FEATURE_NAMES``.
 
-Every value must be a finite number. A refused body raises :class:`RequestError`, whose
-``status`` is the HTTP status to answer with (400 for a bad body, 415 for a media type we do
-not read) and whose message names the row or line and column at fault.
+Every value must be a finite number, and a body holds at most ``max_rows`` rows (default
+:data:`DEFAULT_MAX_ROWS`), counted before the rows are decoded wherever the format allows: from
+a Parquet file's metadata (a few MiB of Parquet can hold millions of rows), from a CSV body's
+line count; a JSON body's ``rows`` list is counted before it becomes a matrix. A refused body
+raises :class:`RequestError`, whose ``status`` is the HTTP status to answer with (400 for a bad
+body, 413 for too many rows, 415 for a media type we do not read) and whose message names the
+row or line and column at fault.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import pyarrow.parquet as pa_parquet
 from fediot.core.catalog import FEATURE_NAMES, N_FEATURES
 from fediot.core.data.reader import csv_value_problem, feature_name_mismatch, first_csv_problem
 from fediot.core.errors import FediotError
+from fediot.core.limits import MAX_WINDOW
 
 Rows = npt.NDArray[np.float64]
 WindowChoice = int | Literal["run"] | None
@@ -46,6 +51,13 @@ PARQUET_TYPES: Final[tuple[str, ...]] = ("application/vnd.apache.parquet",
 BODY_TYPES: Final[tuple[str, ...]] = (JSON_TYPE, CSV_TYPE, *PARQUET_TYPES)
 _FEATURE_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _JSON_KEYS: Final[tuple[str, ...]] = ("rows", "device", "window")
+
+DEFAULT_MAX_ROWS: Final[int] = 100_000
+"""Most rows one ``/score`` request may carry (about 90 MB as float64 once decoded)."""
+_DECODED_BYTES_PER_ROW: Final[int] = 4 * 8 * N_FEATURES
+"""Parquet bytes per row a file may declare once decompressed: 8-byte values with generous
+room for levels, dictionaries and page headers; a file declaring more is a decompression
+bomb, refused before it is decompressed."""
 
 
 class RequestError(FediotError):
@@ -97,7 +109,8 @@ def media_type(content_type: str | None) -> str:
 
 
 def parse_window(value: Any, where: str) -> WindowChoice:
-    """A window choice from a query parameter (text) or a JSON value."""
+    """A window choice from a query parameter (text) or a JSON value: a window length in
+    1…:data:`~fediot.core.limits.MAX_WINDOW`, ``"run"`` or ``None``."""
     if value is None or value is False or value in ("", "false"):
         return None
     if value is True or value in ("true", "run"):
@@ -109,8 +122,23 @@ def parse_window(value: Any, where: str) -> WindowChoice:
             raise RequestError(f"{where}: {value!r} is not a positive integer, 'run', 'true' "
                                "or 'false'") from None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RequestError(f"{where}: {value!r} is not a positive integer or true")
+        raise RequestError(f"{where}: {_shown(value)} is not a positive integer or true")
+    if value > MAX_WINDOW:  # a huge window overflows the vote's int64 arithmetic
+        raise RequestError(f"{where}: {_shown(value)} is more than the largest window, "
+                           f"{MAX_WINDOW:,} rows")
     return value
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to 40 characters (values echoed in errors may be huge)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def too_many_rows(rows: int, max_rows: int, counted: str = "") -> RequestError:
+    """The 413 refusal of a body with ``rows`` rows (``counted``: how they were counted)."""
+    return RequestError(f"{rows:,} rows{counted}: more than the limit of {max_rows:,} per "
+                        "request; split the rows into requests", 413)
 
 
 def check_finite(rows: Rows, where: str = "row") -> Rows:
@@ -126,16 +154,18 @@ def check_finite(rows: Rows, where: str = "row") -> Rows:
     return rows
 
 
-def parse_body(body: bytes, content_type: str | None) -> ScoreRequest:
-    """A ``/score`` body of the given ``Content-Type`` → :class:`ScoreRequest`."""
+def parse_body(body: bytes, content_type: str | None,
+               max_rows: int = DEFAULT_MAX_ROWS) -> ScoreRequest:
+    """A ``/score`` body of the given ``Content-Type`` → :class:`ScoreRequest` of at most
+    ``max_rows`` rows (more: a 413 :class:`RequestError`)."""
     kind = media_type(content_type)
     if not body.strip():
         raise RequestError("empty body: send rows to score")
     if kind == JSON_TYPE:
-        return parse_json(body)
+        return parse_json(body, max_rows)
     if kind == CSV_TYPE:
-        return ScoreRequest(parse_csv(body))
-    return ScoreRequest(parse_parquet(body))
+        return ScoreRequest(parse_csv(body, max_rows))
+    return ScoreRequest(parse_parquet(body, max_rows))
 
 
 # --- JSON ----------------------------------------------------------------------------------
@@ -173,13 +203,15 @@ def _json_row(raw: Any, row: int) -> list[float]:
     return [_number(value, row, i) for i, value in enumerate(raw)]
 
 
-def json_rows(rows: Any, raw_text: bytes = b"") -> Rows:
+def json_rows(rows: Any, raw_text: bytes = b"", max_rows: int = DEFAULT_MAX_ROWS) -> Rows:
     """The ``rows`` value of a JSON body as a float64 matrix (validated value by value when the
     fast path cannot vouch for it)."""
     if not isinstance(rows, list):
         raise RequestError(f"'rows' must be a list of rows; got {type(rows).__name__}")
     if not rows:
         raise RequestError("no rows to score ('rows' is empty)")
+    if len(rows) > max_rows:
+        raise too_many_rows(len(rows), max_rows)
     # Fast path: a rectangular list of numbers. NumPy would turn true/false into 1/0, so a
     # body with those tokens takes the checked path.
     if b"true" not in raw_text and b"false" not in raw_text and isinstance(rows[0], list):
@@ -193,7 +225,7 @@ def json_rows(rows: Any, raw_text: bytes = b"") -> Rows:
                     dtype=np.float64)
 
 
-def parse_json(body: bytes) -> ScoreRequest:
+def parse_json(body: bytes, max_rows: int = DEFAULT_MAX_ROWS) -> ScoreRequest:
     """A JSON body: ``{"rows": ..., "device": ..., "window": ...}`` or a bare list of rows."""
     try:
         document = json.loads(body)
@@ -207,7 +239,7 @@ def parse_json(body: bytes) -> ScoreRequest:
     except RecursionError:
         raise RequestError("body is not usable JSON: nested too deeply") from None
     if isinstance(document, list):
-        return ScoreRequest(json_rows(document, body))
+        return ScoreRequest(json_rows(document, body, max_rows))
     if not isinstance(document, dict):
         raise RequestError("JSON body must be an object with 'rows' or a list of rows; got "
                            f"{type(document).__name__}")
@@ -220,7 +252,7 @@ def parse_json(body: bytes) -> ScoreRequest:
     device = document.get("device")
     if device is not None and not isinstance(device, str):
         raise RequestError(f"'device' must be a device name; got {json.dumps(device)[:40]}")
-    return ScoreRequest(json_rows(document["rows"], body), device,
+    return ScoreRequest(json_rows(document["rows"], body, max_rows), device,
                         parse_window(document.get("window"), "'window' in the body"))
 
 
@@ -250,9 +282,14 @@ def _locate_csv_problem(text: str, has_header: bool) -> str | None:
     return None if problem is None else f"CSV {problem}"
 
 
-def parse_csv(body: bytes) -> Rows:
+def parse_csv(body: bytes, max_rows: int = DEFAULT_MAX_ROWS) -> Rows:
     """115 numeric columns, with the N-BaIoT header or none; errors name the line."""
     data = body.removeprefix(codecs.BOM_UTF8)
+    # every row ends a line (but the last): more lines than rows allowed is refused before
+    # parsing; a header is one line more, carriage-return line ends are counted after parsing
+    lines = data.count(b"\n") + (not data.endswith(b"\n"))
+    if lines > max_rows + 1:
+        raise too_many_rows(lines, max_rows, " (lines)")
 
     def text() -> str:  # only a bad body is decoded whole, to find the line at fault
         try:
@@ -286,6 +323,8 @@ def parse_csv(body: bytes) -> Rows:
     except pa.ArrowException as error:
         raise RequestError(_locate_csv_problem(text(), has_header)
                            or f"CSV body could not be parsed ({error})") from None
+    if table.num_rows > max_rows:
+        raise too_many_rows(table.num_rows, max_rows)
     rows = _table_rows(table)
     if len(rows) == 0:
         raise RequestError("no rows to score (the CSV body has no data lines)")
@@ -312,19 +351,54 @@ def _table_rows(table: pa.Table) -> Rows:
 # --- Parquet -------------------------------------------------------------------------------
 
 
-def parse_parquet(body: bytes) -> Rows:
-    """A Parquet file whose columns are ``FEATURE_NAMES``, numeric; errors name row and column."""
+def _parquet_file(body: bytes, max_rows: int) -> pa_parquet.ParquetFile:
+    """The body's Parquet file, its metadata checked before anything is decoded: column names
+    UTF-8, at most ``max_rows`` rows, a decompressed size in proportion."""
     try:
-        table = pa_parquet.read_table(pa.BufferReader(body))
+        file = pa_parquet.ParquetFile(pa.BufferReader(body))
+    except UnicodeDecodeError as error:  # a column name (or other metadata) that is not text
+        raise RequestError(f"Parquet metadata is not UTF-8 text: {_shown(error.object)} "
+                           "(column names must be the N-BaIoT feature names)") from None
     except (OSError, pa.ArrowException) as error:
         raise RequestError(f"body is not a readable Parquet file ({error})") from None
-    problem = _header_problem(table.schema.names)
+    metadata = file.metadata
+    groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
+    declared = max(metadata.num_rows, sum(group.num_rows for group in groups))
+    if metadata.num_rows < 0 or any(group.num_rows < 0 for group in groups):
+        raise RequestError("body is not a readable Parquet file (negative row count)")
+    if declared > max_rows:
+        raise too_many_rows(declared, max_rows, " (Parquet metadata)")
+    decoded = sum(group.total_byte_size for group in groups)
+    if decoded > _DECODED_BYTES_PER_ROW * declared + 1024 * 1024:
+        raise RequestError(f"Parquet body declares {decoded:,} decompressed bytes for "
+                           f"{declared:,} rows; refused")
+    return file
+
+
+def parse_parquet(body: bytes, max_rows: int = DEFAULT_MAX_ROWS) -> Rows:
+    """A Parquet file whose columns are ``FEATURE_NAMES``, numeric; errors name row and column.
+
+    Names, types and the row count are checked from the file's metadata first: nothing is
+    decompressed for a file that would be refused."""
+    file = _parquet_file(body, max_rows)
+    try:
+        schema = file.schema_arrow
+    except (OSError, pa.ArrowException) as error:
+        raise RequestError(f"body is not a readable Parquet file ({error})") from None
+    problem = _header_problem(schema.names)
     if problem:
         raise RequestError("Parquet columns: " + problem.partition(": ")[2])
-    for position, field in enumerate(table.schema):
+    for position, field in enumerate(schema):
         if not (pa.types.is_floating(field.type) or pa.types.is_integer(field.type)):
             raise RequestError(f"Parquet {_column(position)} has type {field.type}; expected "
                                "numbers")
+    try:
+        table = file.read()
+    except (OSError, pa.ArrowException) as error:
+        raise RequestError(f"body is not a readable Parquet file ({error})") from None
+    if table.num_rows > max_rows:  # the metadata lied
+        raise too_many_rows(table.num_rows, max_rows)
+    for position in range(table.num_columns):
         column = table.column(position)
         if column.null_count:
             row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
