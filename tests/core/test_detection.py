@@ -237,6 +237,26 @@ def test_device_map_errors_name_the_key_and_file(tmp_path: Path) -> None:
     assert issubclass(DetectionError, FediotError)
 
 
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("latin1.yaml", b"aa:bb:cc:dd:ee:ff: cam\xe9ra\n", "latin1.yaml: line 1: not UTF-8 text"),
+    ("nul.json", b'{"10.0.0.1": "cam"}\x00', "nul.json: line 1: NUL byte"),
+    ("deep.json", b"[" * 5000 + b"]" * 5000, "deep.json: nested more than 64 levels deep"),
+    ("deep.yaml", b"[" * 5000 + b"]" * 5000, "deep.yaml: line 1, column 65: nested more"),
+    ("bomb.yaml", b"a: &a [x, x, x]\nb: &b [*a, *a, *a]\n10.0.0.1: *b\n",
+     "bomb.yaml: line 2, column 8: alias *a"),
+    ("big.yaml", b"#" * (2 * 1024 * 1024), "big.yaml: larger than the limit of 1,048,576"),
+    ("broken.yaml", b"10.0.0.1: [cam\n", "broken.yaml: not valid JSON/YAML (line 2, column 1: "),
+])
+def test_hostile_device_maps_are_one_line(tmp_path: Path, name: str, data: bytes,
+                                         message: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(DetectionError) as caught:
+        DeviceMap.load(path)
+    assert str(caught.value).startswith(str(tmp_path))
+    assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
 def test_resolve_device() -> None:
     known = {"Danmini_Doorbell", "Ecobee_Thermostat#2"}
     assert resolve_device("Danmini_Doorbell", known) == "Danmini_Doorbell"

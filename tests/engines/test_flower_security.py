@@ -203,6 +203,31 @@ def stop(process: subprocess.Popen[str]) -> None:
             process.wait()
 
 
+def test_a_device_reads_the_server_sent_configuration_safely() -> None:
+    """config-json comes over the network: an alias bomb, a NUL or a deep nesting is one
+    ConfigError on the device, never a hang (the refusal takes milliseconds)."""
+    from flwr.app import Context, RecordDict
+
+    from fediot.core.config import ConfigError
+    from fediot.engines.flower.apps import _config_from
+
+    def context(text: str) -> Context:
+        return Context(run_id=1, node_id=1, node_config={}, state=RecordDict(),
+                       run_config={"config-json": text})
+
+    assert _config_from(context("train_args: {epochs: 2}"), None).train_args.epochs == 2
+    for text, message in [
+        ("a: &a [x, x]\nb: &b [*a, *a]\ntrain_args: *b\n", "line 2, column 8: alias *a"),
+        ("train_args: {run: a\x00b}", "line 1: NUL byte"),
+        ("[" * 5000 + "]" * 5000, "nested more than 64 levels deep"),
+        ("train_args: {batch_size: 1.0e+20}", "train_args.batch_size: expected int"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            _config_from(context(text), None)
+        assert str(caught.value).startswith("run config config-json: ")
+        assert message in str(caught.value), str(caught.value)
+
+
 @pytest.fixture(scope="module")
 def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
     tmp = tmp_path_factory.mktemp("secure")

@@ -133,6 +133,33 @@ def test_cli_rejects_bad_keys_in_one_line(tmp_path: Path) -> None:
     assert "device_args.worker_num" in result.output
 
 
+@pytest.mark.parametrize(("arguments", "files", "message"), [
+    (["-c", "{bomb}"], {"bomb": b"a: &a [x, x]\nb: [*a, *a]\n"}, "line 2, column 5: alias *a"),
+    (["-c", "{latin}"], {"latin": b"train_args:\n  epochs: 1 # caf\xe9\n"},
+     "line 2: not UTF-8 text"),
+    (["-c", "{deep}"], {"deep": b"[" * 5000 + b"]" * 5000}, "nested more than 64 levels"),
+    (["-c", "{env}"], {"env": b"environment_args: 5\n"}, "environment_args must be a mapping"),
+    (["--set", "tracking_args.run_name=.."], {}, "tracking_args.run_name: must not start"),
+    (["--seed", str(2**64)], {}, "common_args.random_seed: must be an integer in 0…"),
+    (["--set", "detection_args.threshold_k=.nan"], {},
+     "detection_args.threshold_k: must be a finite number, got nan"),
+    (["--set", "data_args.testbed_scale=1.0e+9"], {}, "data_args.testbed_scale: must be a "
+                                                       "finite number in (0, 10]"),
+])
+def test_cli_refuses_hostile_inputs_in_one_line(tmp_path: Path, arguments: list[str],
+                                                files: dict[str, bytes], message: str) -> None:
+    paths = {}
+    for name, data in files.items():
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_bytes(data)
+    argv = [a.format(**paths) for a in arguments]
+    result = CliRunner().invoke(app, ["simulate", *argv, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
 def test_virtual_devices_split_each_device_in_disjoint_blocks(dataset: Path,
                                                               tmp_path: Path) -> None:
     from fediot.core.data.layouts import open_dataset

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from federated_data import small_run_config, write_uci_dataset
-from fediot.core.config import Config, ConfigError
+from fediot.core.config import Config, ConfigError, TrackingArgs
 from fediot.core.errors import FediotError
 from fediot.core.model import build_autoencoder, get_weights
 from fediot.engines.run_folder import RunFolder, RunView
@@ -205,3 +205,14 @@ def test_an_unreachable_store_stops_the_run_before_training(dataset: Path,
     (root,) = (tmp_path / "runs").iterdir()
     assert RunView(root).status()["state"] == "failed"  # type: ignore[index]
     assert not (root / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../up", "a/b", ".hidden"])
+def test_a_hand_built_config_cannot_name_a_run_folder_outside_the_runs(
+        tmp_path: Path, name: str) -> None:
+    """parse_config refuses these names; a Config built in code is stopped at the folder."""
+    config = Config(tracking_args=TrackingArgs(log_file_dir=str(tmp_path / "runs"),
+                                               run_name=name))
+    with pytest.raises(FediotError, match=r"tracking_args\.run_name"):
+        RunFolder.create(config)
+    assert not any(tmp_path.iterdir())

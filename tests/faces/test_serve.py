@@ -35,6 +35,7 @@ from typer.testing import CliRunner
 import fediot.faces.cli.serve  # noqa: F401  (registers serve and export)
 from federated_data import device_rows, small_run_config, write_uci_dataset
 from fediot.core.catalog import DEVICES, FEATURE_NAMES, N_FEATURES
+from fediot.core.errors import FediotError
 from fediot.core.federated.messages import ModelState
 from fediot.core.metrics.window import window_vote
 from fediot.engines.run_folder import RunFolder, RunView
@@ -361,6 +362,17 @@ def _text_parquet() -> bytes:
     return parquet_body(pa.table(columns))
 
 
+def _non_utf8_parquet() -> bytes:
+    """Column 1's name patched to bytes that are not UTF-8 (same length: the Thrift footer
+    stays well formed); no Arrow schema, so only the Parquet names carry it."""
+    sink = io.BytesIO()
+    pq.write_table(pa.table({n: np.ones(2) for n in FEATURE_NAMES}), sink, store_schema=False)
+    name = FEATURE_NAMES[0].encode()
+    body = sink.getvalue()
+    assert body.count(name) >= 1
+    return body.replace(name, name[:-2] + b"\xff\xfe")
+
+
 def _null_parquet() -> bytes:
     columns: dict[str, Any] = {n: pa.array([1.0, 2.0]) for n in FEATURE_NAMES}
     columns[FEATURE_NAMES[0]] = pa.array([1.0, None])
@@ -416,6 +428,14 @@ BAD_REQUESTS: list[tuple[str, str | None, bytes | str, dict[str, str] | None, in
      "query parameter 'window': 'wide' is not a positive integer"),
     ("window negative", "application/json", json.dumps({"rows": [ROW], "window": -2}), None,
      400, "'window' in the body: -2 is not a positive integer"),
+    ("window 2**63", "text/csv", ",".join(["1"] * N_FEATURES), {"window": str(2**63)}, 400,
+     "query parameter 'window': 9223372036854775808 is more than the largest window, "
+     "100,000 rows"),
+    ("window beyond the limit in the body", "application/json",
+     json.dumps({"rows": [ROW], "window": 100_001}), None, 400,
+     "'window' in the body: 100001 is more than the largest window"),
+    ("window of 5000 digits", "text/csv", ",".join(["1"] * N_FEATURES), {"window": "9" * 5000},
+     400, "query parameter 'window': '" + "9" * 38 + "… is not a positive integer"),
     ("csv short line", "text/csv", ",".join(FEATURE_NAMES) + "\n" + ",".join(["1"] * 115)
      + "\n" + ",".join(["1"] * 114) + "\n", None, 400, "CSV line 3: 114 columns, expected 115"),
     ("csv text value", "text/csv",
@@ -444,6 +464,8 @@ BAD_REQUESTS: list[tuple[str, str | None, bytes | str, dict[str, str] | None, in
      "Parquet column 4 (MI_dir_L3_weight) has type string"),
     ("parquet null", "application/x-parquet", _null_parquet(), None, 400,
      "row 2, column 1 (MI_dir_L5_weight): missing value"),
+    ("parquet column name not UTF-8", "application/x-parquet", _non_utf8_parquet(), None, 400,
+     "Parquet metadata is not UTF-8 text: b'MI_dir_L5_weig\\xff\\xfe' (column names must be"),
     ("empty body", "application/json", b"", None, 400, "empty body"),
     ("blank csv body", "text/csv", b"\n\n", None, 400, "empty body"),
     ("wrong content type", "text/plain", b"1,2,3", None, 415,
@@ -541,6 +563,121 @@ def test_unexpected_errors_are_a_clean_500(run_root: Path, tmp_path: Path) -> No
         assert metric(samples, "fediot_serve_requests_total", endpoint="other",
                       status="500") == 1
         assert http.get("/healthz").status_code == 200  # the server carries on
+
+
+# --- limits: rows per request, counted before decoding ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_client(run_root: Path) -> Iterator[httpx.Client]:
+    """A server taking at most 5 rows per request."""
+    with serving(create_app(RunView(run_root), max_rows=5)) as url, \
+            httpx.Client(base_url=url, timeout=60) as http:
+        yield http
+
+
+@pytest.mark.parametrize(("content_type", "body", "message"), [
+    ("application/json", json.dumps({"rows": [ROW] * 6}), "6 rows: more than the limit of 5"),
+    ("application/json", json.dumps([ROW] * 6), "6 rows: more than the limit of 5"),
+    ("text/csv", csv_body(np.ones((6, N_FEATURES))), "7 rows (lines): more than the limit of 5"),
+    ("text/csv", b"%s\n%s" % (",".join(FEATURE_NAMES).encode(), csv_body(
+        np.ones((6, N_FEATURES)), header=False).replace(b"\n", b"\r")),
+     "6 rows: more than the limit of 5"),  # lone carriage returns: counted once parsed
+    ("application/x-parquet", parquet_body(np.ones((6, N_FEATURES))),
+     "6 rows (Parquet metadata): more than the limit of 5"),
+])
+def test_too_many_rows_are_refused_with_413(small_client: httpx.Client, content_type: str,
+                                            body: bytes | str, message: str) -> None:
+    reply = post(small_client, body, content_type)
+    assert reply.status_code == 413, reply.text
+    assert message in reply.json()["detail"]
+    assert "split the rows into requests" in reply.json()["detail"]
+
+
+def test_the_row_limit_itself_is_accepted(small_client: httpx.Client) -> None:
+    for content_type, body in [("application/json", json.dumps([ROW] * 5)),
+                               ("text/csv", csv_body(np.ones((5, N_FEATURES)))),
+                               ("application/x-parquet", parquet_body(np.ones((5, N_FEATURES))))]:
+        reply = post(small_client, body, content_type)
+        assert reply.status_code == 200 and reply.json()["rows"] == 5, reply.text
+
+
+def test_a_small_parquet_of_millions_of_rows_is_refused_from_its_metadata(
+        client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1.4 MiB of Parquet holding 3,000,000 zero rows (11 GiB once decoded, as observed):
+    refused before a single value is decompressed."""
+    zeros = pa.array(np.zeros(3_000_000))
+    body = parquet_body(pa.table(dict.fromkeys(FEATURE_NAMES, zeros)))
+    assert len(body) < 2_000_000  # under the test server's body limit
+
+    def never(*_: object, **__: object) -> None:
+        raise AssertionError("the Parquet body was decoded")
+
+    monkeypatch.setattr(pq.ParquetFile, "read", never)  # the server runs in this process
+    reply = post(client, body, "application/vnd.apache.parquet")
+    assert reply.status_code == 413, reply.text
+    assert reply.json()["detail"].startswith(
+        "3,000,000 rows (Parquet metadata): more than the limit of 100,000 per request")
+
+
+# --- access: loopback Host names without a token, a bearer token otherwise; no /docs ------
+
+TOKEN = "s3cret-token-of-32-characters-xx"
+
+
+def test_a_foreign_host_is_refused(client: httpx.Client) -> None:
+    """A page on attacker.example rebinding its name to 127.0.0.1 sends that name as Host."""
+    port = client.base_url.port
+    for path in ("/healthz", "/metrics"):
+        reply = client.get(path, headers={"Host": "attacker.example"})
+        assert reply.status_code == 403, path
+        assert "loopback" in reply.json()["detail"]
+    reply = client.post("/score", content=",".join(["1"] * N_FEATURES),
+                        headers={"Host": f"attacker.example:{port}", "content-type": "text/csv"})
+    assert reply.status_code == 403
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "[::1]", "127.0.0.2"):
+        assert client.get("/healthz", headers={"Host": host}).status_code == 200, host
+
+
+def test_api_documentation_pages_are_off(client: httpx.Client) -> None:
+    """FastAPI's pages load their scripts from public CDNs: not served at all."""
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+        assert client.get(path).status_code == 404, path
+
+
+def test_a_token_is_required_in_every_request(run_root: Path) -> None:
+    rows = request_rows(benign=3, attack=2)
+    with serving(create_app(RunView(run_root), token=TOKEN)) as url, \
+            httpx.Client(base_url=url, timeout=60) as http:
+        for headers in ({}, {"Authorization": f"Bearer {TOKEN}x"},
+                        {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN},
+                        {"Authorization": "Bearer"}):
+            for path in ("/healthz", "/metrics"):
+                reply = http.get(path, headers=headers)
+                assert reply.status_code == 401, (path, headers)
+                assert reply.headers["www-authenticate"].startswith("Bearer")
+            assert post(http, csv_body(rows), "text/csv").status_code == 401
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        assert http.get("/healthz", headers=good).status_code == 200
+        assert http.get("/healthz", headers={"Authorization": f"bearer  {TOKEN}"}
+                        ).status_code == 200
+        # the token, unknown to a rebinding page, replaces the Host check
+        assert http.get("/healthz", headers={**good, "Host": "scorer.example"}
+                        ).status_code == 200
+        reply = http.post("/score", content=csv_body(rows),
+                          headers={**good, "content-type": "text/csv"})
+        assert reply.status_code == 200 and reply.json()["rows"] == 5
+        samples = parse_prometheus(http.get("/metrics", headers=good).text)
+        assert metric(samples, "fediot_serve_requests_total", endpoint="/healthz",
+                      status="401") == 5
+        assert metric(samples, "fediot_serve_internal_errors_total") == 0
+
+
+def test_create_app_refuses_short_tokens_and_bad_row_limits(run_root: Path) -> None:
+    with pytest.raises(FediotError, match="at least 16 characters"):
+        create_app(RunView(run_root), token="short")
+    with pytest.raises(FediotError, match="max_rows must be ≥ 1"):
+        create_app(RunView(run_root), max_rows=0)
 
 
 # --- health, metrics -------------------------------------------------------------------------
@@ -738,6 +875,10 @@ def test_fediot_serve_command_serves_the_run(run_root: Path) -> None:
 @pytest.mark.parametrize(("arguments", "message"), [
     (["serve", "--run", "nope"], "no run 'nope'"),
     (["serve", "--port", "0"], "--port must be in 1–65535"),
+    (["serve", "--host", "0.0.0.0"], "--host 0.0.0.0: the scoring API would be open to anyone"),
+    (["serve", "--host", "192.168.1.20"], "give a --token (at least 16 characters)"),
+    (["serve", "--token", "short"], "--token: at least 16 characters (got 5)"),
+    (["serve", "--max-rows", "0"], "--max-rows must be ≥ 1"),
     (["export", "--format", "tflite"], "--format must be one of torchscript, onnx"),
     (["export", "--format", "onnx", "--run", "nope"], "no run 'nope'"),
 ])

@@ -195,6 +195,8 @@ def test_pcap_option_writes_readable_captures(tmp_path: Path) -> None:
         ({"scale": float("nan")}, "scale must be"),
         ({"file_format": "xls"}, "unknown format 'xls'"),
         ({"seed": -1}, "seed must be"),
+        ({"seed": 2**32}, r"seed must be an integer in 0…4294967295"),
+        ({"scale": 1e9}, r"scale must be a number in \(0, 10\], got 1000000000.0"),
     ],
 )
 def test_bad_arguments_raise_one_clear_error(arguments: dict[str, object], message: str,
