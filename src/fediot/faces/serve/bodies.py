@@ -119,8 +119,8 @@ def parse_window(value: Any, where: str) -> WindowChoice:
         try:
             value = int(value)
         except ValueError:
-            raise RequestError(f"{where}: {value!r} is not a positive integer, 'run', 'true' "
-                               "or 'false'") from None
+            raise RequestError(f"{where}: {_shown(value)} is not a positive integer, 'run', "
+                               "'true' or 'false'") from None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise RequestError(f"{where}: {_shown(value)} is not a positive integer or true")
     if value > MAX_WINDOW:  # a huge window overflows the vote's int64 arithmetic
