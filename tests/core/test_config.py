@@ -141,6 +141,8 @@ N_DEVICES = 9
     ({"train_args": {"federated_optimizer": "Krum", "krum_malicious": 4}},
      "train_args.krum_malicious", "tolerate at most 3, got 4"),
     ({"train_args": {"krum_malicious": -1}}, "train_args.krum_malicious", "in 0…9,000"),
+    ({"train_args": {"federated_optimizer": "Krum", "client_num_per_round": 2}},
+     "train_args.client_num_per_round", "Krum needs at least 3 devices per round"),
     ({"device_args": {"worker_num": True}}, "device_args.worker_num", "expected int, got bool"),
     ({"data_args": {"data_cache_dir": "data\x00/x"}}, "data_args.data_cache_dir",
      "contains a NUL character"),

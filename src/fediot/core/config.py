@@ -621,10 +621,14 @@ def _check(config: Config, source: str) -> None:
     if t.federated_optimizer == "Krum" and t.client_num_per_round < 2 * t.krum_malicious + 3:
         # Krum scores each update by its n − f − 2 nearest others and is proven robust only
         # for n ≥ 2f + 3 (Blanchard et al. 2017); below that it silently is not
+        if t.client_num_per_round < 3:
+            raise fail("train_args.client_num_per_round",
+                       f"Krum needs at least 3 devices per round (2 × krum_malicious + 3), "
+                       f"got {t.client_num_per_round}")
         raise fail("train_args.krum_malicious",
                    f"Krum needs client_num_per_round ≥ 2 × krum_malicious + 3; "
                    f"{t.client_num_per_round} devices per round tolerate at most "
-                   f"{max(0, (t.client_num_per_round - 3) // 2)}, got {t.krum_malicious}")
+                   f"{(t.client_num_per_round - 3) // 2}, got {t.krum_malicious}")
     if dv.worker_num > t.client_num_in_total:
         raise fail("device_args.worker_num",
                    f"{dv.worker_num} workers > client_num_in_total {t.client_num_in_total}")
