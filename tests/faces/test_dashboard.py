@@ -24,6 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 import fediot.faces.cli.main  # noqa: F401  (registers every command)
+from exited_process import killed_run
 from federated_data import small_run_config, write_uci_dataset
 from fediot.core.catalog import DEVICES
 from fediot.core.config import Config
@@ -422,3 +423,22 @@ def test_the_page_follows_a_running_simulation(browser_page: Any, dataset: Path,
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
+
+
+def test_a_killed_run_shows_as_interrupted_and_is_not_followed(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _, pid = killed_run(runs, "killed")
+    handle = start_dashboard(runs, port=0)
+    try:
+        with client(handle) as http:
+            listing = http.get("/api/runs").json()
+            state = http.get("/api/runs/killed/state").json()
+    finally:
+        handle.stop()
+    assert [(r["id"], r["state"]) for r in listing["runs"]] == [("killed", "interrupted")]
+    assert f"pid {pid} on" in listing["runs"][0]["interrupted_because"]
+    assert listing["default"] == "killed"  # the newest run, though none is running
+    assert (state["state"], state["round"], state["total_rounds"]) == ("interrupted", 2, 5)
+    assert f"pid {pid} on" in state["interrupted_because"]
+    assert {d["state"] for d in state["devices"]} == {"idle"}  # nobody trains any more
+    assert ".state-interrupted" in PAGE_HTML

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from exited_process import killed_run
 from federated_data import small_run_config, write_uci_dataset
 from fediot.engines.run_folder import RunView
 from fediot.engines.simulation import simulate
@@ -90,3 +91,22 @@ def test_an_unknown_run_is_one_line_of_error(runs: Path) -> None:
     assert output.strip() == f"error: no run 'nope' under {runs}"
     code, output = invoke("runs", "--runs-dir", str(runs / "missing"))
     assert code == 0 and "no runs under" in output
+
+
+def test_a_killed_run_shows_as_interrupted(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    folder, pid = killed_run(runs, "killed")
+    code, output = invoke("runs", "--runs-dir", str(runs))
+    assert code == 0, output
+    row = next(line for line in output.splitlines() if line.split()[:1] == ["killed"])
+    assert "interrupted" in row and "running" not in row and "2/5" in row
+    code, output = invoke("runs", "show", "killed", "--runs-dir", str(runs))
+    assert code == 0, output
+    assert "state interrupted, phase training" in output
+    assert f"recorded as running, but its process (pid {pid} on" in output
+    code, output = invoke("status", str(folder))
+    assert code == 0, output
+    assert "killed: interrupted, training, round 2/5" in output
+    assert f"pid {pid} on" in output and "--resume" in output
+    code, output = invoke("status", "--runs-dir", str(runs))  # the newest run
+    assert code == 0 and "interrupted" in output

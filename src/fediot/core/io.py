@@ -32,10 +32,13 @@ _DEFAULT_FILE_MODE = 0o666 & ~_umask()
 
 
 @contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
+def atomic_path(target: Path, make_parents: bool = True) -> Iterator[Path]:
     """A temporary path beside ``target`` that replaces it only if the block succeeds; the
-    result has the permissions a plain write would have given it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    result has the permissions a plain write would have given it. ``make_parents=False``: a
+    missing folder raises ``FileNotFoundError`` instead of being created (for a writer that
+    must not bring back a folder someone deleted)."""
+    if make_parents:
+        target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)

@@ -8,7 +8,9 @@
                          time, CPU, peak memory, bytes down/up per device)
       logs.jsonl         the devices' log lines, one JSON object each (``LogLine.to_dict``:
                          time, device, round, step, level, message), appended as steps end
-      status.json        state, phase, round and each device's state (``StatusRecorder``)
+      status.json        state, phase, round and each device's state, the process that runs
+                         it and its heartbeat (``StatusRecorder``; read through
+                         ``RunView.status``, which shows a dead run as ``interrupted``)
       checkpoint.npz     the last completed round's server state (for ``--resume``)
       results.json       final per-device and pooled metrics, thresholds, and per device the
                          benign/attack score histograms of the test split (``error_stats``)
@@ -29,10 +31,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -46,6 +50,7 @@ from fediot.core.federated.evaluation import (
 from fediot.core.federated.messages import DataReport, LogLine, ModelState
 from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
 from fediot.core.io import atomic_path
+from fediot.core.liveness import ProcessIdentity
 from fediot.core.model import AutoencoderDetector, FeatureScaler, ScalerStats
 
 
@@ -63,13 +68,13 @@ def new_run_id(config: Config, kind: str = "fed") -> str:
     return f"{stamp}-{dataset}-{kind}-{config.train_args.federated_optimizer.lower()}"
 
 
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
+def _write_text(path: Path, text: str, make_parents: bool = True) -> None:
+    with atomic_path(path, make_parents) as tmp:
         tmp.write_text(text)
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    _write_text(path, json.dumps(payload, indent=2, default=_jsonable) + "\n")
+def _write_json(path: Path, payload: Any, make_parents: bool = True) -> None:
+    _write_text(path, json.dumps(payload, indent=2, default=_jsonable) + "\n", make_parents)
 
 
 def _jsonable(value: Any) -> Any:
@@ -208,13 +213,45 @@ class RunFolder:
                     {name: summary.to_dict() for name, summary in summaries.items()})
 
 
+LIVE_STATES: Final[frozenset[str]] = frozenset({"running", "starting"})
+"""Recorded states that claim a process is still working on the run."""
+
+HEARTBEAT_SECONDS: Final[float] = 15.0
+"""How often a running run's ``status.json`` gets a fresh ``heartbeat_at``, between events too
+(one round of many local epochs can take minutes)."""
+
+HEARTBEAT_STALE_SECONDS: Final[float] = 180.0
+"""A run recorded as running on another machine whose heartbeat is older than this reads as
+interrupted: twelve missed beats, so a busy disk, a process briefly starved of the GIL or a
+minute or two of clock skew between the machines do not make a live run look dead."""
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _beat(recorder: weakref.ref[StatusRecorder], stop: threading.Event, seconds: float) -> None:
+    """The heartbeat thread: holds only a weak reference, so a recorder dropped without
+    :meth:`StatusRecorder.finish` (a test, an embedding program) stops its thread too."""
+    while not stop.wait(seconds):
+        alive = recorder()
+        if alive is None or not alive.heartbeat():
+            return
+        del alive  # not kept across the wait, or the weak reference would never clear
+
+
 class StatusRecorder:
     """A run observer that keeps ``status.json`` current (what ``fediot status`` shows) and
     appends the devices' log lines to ``logs.jsonl``, then passes every event on to ``inner``.
 
     ``status.json``: ``state`` (running / finished / failed), ``phase``, ``round`` of
-    ``total_rounds``, ``engine``, ``updated_at``, and per device its ``state`` (training / idle
-    / lost), ``last_seen`` and ``last_round``.
+    ``total_rounds``, ``engine``, ``updated_at`` (the last event), ``owner`` (host, pid, start
+    token and pid namespace of the process recording the run:
+    :class:`~fediot.core.liveness.ProcessIdentity`), ``heartbeat_at`` (refreshed every
+    ``heartbeat_seconds`` by a daemon thread while the run is running), and per device its
+    ``state`` (training / idle / lost), ``last_seen`` and ``last_round``. A process killed
+    outright cannot mark its run ``failed``; the owner and the heartbeat let
+    :func:`run_interruption` tell such a run from a live one.
 
     Parameters
     ----------
@@ -226,50 +263,81 @@ class StatusRecorder:
         The observer every event is passed on to (default: none).
     engine
         What ``status.json`` calls the engine (default ``comm_args.backend``).
+    heartbeat_seconds
+        Seconds between heartbeats (default :data:`HEARTBEAT_SECONDS`).
     """
 
     def __init__(self, folder: RunFolder, config: Config, devices: list[str],
-                 inner: RunObserver | None = None, engine: str | None = None) -> None:
+                 inner: RunObserver | None = None, engine: str | None = None,
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS) -> None:
         self.folder = folder
         self.inner = inner
+        # the heartbeat thread writes too: one write at a time, and never while an event
+        # handler is halfway through changing the dict
+        self._lock = threading.RLock()
         self.status: dict[str, Any] = {
             "run": folder.root.name, "state": "running", "phase": "starting", "round": 0,
             "total_rounds": config.train_args.comm_round,
             "engine": engine or config.comm_args.backend,
+            "owner": ProcessIdentity.current().to_dict(),
             "devices": {d: {"state": "idle", "last_seen": None, "last_round": None}
                         for d in devices},
         }
         self._write()
+        self._stop = threading.Event()
+        threading.Thread(target=_beat, args=(weakref.ref(self), self._stop, heartbeat_seconds),
+                         name=f"fediot-heartbeat-{folder.root.name}", daemon=True).start()
 
-    def _write(self) -> None:
-        self.status["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        _write_json(self.folder.root / "status.json", self.status)
+    def _write(self, event: bool = True) -> None:
+        with self._lock:
+            now = _now_text()
+            if event:
+                self.status["updated_at"] = now
+            self.status["heartbeat_at"] = now
+            # only events may create the folder: a beat must not bring back a deleted one
+            _write_json(self.folder.root / "status.json", self.status, make_parents=event)
+
+    def heartbeat(self) -> bool:
+        """Refresh ``heartbeat_at``; False once there is nothing left to beat for (the run
+        ended, or its folder was removed)."""
+        with self._lock:
+            if self.status["state"] not in LIVE_STATES:
+                return False
+            try:
+                self._write(event=False)
+            except FileNotFoundError:  # the folder is gone
+                return False
+            except OSError:  # a full disk, say: the next beat tries again
+                pass
+            return True
 
     def on_phase(self, phase: str, detail: str) -> None:
-        if phase == "lost":
-            for name in detail.partition("no reply from ")[2].partition(";")[0].split(", "):
-                if name in self.status["devices"]:
-                    self.status["devices"][name]["state"] = "lost"
-        elif phase == "round":
-            self.status["round"] = int(detail.split("/")[0])
-            self.status["phase"] = "training"
-            for device in self.status["devices"].values():
-                if device["state"] != "lost":
-                    device["state"] = "training"
-        else:
-            self.status["phase"] = phase
-        self._write()
+        with self._lock:
+            if phase == "lost":
+                for name in detail.partition("no reply from ")[2].partition(";")[0].split(", "):
+                    if name in self.status["devices"]:
+                        self.status["devices"][name]["state"] = "lost"
+            elif phase == "round":
+                self.status["round"] = int(detail.split("/")[0])
+                self.status["phase"] = "training"
+                for device in self.status["devices"].values():
+                    if device["state"] != "lost":
+                        device["state"] = "training"
+            else:
+                self.status["phase"] = phase
+            self._write()
         if self.inner is not None:
             self.inner.on_phase(phase, detail)
 
     def on_round(self, record: RoundRecord) -> None:
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        for name, device in self.status["devices"].items():
-            if name in record.answered:
-                device.update(state="idle", last_seen=now, last_round=record.server_round)
-            elif device["state"] == "training":
-                device["state"] = "idle"
-        self._write()
+        with self._lock:
+            now = _now_text()
+            for name, device in self.status["devices"].items():
+                if name in record.answered:
+                    device.update(state="idle", last_seen=now, last_round=record.server_round)
+                elif device["state"] == "training":
+                    device["state"] = "idle"
+            self._write()
         if self.inner is not None:
             self.inner.on_round(record)
 
@@ -279,10 +347,62 @@ class StatusRecorder:
             self.inner.on_logs(lines)
 
     def finish(self, state: str = "finished") -> None:
-        """Mark the run ``finished`` or ``failed``."""
-        self.status["state"] = state
-        self.status["phase"] = "done" if state == "finished" else self.status["phase"]
-        self._write()
+        """Mark the run ``finished`` or ``failed`` and stop the heartbeat."""
+        self._stop.set()
+        with self._lock:
+            self.status["state"] = state
+            self.status["phase"] = "done" if state == "finished" else self.status["phase"]
+            self._write()
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def run_interruption(status: Mapping[str, Any], now: datetime | None = None) -> str | None:
+    """Why a run whose ``status.json`` says it is running is not, or None.
+
+    The one rule for every face: a run in a live state (:data:`LIVE_STATES`) recorded by a
+    process of this machine is interrupted once that process is gone (same pid *and* start
+    token, so a reused pid does not count); one recorded elsewhere, where its process cannot be
+    checked, once its heartbeat is older than :data:`HEARTBEAT_STALE_SECONDS`. A run written
+    before owners were recorded has only ``updated_at`` to go by, taken as its heartbeat.
+    """
+    if status.get("state") not in LIVE_STATES:
+        return None
+    owner = ProcessIdentity.from_dict(status.get("owner"))
+    if owner is not None:
+        alive = owner.alive()
+        if alive is False:
+            return f"its process ({owner.describe()}) is gone"
+        if alive:
+            return None
+    beat = _parse_time(status.get("heartbeat_at")) or _parse_time(status.get("updated_at"))
+    if beat is None:
+        return "it records no heartbeat"
+    age = ((now or datetime.now(UTC)) - beat).total_seconds()
+    if age <= HEARTBEAT_STALE_SECONDS:
+        return None
+    where = f" from {owner.host}" if owner is not None else ""
+    return f"no heartbeat{where} for {age:.0f} s"
+
+
+def with_liveness(status: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """``status`` as a face shows it: a run :func:`run_interruption` finds dead gets ``state``
+    ``interrupted``, with the recorded state in ``recorded_state`` and the reason in
+    ``interrupted_because``; any other status is returned as it is (a copy)."""
+    shown = dict(status)
+    reason = run_interruption(status, now)
+    if reason is not None:
+        shown.update(state="interrupted", recorded_state=status.get("state"),
+                     interrupted_because=reason)
+    return shown
 
 
 class RunView:
@@ -335,8 +455,15 @@ class RunView:
     def config(self) -> Config:
         return load_config(self.root / "config.yaml")
 
-    def status(self) -> dict[str, Any] | None:
-        return self._json("status.json")  # type: ignore[no-any-return]
+    def status(self, now: datetime | None = None) -> dict[str, Any] | None:
+        """``status.json`` as the faces show it (:func:`with_liveness`: a run whose process
+        is gone reads as ``interrupted``); None before it is written."""
+        raw = self._json("status.json")
+        if raw is None:
+            return None
+        if not isinstance(raw, dict):
+            raise FediotError(f"{self.root / 'status.json'}: not a JSON object")
+        return with_liveness(raw, now)
 
     def rounds(self) -> list[dict[str, Any]]:
         """``metrics.jsonl``: one dict per completed round (:meth:`RoundRecord.to_dict`)."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from nbaiot_fixtures import csv_bytes, parquet_bytes, plausible_rows
 
+from exited_process import exited_process
 from fediot.core.data import DataError, FeatureCache, default_cache_root
+from fediot.core.liveness import STALE_SECONDS, owner_tag
 from fediot.core.paths import CACHE_ENV
 
 
@@ -76,6 +79,62 @@ def test_a_changed_source_is_parsed_again(tmp_path: Path) -> None:
     os.utime(source, ns=(1, 1))  # also change the mtime, whatever the clock resolution
     np.testing.assert_array_equal(cache.load(source), replacement.astype(np.float32))
     assert cache.parses == 2
+
+
+@pytest.mark.parametrize("how", ["in place", "replaced"])
+def test_a_same_size_edit_that_keeps_the_mtime_is_parsed_again(tmp_path: Path, how: str) -> None:
+    source, rows = _csv(tmp_path)
+    cache = FeatureCache(tmp_path / "cache")
+    cache.load(source)
+    before = source.stat()
+    time.sleep(0.05)  # a guard: lets a coarse (per-tick) ctime clock move past the first write
+    lines = source.read_bytes().splitlines(keepends=True)
+    lines[1], lines[2] = lines[2], lines[1]  # two data rows swapped: same bytes, same size
+    if how == "in place":
+        with source.open("r+b") as stream:
+            stream.write(b"".join(lines))
+    else:  # an atomic save: a new file renamed over the old one
+        other = source.with_name("new.csv")
+        other.write_bytes(b"".join(lines))
+        other.replace(source)
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = source.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert (after.st_ino == before.st_ino) == (how == "in place")
+    swapped = rows[[1, 0, *range(2, len(rows))]]
+    np.testing.assert_array_equal(cache.load(source), swapped.astype(np.float32))
+    assert cache.parses == 2
+
+
+def _aged(path: Path, seconds: float) -> Path:
+    moment = time.time() - seconds
+    os.utime(path, (moment, moment))
+    return path
+
+
+def test_leftovers_of_killed_writers_are_removed_on_the_next_start(tmp_path: Path) -> None:
+    source, rows = _csv(tmp_path)
+    root = tmp_path / "cache"
+    dead = exited_process()["tag"]
+    entry, other = root / ("0" * 32), root / ("f" * 32)
+    entry.mkdir(parents=True)
+    other.mkdir()
+    leftovers = [entry / f".features-{dead}-k2j3x9.npy.tmp",
+                 entry / f".source.json-{dead}-a8b7c6.tmp",
+                 other / ".features-oldname.npy.tmp"]  # from before owner tags, long ago
+    kept = [entry / f".features-{owner_tag()}-live12.npy.tmp",
+            other / ".features-recent.npy.tmp",  # no owner to check, and young
+            entry / "notes.txt"]
+    for path in [*leftovers, *kept]:
+        path.write_bytes(b"partial")
+    _aged(leftovers[2], 2 * STALE_SECONDS)
+    _aged(kept[0], 2 * STALE_SECONDS)  # a live writer's file stays, however old
+
+    cache = FeatureCache(root)
+    np.testing.assert_array_equal(cache.load(source), rows.astype(np.float32))
+    assert not any(path.exists() for path in leftovers)
+    assert all(path.exists() for path in kept)
+    assert cache.remove_leftovers() == []  # nothing more to remove
 
 
 def test_an_unusable_entry_is_rebuilt(tmp_path: Path) -> None:

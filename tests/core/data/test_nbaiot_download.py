@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
+import struct
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -17,9 +20,16 @@ from nbaiot_fixtures import METADATA_FILES, uci_relative_path, uci_zip
 from range_http_server import RangeServer, Served
 from rar4_writer import end_header, main_header, rar_bytes, write_rar
 
+from exited_process import exited_process
 from fediot.core.catalog import BENIGN
 from fediot.core.data import DataError, Progress, download_file, download_nbaiot, open_dataset
-from fediot.core.data.download import count_data_rows, verify_row_counts
+from fediot.core.data.download import (
+    check_zip,
+    count_data_rows,
+    remove_extract_leftovers,
+    verify_row_counts,
+)
+from fediot.core.liveness import STALE_SECONDS, owner_tag
 
 EXTERNAL_RAR_TOOLS = {
     "bsdtar": lambda archive, out: ["bsdtar", "-xf", str(archive), "-C", str(out)],
@@ -205,6 +215,89 @@ def test_a_file_that_is_not_a_zip_is_rejected_and_discarded(tmp_path: Path) -> N
     ):
         download_nbaiot(tmp_path / "nbaiot", url=server.url, verify_counts=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def corrupt_member(content: bytes, member: str) -> bytes:
+    """``content`` (a zip) with one byte flipped in the middle of ``member``'s compressed data:
+    the directory at the end still reads, the member no longer does."""
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        info = archive.getinfo(member)
+    name_length, extra_length = struct.unpack_from("<HH", content, info.header_offset + 26)
+    start = info.header_offset + 30 + name_length + extra_length
+    position = start + info.compress_size // 2
+    damaged = bytearray(content)
+    damaged[position] ^= 0xFF
+    return bytes(damaged)
+
+
+def test_a_zip_with_a_corrupt_member_is_deleted_before_it_gets_its_name(tmp_path: Path) -> None:
+    fixture = uci_zip(devices=(3,))
+    damaged = corrupt_member(fixture.content, "Ennio_Doorbell/benign_traffic.csv")
+    with zipfile.ZipFile(io.BytesIO(damaged)) as archive:
+        archive.infolist()  # what the check used to stop at: the directory is intact
+    with (
+        RangeServer(Served(damaged)) as server,
+        pytest.raises(DataError) as caught,
+    ):
+        download_nbaiot(tmp_path / "nbaiot", url=server.url, verify_counts=False)
+    message = str(caught.value)
+    assert "corrupt" in message and "deleted" in message and "run again" in message
+    assert "Ennio_Doorbell/benign_traffic.csv" in message
+    assert list(tmp_path.iterdir()) == []  # no archive under its final name, no .part either
+    # The rerun downloads afresh (here the server has a good copy by now) and succeeds.
+    with RangeServer(Served(fixture.content)) as server:
+        folder = download_nbaiot(tmp_path / "nbaiot", url=server.url, verify_counts=False)
+    assert (tmp_path / "nbaiot.zip").read_bytes() == fixture.content
+    assert open_dataset(folder).load(3, BENIGN).shape[0] == fixture.counts[(3, BENIGN)]
+
+
+def test_check_zip_reads_every_member_back(tmp_path: Path) -> None:
+    fixture = uci_zip(devices=(3,))
+    good, damaged, other = tmp_path / "good.zip", tmp_path / "damaged.zip", tmp_path / "x.zip"
+    good.write_bytes(fixture.content)
+    damaged.write_bytes(corrupt_member(fixture.content, "Ennio_Doorbell/gafgyt_attacks.rar"))
+    other.write_bytes(b"<html>maintenance</html>")
+    reports: list[Progress] = []
+    check_zip(good, reports.append)
+    members = sum(1 for m in zipfile.ZipFile(good).infolist() if not m.is_dir())
+    assert (reports[-1].stage, reports[-1].done, reports[-1].total) == ("verify", members,
+                                                                         members)
+    with pytest.raises(DataError, match=r"damaged\.zip: corrupt zip archive: member "
+                                        r"'Ennio_Doorbell/gafgyt_attacks\.rar'"):
+        check_zip(damaged)
+    with pytest.raises(DataError, match=r"x\.zip: not a zip archive"):
+        check_zip(other)
+
+
+def test_a_corrupt_archive_already_under_its_name_says_how_to_recover(tmp_path: Path) -> None:
+    fixture = uci_zip(devices=(3,))
+    archive = tmp_path / "nbaiot.zip"  # as an older version left it: trusted, not downloaded
+    archive.write_bytes(corrupt_member(fixture.content, "Ennio_Doorbell/benign_traffic.csv"))
+    with pytest.raises(DataError, match=r"corrupt zip archive .*delete it and run again"):
+        download_nbaiot(tmp_path / "nbaiot", url="http://127.0.0.1:9/unused",
+                        verify_counts=False)
+    assert archive.is_file()  # not ours to delete: it was not downloaded by this call
+    assert not list(tmp_path.glob(".nbaiot.partial-*"))
+
+
+def test_half_extractions_of_killed_processes_are_removed_on_the_next_start(
+        tmp_path: Path) -> None:
+    fixture = uci_zip(devices=(3,))
+    dead = exited_process()["tag"]
+    old = time.time() - 2 * STALE_SECONDS
+    leftovers = [tmp_path / f".nbaiot.partial-{dead}-x1y2z3", tmp_path / ".nbaiot.partial-ab12"]
+    live = tmp_path / f".nbaiot.partial-{owner_tag()}-q9w8e7"
+    for folder in [*leftovers, live]:
+        (folder / "Ennio_Doorbell").mkdir(parents=True)
+        (folder / "Ennio_Doorbell" / "benign_traffic.csv").write_text("partial")
+        for path in (folder / "Ennio_Doorbell" / "benign_traffic.csv",
+                     folder / "Ennio_Doorbell", folder):
+            os.utime(path, (old, old))
+    with RangeServer(Served(fixture.content)) as server:
+        download_nbaiot(tmp_path / "nbaiot", url=server.url, verify_counts=False)
+    assert not any(folder.exists() for folder in leftovers)
+    assert live.is_dir()  # this (live) process's, however old
+    assert remove_extract_leftovers(tmp_path / "nbaiot") == []
 
 
 def test_http_errors_are_named(tmp_path: Path) -> None:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from exited_process import exited_process, running_process
 from fediot.core.catalog import DEVICES, FEATURE_NAMES, OFFICIAL_ROW_COUNTS, TRAFFIC_CLASSES
 from fediot.core.data.layouts import open_dataset
 from fediot.core.features.extractor import extract_features
 from fediot.core.features.pcap import read_capture
 from fediot.core.features.relations import relation_violations
+from fediot.core.liveness import STALE_SECONDS, owner_tag
 from fediot.core.testbed import (
     MANIFEST_NAME,
     TestbedDataset,
@@ -23,7 +27,7 @@ from fediot.core.testbed import (
     open_testbed,
     packet_count,
 )
-from fediot.core.testbed.dataset import read_features
+from fediot.core.testbed.dataset import read_features, remove_build_leftovers
 from fediot.core.testbed.network import DEVICE_HOSTS
 
 SCALE = 0.05
@@ -163,6 +167,47 @@ def test_an_incomplete_testbed_is_rebuilt(tmp_path: Path) -> None:
     rebuilt = build_testbed(seed=0, scale=0.01, cache_dir=tmp_path)
     assert not rebuilt.from_cache
     assert victim.is_file()
+
+
+def _partial_build(folder: Path, age: float = 0.0) -> Path:
+    """A folder as a build leaves it: a device folder with one file, all ``age`` seconds old."""
+    (folder / "Danmini_Doorbell").mkdir(parents=True)
+    (folder / "Danmini_Doorbell" / "benign_traffic.parquet").write_bytes(b"partial")
+    moment = time.time() - age
+    for path in (folder / "Danmini_Doorbell" / "benign_traffic.parquet",
+                 folder / "Danmini_Doorbell", folder):
+        os.utime(path, (moment, moment))
+    return folder
+
+
+def test_partial_builds_of_killed_processes_are_removed_on_the_next_start(
+        tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    built = build_testbed(seed=0, scale=0.01, cache_dir=cache_dir)
+    name = built.root.name
+    dead = exited_process()["tag"]
+    leftovers = [
+        _partial_build(cache_dir / f".{name}.building-{dead}-0a1b2c3d"),
+        _partial_build(cache_dir / f".{name}.old-{dead}-0a1b2c3d"),
+        _partial_build(cache_dir / f".other.building-{dead}-99887766"),  # another key's
+        # before owner tags a bare pid, which says nothing once reused: gone when old
+        _partial_build(cache_dir / f".{name}.building-4242-deadbeef", age=2 * STALE_SECONDS),
+    ]
+    kept = [
+        # a live build (this process), however old
+        _partial_build(cache_dir / f".{name}.building-{owner_tag()}-5e6f7a8b",
+                       age=2 * STALE_SECONDS),
+        _partial_build(cache_dir / f".{name}.building-4243-deadbeef"),  # no owner, but young
+        _partial_build(cache_dir / f".{name}.notes-{dead}"),  # not a build folder
+    ]
+    with running_process() as concurrent:  # a build another live process is filling
+        busy = _partial_build(cache_dir / f".{name}.building-{concurrent}-1c2d3e4f",
+                              age=2 * STALE_SECONDS)
+        again = build_testbed(seed=0, scale=0.01, cache_dir=cache_dir)  # a cache hit
+        assert again.from_cache
+        assert not any(path.exists() for path in leftovers)
+        assert all(path.is_dir() for path in [*kept, busy])
+    assert remove_build_leftovers(cache_dir) == [busy]  # its process has ended now
 
 
 def test_csv_format_holds_the_same_numbers(dataset: TestbedDataset, tmp_path: Path) -> None:

@@ -5,9 +5,13 @@ Steps of :func:`download_nbaiot`:
 1. **Download** the zip into ``<archive>.part`` with HTTP Range requests: an interrupted
    download resumes where it stopped when the server supports ranges (guarded by ``If-Range``
    with the ETag / Last-Modified of the first response) and restarts otherwise. The archive
-   gets its final name only once its size matches the server's and it opens as a zip (and, if
-   given, its SHA-256 matches).
-2. **Extract** the zip into a hidden temporary folder beside the destination, then each
+   gets its final name only once its size matches the server's, every member reads back with
+   its CRC-32 (:func:`check_zip`) and, if given, its SHA-256 matches; one that fails is deleted
+   with an error saying so, so a corrupt archive never sits under the final name, where every
+   later run would trust it and fail.
+2. **Extract** the zip into a hidden temporary folder beside the destination (its name carries
+   its owner, :func:`fediot.core.liveness.owner_tag`, so the next extraction removes the ones a
+   killed process left behind, never a live one's), then each
    device's ``gafgyt_attacks.rar`` / ``mirai_attacks.rar`` into ``gafgyt_attacks/`` /
    ``mirai_attacks/`` (through the ``rarfile`` library, which needs the ``unar`` or ``bsdtar``
    tool for compressed members: Debian packages ``unar`` / ``libarchive-tools``).
@@ -32,6 +36,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -40,6 +45,7 @@ from typing import Final, Literal
 from fediot.core.catalog import BOTNETS, DEVICES, OFFICIAL_ROW_COUNTS, device_by_id
 from fediot.core.data.errors import DataError
 from fediot.core.data.layouts import FileKey, open_dataset
+from fediot.core.liveness import STALE_SECONDS, owner_tag, remove_stale
 
 UCI_URL: Final[str] = (
     "https://archive.ics.uci.edu/static/public/442/detection+of+iot+botnet+attacks+n+baiot.zip"
@@ -153,9 +159,10 @@ def download_file(
     if check is not None:
         try:
             check(part)
-        except DataError:
+        except DataError as error:
             _discard(part, meta)
-            raise
+            raise DataError(f"{url}: the download is corrupt and was deleted ({error}); "
+                            "run again to download it afresh") from None
     part.replace(target)
     meta.unlink(missing_ok=True)
     return target
@@ -263,13 +270,32 @@ def _write_json_atomic(path: Path, payload: Mapping[str, object]) -> None:
         raise
 
 
-def check_zip(path: Path) -> None:
-    """Raise :class:`DataError` unless ``path`` is a zip archive with a readable directory."""
+def check_zip(path: Path, progress: ProgressCallback | None = None) -> None:
+    """Raise :class:`DataError` unless ``path`` is a zip archive whose every member reads back
+    whole with the CRC-32 its directory records.
+
+    Reading the directory alone is not enough: a download whose bytes were damaged in transit
+    (or stitched from two versions of the file by a resume) has an intact directory at its end
+    and corrupt members before it. Reports ``Progress("verify", members_done, members, name)``.
+    """
+    report = progress or _no_progress
     try:
-        with zipfile.ZipFile(path) as archive:
-            archive.infolist()
+        archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as error:
         raise DataError(f"{path}: not a zip archive ({error})") from None
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        for done, member in enumerate(members):
+            report(Progress("verify", done, len(members), member.filename))
+            try:
+                # ZipExtFile checks the CRC-32 when it reaches the member's end
+                with archive.open(member) as stream:
+                    while stream.read(_CHUNK):
+                        pass
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+                raise DataError(f"{path}: corrupt zip archive: member {member.filename!r} "
+                                f"does not read back ({error})") from None
+        report(Progress("verify", len(members), len(members), ""))
 
 
 def count_data_rows(path: Path) -> int:
@@ -348,7 +374,8 @@ def extract_uci_archive(
     if dest.exists() and any(dest.iterdir()):
         raise DataError(f"{dest}: already exists and is not empty; choose a new folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+    remove_extract_leftovers(dest)
+    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-{owner_tag()}-"))
     try:
         _extract_zip(archive, work, report)
         data_root = _find_device_root(work, archive)
@@ -373,6 +400,20 @@ def extract_uci_archive(
     return dest
 
 
+def remove_extract_leftovers(dest: Path, max_age: float = STALE_SECONDS) -> list[Path]:
+    """Remove the half-extracted folders ``.<dest>.partial-*`` beside ``dest`` that a killed
+    process left: owner dead, or owner unknown (another machine, a name from before owner
+    tags) and untouched for ``max_age`` seconds; a live extraction's folder is kept. Returns
+    what was removed."""
+    prefix = f".{dest.name}.partial-"
+    try:
+        names = [path.name for path in dest.parent.iterdir() if path.name.startswith(prefix)]
+    except OSError:
+        return []
+    return remove_stale([(dest.parent / name, name.removeprefix(prefix)) for name in names],
+                        max_age=max_age)
+
+
 def _extract_zip(archive: Path, work: Path, report: ProgressCallback) -> None:
     try:
         with zipfile.ZipFile(archive) as zipped:
@@ -388,8 +429,11 @@ def _extract_zip(archive: Path, work: Path, report: ProgressCallback) -> None:
                 with zipped.open(member) as source, target.open("wb") as out:
                     shutil.copyfileobj(source, out, _CHUNK)
             report(Progress("extract", len(members), len(members), ""))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile) as error:
-        raise DataError(f"{archive}: corrupt zip archive ({error})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError) as error:
+        # an archive already under its final name (not downloaded here, or by an older
+        # version that did not check the members): left alone, but say how to get a good one
+        raise DataError(f"{archive}: corrupt zip archive ({error}); delete it and run again "
+                        "to download it afresh") from None
     except FileNotFoundError:
         raise DataError(f"{archive}: no such file") from None
 
@@ -499,7 +543,7 @@ def download_nbaiot(
         retry_wait=retry_wait,
         timeout=timeout,
         sha256=sha256,
-        check=check_zip,
+        check=lambda part: check_zip(part, progress),
     )
     counts = (expected_counts or OFFICIAL_ROW_COUNTS) if verify_counts else None
     extract_uci_archive(archive, dest, expected_counts=counts, progress=progress)

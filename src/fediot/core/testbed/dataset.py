@@ -20,7 +20,10 @@ traffic class, row count and SHA-256.
 Results are cached under a key of generator version, seed, scale, format (and ``pcap``): in
 ``cache_dir``, else ``$FEDIOT_CACHE_DIR/testbed``, ``$XDG_CACHE_HOME/fediot/testbed`` or
 ``~/.cache/fediot/testbed``. A dataset is built in a temporary folder beside its destination and
-renamed into place when complete, so a folder with a manifest is always whole.
+renamed into place when complete, so a folder with a manifest is always whole. The temporary
+folder's name carries its owner (:func:`fediot.core.liveness.owner_tag`): the build folders a
+killed process left behind are removed by the next :func:`build_testbed` beside them
+(:func:`remove_build_leftovers`), never one that a live concurrent build is filling.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -49,6 +53,7 @@ from fediot.core.errors import FediotError
 from fediot.core.features.extractor import extract_features
 from fediot.core.io import write_features
 from fediot.core.limits import MAX_SEED, MAX_TESTBED_SCALE
+from fediot.core.liveness import STALE_SECONDS, owner_tag, remove_stale
 from fediot.core.paths import cache_dir
 from fediot.core.testbed.pcap_writer import write_pcap
 from fediot.core.testbed.simulator import GENERATOR_VERSION, packet_count, simulate_capture
@@ -210,6 +215,8 @@ def build_testbed(
                 "format": file_format, "pcap": pcap}
     cached = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / key
     target = Path(out).expanduser() if out is not None else cached
+    for parent in {cached.parent, target.parent}:
+        remove_build_leftovers(parent)
     found = _complete_manifest(target, expected)
     if found is not None:
         return TestbedDataset(target, MappingProxyType(found), from_cache=True)
@@ -267,12 +274,36 @@ def _complete_manifest(root: Path, expected: Mapping[str, Any] | None = None,
     return manifest
 
 
+_LEFTOVER: Final[re.Pattern[str]] = re.compile(
+    r"\.(?P<name>.+)\.(?:building|old)-(?P<tag>\d+(?:-[0-9a-f]{8}){1,3})")
+"""A folder :func:`_publish` builds in (``building``) or moves a replaced testbed to (``old``):
+``.<name>.building-<owner tag>-<random>``; before owner tags, ``.<name>.building-<pid>-<random>``
+(a bare pid says nothing once reused, so those go by age)."""
+
+
+def remove_build_leftovers(parent: Path, max_age: float = STALE_SECONDS) -> list[Path]:
+    """Remove the partial builds under ``parent`` that their process left when it was killed:
+    those whose owner is dead, and those whose owner cannot be checked (another machine, an
+    old name) once untouched for ``max_age`` seconds; a live build is kept however old.
+    Returns what was removed."""
+    try:
+        names = [path.name for path in Path(parent).iterdir()]
+    except OSError:  # no such folder yet
+        return []
+    candidates = []
+    for name in names:
+        match = _LEFTOVER.fullmatch(name)
+        if match is not None:
+            candidates.append((Path(parent) / name, match.group("tag")))
+    return remove_stale(candidates, max_age=max_age)
+
+
 def _publish(target: Path, fill: Callable[[Path], dict[str, Any]],
              expected: Mapping[str, Any]) -> dict[str, Any]:
     """Fill a temporary folder beside ``target``, then rename it into place (an empty or
     testbed folder already there is moved aside first and deleted after)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tag = f"{owner_tag()}-{uuid.uuid4().hex[:8]}"
     building = target.parent / f".{target.name}.building-{tag}"
     retired = target.parent / f".{target.name}.old-{tag}"
     building.mkdir()

@@ -109,7 +109,7 @@ def _list_row(view: RunView) -> list[str]:
     devices = len(status["devices"]) if status.get("devices") else (
         config.train_args.client_num_in_total)
     pooled = _pooled(results) or {}
-    style = {"failed": "red", "running": "yellow"}.get(state, "")
+    style = {"failed": "red", "interrupted": "magenta", "running": "yellow"}.get(state, "")
     return [escape(view.run_id), str(status.get("engine", config.comm_args.backend)),
             f"[{style}]{state}[/]" if style else state, f"{done}/{total}", str(devices),
             _pct(pooled.get("f1")), _pct(pooled.get("recall")), _pct(pooled.get("fpr")),
@@ -142,6 +142,9 @@ def show_command(
         f"{status.get('round', len(rounds))}/{t.comm_round}, engine "
         f"{status.get('engine', config.comm_args.backend)}, updated {_when(view.updated_at())}",
         highlight=False)
+    if status.get("state") == "interrupted":
+        console.print(f"[magenta]interrupted[/]: recorded as {status.get('recorded_state')}, but "
+                      f"{escape(str(status.get('interrupted_because')))}", highlight=False)
     console.print(
         f"dataset {d.dataset}, {t.client_num_in_total} devices ({t.client_num_per_round} per "
         f"round), {t.comm_round} rounds × {t.epochs} epoch(s), {t.federated_optimizer} + "

@@ -1,16 +1,22 @@
-"""``fediot status``: a run's state, round and devices, from its run folder."""
+"""``fediot status``: a run's state, round and devices, from its run folder (read through
+:class:`~fediot.engines.run_folder.RunView`, so a run whose process died shows as
+``interrupted``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fediot.core.catalog import client_label
+from fediot.core.errors import FediotError
+from fediot.engines.run_folder import RunView
 from fediot.faces.cli.app import app, console, fail
+
+STATE_STYLES = {"failed": "red", "interrupted": "magenta", "running": "yellow"}
 
 
 def newest_run(runs_dir: Path) -> Path | None:
@@ -29,18 +35,27 @@ def status_command(
     folder = run or newest_run(runs_dir)
     if folder is None:
         raise fail(f"no run with a status.json under {runs_dir}")
-    path = folder / "status.json"
     try:
-        status = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise fail(f"{path}: cannot read the run status ({error})") from None
-    console.print(f"[bold]{status['run']}[/]: {status['state']}, {status['phase']}, round "
-                  f"{status['round']}/{status['total_rounds']}, engine {status['engine']}, "
-                  f"updated {status['updated_at']}")
+        status = RunView(folder).status()
+    except FediotError as error:
+        raise fail(f"cannot read the run status ({error})") from None
+    if status is None:
+        raise fail(f"{folder / 'status.json'}: no run status yet")
+    state = str(status.get("state"))
+    shown = f"[{STATE_STYLES[state]}]{state}[/]" if state in STATE_STYLES else state
+    console.print(f"[bold]{escape(str(status.get('run', folder.name)))}[/]: {shown}, "
+                  f"{status.get('phase')}, round {status.get('round')}/"
+                  f"{status.get('total_rounds')}, engine {status.get('engine')}, "
+                  f"updated {status.get('updated_at')}")
+    if state == "interrupted":
+        console.print(f"recorded as {status.get('recorded_state')}, but "
+                      f"{escape(str(status.get('interrupted_because')))}; the command that "
+                      f"started it, with `--resume {escape(str(folder))}`, continues it from "
+                      f"its last checkpoint", highlight=False)
     table = Table(title="devices")
     for name in ("device", "state", "last round", "last seen"):
         table.add_column(name)
-    for device, info in status["devices"].items():
+    for device, info in (status.get("devices") or {}).items():
         style = {"lost": "red", "training": "yellow"}.get(info["state"])
         table.add_row(client_label(device), info["state"], str(info["last_round"] or "—"),
                       info["last_seen"] or "—", style=style)

@@ -1,7 +1,8 @@
 """The live dashboard's web app: a read-only view of a runs folder, as JSON and one page.
 
 Every engine keeps its run folder current (``status.json``, ``metrics.jsonl``, ``logs.jsonl``,
-``results.json``); this app only reads them through :class:`~fediot.engines.run_folder.RunView`.
+``results.json``); this app only reads them through :class:`~fediot.engines.run_folder.RunView`,
+whose status shows a run whose process is gone as ``interrupted`` (with ``interrupted_because``).
 
 Endpoints (GET and HEAD only; any other method answers 405):
 
@@ -82,13 +83,15 @@ def _seconds_since(text: Any, now: datetime) -> float | None:
 
 
 def run_summary(view: RunView) -> dict[str, Any]:
-    """One line of the run list: id, state, phase, round of total, engine, last update."""
+    """One line of the run list: id, state (``interrupted`` for a run whose process is gone:
+    :meth:`RunView.status`), phase, round of total, engine, last update."""
     status = view.status() or {}
     return {
         "id": view.run_id, "state": status.get("state", "unknown"),
         "phase": status.get("phase"), "round": status.get("round"),
         "total_rounds": status.get("total_rounds"), "engine": status.get("engine"),
         "updated_at": status.get("updated_at"),
+        "interrupted_because": status.get("interrupted_because"),
     }
 
 
@@ -190,6 +193,7 @@ def run_state(view: RunView, after: int = 0, now: datetime | None = None) -> dic
     start = max(0 if reset else after, len(lines) - LOG_LIMIT)
     return {
         "run": view.run_id, "state": state, "phase": status.get("phase"), "round": current,
+        "interrupted_because": status.get("interrupted_because"),
         "total_rounds": status.get("total_rounds"), "engine": status.get("engine"),
         "updated_at": status.get("updated_at"),
         "updated_seconds_ago": _seconds_since(status.get("updated_at"), now),

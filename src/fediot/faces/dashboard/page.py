@@ -17,7 +17,8 @@ import hashlib
 
 _STYLE = """
 :root { --fg: #1f2937; --muted: #6b7280; --line: #e5e7eb; --panel: #ffffff; --bg: #f3f4f6;
-        --online: #16a34a; --training: #d97706; --idle: #6b7280; --lost: #dc2626; }
+        --online: #16a34a; --training: #d97706; --idle: #6b7280; --lost: #dc2626;
+        --interrupted: #7c3aed; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif;
        color: var(--fg); background: var(--bg); }
@@ -40,6 +41,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .state-online, .state-finished { background: var(--online); }
 .state-training, .state-running { background: var(--training); }
 .state-lost, .state-failed { background: var(--lost); }
+.state-interrupted { background: var(--interrupted); }
 .muted { color: var(--muted); }
 .bar { height: 14px; border-radius: 7px; background: var(--line); overflow: hidden; }
 #progress-fill { height: 100%; width: 0; background: #2563eb; transition: width .4s; }
@@ -292,6 +294,7 @@ _SCRIPT = r"""
   function render(state) {
     $("run-state").textContent = state.state;
     $("run-state").className = "badge state-" + state.state;
+    $("run-state").title = state.interrupted_because ?? "";  // why a dead run is interrupted
     $("run-id").textContent = state.run;
     $("engine").textContent = state.engine ?? "—";
     $("updated").textContent = ago(state.updated_seconds_ago);

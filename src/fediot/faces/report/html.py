@@ -208,7 +208,7 @@ def _header(data: RunData) -> str:
     devices = data.devices()
     total = status.get("total_rounds", config.train_args.comm_round)
     state = str(status.get("state", "unknown"))
-    if state == "running" and status.get("phase"):
+    if state in ("running", "interrupted") and status.get("phase"):
         state += f" ({status['phase']})"
     finished = (data.results or {}).get("finished_at")
     t, d = config.train_args, config.detection_args

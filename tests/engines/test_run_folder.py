@@ -1,0 +1,157 @@
+"""Run folders' liveness: who records a run, its heartbeat, and runs whose process is gone
+reading as interrupted (real processes, real files)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exited_process import exited_process, killed_run
+from fediot.core.config import Config
+from fediot.core.liveness import ProcessIdentity
+from fediot.engines.run_folder import (
+    HEARTBEAT_STALE_SECONDS,
+    RunFolder,
+    RunView,
+    StatusRecorder,
+    run_interruption,
+)
+
+
+def new_run(runs: Path, name: str = "run") -> tuple[RunFolder, Config]:
+    config = Config().with_overrides({"tracking_args.log_file_dir": str(runs),
+                                      "tracking_args.run_name": name,
+                                      "train_args.comm_round": 3})
+    return RunFolder.create(config), config
+
+
+def write_status(folder: RunFolder, **fields: Any) -> None:
+    status = {"run": folder.root.name, "state": "running", "phase": "training", "round": 1,
+              "total_rounds": 3, "engine": "inprocess", "devices": {}, **fields}
+    (folder.root / "status.json").write_text(json.dumps(status))
+
+
+def heartbeat_thread(folder: RunFolder) -> threading.Thread | None:
+    return next((t for t in threading.enumerate()
+                 if t.name == f"fediot-heartbeat-{folder.root.name}"), None)
+
+
+def test_status_records_its_owner_and_a_heartbeat(tmp_path: Path) -> None:
+    folder, config = new_run(tmp_path)
+    recorder = StatusRecorder(folder, config, ["a"])
+    raw = json.loads((folder.root / "status.json").read_text())
+    assert ProcessIdentity.from_dict(raw["owner"]) == ProcessIdentity.current()
+    assert raw["heartbeat_at"] == raw["updated_at"]
+    status = RunView(folder.root).status()
+    assert status is not None and status["state"] == "running"
+    assert "interrupted_because" not in status
+    recorder.finish()
+
+
+def test_a_killed_run_reads_as_interrupted(tmp_path: Path) -> None:
+    root, pid = killed_run(tmp_path, "killed")
+    raw = json.loads((root / "status.json").read_text())
+    assert raw["state"] == "running" and raw["owner"]["pid"] == pid  # as the process left it
+    status = RunView(root).status()
+    assert status is not None
+    assert (status["state"], status["recorded_state"]) == ("interrupted", "running")
+    assert f"pid {pid} on " in status["interrupted_because"]
+    assert (status["phase"], status["round"]) == ("training", 2)  # how far it got
+
+
+def test_a_run_whose_recorded_process_exited_is_interrupted(tmp_path: Path) -> None:
+    folder, _ = new_run(tmp_path)
+    write_status(folder, owner=exited_process()["identity"],
+                 heartbeat_at=datetime.now(UTC).isoformat())  # a fresh beat does not help
+    status = RunView(folder.root).status()
+    assert status is not None and status["state"] == "interrupted"
+
+
+def test_a_reused_pid_does_not_keep_a_run_alive(tmp_path: Path) -> None:
+    me = ProcessIdentity.current()
+    if me.started is None:
+        pytest.skip("no /proc: a reused pid cannot be told apart")
+    folder, _ = new_run(tmp_path)
+    owner = {**me.to_dict(), "started": me.started + "0"}  # this pid, another process
+    write_status(folder, owner=owner, heartbeat_at=datetime.now(UTC).isoformat())
+    status = RunView(folder.root).status()
+    assert status is not None and status["state"] == "interrupted"
+
+
+def test_a_run_on_another_host_goes_by_its_heartbeat(tmp_path: Path) -> None:
+    folder, _ = new_run(tmp_path)
+    now = datetime.now(UTC)
+    owner = {**ProcessIdentity.current().to_dict(), "host": "elsewhere.example"}
+    recent = now - timedelta(seconds=HEARTBEAT_STALE_SECONDS / 2)
+    write_status(folder, owner=owner, heartbeat_at=recent.isoformat(),
+                 updated_at=(now - timedelta(hours=5)).isoformat())  # a long round
+    status = RunView(folder.root).status(now)
+    assert status is not None and status["state"] == "running"
+    later = now + timedelta(seconds=HEARTBEAT_STALE_SECONDS)
+    status = RunView(folder.root).status(later)
+    assert status is not None and status["state"] == "interrupted"
+    assert "no heartbeat from elsewhere.example" in status["interrupted_because"]
+
+
+def test_a_run_from_before_owners_goes_by_its_last_update(tmp_path: Path) -> None:
+    folder, _ = new_run(tmp_path)
+    now = datetime.now(UTC)
+    write_status(folder, updated_at=now.isoformat(timespec="seconds"))
+    assert run_interruption(json.loads((folder.root / "status.json").read_text()), now) is None
+    status = RunView(folder.root).status(now + timedelta(days=1))
+    assert status is not None and status["state"] == "interrupted"
+
+
+def test_finished_and_failed_runs_are_never_interrupted(tmp_path: Path) -> None:
+    dead = exited_process()["identity"]
+    long_after = datetime.now(UTC) + timedelta(days=30)
+    for state in ("finished", "failed"):
+        folder, _ = new_run(tmp_path, state)
+        write_status(folder, state=state, owner=dead, heartbeat_at="2020-01-01T00:00:00")
+        status = RunView(folder.root).status(long_after)
+        assert status is not None and status["state"] == state
+
+
+def test_the_heartbeat_beats_between_events_and_stops_at_the_end(tmp_path: Path) -> None:
+    folder, config = new_run(tmp_path)
+    recorder = StatusRecorder(folder, config, ["a"], heartbeat_seconds=0.05)
+    first = json.loads((folder.root / "status.json").read_text())
+    deadline = time.monotonic() + 60  # beats are stamped to the second: wait for the next one
+    latest = first
+    while latest["heartbeat_at"] == first["heartbeat_at"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+        latest = json.loads((folder.root / "status.json").read_text())
+    assert latest["heartbeat_at"] > first["heartbeat_at"]
+    assert latest["updated_at"] == first["updated_at"]  # a beat is not an event
+    recorder.finish()
+    thread = heartbeat_thread(folder)
+    if thread is not None:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert json.loads((folder.root / "status.json").read_text())["state"] == "finished"
+
+
+def test_a_dropped_recorder_stops_beating_and_never_recreates_its_folder(
+        tmp_path: Path) -> None:
+    folder, config = new_run(tmp_path)
+    recorder = StatusRecorder(folder, config, ["a"], heartbeat_seconds=0.05)
+    thread = heartbeat_thread(folder)
+    assert thread is not None and thread.is_alive()
+    for path in folder.root.iterdir():
+        path.unlink()
+    folder.root.rmdir()
+    thread.join(timeout=30)  # the next beat finds the folder gone and stops
+    assert not thread.is_alive() and not folder.root.exists()
+    del recorder
+    again, config = new_run(tmp_path, "again")
+    StatusRecorder(again, config, ["a"], heartbeat_seconds=0.05)  # dropped at once
+    thread = heartbeat_thread(again)
+    if thread is not None:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
