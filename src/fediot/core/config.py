@@ -172,7 +172,14 @@ class TrainArgs:
         2f + 3. Default 0.
     client_num_min_replies
         A round completes when at least this many sampled devices replied (a lost device is
-        logged, the round goes on); fewer is an error naming the missing devices. Default 1.
+        logged, the round goes on); fewer is an error naming the missing devices. A rejected
+        reply (one that fails the server's checks, :mod:`fediot.core.federated.validation`)
+        counts as lost, named as rejected; the scaler and threshold steps need as many
+        replies too. Default 1.
+    max_update_norm_ratio
+        A device's training reply is rejected when its update ‖w − w_global‖ exceeds this many
+        times the median update norm of the round (with at least 3 replies); 0 turns the check
+        off. Default 10.0.
     """
 
     federated_optimizer: str = "FedAvg"
@@ -196,6 +203,7 @@ class TrainArgs:
     trimmed_beta: float = 0.2
     krum_malicious: int = 0
     client_num_min_replies: int = 1
+    max_update_norm_ratio: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -273,10 +281,15 @@ class DeviceArgs:
     using_gpu
         Train on a CUDA GPU when one is present (falls back to the CPU, with a warning).
         Default false.
+    min_rows_for_statistics
+        A device never sends scaler or error statistics of fewer rows than this (it refuses
+        the step instead, and a training reply then carries no validation loss): sums over a
+        handful of rows say too much about each row. Default 20.
     """
 
     worker_num: int = 1
     using_gpu: bool = False
+    min_rows_for_statistics: int = 20
 
 
 @dataclass(frozen=True)
@@ -418,6 +431,7 @@ INT_RANGES: Final[dict[str, tuple[int, int]]] = {
     "detection_args.window": (0, MAX_WINDOW),
     "detection_args.max_window": (1, MAX_WINDOW),
     "device_args.worker_num": (1, MAX_DEVICES),
+    "device_args.min_rows_for_statistics": (1, MAX_ROWS),
 }
 """Inclusive range of every integer key (cross-key limits, such as ``client_num_per_round ≤
 client_num_in_total``, are checked after these)."""
@@ -436,6 +450,7 @@ FLOAT_RANGES: Final[dict[str, tuple[str, float, float, str]]] = {
     "train_args.server_beta_2": ("(", 0.0, 1.0, "]"),
     "train_args.server_tau": ("(", 0.0, 1e3, "]"),
     "train_args.trimmed_beta": ("[", 0.0, 0.5, ")"),
+    "train_args.max_update_norm_ratio": ("[", 0.0, 1e6, "]"),
     "validation_args.early_stopping_min_delta": ("[", 0.0, 1.0, ")"),
     "detection_args.threshold_k": ("[", 0.0, 1e6, "]"),
     "detection_args.threshold_quantile": ("(", 0.0, 1.0, "]"),

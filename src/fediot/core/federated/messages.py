@@ -252,13 +252,29 @@ class LogLine:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A reply without a result: the device refused its task (out of its bounds, too few rows
+    for statistics), or the engine could not read what the device sent. The server counts it
+    as a rejected reply with this reason.
+
+    Parameters
+    ----------
+    reason
+        Why, in one line.
+    """
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Reply:
     """One device's answer to one call, as an engine delivered it to the server.
 
     Parameters
     ----------
     result
-        The :class:`~fediot.core.federated.client.DeviceClient` method's return value.
+        The :class:`~fediot.core.federated.client.DeviceClient` method's return value, or a
+        :class:`Refusal`.
     logs
         The device's log lines during the call, oldest first (at most :data:`MAX_LOG_LINES`).
     bytes_down

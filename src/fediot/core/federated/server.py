@@ -7,10 +7,15 @@ sampled local training and aggregation; (3) thresholds from every device's error
 
 Besides results, every reply brings the device's log lines (passed to the observer's
 ``on_logs``) and the bytes the engine carried (added to the round's system figures).
+
+Every reply enters the server through :meth:`FedDetectServer._exchange`, which checks it
+(:func:`~fediot.core.federated.validation.validate_reply`) before anything uses it; a rejected
+reply is reported to the observer and left out, as a lost device would be.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,8 +49,17 @@ from fediot.core.federated.strategies import (
     make_strategy,
     sample_clients,
 )
+from fediot.core.federated.validation import (
+    Rejection,
+    ReplyContext,
+    ReplyRejected,
+    update_norm_outliers,
+    validate_reply,
+)
 from fediot.core.model import ErrorStats, ScalerStats, build_autoencoder, get_weights
 from fediot.core.model.selection import PlateauStop
+
+log = logging.getLogger(__name__)
 
 
 class ClientPool(Protocol):
@@ -66,9 +80,14 @@ class ClientPool(Protocol):
 class RunObserver(Protocol):
     """Receives progress: the CLI draws it, the run folder records it.
 
-    ``on_phase`` announces a phase (``scaler``, ``round``, ``lost``, ``threshold``,
-    ``evaluate``, …); ``on_round`` gets each completed round's record; ``on_logs`` gets the
-    log lines devices sent back with a step's replies (never called with no lines).
+    ``on_phase`` announces a phase (``scaler``, ``round``, ``lost``, ``rejected``,
+    ``threshold``, ``evaluate``, …); ``on_round`` gets each completed round's record;
+    ``on_logs`` gets the log lines devices sent back with a step's replies (never called with
+    no lines).
+
+    An observer may also have ``on_rejected(rejection)``, called with each
+    :class:`~fediot.core.federated.validation.Rejection` (after ``on_phase("rejected", …)``
+    with its description): the run folder counts them per device.
     """
 
     def on_phase(self, phase: str, detail: str) -> None: ...
@@ -108,6 +127,8 @@ class RoundRecord:
         Pooled validation loss of this round's global model: the mean reconstruction error of
         the devices' threshold rows, reported with the next round's training (or by the final
         threshold step); ``None`` until known.
+    rejected
+        Client id → why its training reply was rejected (not aggregated).
     """
 
     server_round: int
@@ -120,6 +141,7 @@ class RoundRecord:
     system: dict[str, dict[str, Any]]
     evaluation: dict[str, Any] | None = None
     validation_loss: float | None = None
+    rejected: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +149,7 @@ class RoundRecord:
             "clients": self.clients, "answered": self.answered, "train_loss": self.train_loss,
             "num_examples": self.num_examples, "seconds": self.seconds, "system": self.system,
             "evaluation": self.evaluation, "validation_loss": self.validation_loss,
+            "rejected": self.rejected,
         }
 
 
@@ -135,7 +158,8 @@ class RunResult:
     """The outcome of a run: the global model, thresholds, history and final evaluation.
 
     ``model_round`` is the round whose global model the run ended with (the best by
-    validation loss, or the last); ``data`` is every device's :class:`DataReport`.
+    validation loss, or the last); ``data`` is every device's :class:`DataReport`;
+    ``rejections`` every reply the server rejected, in order.
     """
 
     model: ModelState
@@ -147,6 +171,7 @@ class RunResult:
     model_round: int = 0
     data: dict[str, DataReport] = field(default_factory=dict)
     stopped_early: bool = False
+    rejections: list[Rejection] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -212,6 +237,10 @@ class FedDetectServer:
             beta_2=t.server_beta_2, tau=t.server_tau,
         )
         self.device_data: dict[str, DataReport] = {}
+        self.rejections: list[Rejection] = []
+        """Every reply rejected so far, in order."""
+        self.last_rejected: dict[str, str] = {}
+        """Client id → reason, for the replies the last :meth:`_exchange` rejected."""
         self.last_validation: float | None = None
         """Pooled validation loss of the model the last :meth:`train_round` started from."""
         self.schedule = LearningRateSchedule(
@@ -222,21 +251,61 @@ class FedDetectServer:
     def _exchange(self, pool: ClientPool, method: str, tasks: Mapping[str, Any],
                   server_round: int | None = None) -> dict[str, Reply]:
         """``pool.exchange``, then the devices' log lines (tagged with ``server_round`` when the
-        step belongs to a round) to the observer, in the order of ``tasks``."""
+        step belongs to a round, and with the device the engine bound the reply to) to the
+        observer, in the order of ``tasks``; then every reply is checked
+        (:func:`validate_reply`) and only the accepted ones are returned, in the order of
+        ``tasks`` (the rejected ones are in :attr:`last_rejected`)."""
         replies = pool.exchange(method, tasks)
-        lines = [line if line.round is not None or server_round is None
-                 else replace(line, round=server_round)
+        lines = [replace(line, device=cid,
+                         round=line.round if line.round is not None else server_round)
                  for cid in tasks if cid in replies for line in replies[cid].logs]
         if lines:
             self.observer.on_logs(lines)
-        return replies
+        self.last_rejected = {}
+        accepted: dict[str, Reply] = {}
+        for cid, task in tasks.items():
+            if cid not in replies:
+                continue
+            context = ReplyContext(cid, self.device_data.get(cid),
+                                   require_declared=bool(self.device_data))
+            try:
+                validate_reply(method, task, replies[cid].result, context)
+            except ReplyRejected as error:
+                self._reject(cid, method, server_round, str(error))
+                continue
+            accepted[cid] = replies[cid]
+        return accepted
+
+    def _reject(self, device: str, step: str, server_round: int | None, reason: str) -> None:
+        """Record a rejected reply and tell the observer (``rejected`` phase, ``on_rejected``)."""
+        rejection = Rejection(device, step, server_round, reason)
+        self.rejections.append(rejection)
+        self.last_rejected[device] = reason
+        log.warning("rejected the reply of %s", rejection.describe())
+        self.observer.on_phase("rejected", rejection.describe())
+        on_rejected = getattr(self.observer, "on_rejected", None)
+        if callable(on_rejected):
+            on_rejected(rejection)
+
+    def _enough(self, step: str, accepted: int, asked: int, needed: int) -> None:
+        """One clear error when fewer than ``needed`` of ``asked`` devices' replies remain."""
+        if accepted >= needed:
+            return
+        rejected = "; ".join(f"{cid}: {why}" for cid, why in self.last_rejected.items())
+        raise FediotError(
+            f"{step}: {accepted} of {asked} devices gave a usable reply, fewer than "
+            f"train_args.client_num_min_replies = {needed}"
+            + (f"; rejected: {rejected}" if rejected else ""))
 
     # phase 1
     def fit_scaler(self, pool: ClientPool) -> ScalerStats:
         """Pool every device's training-row sums into the global scaler statistics; the
         devices' data counts land in :attr:`device_data`."""
         self.observer.on_phase("scaler", f"{len(pool.client_ids)} devices")
+        self.device_data = {}
         replies = self._exchange(pool, "scaler_stats", dict.fromkeys(pool.client_ids))
+        self._enough("scaler step", len(replies), len(pool.client_ids),
+                     min(self.config.train_args.client_num_min_replies, len(pool.client_ids)))
         self.device_data = {c: replies[c].result.data for c in sorted(replies)}
         return ScalerStats.pool(replies[c].result.stats for c in sorted(replies))
 
@@ -260,13 +329,22 @@ class FedDetectServer:
                        proximal_mu=self.strategy.client_proximal_mu(),
                        seed=self.config.common_args.random_seed)
         replies = self._exchange(pool, "fit", dict.fromkeys(chosen, task), server_round)
+        outliers = update_norm_outliers({c: replies[c].result for c in replies},
+                                        model.weights, t.max_update_norm_ratio)
+        for cid, reason in outliers.items():
+            self._reject(cid, "fit", server_round, reason)
+            del replies[cid]
+        rejected = {c: self.last_rejected[c] for c in chosen if c in self.last_rejected}
         reports: list[FitReport] = [replies[c].result for c in chosen if c in replies]
-        lost = [c for c in chosen if c not in replies]
+        lost = [c for c in chosen if c not in replies and c not in rejected]
         if len(reports) < t.client_num_min_replies:
             raise FediotError(
-                f"round {server_round}: {len(reports)} of {len(chosen)} devices replied, fewer "
-                f"than train_args.client_num_min_replies = {t.client_num_min_replies}; "
-                f"missing: {', '.join(lost)}")
+                f"round {server_round}: {len(reports)} of {len(chosen)} devices gave a usable "
+                f"reply, fewer than train_args.client_num_min_replies = "
+                f"{t.client_num_min_replies}"
+                + (f"; missing: {', '.join(lost)}" if lost else "")
+                + ("; rejected: " + "; ".join(f"{c}: {why}" for c, why in rejected.items())
+                   if rejected else ""))
         if lost:
             self.observer.on_phase("lost", f"round {server_round}: no reply from "
                                    f"{', '.join(lost)}; continuing with {len(reports)}")
@@ -284,6 +362,7 @@ class FedDetectServer:
                                   "bytes_down": replies[r.client_id].bytes_down,
                                   "bytes_up": replies[r.client_id].bytes_up}
                     for r in reports},
+            rejected=rejected,
         )
         return ModelState(weights, model.scaler), record
 
@@ -296,6 +375,8 @@ class FedDetectServer:
         replies = self._exchange(pool, "threshold_stats",
                                  dict.fromkeys(pool.client_ids, ScoreTask(model)),
                                  server_round)
+        self._enough("threshold step", len(replies), len(pool.client_ids),
+                     min(self.config.train_args.client_num_min_replies, len(pool.client_ids)))
         stats: dict[str, ErrorStats] = {cid: reply.result for cid, reply in replies.items()}
         return make_thresholds(stats, mode=d.threshold_mode, k=d.threshold_k,
                                quantile=d.threshold_quantile), stats
@@ -303,10 +384,11 @@ class FedDetectServer:
     # phase 4
     def evaluate(self, pool: ClientPool, model: ModelState, thresholds: Thresholds, *,
                  server_round: int | None = None) -> list[EvaluationReport]:
-        """Every device scores its test rows against its threshold and reports counts."""
+        """Every device with a threshold scores its test rows against it and reports counts
+        (a device whose threshold statistics were lost or rejected is not evaluated)."""
         d = self.config.detection_args
         tasks = {c: EvaluateTask(model, thresholds.per_device[c], d.window, d.max_window)
-                 for c in pool.client_ids}
+                 for c in pool.client_ids if c in thresholds.per_device}
         replies = self._exchange(pool, "evaluate", tasks, server_round)
         return [replies[c].result for c in pool.client_ids if c in replies]
 
@@ -407,4 +489,4 @@ class FedDetectServer:
             thresholds = replace(thresholds, windows={r.client_id: r.window for r in reports})
         return RunResult(model, thresholds, summarize(reports), reports, history, stats,
                          model_round=model_round, data=dict(self.device_data),
-                         stopped_early=stopped)
+                         stopped_early=stopped, rejections=list(self.rejections))
