@@ -13,7 +13,9 @@
                          ``RunView.status``, which shows a dead run as ``interrupted``)
       checkpoint.npz     the last completed round's server state (for ``--resume``)
       results.json       final per-device and pooled metrics, thresholds, and per device the
-                         benign/attack score histograms of the test split (``error_stats``)
+                         benign/attack score histograms of the test split (``error_stats``);
+                         the replies the server rejected, counted per device (``rejected``)
+                         and listed with their reasons (``rejections``)
       comparison.json    federated / centralised / local metrics (``fediot compare``)
       model/weights.npz  global autoencoder weights (arrays w0, w1, …)
       model/scaler.npz   pooled scaler statistics (n, sum, sumsq)
@@ -49,6 +51,7 @@ from fediot.core.federated.evaluation import (
 )
 from fediot.core.federated.messages import DataReport, LogLine, ModelState
 from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
+from fediot.core.federated.validation import Rejection
 from fediot.core.io import atomic_path
 from fediot.core.liveness import ProcessIdentity
 from fediot.core.model import AutoencoderDetector, FeatureScaler, ScalerStats
@@ -66,6 +69,18 @@ def new_run_id(config: Config, kind: str = "fed") -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     dataset = config.data_args.dataset.lower().replace("-", "")
     return f"{stamp}-{dataset}-{kind}-{config.train_args.federated_optimizer.lower()}"
+
+
+MAX_REJECTIONS_KEPT: Final[int] = 1000
+"""Rejected replies ``results.json`` lists with their reasons at most (all are counted)."""
+
+
+def rejection_counts(rejections: Sequence[Rejection]) -> dict[str, int]:
+    """Client id → how many of its replies were rejected."""
+    counts: dict[str, int] = {}
+    for rejection in rejections:
+        counts[rejection.device] = counts.get(rejection.device, 0) + 1
+    return counts
 
 
 def _write_text(path: Path, text: str, make_parents: bool = True) -> None:
@@ -168,7 +183,7 @@ class RunFolder:
             server_round=r["round"], learning_rate=r["learning_rate"], clients=r["clients"],
             answered=r["answered"], train_loss=r["train_loss"], num_examples=r["num_examples"],
             seconds=r["seconds"], system=r["system"], evaluation=r["evaluation"],
-            validation_loss=r.get("validation_loss"),
+            validation_loss=r.get("validation_loss"), rejected=r.get("rejected") or {},
         ) for r in meta["rounds"]]
         reports = {cid: DataReport(**counts) for cid, counts in meta.get("data", {}).items()}
         return ServerState(ModelState(weights, scaler), strategy, history, best, reports)
@@ -204,6 +219,8 @@ class RunFolder:
             "error_stats": {r.client_id: {"benign": r.benign_errors.to_dict(),
                                           "attack": r.attack_errors.to_dict()}
                             for r in result.reports},
+            "rejected": rejection_counts(result.rejections),
+            "rejections": [r.to_dict() for r in result.rejections[:MAX_REJECTIONS_KEPT]],
             **(extra or {}),
         })
 
@@ -249,7 +266,9 @@ class StatusRecorder:
     token and pid namespace of the process recording the run:
     :class:`~fediot.core.liveness.ProcessIdentity`), ``heartbeat_at`` (refreshed every
     ``heartbeat_seconds`` by a daemon thread while the run is running), and per device its
-    ``state`` (training / idle / lost), ``last_seen`` and ``last_round``. A process killed
+    ``state`` (training / idle / lost), ``last_seen``, ``last_round``, ``rejected`` (how many
+    of its replies the server rejected) and ``last_rejection`` (the latest reason, with its
+    step and round). A process killed
     outright cannot mark its run ``failed``; the owner and the heartbeat let
     :func:`run_interruption` tell such a run from a live one.
 
@@ -280,7 +299,8 @@ class StatusRecorder:
             "total_rounds": config.train_args.comm_round,
             "engine": engine or config.comm_args.backend,
             "owner": ProcessIdentity.current().to_dict(),
-            "devices": {d: {"state": "idle", "last_seen": None, "last_round": None}
+            "devices": {d: {"state": "idle", "last_seen": None, "last_round": None,
+                            "rejected": 0, "last_rejection": None}
                         for d in devices},
         }
         self._write()
@@ -317,6 +337,8 @@ class StatusRecorder:
                 for name in detail.partition("no reply from ")[2].partition(";")[0].split(", "):
                     if name in self.status["devices"]:
                         self.status["devices"][name]["state"] = "lost"
+            elif phase == "rejected":
+                pass  # counted by on_rejected, with the device named by the server
             elif phase == "round":
                 self.status["round"] = int(detail.split("/")[0])
                 self.status["phase"] = "training"
@@ -328,6 +350,18 @@ class StatusRecorder:
             self._write()
         if self.inner is not None:
             self.inner.on_phase(phase, detail)
+
+    def on_rejected(self, rejection: Rejection) -> None:
+        """Count a rejected reply against its device (and pass it on)."""
+        with self._lock:
+            device = self.status["devices"].get(rejection.device)
+            if device is not None:
+                device["rejected"] = int(device.get("rejected") or 0) + 1
+                device["last_rejection"] = rejection.describe()
+                self._write()
+        on_rejected = getattr(self.inner, "on_rejected", None)
+        if callable(on_rejected):
+            on_rejected(rejection)
 
     def on_round(self, record: RoundRecord) -> None:
         with self._lock:

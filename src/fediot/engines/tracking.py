@@ -33,6 +33,7 @@ from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.federated.messages import LogLine
 from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
+from fediot.core.federated.validation import Rejection
 from fediot.core.io import atomic_path
 from fediot.engines.run_folder import RunFolder, StatusRecorder
 
@@ -187,6 +188,11 @@ class MlflowTracker:
     def on_logs(self, lines: Sequence[LogLine]) -> None:
         if self.inner is not None:
             self.inner.on_logs(lines)
+
+    def on_rejected(self, rejection: Rejection) -> None:
+        on_rejected = getattr(self.inner, "on_rejected", None)
+        if callable(on_rejected):
+            on_rejected(rejection)
 
     # --- the end ---------------------------------------------------------------------------
 

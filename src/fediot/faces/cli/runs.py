@@ -157,6 +157,11 @@ def show_command(
     else:
         console.print("no completed round yet")
     console.print(_devices_table(rounds, results))
+    rejected = _rejected_counts(status, results)
+    if rejected:
+        console.print("[red]rejected replies[/]: " + ", ".join(
+            f"{escape(client_label(device))} {count}" for device, count in rejected.items()),
+            highlight=False)
     pooled = _pooled(results)
     if pooled is not None:
         console.print(f"[bold]all devices[/] (window vote): F1 {_pct(pooled.get('f1'))} %, "
@@ -193,6 +198,19 @@ def _rounds_table(rounds: list[dict[str, Any]]) -> Table:
                       f"{r['seconds']:.2f}", _size(down), _size(up),
                       _pct(evaluation.get("window_vote", {}).get("f1")))
     return table
+
+
+def _rejected_counts(status: dict[str, Any],
+                     results: dict[str, Any] | None) -> dict[str, int]:
+    """Client id → rejected replies: from ``results.json`` when the run finished, else from
+    ``status.json``."""
+    recorded = (results or {}).get("rejected")
+    if not isinstance(recorded, dict):
+        devices = status.get("devices")
+        recorded = {name: info.get("rejected") for name, info in devices.items()
+                    if isinstance(info, dict)} if isinstance(devices, dict) else {}
+    return {str(name): count for name, count in recorded.items()
+            if isinstance(count, int) and not isinstance(count, bool) and count > 0}
 
 
 def _devices_table(rounds: list[dict[str, Any]],

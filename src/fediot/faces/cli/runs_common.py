@@ -83,6 +83,10 @@ class ProgressObserver:
         if phase == "lost":
             self.progress.console.print(f"[yellow]device lost:[/] {detail}")
             return
+        if phase == "rejected":
+            self.progress.console.print(f"[red]reply rejected:[/] {escape(detail)}",
+                                        highlight=False)
+            return
         label = {"data": "", "scaler": "pooling scaler statistics", "round": "round",
                  "threshold": "thresholds", "evaluate": "evaluating"}.get(phase, phase)
         loss = f"  loss {self.last_loss:.4f}" if self.last_loss is not None else ""

@@ -53,10 +53,16 @@ def status_command(
                       f"started it, with `--resume {escape(str(folder))}`, continues it from "
                       f"its last checkpoint", highlight=False)
     table = Table(title="devices")
-    for name in ("device", "state", "last round", "last seen"):
+    for name in ("device", "state", "last round", "last seen", "rejected"):
         table.add_column(name)
     for device, info in (status.get("devices") or {}).items():
         style = {"lost": "red", "training": "yellow"}.get(info["state"])
+        rejected = int(info.get("rejected") or 0)
         table.add_row(client_label(device), info["state"], str(info["last_round"] or "—"),
-                      info["last_seen"] or "—", style=style)
+                      info["last_seen"] or "—", str(rejected) if rejected else "—",
+                      style=style or ("red" if rejected else None))
     console.print(table)
+    for device, info in (status.get("devices") or {}).items():
+        if info.get("last_rejection"):
+            console.print(f"[red]last rejected reply of {escape(client_label(device))}:[/] "
+                          f"{escape(str(info['last_rejection']))}", highlight=False)

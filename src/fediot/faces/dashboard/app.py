@@ -186,6 +186,10 @@ def run_state(view: RunView, after: int = 0, now: datetime | None = None) -> dic
             "reported_state": info.get("state"), "last_seen": info.get("last_seen"),
             "seen_seconds_ago": seen_ago, "last_round": info.get("last_round"),
             "rounds_answered": sum(device in (r.get("answered") or []) for r in rounds),
+            "rejected": int(info.get("rejected") or 0)
+            if isinstance(info.get("rejected"), int) else 0,
+            "last_rejection": str(info["last_rejection"])
+            if info.get("last_rejection") is not None else None,
             "system": system.get(device, {}),
         })
     lines = view.logs()

@@ -161,8 +161,11 @@ _SCRIPT = r"""
       cell.append(badge);
       const seen = element("td", ago(device.seen_seconds_ago));
       if (device.last_seen) seen.title = device.last_seen;
+      const rejected = element("td", device.rejected ? String(device.rejected) : "—", "num");
+      if (device.last_rejection) rejected.title = device.last_rejection;
+      if (device.rejected) rejected.classList.add("level-ERROR");
       row.append(name, cell, element("td", device.last_round ?? "—", "num"), seen,
-                 element("td", device.rounds_answered, "num"));
+                 element("td", device.rounds_answered, "num"), rejected);
       return row;
     });
     $("devices-body").replaceChildren(...rows);
@@ -374,7 +377,7 @@ _BODY = """
   <section id="devices">
     <h2>Devices</h2>
     <table><thead><tr><th>device</th><th>state</th><th>last round</th><th>last seen</th>
-      <th>rounds answered</th></tr></thead><tbody id="devices-body"></tbody></table>
+      <th>rounds answered</th><th>rejected replies</th></tr></thead><tbody id="devices-body"></tbody></table>
     <p id="devices-empty" class="muted">no devices yet</p>
   </section>
   <section id="system">
