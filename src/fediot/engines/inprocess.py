@@ -25,7 +25,7 @@ from typing import Any
 from fediot.core.config import Config
 from fediot.core.data.layouts import open_dataset
 from fediot.core.errors import FediotError
-from fediot.core.federated.client import ClientData, DeviceClient
+from fediot.core.federated.client import ClientData, DeviceClient, DeviceGuards
 from fediot.core.federated.devices import dataset_root, load_client_data
 from fediot.core.federated.messages import Reply
 
@@ -42,10 +42,13 @@ class SequentialPool:
         The devices' data.
     use_gpu
         Train and score on a CUDA GPU when one is present (default False).
+    guards
+        The bounds every device holds its tasks to (default :class:`DeviceGuards` ()).
     """
 
-    def __init__(self, clients: list[ClientData], use_gpu: bool = False) -> None:
-        self._clients = {c.client_id: DeviceClient(c, use_gpu) for c in clients}
+    def __init__(self, clients: list[ClientData], use_gpu: bool = False,
+                 guards: DeviceGuards | None = None) -> None:
+        self._clients = {c.client_id: DeviceClient(c, use_gpu, guards) for c in clients}
 
     @property
     def client_ids(self) -> list[str]:
@@ -69,8 +72,9 @@ def _worker(config: Config, ids: list[str], conn: Connection) -> None:
     (the same bytes object) and is unpickled once."""
     try:
         source = open_dataset(dataset_root(config))
+        guards = DeviceGuards.from_config(config)
         clients = {cid: DeviceClient(load_client_data(config, cid, source),
-                                     config.device_args.using_gpu) for cid in ids}
+                                     config.device_args.using_gpu, guards) for cid in ids}
         conn.send(("ready", None))
     except BaseException as error:  # report, then end: the parent raises
         conn.send(("error", f"{type(error).__name__}: {error}"))
@@ -192,4 +196,4 @@ def make_pool(config: Config, ids: list[str]) -> SequentialPool | ProcessPool:
         return ProcessPool(config, ids, workers)
     source = open_dataset(root)
     return SequentialPool([load_client_data(config, cid, source) for cid in ids],
-                          config.device_args.using_gpu)
+                          config.device_args.using_gpu, DeviceGuards.from_config(config))

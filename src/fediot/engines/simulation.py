@@ -15,7 +15,7 @@ from pathlib import Path
 from fediot.core.config import Config
 from fediot.core.data.layouts import open_dataset
 from fediot.core.errors import FediotError
-from fediot.core.federated.client import ClientData
+from fediot.core.federated.client import ClientData, DeviceGuards
 from fediot.core.federated.devices import (
     client_ids,
     dataset_root,
@@ -78,8 +78,10 @@ def run_centralised(config: Config, observer: RunObserver | None = None) -> RunR
                                                  client_num_per_round=1,
                                                  federated_optimizer="FedAvg"))
     # trained on the pooled rows, calibrated and evaluated on each real device
-    return FedDetectServer(central, observer).run(SequentialPool([pooled_client_data(devices)]),
-                                                  SequentialPool(devices))
+    guards = DeviceGuards.from_config(config)
+    return FedDetectServer(central, observer).run(
+        SequentialPool([pooled_client_data(devices)], guards=guards),
+        SequentialPool(devices, guards=guards))
 
 
 def run_local(config: Config, observer: RunObserver | None = None) -> list[RunResult]:
@@ -88,7 +90,8 @@ def run_local(config: Config, observer: RunObserver | None = None) -> list[RunRe
     solo = replace(config, train_args=replace(config.train_args, client_num_in_total=1,
                                               client_num_per_round=1,
                                               federated_optimizer="FedAvg"))
-    return [FedDetectServer(solo, observer).run(SequentialPool([device]))
+    return [FedDetectServer(solo, observer).run(
+                SequentialPool([device], guards=DeviceGuards.from_config(config)))
             for device in _device_data(config)]
 
 

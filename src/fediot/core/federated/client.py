@@ -3,11 +3,18 @@
 :class:`DeviceClient` is engine-free: every engine (the in-process pools, the Flower ClientApp)
 runs a task through :meth:`DeviceClient.call`, which also collects the device's ``fediot`` log
 lines written during the call (:class:`LogCapture`) so that they travel back with the reply.
+
+A device checks every task before running it (:class:`DeviceGuards`): a task outside its
+bounds (learning rate, epochs, batch size, proximal μ, a model of the wrong shapes or with
+non-finite values, …) or statistics of too few rows are refused: :meth:`DeviceClient.call`
+logs why and answers with a :class:`~fediot.core.federated.messages.Refusal`, which the server
+counts as a rejected reply.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import threading
 import time
@@ -23,6 +30,7 @@ import numpy.typing as npt
 import torch
 
 from fediot.core.catalog import BENIGN, N_FEATURES
+from fediot.core.config import FLOAT_RANGES, INT_RANGES, Config
 from fediot.core.data.reader import FeatureMatrix
 from fediot.core.errors import FediotError
 from fediot.core.federated.messages import (
@@ -35,6 +43,7 @@ from fediot.core.federated.messages import (
     FitTask,
     LogLine,
     ModelState,
+    Refusal,
     Reply,
     ScalerReport,
     ScoreTask,
@@ -51,6 +60,7 @@ from fediot.core.model import (
     reconstruction_errors,
     set_weights,
     train_local,
+    weight_shapes,
 )
 
 log = logging.getLogger(__name__)
@@ -190,6 +200,132 @@ class LogCapture(logging.Handler):
         return (*kept, notice)
 
 
+class TaskRefusedError(FediotError):
+    """A device refuses a task outside its bounds; the message is the reason (one line)."""
+
+
+_OPTIMIZERS = ("adam", "sgd")
+
+
+def _range(key: str) -> tuple[float, float]:
+    _, low, high, _ = FLOAT_RANGES[key]
+    return low, high
+
+
+@dataclass(frozen=True)
+class DeviceGuards:
+    """The bounds a device holds every task to (by default the configuration's own ranges).
+
+    Parameters
+    ----------
+    learning_rate
+        ``(low, high)``: low < learning rate ≤ high.
+    weight_decay, proximal_mu
+        ``(low, high)``: inclusive.
+    epochs, batch_size, window
+        ``(low, high)`` integers, inclusive (``window`` 0 lets the device choose).
+    min_rows_for_statistics
+        Fewest rows a device sends scaler or error statistics of
+        (``device_args.min_rows_for_statistics``).
+    """
+
+    learning_rate: tuple[float, float] = _range("train_args.learning_rate")
+    weight_decay: tuple[float, float] = _range("train_args.weight_decay")
+    proximal_mu: tuple[float, float] = _range("train_args.proximal_mu")
+    epochs: tuple[int, int] = INT_RANGES["train_args.epochs"]
+    batch_size: tuple[int, int] = INT_RANGES["train_args.batch_size"]
+    window: tuple[int, int] = INT_RANGES["detection_args.window"]
+    min_rows_for_statistics: int = 20
+
+    @classmethod
+    def from_config(cls, config: Config) -> DeviceGuards:
+        """The guards of a run's configuration (its ``device_args``)."""
+        return cls(min_rows_for_statistics=config.device_args.min_rows_for_statistics)
+
+    @staticmethod
+    def _int(value: Any, what: str, bounds: tuple[int, int]) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TaskRefusedError(f"{what} must be an integer, got {value!r:.40}")
+        if not bounds[0] <= int(value) <= bounds[1]:
+            raise TaskRefusedError(f"{what} {value} outside {bounds[0]}…{bounds[1]}")
+
+    @staticmethod
+    def _float(value: Any, what: str, bounds: tuple[float, float], *,
+               open_low: bool = False) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise TaskRefusedError(f"{what} must be a number, got {value!r:.40}")
+        number = float(value)
+        low_ok = number > bounds[0] if open_low else number >= bounds[0]
+        if not math.isfinite(number) or not low_ok or number > bounds[1]:
+            interval = f"{'(' if open_low else '['}{bounds[0]:g}, {bounds[1]:g}]"
+            raise TaskRefusedError(f"{what} {number!r} outside {interval}")
+
+    def check_model(self, state: Any, shapes: list[tuple[int, ...]]) -> None:
+        """A global model of the expected shapes, float and finite, with a usable scaler."""
+        if not isinstance(state, ModelState):
+            raise TaskRefusedError(f"the task's model is a {type(state).__name__}, not a "
+                                   f"ModelState")
+        weights = state.weights
+        if not isinstance(weights, list | tuple) or len(weights) != len(shapes):
+            count = len(weights) if isinstance(weights, list | tuple) else "no"
+            raise TaskRefusedError(f"the model has {count} weight arrays, expected {len(shapes)}")
+        for i, (array, shape) in enumerate(zip(weights, shapes, strict=True)):
+            if not isinstance(array, np.ndarray) or array.shape != shape:
+                got = array.shape if isinstance(array, np.ndarray) else type(array).__name__
+                raise TaskRefusedError(f"model weight {i} is {got}, expected shape {shape}")
+            if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
+                raise TaskRefusedError(f"model weight {i} is not finite floats")
+        scaler = state.scaler
+        if not isinstance(scaler, ScalerStats):
+            raise TaskRefusedError(f"the model's scaler is a {type(scaler).__name__}")
+        if isinstance(scaler.n, bool) or not isinstance(scaler.n, int | np.integer) \
+                or scaler.n < 1:
+            raise TaskRefusedError(f"the scaler's row count {scaler.n!r:.40} is not ≥ 1")
+        for name in ("sum", "sumsq"):
+            array = getattr(scaler, name)
+            if not isinstance(array, np.ndarray) or array.shape != (N_FEATURES,):
+                raise TaskRefusedError(f"the scaler's {name} is not {N_FEATURES} values")
+            if not np.isfinite(array).all():
+                raise TaskRefusedError(f"the scaler's {name} holds NaN or infinite values")
+
+    def check_fit(self, task: Any, shapes: list[tuple[int, ...]]) -> None:
+        """A training task within bounds."""
+        if not isinstance(task, FitTask):
+            raise TaskRefusedError(f"a training task must be a FitTask, got {type(task).__name__}")
+        self.check_model(task.model, shapes)
+        self._float(task.learning_rate, "learning rate", self.learning_rate, open_low=True)
+        self._int(task.epochs, "epochs", self.epochs)
+        self._int(task.batch_size, "batch size", self.batch_size)
+        self._float(task.weight_decay, "weight decay", self.weight_decay)
+        self._float(task.proximal_mu, "proximal mu", self.proximal_mu)
+        if task.optimizer not in _OPTIMIZERS:
+            raise TaskRefusedError(f"optimizer {task.optimizer!r:.40} is not one of {_OPTIMIZERS}")
+        self._int(task.server_round, "server round", (0, 2**31 - 1))
+        self._int(task.seed, "seed", (0, 2**63 - 1))
+
+    def check_score(self, task: Any, shapes: list[tuple[int, ...]]) -> None:
+        """A threshold-statistics task within bounds."""
+        if not isinstance(task, ScoreTask):
+            raise TaskRefusedError(f"a scoring task must be a ScoreTask, got {type(task).__name__}")
+        self.check_model(task.model, shapes)
+
+    def check_evaluate(self, task: Any, shapes: list[tuple[int, ...]]) -> None:
+        """An evaluation task within bounds."""
+        if not isinstance(task, EvaluateTask):
+            raise TaskRefusedError(f"an evaluation task must be an EvaluateTask, got "
+                              f"{type(task).__name__}")
+        self.check_model(task.model, shapes)
+        self._float(task.threshold, "threshold", (0.0, math.inf))
+        self._int(task.window, "window", self.window)
+        self._int(task.max_window, "max window", (1, self.window[1]))
+
+    def check_rows(self, rows: int, what: str) -> None:
+        """Statistics of ``rows`` rows may be sent."""
+        if rows < self.min_rows_for_statistics:
+            raise TaskRefusedError(f"{rows} {what} rows, fewer than min_rows_for_statistics = "
+                              f"{self.min_rows_for_statistics}: no statistics sent")
+
+
 class DeviceClient:
     """A device in the federation.
 
@@ -199,10 +335,15 @@ class DeviceClient:
         The device's :class:`ClientData`; it never leaves this object.
     use_gpu
         Train and score on a CUDA GPU when one is present (default False).
+    guards
+        The bounds it holds tasks to (default :class:`DeviceGuards` ()).
     """
 
-    def __init__(self, data: ClientData, use_gpu: bool = False) -> None:
+    def __init__(self, data: ClientData, use_gpu: bool = False,
+                 guards: DeviceGuards | None = None) -> None:
         self.data = data
+        self.guards = guards or DeviceGuards()
+        self._shapes: list[tuple[int, ...]] | None = None
         self.device = torch.device("cpu")
         if use_gpu:
             if torch.cuda.is_available():
@@ -220,19 +361,34 @@ class DeviceClient:
 
     def call(self, method: str, task: Any = None) -> Reply:
         """Run client ``method`` (one of :data:`CLIENT_METHODS`) on ``task`` (``None`` for
-        methods without one), collecting the device's log lines: what every engine calls."""
+        methods without one), collecting the device's log lines: what every engine calls.
+
+        A task the device refuses (:class:`TaskRefusedError`: outside its :class:`DeviceGuards`)
+        is logged and answered with a :class:`Refusal` naming the reason."""
         if method not in CLIENT_METHODS:
             raise FediotError(f"unknown client method {method!r}; expected one of "
                               f"{list(CLIENT_METHODS)}")
         server_round = getattr(task, "server_round", None)
+        if isinstance(server_round, bool) or not isinstance(server_round, int | None):
+            server_round = None
         with LogCapture(self.client_id, method, server_round) as capture:
             function = getattr(self, method)
-            result = function() if task is None else function(task)
+            try:
+                result = function() if task is None else function(task)
+            except TaskRefusedError as refusal:
+                log.warning("refused the %s task: %s", method, refusal)
+                result = Refusal(f"refused: {refusal}")
         return Reply(result, capture.lines())
+
+    def _expected_shapes(self) -> list[tuple[int, ...]]:
+        if self._shapes is None:
+            self._shapes = weight_shapes(build_autoencoder(N_FEATURES, seed=0))
+        return self._shapes
 
     def scaler_stats(self) -> ScalerReport:
         """Counts and sums of the (signed-log) training rows, for the pooled feature scaler,
         with the counts of the device's data (rows used, warm-up rows dropped)."""
+        self.guards.check_rows(len(self.data.train), "training")
         stats = ScalerStats.from_data(self.data.train)
         dropped = self.data.warmup_dropped
         data = DataReport(train=len(self.data.train), opt=len(self.data.opt),
@@ -243,7 +399,9 @@ class DeviceClient:
         return ScalerReport(stats, data)
 
     def fit(self, task: FitTask) -> FitReport:
-        """Train from the global model on the training rows; return the new weights."""
+        """Train from the global model on the training rows; return the new weights (the
+        validation loss only from at least ``min_rows_for_statistics`` threshold rows)."""
+        self.guards.check_fit(task, self._expected_shapes())
         with _Meter() as meter:
             model = self._load(task.model)
             train = self._transformed("train", task.model.scaler)
@@ -264,10 +422,11 @@ class DeviceClient:
         log.info("round %d: trained %d rows × %d epoch(s) at learning rate %.3g, loss %.5f, in "
                  "%.2f s", task.server_round, report.num_examples, task.epochs,
                  task.learning_rate, report.mean_loss, meter.stats.wall_seconds)
+        enough = validation.n >= max(self.guards.min_rows_for_statistics, 1)
         return FitReport(self.client_id, weights, report.num_examples, report.mean_loss,
                          meter.stats,
-                         validation_loss=validation.mean if validation.n else 0.0,
-                         validation_rows=validation.n)
+                         validation_loss=validation.mean if enough else 0.0,
+                         validation_rows=validation.n if enough else 0)
 
     def _quiet_window(self, model: Autoencoder, task: EvaluateTask) -> int:
         """N-BaIoT's ws*: the smallest window with no alarm on the threshold rows."""
@@ -287,6 +446,8 @@ class DeviceClient:
 
     def threshold_stats(self, task: ScoreTask) -> ErrorStats:
         """Error statistics of the threshold split under the global model."""
+        self.guards.check_score(task, self._expected_shapes())
+        self.guards.check_rows(len(self.data.opt), "threshold")
         model = self._load(task.model)
         stats = self._threshold_row_errors(model, task.model.scaler)
         if stats.n:
@@ -298,6 +459,7 @@ class DeviceClient:
 
     def evaluate(self, task: EvaluateTask) -> EvaluationReport:
         """Verdicts on the test splits, as counts per class and error histograms."""
+        self.guards.check_evaluate(task, self._expected_shapes())
         with _Meter() as meter:
             model = self._load(task.model)
             window = task.window or self._quiet_window(model, task)

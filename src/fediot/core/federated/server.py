@@ -52,7 +52,7 @@ from fediot.core.federated.strategies import (
 from fediot.core.federated.validation import (
     Rejection,
     ReplyContext,
-    ReplyRejected,
+    ReplyRejectedError,
     update_norm_outliers,
     validate_reply,
 )
@@ -237,6 +237,10 @@ class FedDetectServer:
             beta_2=t.server_beta_2, tau=t.server_tau,
         )
         self.device_data: dict[str, DataReport] = {}
+        self.training_ids: set[str] = set()
+        """The devices of the training pool: their replies must stay within the rows their
+        scaler step declared (devices that only calibrate and evaluate, as in the centralised
+        baseline, declared none)."""
         self.rejections: list[Rejection] = []
         """Every reply rejected so far, in order."""
         self.last_rejected: dict[str, str] = {}
@@ -267,10 +271,11 @@ class FedDetectServer:
             if cid not in replies:
                 continue
             context = ReplyContext(cid, self.device_data.get(cid),
-                                   require_declared=bool(self.device_data))
+                                   require_declared=bool(self.device_data)
+                                   and (method == "fit" or cid in self.training_ids))
             try:
                 validate_reply(method, task, replies[cid].result, context)
-            except ReplyRejected as error:
+            except ReplyRejectedError as error:
                 self._reject(cid, method, server_round, str(error))
                 continue
             accepted[cid] = replies[cid]
@@ -303,6 +308,7 @@ class FedDetectServer:
         devices' data counts land in :attr:`device_data`."""
         self.observer.on_phase("scaler", f"{len(pool.client_ids)} devices")
         self.device_data = {}
+        self.training_ids = set(pool.client_ids)
         replies = self._exchange(pool, "scaler_stats", dict.fromkeys(pool.client_ids))
         self._enough("scaler step", len(replies), len(pool.client_ids),
                      min(self.config.train_args.client_num_min_replies, len(pool.client_ids)))
@@ -431,6 +437,7 @@ class FedDetectServer:
         else:
             model, history = resume.model, list(resume.history)
             best, self.device_data = resume.best, dict(resume.data)
+            self.training_ids = set(pool.client_ids)
             self.strategy.load_state(resume.strategy_state)
             self.observer.on_phase("resume", f"from round {resume.completed_rounds}")
         every = self.config.validation_args.frequency_of_the_test

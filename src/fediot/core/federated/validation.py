@@ -43,7 +43,7 @@ RELATIVE_TOLERANCE = 1e-6
 """Rounding allowed in the consistency checks of summed statistics (float64 sums)."""
 
 
-class ReplyRejected(FediotError):
+class ReplyRejectedError(FediotError):
     """A device's reply failed a check; the message is the reason (one line)."""
 
 
@@ -107,8 +107,8 @@ class ReplyContext:
         return MAX_ROWS, MAX_ROWS
 
 
-def _fail(reason: str) -> ReplyRejected:
-    return ReplyRejected(reason)
+def _fail(reason: str) -> ReplyRejectedError:
+    return ReplyRejectedError(reason)
 
 
 def _count(value: Any, what: str, low: int = 0, high: int = MAX_ROWS) -> int:
@@ -290,7 +290,7 @@ def _check_evaluate_reply(result: Any, task: Any, context: ReplyContext) -> None
 
 def validate_reply(method: str, task: Any, result: Any, context: ReplyContext) -> None:
     """Check one device's ``result`` for client ``method`` against the ``task`` sent; raise
-    :class:`ReplyRejected` with the reason if it must not be used.
+    :class:`ReplyRejectedError` with the reason if it must not be used.
 
     A :class:`Refusal` (the device refused the task, or the engine could not read its reply)
     is rejected with its own reason.

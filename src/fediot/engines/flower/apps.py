@@ -19,7 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fediot.core.config import Config, dump_config, parse_config_text
 from fediot.core.errors import FediotError
-from fediot.core.federated.client import DeviceClient
+from fediot.core.federated.client import DeviceClient, DeviceGuards
 from fediot.core.federated.devices import client_ids, load_client_data
 from fediot.core.federated.messages import LogLine
 from fediot.core.federated.server import (
@@ -77,7 +77,8 @@ def _device(context: Context, config: Config) -> DeviceClient:
     key = (hashlib.sha256(dump_config(config).encode()).hexdigest(), client_id)
     if key not in _CLIENTS:
         _CLIENTS[key] = DeviceClient(load_client_data(config, client_id),
-                                     config.device_args.using_gpu)
+                                     config.device_args.using_gpu,
+                                     DeviceGuards.from_config(config))
     return _CLIENTS[key]
 
 

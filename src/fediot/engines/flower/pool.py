@@ -7,6 +7,12 @@ in time is left out of that step (and logged); the server never waits forever.
 Each :class:`~fediot.core.federated.messages.Reply` records the exact size of the content the
 server sent to the node and received from it (:func:`~.records.content_bytes`), and the log
 lines the device sent back.
+
+A reply belongs to the device of the node that sent it (the message's ``src_node_id``, bound
+to a device when the node identified itself), never to the client id written inside it: a
+reply naming another device, or one that cannot be read (:class:`~.records.ReplyError`),
+reaches the server as a :class:`~fediot.core.federated.messages.Refusal` of the node's device,
+which the server rejects and counts.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from fediot.core.errors import FediotError
-from fediot.core.federated.messages import Reply
+from fediot.core.federated.messages import Refusal, Reply
 from fediot.engines.flower.records import (
     MESSAGE_TYPES,
+    ReplyError,
     content_bytes,
     decode_logs,
     decode_reply,
@@ -81,11 +88,21 @@ class FlowerPool:
         messages = [Message(content=encode_task("identify", None), dst_node_id=node,
                             message_type=MESSAGE_TYPES["identify"]) for node in fresh]
         for reply in self.grid.send_and_receive(messages, timeout=self.reply_seconds):
+            node = reply.metadata.src_node_id
             if reply.has_error():
-                log.warning("node %s could not identify: %s", reply.metadata.src_node_id,
-                            reply.error.reason)
+                log.warning("node %s could not identify: %s", node, reply.error.reason)
                 continue
-            self._node_of[reply_client_id(reply.content)] = reply.metadata.src_node_id
+            try:
+                cid = reply_client_id(reply.content)
+            except ReplyError as error:
+                log.warning("node %s sent an unreadable identity: %s", node, error)
+                continue
+            bound = self._node_of.get(cid)
+            if bound is not None and bound != node and bound in online:
+                log.warning("node %s claims device %s, which node %s (still online) serves; "
+                            "ignored", node, cid, bound)
+                continue
+            self._node_of[cid] = node
 
     def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
         """Send each device its task; decode the replies that arrive in time.
@@ -97,27 +114,51 @@ class FlowerPool:
         messages: list[Message] = []
         sizes: dict[int, int] = {}  # a task shared by devices is measured once
         sent: dict[str, int] = {}
+        device_of: dict[int, str] = {}  # node → the device it was sent a task for
         for cid, task in tasks.items():
             content = encode_task(method, task)
             if id(task) not in sizes:
                 sizes[id(task)] = content_bytes(content)
             sent[cid] = sizes[id(task)]
-            messages.append(Message(content=content, dst_node_id=self._node_of[cid],
+            node = self._node_of[cid]
+            device_of[node] = cid
+            messages.append(Message(content=content, dst_node_id=node,
                                     message_type=MESSAGE_TYPES[method]))
         replies: dict[str, Reply] = {}
         for reply in self.grid.send_and_receive(messages, timeout=self.reply_seconds):
-            if reply.has_error():
-                log.warning("%s failed on node %s: %s", method, reply.metadata.src_node_id,
-                            reply.error.reason)
+            node = reply.metadata.src_node_id
+            bound = device_of.get(node)
+            if bound is None or bound in replies:
+                log.warning("%s: ignored a reply from node %s, which was sent no task or "
+                            "answered already", method, node)
                 continue
-            cid = reply_client_id(reply.content)
-            replies[cid] = Reply(decode_reply(method, reply.content), decode_logs(reply.content),
-                                 bytes_down=sent.get(cid, 0),
-                                 bytes_up=content_bytes(reply.content))
+            cid = bound
+            if reply.has_error():
+                log.warning("%s failed on node %s: %s", method, node, reply.error.reason)
+                continue
+            replies[cid] = self._decode(method, cid, node, reply, sent.get(cid, 0))
         lost = [cid for cid in tasks if cid not in replies]
         if lost:
             log.warning("%s: no reply from %s", method, ", ".join(lost))
         return {cid: replies[cid] for cid in tasks if cid in replies}
+
+    def _decode(self, method: str, cid: str, node: int, reply: Message,
+                bytes_down: int) -> Reply:
+        """The :class:`Reply` of device ``cid`` (node ``node``): its result, or a
+        :class:`Refusal` when it names another device or cannot be read."""
+        bytes_up = content_bytes(reply.content)
+        try:
+            named = reply_client_id(reply.content)
+            if named != cid:
+                raise ReplyError(f"the reply of node {node} names device {named[:60]!r}, but "
+                                 f"the node serves {cid}")
+            result = decode_reply(method, reply.content, cid)
+            logs = decode_logs(reply.content, cid)
+        except ReplyError as error:
+            log.warning("%s: unusable reply from %s (node %s): %s", method, cid, node, error)
+            return Reply(Refusal(f"unreadable reply: {error}"), (),
+                         bytes_down=bytes_down, bytes_up=bytes_up)
+        return Reply(result, logs, bytes_down=bytes_down, bytes_up=bytes_up)
 
     def call(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Any]:
         """The results of :meth:`exchange` alone."""

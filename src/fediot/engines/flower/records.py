@@ -5,7 +5,13 @@ server can sum them); settings such as the threshold in ``ConfigRecord``s. One p
 functions per message kind; every decoder checks what it reads.
 
 A reply also carries the device's log lines of the call (``logs``: a ``ConfigRecord`` of
-parallel lists, absent when there are none).
+parallel lists, absent when there are none). A device that refused its task sends a
+``refusal`` record with the reason instead of a result.
+
+A reply comes from a device the server does not control: :func:`decode_reply` and
+:func:`decode_logs` never raise anything but :class:`ReplyError` on a malformed or mutated
+reply (the pool turns it into a rejected reply for the node's device), and they never take
+the device from the reply: the pool binds a reply to the device of the node that sent it.
 
 A model's arrays travel as one flat float32 vector plus their shapes: Flower stores and sends
 every array as an object of its own with a header and a content hash, which cost 4.8 % of the
@@ -33,6 +39,7 @@ from fediot.core.federated.messages import (
     FitTask,
     LogLine,
     ModelState,
+    Refusal,
     ScalerReport,
     ScoreTask,
     SystemStats,
@@ -53,6 +60,14 @@ MESSAGE_TYPES = {
 
 class RecordError(FediotError):
     """A Flower message lacks a record or holds the wrong kind of value."""
+
+
+class ReplyError(RecordError):
+    """A device's reply cannot be read (missing, malformed or out-of-range records)."""
+
+
+MAX_REASON_CHARS = 500
+"""A refusal's reason is cut to this many characters."""
 
 
 def content_bytes(content: InflatableObject) -> int:
@@ -178,8 +193,9 @@ def _system(stats: SystemStats) -> MetricRecord:
 
 def _get_system(content: RecordDict) -> SystemStats:
     record = _get(content, "system", MetricRecord)
-    return SystemStats(float(record["wall-seconds"]), float(record["cpu-seconds"]),
-                       int(record["peak-rss-bytes"]))
+    return SystemStats(_float(record["wall-seconds"], "wall-seconds"),
+                       _float(record["cpu-seconds"], "cpu-seconds"),
+                       _int(record["peak-rss-bytes"], "peak-rss-bytes"))
 
 
 def _counts(counts: ClassCounts) -> MetricRecord:
@@ -194,7 +210,7 @@ def _get_counts(record: MetricRecord) -> ClassCounts:
     nested: dict[str, dict[str, Any]] = {}
     for key, value in record.items():
         name, _, field = key.rpartition(".")
-        nested.setdefault(name, {})[field] = int(value)  # type: ignore[arg-type]
+        nested.setdefault(name, {})[field] = _int(value, f"count {key}")
     return ClassCounts.from_dict(nested)
 
 
@@ -209,12 +225,23 @@ def _put_logs(content: RecordDict, lines: Sequence[LogLine]) -> None:
         })
 
 
-def decode_logs(content: RecordDict) -> tuple[LogLine, ...]:
-    """The log lines a reply carries (none when it has no ``logs`` record)."""
+def decode_logs(content: RecordDict, device: str | None = None) -> tuple[LogLine, ...]:
+    """The log lines a reply carries (none when it has no ``logs`` record), tagged with
+    ``device`` (default: the client id the reply names; a server passes the device of the
+    node that sent it). A malformed record is a :class:`ReplyError`."""
+    try:
+        return _decode_logs(content, device)
+    except ReplyError:
+        raise
+    except Exception as error:  # anything a mutated record can raise
+        raise ReplyError(f"unreadable log lines: {_describe(error)}") from None
+
+
+def _decode_logs(content: RecordDict, device: str | None) -> tuple[LogLine, ...]:
     if "logs" not in content:
         return ()
     record = _get(content, "logs", ConfigRecord)
-    device = reply_client_id(content)
+    device = reply_client_id(content) if device is None else device
     columns: dict[str, list[Any]] = {}
     for key in ("time", "round", "step", "level", "message"):
         value = record.get(key)
@@ -239,6 +266,9 @@ def encode_reply(method: str, client_id: str, result: Any,
     content["device"] = ConfigRecord({"client-id": client_id})
     _put_logs(content, logs)
     if method == "identify":
+        return content
+    if isinstance(result, Refusal):
+        content["refusal"] = ConfigRecord({"reason": str(result.reason)[:MAX_REASON_CHARS]})
         return content
     if method == "scaler_stats":
         assert isinstance(result, ScalerReport)
@@ -270,18 +300,63 @@ def encode_reply(method: str, client_id: str, result: Any,
 
 
 def reply_client_id(content: RecordDict) -> str:
-    return str(_get(content, "device", ConfigRecord)["client-id"])
+    """The client id a reply names (a :class:`ReplyError` when it names none)."""
+    try:
+        value = _get(content, "device", ConfigRecord).get("client-id")
+    except ReplyError:
+        raise
+    except Exception as error:
+        raise ReplyError(f"unreadable device record: {_describe(error)}") from None
+    if not isinstance(value, str) or not value:
+        raise ReplyError(f"the reply names no device (client-id {value!r:.60})")
+    return value
 
 
-def decode_reply(method: str, content: RecordDict) -> Any:
-    """Inverse of :func:`encode_reply` (the client id is read by :func:`reply_client_id`)."""
-    client_id = reply_client_id(content)
+def _describe(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+
+
+def _int(value: Any, what: str) -> int:
+    """An integer record value (a bool, a float or a string is a :class:`ReplyError`)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ReplyError(f"{what} must be an integer, got {type(value).__name__}")
+    return value
+
+
+def _float(value: Any, what: str) -> float:
+    """A number record value (a bool or a string is a :class:`ReplyError`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ReplyError(f"{what} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def decode_reply(method: str, content: RecordDict, client_id: str | None = None) -> Any:
+    """Inverse of :func:`encode_reply`: the result, or a :class:`Refusal` when the device
+    refused the task. ``client_id`` is the device the reply is bound to (default: the one
+    it names, :func:`reply_client_id`). Anything malformed is a :class:`ReplyError`, never
+    another exception."""
+    try:
+        return _decode_reply(method, content, client_id)
+    except ReplyError:
+        raise
+    except Exception as error:  # KeyError, TypeError, ValueError, OverflowError, …
+        raise ReplyError(f"unreadable {method} reply: {_describe(error)}") from None
+
+
+def _decode_reply(method: str, content: RecordDict, client_id: str | None) -> Any:
+    named = reply_client_id(content)
+    client_id = named if client_id is None else client_id
     if method == "identify":
-        return client_id
+        return named
+    if "refusal" in content:
+        reason = _get(content, "refusal", ConfigRecord).get("reason")
+        return Refusal(str(reason)[:MAX_REASON_CHARS] if isinstance(reason, str)
+                       else "refused, without a reason")
     if method == "scaler_stats":
         data = _get(content, "data", MetricRecord)
         return ScalerReport(ScalerStats.from_dict(dict(_get(content, "scaler", MetricRecord))),
-                            DataReport(**{key: int(data[key])
+                            DataReport(**{key: _int(data[key], f"data {key}")
                                           for key in ("train", "opt", "warmup_train",
                                                       "warmup_opt")}))
     if method == "threshold_stats":
@@ -289,10 +364,10 @@ def decode_reply(method: str, content: RecordDict) -> Any:
     if method == "fit":
         metrics = _get(content, "metrics", MetricRecord)
         return FitReport(client_id, get_weights(content, "weights"),
-                         int(metrics["num-examples"]), float(metrics["loss"]),
-                         _get_system(content),
-                         validation_loss=float(metrics["validation-loss"]),
-                         validation_rows=int(metrics["validation-rows"]))
+                         _int(metrics["num-examples"], "num-examples"),
+                         _float(metrics["loss"], "loss"), _get_system(content),
+                         validation_loss=_float(metrics["validation-loss"], "validation-loss"),
+                         validation_rows=_int(metrics["validation-rows"], "validation-rows"))
     if method == "evaluate":
         config = _get(content, "config", ConfigRecord)
         return EvaluationReport(
@@ -303,7 +378,7 @@ def decode_reply(method: str, content: RecordDict) -> Any:
                                                          MetricRecord))),
             attack_errors=ErrorStats.from_dict(dict(_get(content, "attack-errors",
                                                          MetricRecord))),
-            threshold=float(config["threshold"]), window=int(config["window"]),
-            system=_get_system(content),
+            threshold=_float(config["threshold"], "threshold"),
+            window=_int(config["window"], "window"), system=_get_system(content),
         )
     raise RecordError(f"no message kind for client method {method!r}")

@@ -377,7 +377,8 @@ _BODY = """
   <section id="devices">
     <h2>Devices</h2>
     <table><thead><tr><th>device</th><th>state</th><th>last round</th><th>last seen</th>
-      <th>rounds answered</th><th>rejected replies</th></tr></thead><tbody id="devices-body"></tbody></table>
+      <th>rounds answered</th><th>rejected replies</th></tr></thead>
+      <tbody id="devices-body"></tbody></table>
     <p id="devices-empty" class="muted">no devices yet</p>
   </section>
   <section id="system">
