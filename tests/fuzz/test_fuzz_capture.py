@@ -274,7 +274,7 @@ def mutations(draw: st.DrawFn, data: bytes) -> bytes:
 # --- properties -------------------------------------------------------------------------------
 
 
-@fuzz(1500)
+@fuzz(1200)
 @given(
     head=st.sampled_from((b"", *PCAP_MAGICS, PCAPNG_MAGIC, b"\x1f\x8b")),
     body=st.binary(max_size=400),
@@ -286,7 +286,7 @@ def test_random_bytes(folder: Path, head: bytes, body: bytes, allow_truncated: b
     check_read(path, allow_truncated)
 
 
-@fuzz(1200)
+@fuzz(400)
 @given(capture=pcap_files(), allow_truncated=st.booleans())
 def test_valid_pcap_reads_completely(
     folder: Path, capture: tuple[bytes, int], allow_truncated: bool
@@ -305,7 +305,7 @@ def test_valid_pcap_reads_completely(
     check_read(path, allow_truncated)
 
 
-@fuzz(1000)
+@fuzz(350)
 @given(capture=pcapng_files(), allow_truncated=st.booleans())
 def test_valid_pcapng_reads_completely(
     folder: Path, capture: tuple[bytes, int], allow_truncated: bool
@@ -319,7 +319,7 @@ def test_valid_pcapng_reads_completely(
     check_read(path, allow_truncated)
 
 
-@fuzz(1500)
+@fuzz(700)
 @given(data=st.data(), pcapng=st.booleans(), allow_truncated=st.booleans())
 def test_mutated_captures(
     folder: Path, data: st.DataObject, pcapng: bool, allow_truncated: bool
