@@ -447,7 +447,7 @@ class _BoundedRepr(reprlib.Repr):
     """reprlib's bounded repr, also for integers past ``repr``'s 4,300 digits (which raise)."""
 
     def repr_int(self, x: int, level: int) -> str:
-        if x.bit_length() > 1000:  # about 300 digits
+        if x.bit_length() > 14_000:  # about 4,200 digits, below the limit of 4,300
             sign = "-" if x < 0 else ""
             return f"{sign}<an integer of about {int(x.bit_length() * math.log10(2)):,} digits>"
         return super().repr_int(x, level)
