@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 from fediot.core.config import (
     FLOAT_RANGES,
-    INT_RANGES,
     IGNORED_KEYS,
+    INT_RANGES,
     Config,
     ConfigError,
     load_config,
@@ -156,7 +156,7 @@ def documents(draw: st.DrawFn) -> dict[Any, Any]:
 # --- properties -------------------------------------------------------------------------------
 
 
-@fuzz(1500)
+@fuzz(1300)
 @given(raw=st.one_of(documents(), VALUES))
 # regressions: an integer beyond repr's 4,300 digits crashed the error message, and a key
 # holding a line break split it
@@ -201,7 +201,7 @@ def yaml_safe(value: Any) -> Any:
     return value
 
 
-@fuzz(700)
+@fuzz(450)
 @given(raw=documents(), flow=st.booleans())
 def test_structured_yaml_text(raw: Any, flow: bool) -> None:
     text = yaml.safe_dump(yaml_safe(materialize(raw)), default_flow_style=flow,

@@ -16,7 +16,9 @@ every cell was valid), or one :class:`~fediot.core.errors.FediotError` line nami
 from __future__ import annotations
 
 import io
+import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +29,8 @@ from fuzz_settings import fuzz
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fediot.core.catalog import FEATURE_NAMES, N_FEATURES
-from fediot.core.data import DataError, read_feature_csv, read_feature_parquet
+from fediot.core.catalog import DEVICES, FEATURE_NAMES, N_FEATURES
+from fediot.core.data import DataError, open_dataset, read_feature_csv, read_feature_parquet
 from fediot.core.errors import FediotError
 from fediot.core.testbed.dataset import read_features
 
@@ -229,7 +231,7 @@ def parquet_files(draw: st.DrawFn) -> tuple[bytes, bool]:
             values = column.to_numpy(zero_copy_only=False).astype(np.float64)
             if column.null_count or not np.all(np.abs(values) <= FLOAT32_MAX):
                 valid = False
-    table = pa.table(columns, names=names) if len(set(names)) == len(names) else pa.Table.from_arrays(columns, names=names)
+    table = pa.Table.from_arrays(columns, names=names)
     buffer = io.BytesIO()
     pa_parquet.write_table(table, buffer, row_group_size=draw(st.sampled_from([1, 2, 1000])))
     return buffer.getvalue(), valid
@@ -308,3 +310,31 @@ def test_parquet_undecodable_column_name(folder: Path, byte: int, position: int)
         with pytest.raises(FediotError) as caught:
             reader(path)
         one_line(caught.value, path)
+
+
+@fuzz(300)
+@given(data=st.one_of(
+    st.binary(max_size=200),
+    st.recursive(st.one_of(st.none(), st.integers(), st.text(max_size=5)),
+                 lambda inner: st.lists(inner, max_size=3)
+                 | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                 max_leaves=10).map(lambda value: json.dumps(value).encode()),
+))
+@example(data=b"[" * 100_000)  # regression: json.loads' RecursionError escaped open_dataset
+def test_testbed_manifest(folder: Path, data: bytes) -> None:
+    root = folder / "testbed"
+    if not root.exists():
+        write_one_testbed_file(root)
+    (root / "testbed.json").write_bytes(data)
+    try:
+        source = open_dataset(root)
+    except DataError as error:
+        one_line(error, root / "testbed.json")
+    else:
+        assert source.layout == "testbed" and isinstance(source.manifest, Mapping)
+
+
+def write_one_testbed_file(root: Path) -> None:
+    path = root / DEVICES[0].name / "benign_traffic.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text(HEADER + "\n" + ",".join(["1"] * N_FEATURES) + "\n")

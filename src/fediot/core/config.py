@@ -657,7 +657,8 @@ def _check_tracking(tracking: TrackingArgs,
                     fail: Callable[[str, str], ConfigError]) -> None:
     uri = tracking.mlflow_tracking_uri
     if uri != uri.strip():
-        raise fail("tracking_args.mlflow_tracking_uri", f"leading or trailing spaces in {_shown.repr(uri)}")
+        raise fail("tracking_args.mlflow_tracking_uri",
+                   f"leading or trailing spaces in {_shown.repr(uri)}")
     scheme, sep, rest = uri.partition("://") if "://" in uri else uri.partition(":")
     if uri == "databricks":  # MLflow reads this bare word as the hosted service
         scheme, sep = uri, ":"

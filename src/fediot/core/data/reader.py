@@ -146,7 +146,9 @@ def _parse_csv(path: Path, allocate: Allocator) -> FeatureMatrix:
             ),
         )
     except pa.ArrowException as error:
-        raise DataError(_locate_csv_problem(path) or f"{path}: unreadable CSV ({_problem(error)})") from None
+        raise DataError(
+            _locate_csv_problem(path) or f"{path}: unreadable CSV ({_problem(error)})"
+        ) from None
     return _fill(table, path, allocate, lambda: _locate_csv_problem(path))
 
 
