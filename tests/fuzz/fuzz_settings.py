@@ -3,7 +3,7 @@
 ``fuzz(n)`` runs a property on ``n`` examples with no per-example deadline (the conftest's hang
 guard stands in for one) and no health checks (fuzz strategies are slow and large on purpose).
 ``FEDIOT_FUZZ_SCALE`` multiplies every ``n`` (e.g. ``FEDIOT_FUZZ_SCALE=10`` for a long local
-run; CI uses 1, about 11,000 examples in all).
+run; CI uses 1, about 13,000 examples in all).
 """
 
 from __future__ import annotations
