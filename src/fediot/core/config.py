@@ -367,7 +367,7 @@ class Config:
         for dotted, value in overrides.items():
             section, _, key = dotted.partition(".")
             if section not in raw or not key:
-                raise ConfigError(f"{dotted}: not a section.key of the configuration")
+                raise ConfigError(f"{_key_name(dotted)}: not a section.key of the configuration")
             raw[section][key] = value
         return parse_config(raw, source="overrides")
 
@@ -458,7 +458,17 @@ FLOAT_RANGES: Final[dict[str, tuple[str, float, float, str]]] = {
 """Range of every float key as interval notation: ``("(", 0.0, 1.0, "]")`` is 0 < x ≤ 1.
 Floats are always finite (``.nan`` and ``.inf`` are refused by type)."""
 
-_shown = reprlib.Repr()
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's bounded repr, also for integers past ``repr``'s 4,300 digits (which raise)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 14_000:  # about 4,200 digits, below the limit of 4,300
+            sign = "-" if x < 0 else ""
+            return f"{sign}<an integer of about {int(x.bit_length() * math.log10(2)):,} digits>"
+        return super().repr_int(x, level)
+
+
+_shown = _BoundedRepr()
 _shown.maxstring = _shown.maxother = 60
 _shown.maxlevel = 2
 # Values are echoed in errors through this bounded repr: a value's full repr can be huge (a
@@ -466,8 +476,11 @@ _shown.maxlevel = 2
 
 
 def _key_name(key: Any) -> str:
-    """A key as written in errors: itself if text, else its (bounded) repr."""
-    return key if isinstance(key, str) else _shown.repr(key)
+    """A key as written in errors: itself if short printable text, else its bounded repr (so
+    that a key holding a line break or a terminal escape cannot split or garble the line)."""
+    if isinstance(key, str) and key.isprintable() and len(key) <= 60:
+        return key
+    return _shown.repr(key)
 
 
 def _yaml_number_hint(value: str) -> str:
@@ -659,7 +672,8 @@ def _check_tracking(tracking: TrackingArgs,
                     fail: Callable[[str, str], ConfigError]) -> None:
     uri = tracking.mlflow_tracking_uri
     if uri != uri.strip():
-        raise fail("tracking_args.mlflow_tracking_uri", f"leading or trailing spaces in {uri!r}")
+        raise fail("tracking_args.mlflow_tracking_uri",
+                   f"leading or trailing spaces in {_shown.repr(uri)}")
     scheme, sep, rest = uri.partition("://") if "://" in uri else uri.partition(":")
     if uri == "databricks":  # MLflow reads this bare word as the hosted service
         scheme, sep = uri, ":"
@@ -670,7 +684,7 @@ def _check_tracking(tracking: TrackingArgs,
                        f"scheme {scheme!r} not supported (tracking stays on your machines): "
                        f"use one of {list(MLFLOW_URI_SCHEMES)} or a folder path")
         if not rest.strip("/"):
-            raise fail("tracking_args.mlflow_tracking_uri", f"{uri!r} names no store")
+            raise fail("tracking_args.mlflow_tracking_uri", f"{_shown.repr(uri)} names no store")
     if not tracking.mlflow_experiment.strip():
         raise fail("tracking_args.mlflow_experiment", "must not be empty")
 

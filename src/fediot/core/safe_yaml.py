@@ -164,7 +164,9 @@ class _BoundedLoader(yaml.SafeLoader):
     def construct_object(self, node: yaml.nodes.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as error:  # e.g. a timestamp such as 2024-13-45
+        # A scalar its tag's constructor cannot read: a timestamp such as 2024-13-45 (ValueError),
+        # `!!timestamp x` (AttributeError), `!!int ""` (IndexError), …
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as error:
             raise _Refused(problem=f"cannot read {str(node.value)[:40]!r} as "
                                    f"{node.tag.rpartition(':')[2]} ({error})",
                            problem_mark=node.start_mark) from None

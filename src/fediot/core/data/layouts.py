@@ -19,7 +19,6 @@ parse-once :class:`~fediot.core.data.cache.FeatureCache`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from fediot.core.catalog import (
 from fediot.core.data.cache import FeatureCache
 from fediot.core.data.errors import DataError
 from fediot.core.data.reader import CSV_SUFFIX, FEATURE_SUFFIXES, FeatureMatrix
+from fediot.core.safe_yaml import InvalidDocumentError, UnsafeInputError, load_json, read_text
 
 Layout = Literal["uci", "kaggle", "testbed"]
 FileKey = tuple[int, str]
@@ -173,12 +173,13 @@ def open_dataset(root: Path | str, cache: FeatureCache | None = None) -> NBaIoTS
 
 
 def _read_manifest(path: Path) -> Mapping[str, object]:
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: line {error.lineno}: invalid JSON ({error.msg})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
+    try:  # read_text and load_json bound the size and nesting (json.loads alone recurses)
+        manifest = load_json(read_text(path), str(path))
+    except InvalidDocumentError as error:
+        raise DataError(f"{path}: {error.problem.split(', column')[0]}: invalid JSON "
+                        f"({error.problem.partition(': ')[2]})") from None
+    except UnsafeInputError as error:
+        raise DataError(str(error)) from None
     if not isinstance(manifest, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
     return MappingProxyType(manifest)

@@ -46,6 +46,13 @@ _HEADER_LIMIT: Final[int] = 1 << 16  # the real header is ~2.6 kB; more means "n
 _BLOCK_SIZE: Final[int] = 1 << 24
 
 
+def _problem(error: BaseException, limit: int = 300) -> str:
+    """A library's error message on one line, cut to ``limit`` characters (pyarrow's can span
+    lines, e.g. a Thrift decoding error)."""
+    flat = " ".join(str(error).split()) or type(error).__name__
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def allocate_in_memory(n_rows: int) -> FeatureMatrix:
     """The default :data:`Allocator`: a fresh in-memory array."""
     return np.empty((n_rows, N_FEATURES), dtype=np.float32)
@@ -106,7 +113,8 @@ def check_feature_names(names: Sequence[str], path: Path, where: str) -> None:
     )
 
 
-def _read_csv_header(path: Path) -> list[str]:
+def _read_csv_header(path: Path) -> tuple[list[str], bool]:
+    """The header's names, and whether anything follows the header line."""
     try:
         with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as stream:
             first_line = stream.readline(_HEADER_LIMIT)
@@ -118,11 +126,15 @@ def _read_csv_header(path: Path) -> list[str]:
         raise DataError(f"{path}: line 1: empty; expected the header of {N_FEATURES} feature names")
     if not first_line.endswith("\n") and len(first_line) >= _HEADER_LIMIT:
         raise DataError(f"{path}: line 1: longer than {_HEADER_LIMIT} characters; not a header")
-    return [name.strip() for name in next(csv.reader([first_line]))]
+    names = [name.strip() for name in next(csv.reader([first_line]))]
+    return names, first_line.endswith(("\n", "\r"))
 
 
 def _parse_csv(path: Path, allocate: Allocator) -> FeatureMatrix:
-    check_feature_names(_read_csv_header(path), path, "line 1 (header)")
+    names, rows_follow = _read_csv_header(path)
+    check_feature_names(names, path, "line 1 (header)")
+    if not rows_follow:  # the header without a line end: no rows (pyarrow cannot skip it)
+        return allocate(0)
     try:
         table = pa_csv.read_csv(
             path,
@@ -134,7 +146,9 @@ def _parse_csv(path: Path, allocate: Allocator) -> FeatureMatrix:
             ),
         )
     except pa.ArrowException as error:
-        raise DataError(_locate_csv_problem(path) or f"{path}: unreadable CSV ({error})") from None
+        raise DataError(
+            _locate_csv_problem(path) or f"{path}: unreadable CSV ({_problem(error)})"
+        ) from None
     return _fill(table, path, allocate, lambda: _locate_csv_problem(path))
 
 
@@ -173,10 +187,12 @@ def first_csv_problem(lines: Iterable[str], *, skip_header: bool,
 def csv_value_problem(text: str, *, float32: bool = True) -> str | None:
     """What is wrong with one CSV field as a feature value (empty, not a number, not finite,
     beyond float32 when ``float32``), or ``None`` if it is fine."""
-    stripped = text.strip()
+    stripped = text.strip(" \t")  # what the fast parser trims
     if not stripped:
         return "empty value"
-    if "_" in stripped:  # Python's float() accepts "1_0"; the fast parser does not
+    # Python's float() also accepts "1_0", other scripts' digits ("١") and other white space
+    # around the number; the fast parser does not
+    if "_" in stripped or not stripped.isascii() or stripped != stripped.strip():
         return f"not a number: {text!r}"
     try:
         value = float(stripped)
@@ -194,9 +210,9 @@ def _parse_parquet(path: Path, allocate: Allocator) -> FeatureMatrix:
         raise DataError(f"{path}: no such file")
     try:
         parquet = pa_parquet.ParquetFile(path)
-    except (OSError, pa.ArrowException) as error:
-        raise DataError(f"{path}: not a readable Parquet file ({error})") from None
-    schema = parquet.schema_arrow
+        schema = parquet.schema_arrow
+    except (OSError, ValueError, pa.ArrowException) as error:  # ValueError: undecodable names
+        raise DataError(f"{path}: not a readable Parquet file ({_problem(error)})") from None
     check_feature_names(schema.names, path, "schema")
     for position, field in enumerate(schema):
         if not (pa.types.is_floating(field.type) or pa.types.is_integer(field.type)):
@@ -206,8 +222,8 @@ def _parse_parquet(path: Path, allocate: Allocator) -> FeatureMatrix:
             )
     try:
         table = parquet.read()
-    except (OSError, pa.ArrowException) as error:
-        raise DataError(f"{path}: corrupt Parquet file ({error})") from None
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise DataError(f"{path}: corrupt Parquet file ({_problem(error)})") from None
 
     def locate() -> str:
         for position in range(N_FEATURES):

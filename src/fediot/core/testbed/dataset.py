@@ -156,16 +156,38 @@ class TestbedDataset:
 
 
 def read_features(path: Path) -> npt.NDArray[np.float64]:
-    """A testbed feature file (parquet or csv) as a float64 (rows, 115) array."""
+    """A testbed feature file (parquet or csv) as a float64 (rows, 115) array; a
+    :class:`TestbedError` naming the file (and column, row) unless every column is numeric and
+    every value finite."""
     try:
-        table = pq.read_table(path) if path.suffix == ".parquet" else pa_csv.read_csv(path)
-    except (OSError, pa.ArrowException) as error:
-        raise TestbedError(f"{path}: unreadable feature file ({error})") from None
-    if tuple(table.column_names) != FEATURE_NAMES:
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+        else:
+            table = pa_csv.read_csv(path, convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(FEATURE_NAMES, pa.float64())))
+        names = tuple(table.column_names)
+    except (OSError, ValueError, pa.ArrowException) as error:  # ValueError: undecodable names
+        problem = " ".join(str(error).split())[:300]
+        raise TestbedError(f"{path}: unreadable feature file ({problem})") from None
+    if names != FEATURE_NAMES:
         raise TestbedError(f"{path}: columns are not the {N_FEATURES} N-BaIoT feature names")
-    return np.column_stack(
-        [table.column(i).to_numpy().astype(np.float64) for i in range(N_FEATURES)]
-    ) if table.num_rows else np.empty((0, N_FEATURES))
+    for position, column_type in enumerate(table.schema.types):
+        if not (pa.types.is_floating(column_type) or pa.types.is_integer(column_type)):
+            raise TestbedError(f"{path}: column {position + 1} ({FEATURE_NAMES[position]}) has "
+                               f"type {column_type}, expected float64")
+    if not table.num_rows:
+        return np.empty((0, N_FEATURES))
+    rows = np.column_stack([  # nulls become NaN, caught below
+        table.column(i).to_numpy(zero_copy_only=False).astype(np.float64)
+        for i in range(N_FEATURES)
+    ])
+    finite = np.isfinite(rows)
+    if not finite.all():
+        row, position = (int(i) for i in np.argwhere(~finite)[0])
+        raise TestbedError(f"{path}: row {row + 1}, column {position + 1} "
+                           f"({FEATURE_NAMES[position]}): {rows[row, position]} is not a finite "
+                           "number")
+    return rows
 
 
 def open_testbed(root: Path) -> TestbedDataset:
