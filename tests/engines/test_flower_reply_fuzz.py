@@ -4,6 +4,7 @@ reply to the node that sent it and turns a spoofed or unreadable reply into a re
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -106,7 +107,9 @@ def _mutate(content: RecordDict, mutation: Mutation) -> None:
                 return
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomised like tests/fuzz (FEDIOT_FUZZ_RANDOM=1 draws fresh examples)
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=os.environ.get("FEDIOT_FUZZ_RANDOM") != "1")
 @given(st.sampled_from(METHODS), st.lists(mutations, min_size=1, max_size=4))
 def test_the_decoder_only_raises_reply_error(method: str, changes: list[Mutation]) -> None:
     TRIED["count"] += 1
