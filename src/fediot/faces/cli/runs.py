@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fediot.core.catalog import client_label
 from fediot.core.errors import FediotError
+from fediot.core.federated.privacy import describe as describe_privacy
 from fediot.engines.run_folder import RunView, find_run, finite_number, list_runs
 from fediot.faces.cli.app import app, console, fail
 
@@ -176,6 +177,12 @@ def show_command(
             f"{sum(int(v.get('warmup_train', 0)) for v in data.values()):,} training, "
             f"{sum(int(v.get('warmup_opt', 0)) for v in data.values()):,} threshold",
             highlight=False)
+    privacy = results.get("privacy") if results is not None else None
+    if isinstance(privacy, dict):
+        try:
+            console.print(describe_privacy(privacy), highlight=False)
+        except (KeyError, TypeError, ValueError):  # a results.json from elsewhere
+            pass
     if logs:
         console.print(_logs_table(lines[-logs:], len(lines)))
 
