@@ -130,17 +130,17 @@ def test_target_epsilon_solves_the_multipliers() -> None:
     ("target_epsilon", -1.0), ("enabled", "yes"), ("clip_norm", "1"),
 ])
 def test_bad_privacy_keys_are_refused_by_name(key: str, value: object) -> None:
-    with pytest.raises(ConfigError, match=f"privacy_args.{key}"):
+    with pytest.raises(ConfigError, match=rf"privacy_args\.{key}"):
         parse_config({"privacy_args": {key: value}})
 
 
 def test_privacy_without_noise_is_refused_and_defaults_are_off() -> None:
-    with pytest.raises(ConfigError, match="privacy_args.noise_multiplier"):
+    with pytest.raises(ConfigError, match=r"privacy_args\.noise_multiplier"):
         parse_config({"privacy_args": {"enabled": True, "noise_multiplier": 0}})
     assert parse_config({"privacy_args": {"enabled": True, "noise_multiplier": 0,
                                           "target_epsilon": 5}}).privacy_args.enabled
     assert Config().privacy_args == PrivacyArgs()
-    with pytest.raises(ConfigError, match="unknown key privacy_args.sigma"):
+    with pytest.raises(ConfigError, match=r"unknown key privacy_args\.sigma"):
         parse_config({"privacy_args": {"sigma": 1.0}})
 
 

@@ -294,7 +294,7 @@ def _counts_with_total(noisy: npt.NDArray[np.float64], total: int) -> npt.NDArra
     if weights.sum() <= 0:
         weights = np.ones(len(noisy))
     ideal = weights / weights.sum() * total
-    counts = np.floor(ideal).astype(np.int64)
+    counts: npt.NDArray[np.int64] = np.floor(ideal).astype(np.int64)
     short = total - int(counts.sum())
     counts[np.argsort(-(ideal - counts), kind="stable")[:short]] += 1
     return counts

@@ -5,6 +5,7 @@ in progress shows as far as it got."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -179,10 +180,8 @@ def show_command(
             highlight=False)
     privacy = results.get("privacy") if results is not None else None
     if isinstance(privacy, dict):
-        try:
+        with contextlib.suppress(KeyError, TypeError, ValueError):  # a foreign results.json
             console.print(describe_privacy(privacy), highlight=False)
-        except (KeyError, TypeError, ValueError):  # a results.json from elsewhere
-            pass
     if logs:
         console.print(_logs_table(lines[-logs:], len(lines)))
 
