@@ -339,6 +339,71 @@ class TrackingArgs:
 
 
 @dataclass(frozen=True)
+class PrivacyArgs:
+    """``privacy_args`` (ours: differential privacy, :mod:`fediot.core.federated.privacy`).
+
+    Parameters
+    ----------
+    enabled
+        Devices clip and noise what they send, and the run records its (ε, δ). Default false.
+    clip_norm
+        C: a device's update w_local − w_global is clipped to this L2 norm. Default 1.0.
+    noise_multiplier
+        σ: each device adds N(0, σ²C²) to every coordinate of its clipped update (local
+        noise). Ignored when ``target_epsilon`` is set. Default 1.0.
+    statistics_noise_multiplier
+        Noise on each sum of the scaler and threshold statistics, in units of its
+        sensitivity. Ignored when ``target_epsilon`` is set. Default 10.0.
+    target_epsilon
+        When > 0, both multipliers are solved with the accountant so that the run's ε (one
+        row replaced, sampling-amplified) is this at ``target_delta``. Default 0 (use the
+        multipliers as given).
+    target_delta
+        δ of the reported ε. Default 1e-5.
+    statistics_epsilon_share
+        With ``target_epsilon``: the share of ε the statistics alone may spend. Default 0.1.
+    feature_bound
+        Each signed-log feature is clipped to [−bound, bound] before the scaler sums.
+        Default 25.0 (signed_log1p of 7·10¹⁰).
+    error_bound
+        Each reconstruction error is clipped to [0, bound] before the threshold sums.
+        Default 10.0.
+    """
+
+    enabled: bool = False
+    clip_norm: float = 1.0
+    noise_multiplier: float = 1.0
+    statistics_noise_multiplier: float = 10.0
+    target_epsilon: float = 0.0
+    target_delta: float = 1e-5
+    statistics_epsilon_share: float = 0.1
+    feature_bound: float = 25.0
+    error_bound: float = 10.0
+
+
+PRIVACY_FLOAT_RANGES: Final[dict[str, tuple[str, float, float, str]]] = {
+    "privacy_args.clip_norm": ("(", 0.0, 1e6, "]"),
+    "privacy_args.noise_multiplier": ("[", 0.0, 1e6, "]"),
+    "privacy_args.statistics_noise_multiplier": ("[", 0.0, 1e6, "]"),
+    "privacy_args.target_epsilon": ("[", 0.0, 1e3, "]"),
+    "privacy_args.target_delta": ("(", 0.0, 0.1, "]"),
+    "privacy_args.statistics_epsilon_share": ("(", 0.0, 1.0, ")"),
+    "privacy_args.feature_bound": ("(", 0.0, 1e3, "]"),
+    "privacy_args.error_bound": ("(", 0.0, 1e8, "]"),
+}
+"""Bounds of the ``privacy_args`` numbers (part of :data:`FLOAT_RANGES`)."""
+
+
+def _check_privacy(privacy: PrivacyArgs, fail: Callable[[str, str], ConfigError]) -> None:
+    if not privacy.enabled or privacy.target_epsilon > 0:
+        return
+    for key in ("noise_multiplier", "statistics_noise_multiplier"):
+        if getattr(privacy, key) == 0:
+            raise fail(f"privacy_args.{key}", "must be > 0 with privacy enabled (0 is no "
+                       "privacy: set enabled: false, or a target_epsilon)")
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run configuration; see each section's class for its keys and defaults."""
 
@@ -351,6 +416,7 @@ class Config:
     device_args: DeviceArgs = field(default_factory=DeviceArgs)
     comm_args: CommArgs = field(default_factory=CommArgs)
     tracking_args: TrackingArgs = field(default_factory=TrackingArgs)
+    privacy_args: PrivacyArgs = field(default_factory=PrivacyArgs)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (YAML-ready)."""
@@ -454,6 +520,7 @@ FLOAT_RANGES: Final[dict[str, tuple[str, float, float, str]]] = {
     "validation_args.early_stopping_min_delta": ("[", 0.0, 1.0, ")"),
     "detection_args.threshold_k": ("[", 0.0, 1e6, "]"),
     "detection_args.threshold_quantile": ("(", 0.0, 1.0, "]"),
+    **PRIVACY_FLOAT_RANGES,
 }
 """Range of every float key as interval notation: ``("(", 0.0, 1.0, "]")`` is 0 < x ≤ 1.
 Floats are always finite (``.nan`` and ``.inf`` are refused by type)."""
@@ -666,6 +733,7 @@ def _check(config: Config, source: str) -> None:
     if problem:
         raise fail("tracking_args.run_name", problem)
     _check_tracking(config.tracking_args, fail)
+    _check_privacy(config.privacy_args, fail)
 
 
 def _check_tracking(tracking: TrackingArgs,

@@ -15,7 +15,8 @@
       results.json       final per-device and pooled metrics, thresholds, and per device the
                          benign/attack score histograms of the test split (``error_stats``);
                          the replies the server rejected, counted per device (``rejected``)
-                         and listed with their reasons (``rejections``)
+                         and listed with their reasons (``rejections``); with
+                         ``privacy_args.enabled``, the run's (ε, δ) and noise (``privacy``)
       comparison.json    federated / centralised / local metrics (``fediot compare``)
       model/weights.npz  global autoencoder weights (arrays w0, w1, …)
       model/scaler.npz   pooled scaler statistics (n, sum, sumsq)
@@ -221,6 +222,7 @@ class RunFolder:
                             for r in result.reports},
             "rejected": rejection_counts(result.rejections),
             "rejections": [r.to_dict() for r in result.rejections[:MAX_REJECTIONS_KEPT]],
+            "privacy": result.privacy,
             **(extra or {}),
         })
 

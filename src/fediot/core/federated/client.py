@@ -49,6 +49,13 @@ from fediot.core.federated.messages import (
     ScoreTask,
     SystemStats,
 )
+from fediot.core.federated.privacy import (
+    PrivacyPlan,
+    noisy_error_stats,
+    noisy_scaler_stats,
+    privatize_update,
+    secure_rng,
+)
 from fediot.core.metrics import ClassCounts, smallest_quiet_window, window_vote
 from fediot.core.model import (
     Autoencoder,
@@ -227,6 +234,9 @@ class DeviceGuards:
     min_rows_for_statistics
         Fewest rows a device sends scaler or error statistics of
         (``device_args.min_rows_for_statistics``).
+    privacy
+        The run's differential-privacy plan (``privacy_args``): the device clips and noises
+        its updates and statistics (:mod:`fediot.core.federated.privacy`); ``None``: off.
     """
 
     learning_rate: tuple[float, float] = _range("train_args.learning_rate")
@@ -236,11 +246,13 @@ class DeviceGuards:
     batch_size: tuple[int, int] = INT_RANGES["train_args.batch_size"]
     window: tuple[int, int] = INT_RANGES["detection_args.window"]
     min_rows_for_statistics: int = 20
+    privacy: PrivacyPlan | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> DeviceGuards:
-        """The guards of a run's configuration (its ``device_args``)."""
-        return cls(min_rows_for_statistics=config.device_args.min_rows_for_statistics)
+        """The guards of a run's configuration (its ``device_args`` and ``privacy_args``)."""
+        return cls(min_rows_for_statistics=config.device_args.min_rows_for_statistics,
+                   privacy=PrivacyPlan.from_config(config))
 
     @staticmethod
     def _int(value: Any, what: str, bounds: tuple[int, int]) -> None:
@@ -354,6 +366,7 @@ class DeviceClient:
         self._scaler_key: bytes | None = None
         self._scaled: dict[str, npt.NDArray[np.float32]] = {}
         self._model: Autoencoder | None = None
+        self._rng = secure_rng()  # privacy noise: never from the run's (known) seed
 
     @property
     def client_id(self) -> str:
@@ -389,7 +402,9 @@ class DeviceClient:
         """Counts and sums of the (signed-log) training rows, for the pooled feature scaler,
         with the counts of the device's data (rows used, warm-up rows dropped)."""
         self.guards.check_rows(len(self.data.train), "training")
-        stats = ScalerStats.from_data(self.data.train)
+        plan = self.guards.privacy
+        stats = (ScalerStats.from_data(self.data.train) if plan is None
+                 else noisy_scaler_stats(self.data.train, plan, self._rng))
         dropped = self.data.warmup_dropped
         data = DataReport(train=len(self.data.train), opt=len(self.data.opt),
                           warmup_train=int(dropped.get("train", 0)),
@@ -419,10 +434,15 @@ class DeviceClient:
                 seed=_seed_for(self.client_id, task.seed, task.server_round),
             )
             weights = get_weights(model)
+            if self.guards.privacy is not None:
+                weights = privatize_update(weights, task.model.weights, self.guards.privacy,
+                                           self._rng)
         log.info("round %d: trained %d rows × %d epoch(s) at learning rate %.3g, loss %.5f, in "
                  "%.2f s", task.server_round, report.num_examples, task.epochs,
                  task.learning_rate, report.mean_loss, meter.stats.wall_seconds)
-        enough = validation.n >= max(self.guards.min_rows_for_statistics, 1)
+        # with privacy on, no exact function of the threshold rows leaves the device
+        enough = (validation.n >= max(self.guards.min_rows_for_statistics, 1)
+                  and self.guards.privacy is None)
         return FitReport(self.client_id, weights, report.num_examples, report.mean_loss,
                          meter.stats,
                          validation_loss=validation.mean if enough else 0.0,
@@ -449,7 +469,12 @@ class DeviceClient:
         self.guards.check_score(task, self._expected_shapes())
         self.guards.check_rows(len(self.data.opt), "threshold")
         model = self._load(task.model)
-        stats = self._threshold_row_errors(model, task.model.scaler)
+        if self.guards.privacy is None:
+            stats = self._threshold_row_errors(model, task.model.scaler)
+        else:
+            opt = self._transformed("opt", task.model.scaler)
+            stats = noisy_error_stats(reconstruction_errors(model, opt) if len(opt)
+                                      else np.empty(0), self.guards.privacy, self._rng)
         if stats.n:
             log.info("scored %d threshold rows: mean error %.4g, std %.4g", stats.n,
                      stats.mean, stats.std)

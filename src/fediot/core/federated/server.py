@@ -43,6 +43,7 @@ from fediot.core.federated.messages import (
     ScoreTask,
     Weights,
 )
+from fediot.core.federated.privacy import PrivacyPlan, privacy_report
 from fediot.core.federated.strategies import (
     FedAvg,
     LearningRateSchedule,
@@ -159,7 +160,9 @@ class RunResult:
 
     ``model_round`` is the round whose global model the run ended with (the best by
     validation loss, or the last); ``data`` is every device's :class:`DataReport`;
-    ``rejections`` every reply the server rejected, in order.
+    ``rejections`` every reply the server rejected, in order; ``privacy`` the run's (ε, δ)
+    and settings when ``privacy_args.enabled`` (:func:`~fediot.core.federated.privacy.
+    privacy_report`), else ``None``.
     """
 
     model: ModelState
@@ -172,6 +175,7 @@ class RunResult:
     data: dict[str, DataReport] = field(default_factory=dict)
     stopped_early: bool = False
     rejections: list[Rejection] = field(default_factory=list)
+    privacy: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,8 @@ class FedDetectServer:
         """Client id → reason, for the replies the last :meth:`_exchange` rejected."""
         self.last_validation: float | None = None
         """Pooled validation loss of the model the last :meth:`train_round` started from."""
+        self.privacy: PrivacyPlan | None = PrivacyPlan.from_config(config)
+        """The run's differential-privacy plan (the devices hold the same one)."""
         self.schedule = LearningRateSchedule(
             initial=t.learning_rate, kind=t.lr_schedule, total_rounds=t.comm_round,
             min_factor=t.lr_min_factor, gamma=t.lr_step_gamma, step_rounds=t.lr_step_rounds,
@@ -431,6 +437,7 @@ class FedDetectServer:
         """
         eval_pool = eval_pool or pool
         best: tuple[int, ModelState] | None = None
+        recalibrated = 0
         if resume is None:
             model = ModelState(self.initial_weights(), self.fit_scaler(pool))
             history: list[RoundRecord] = []
@@ -490,10 +497,18 @@ class FedDetectServer:
             self.observer.on_phase("best", f"the run keeps round {model_round}, the lowest "
                                    f"validation loss")
             thresholds, stats = self.calibrate(eval_pool, model)
+            recalibrated = 1
         self.observer.on_phase("evaluate", f"{len(eval_pool.client_ids)} devices")
         reports = self.evaluate(eval_pool, model, thresholds)
         if self.config.detection_args.window == 0:  # the windows the devices chose
             thresholds = replace(thresholds, windows={r.client_id: r.window for r in reports})
+        privacy = None
+        if self.privacy is not None:  # threshold releases: in-training, final, best round
+            releases = sum(r.evaluation is not None for r in history) + 1 + recalibrated
+            privacy = privacy_report(self.privacy, len(history), releases)
+            log.info("differential privacy: ε = %.3g at δ = %g", privacy["epsilon"],
+                     privacy["delta"])
         return RunResult(model, thresholds, summarize(reports), reports, history, stats,
                          model_round=model_round, data=dict(self.device_data),
-                         stopped_early=stopped, rejections=list(self.rejections))
+                         stopped_early=stopped, rejections=list(self.rejections),
+                         privacy=privacy)

@@ -5,6 +5,7 @@ in progress shows as far as it got."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from fediot.core.catalog import client_label
 from fediot.core.errors import FediotError
+from fediot.core.federated.privacy import describe as describe_privacy
 from fediot.engines.run_folder import RunView, find_run, finite_number, list_runs
 from fediot.faces.cli.app import app, console, fail
 
@@ -176,6 +178,10 @@ def show_command(
             f"{sum(int(v.get('warmup_train', 0)) for v in data.values()):,} training, "
             f"{sum(int(v.get('warmup_opt', 0)) for v in data.values()):,} threshold",
             highlight=False)
+    privacy = results.get("privacy") if results is not None else None
+    if isinstance(privacy, dict):
+        with contextlib.suppress(KeyError, TypeError, ValueError):  # a foreign results.json
+            console.print(describe_privacy(privacy), highlight=False)
     if logs:
         console.print(_logs_table(lines[-logs:], len(lines)))
 

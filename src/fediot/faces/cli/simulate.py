@@ -14,6 +14,7 @@ from fediot.core.catalog import client_label
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import EvaluationSummary
+from fediot.core.federated.privacy import describe as describe_privacy
 from fediot.core.federated.server import RunResult
 from fediot.engines.run_folder import RunFolder
 from fediot.engines.simulation import local_summary, run_centralised, run_local, simulate
@@ -99,6 +100,8 @@ def simulate_command(
                   f"k = {cfg.detection_args.threshold_k}; "
                   f"{time.perf_counter() - started:.1f} s; run folder: {folder.root}")
     console.print(model_choice(result))
+    if result.privacy is not None:
+        console.print(describe_privacy(result.privacy), highlight=False)
 
 
 def model_choice(result: RunResult) -> str:
