@@ -140,7 +140,7 @@ N_DEVICES = 9
      "tolerate at most 3, got 100"),
     ({"train_args": {"federated_optimizer": "Krum", "krum_malicious": 4}},
      "train_args.krum_malicious", "tolerate at most 3, got 4"),
-    ({"train_args": {"krum_malicious": -1}}, "train_args.krum_malicious", "in 0…9,000"),
+    ({"train_args": {"krum_malicious": -2}}, "train_args.krum_malicious", "in -1…9,000"),
     ({"train_args": {"federated_optimizer": "Krum", "client_num_per_round": 2}},
      "train_args.client_num_per_round", "Krum needs at least 3 devices per round"),
     ({"device_args": {"worker_num": True}}, "device_args.worker_num", "expected int, got bool"),
