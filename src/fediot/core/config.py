@@ -182,11 +182,13 @@ class TrainArgs:
     robust_statistics
         How the scaler step (feature means and spreads) and the threshold step (global and
         quantile thresholds) combine the devices' statistics: ``off`` the exact pooled sums;
-        ``on`` robustly, each device one vote (the median of the devices' means, spreads and
-        error CDFs, or their trimmed mean with ``trimmed_beta`` under FedTrimmedAvg;
-        :mod:`fediot.core.federated.robust_stats`); ``auto`` (default) robustly exactly when
+        ``trimmed_mean`` each device one vote, the trimmed mean (with ``trimmed_beta``, at
+        least one device cut at each end from 3 devices on) of the devices' means, spreads
+        and error CDFs; ``median`` their median instead
+        (:mod:`fediot.core.federated.robust_stats`); ``auto`` (default) ``trimmed_mean`` when
         the federated_optimizer is a robust one (FedTrimmedAvg, FedMedian, Krum, MultiKrum,
-        Bulyan). Per-device thresholds always use each device's own statistics.
+        Bulyan), else ``off``. Per-device thresholds always use each device's own
+        statistics.
     client_num_min_replies
         A round completes when at least this many sampled devices replied (a lost device is
         logged, the round goes on); fewer is an error naming the missing devices. A rejected
@@ -422,7 +424,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model_args.model": ("autoencoder",),
     "train_args.federated_optimizer": ("FedAvg", "FedProx", "FedAdam", "FedTrimmedAvg",
                                        "FedMedian", "Krum", "MultiKrum", "Bulyan"),
-    "train_args.robust_statistics": ("auto", "on", "off"),
+    "train_args.robust_statistics": ("auto", "off", "trimmed_mean", "median"),
     "train_args.client_optimizer": ("adam", "sgd"),
     "train_args.lr_schedule": ("constant", "cosine", "step"),
     "detection_args.threshold_mode": ("global", "per_device", "quantile"),

@@ -100,6 +100,8 @@ def _median(replies: list[Any], server_round: int) -> Weights:
     from flwr.serverapp import strategy as flwr_strategy
 
     arrays, _ = flwr_strategy.FedMedian().aggregate_train(server_round, replies)
+    if arrays is None:
+        raise ValueError("no update to aggregate")
     return [np.asarray(a, dtype=np.float32) for a in arrays.to_numpy_ndarrays()]
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from fediot.core.errors import FediotError
 from fediot.core.federated.messages import EvaluationReport
-from fediot.core.metrics import ClassCounts, roc_auc_from_histograms
 from fediot.core.federated.robust_stats import PooledSums, StatisticsCombination
+from fediot.core.metrics import ClassCounts, roc_auc_from_histograms
 from fediot.core.model import ErrorStats, threshold_mean_std
 
 THRESHOLD_MODES = ("global", "per_device", "quantile")

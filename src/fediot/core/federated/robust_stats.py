@@ -8,10 +8,19 @@ comes with a matching combination of statistics (:func:`statistics_combination`)
 
 * :class:`PooledSums` — the exact sums, every row weighing the same (FedAvg, FedProx, FedAdam;
   what the engines assert equal across engines).
-* :class:`MedianCombination` — every device reduced to its own mean, spread and error CDF,
-  then the coordinate-wise median across devices (FedMedian, Krum, MultiKrum, Bulyan).
-* :class:`TrimmedMeanCombination` — the same, combined by the trimmed mean with
-  FedTrimmedAvg's ``beta`` (``int(beta · n)`` devices cut at each end, as Flower cuts).
+* :class:`TrimmedMeanCombination` — every device reduced to its own mean, spread and error
+  CDF, then the coordinate-wise trimmed mean across devices with ``train_args.trimmed_beta``
+  (``int(beta · n)`` devices cut at each end, as Flower's FedTrimmedAvg cuts, but at least one
+  from 3 devices on): the default for every robust strategy.
+* :class:`MedianCombination` — the same, combined by the coordinate-wise median
+  (``robust_statistics: median``).
+
+Why the trimmed mean by default, even under FedMedian or Krum: the devices differ (each
+IoT device its own traffic), and the median of their error CDFs is the median of their
+per-device quantiles, so on the global quantile threshold about half the devices sit above it
+(on the synthetic test devices: a false-alarm rate of 33 % for q = 0.99, against 0 % for the
+pooled sums). The trimmed mean averages the honest middle devices as the pooled sums would,
+and still cuts the one that claims the most extreme value in either direction.
 
 In the robust combinations each device weighs 1/n whatever row count it claims, and a single
 device can move no combined value beyond the range the honest devices span.
@@ -55,14 +64,17 @@ ROBUST_STRATEGIES: Final[tuple[str, ...]] = (
 """Aggregations of the weights that resist a few bad devices: with
 ``train_args.robust_statistics: auto`` their scaler and threshold steps are robust too."""
 
-ROBUST_STATISTICS_CHOICES: Final[tuple[str, ...]] = ("auto", "on", "off")
+ROBUST_STATISTICS_CHOICES: Final[tuple[str, ...]] = ("auto", "off", "trimmed_mean", "median")
 """Values of ``train_args.robust_statistics``."""
 
 
 class StatisticsCombination(Protocol):
     """Combines the devices' scaler and error statistics into the server's."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """``pooled``, ``median`` or ``trimmed_mean``."""
+        ...
 
     def scaler(self, parts: Sequence[ScalerStats]) -> ScalerStats:
         """The global scaler statistics from each device's (at least one)."""
@@ -168,7 +180,9 @@ class TrimmedMeanCombination(_DeviceWise):
     ----------
     beta
         Fraction cut at each end: ``int(beta · n)`` of the ``n`` devices (as Flower's
-        FedTrimmedAvg cuts), in [0, 0.5). Default 0.2 (``train_args.trimmed_beta``).
+        FedTrimmedAvg cuts), in [0, 0.5), but at least one device at each end from 3 devices
+        on (cutting none would be no robust combination; with 3 devices this is the median).
+        Default 0.2 (``train_args.trimmed_beta``).
     """
 
     beta: float = 0.2
@@ -180,7 +194,7 @@ class TrimmedMeanCombination(_DeviceWise):
 
     def reduce(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         n = values.shape[0]
-        cut = int(self.beta * n)
+        cut = max(int(self.beta * n), 1 if n >= 3 else 0)
         ordered = np.sort(values, axis=0)
         return np.asarray(ordered[cut:n - cut].mean(axis=0), dtype=np.float64)
 
@@ -194,13 +208,14 @@ def _with_errors(parts: Sequence[ErrorStats]) -> list[ErrorStats]:
 
 def statistics_combination(config: Config) -> StatisticsCombination:
     """The combination ``train_args.robust_statistics`` asks for: ``off`` the pooled sums;
-    ``on``, or ``auto`` with a strategy of :data:`ROBUST_STRATEGIES`, the trimmed mean with
-    ``trimmed_beta`` for FedTrimmedAvg and the median for every other strategy."""
+    ``trimmed_mean`` (with ``trimmed_beta``) or ``median`` whatever the strategy; ``auto``
+    the trimmed mean with a strategy of :data:`ROBUST_STRATEGIES`, else the pooled sums."""
     t = config.train_args
-    robust = (t.robust_statistics == "on"
-              or (t.robust_statistics == "auto" and t.federated_optimizer in ROBUST_STRATEGIES))
-    if not robust:
-        return PooledSums()
-    if t.federated_optimizer == "FedTrimmedAvg":
+    choice = t.robust_statistics
+    if choice == "auto":
+        choice = "trimmed_mean" if t.federated_optimizer in ROBUST_STRATEGIES else "off"
+    if choice == "median":
+        return MedianCombination()
+    if choice == "trimmed_mean":
         return TrimmedMeanCombination(beta=t.trimmed_beta)
-    return MedianCombination()
+    return PooledSums()
