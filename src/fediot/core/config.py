@@ -137,7 +137,7 @@ class TrainArgs:
     ----------
     federated_optimizer
         ``FedAvg`` (default), ``FedProx`` or ``FedAdam`` (FedDetect's own), or Flower's
-        ``FedTrimmedAvg``, ``FedMedian`` or ``Krum``.
+        robust ``FedTrimmedAvg``, ``FedMedian``, ``Krum``, ``MultiKrum`` or ``Bulyan``.
     client_num_in_total
         Devices taking part (the first N of the catalogue, or of the virtual devices). Default 9.
     client_num_per_round
@@ -168,8 +168,27 @@ class TrainArgs:
     trimmed_beta
         FedTrimmedAvg's fraction cut at each end. Default 0.2.
     krum_malicious
-        Krum's assumed number of malicious devices f; Krum needs client_num_per_round ≥
-        2f + 3. Default 0.
+        The number f of malicious devices Krum, MultiKrum and Bulyan assume. Krum and
+        MultiKrum need client_num_per_round ≥ 2f + 3, Bulyan ≥ 4f + 3 (refused at load
+        otherwise). Default -1: the most that client_num_per_round n tolerates, ⌊(n − 3)/2⌋
+        for Krum and MultiKrum, ⌊(n − 3)/4⌋ for Bulyan (:func:`assumed_malicious`). A round
+        with fewer replies assumes at most what its replies tolerate.
+    krum_selected
+        How many of the best-scored updates Krum and MultiKrum average (weighted by rows).
+        Default 0: n − f, every update but the f assumed malicious (Blanchard et al.'s
+        Multi-Krum), so that honest but different devices are all heard; 1 is the classical
+        Krum's single pick (which, on non-identical devices, follows one device); at most
+        n − f.
+    robust_statistics
+        How the scaler step (feature means and spreads) and the threshold step (global and
+        quantile thresholds) combine the devices' statistics: ``off`` the exact pooled sums;
+        ``trimmed_mean`` each device one vote, the trimmed mean (with ``trimmed_beta``, at
+        least one device cut at each end from 3 devices on) of the devices' means, spreads
+        and error CDFs; ``median`` their median instead
+        (:mod:`fediot.core.federated.robust_stats`); ``auto`` (default) ``trimmed_mean`` when
+        the federated_optimizer is a robust one (FedTrimmedAvg, FedMedian, Krum, MultiKrum,
+        Bulyan), else ``off``. Per-device thresholds always use each device's own
+        statistics.
     client_num_min_replies
         A round completes when at least this many sampled devices replied (a lost device is
         logged, the round goes on); fewer is an error naming the missing devices. A rejected
@@ -201,7 +220,9 @@ class TrainArgs:
     server_beta_2: float = 0.99
     server_tau: float = 1e-3
     trimmed_beta: float = 0.2
-    krum_malicious: int = 0
+    krum_malicious: int = -1
+    krum_selected: int = 0
+    robust_statistics: str = "auto"
     client_num_min_replies: int = 1
     max_update_norm_ratio: float = 10.0
 
@@ -468,7 +489,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "data_args.dataset": ("testbed", "N-BaIoT"),
     "model_args.model": ("autoencoder",),
     "train_args.federated_optimizer": ("FedAvg", "FedProx", "FedAdam", "FedTrimmedAvg",
-                                       "FedMedian", "Krum"),
+                                       "FedMedian", "Krum", "MultiKrum", "Bulyan"),
+    "train_args.robust_statistics": ("auto", "off", "trimmed_mean", "median"),
     "train_args.client_optimizer": ("adam", "sgd"),
     "train_args.lr_schedule": ("constant", "cosine", "step"),
     "detection_args.threshold_mode": ("global", "per_device", "quantile"),
@@ -491,7 +513,8 @@ INT_RANGES: Final[dict[str, tuple[int, int]]] = {
     "train_args.epochs": (1, MAX_EPOCHS),
     "train_args.batch_size": (1, MAX_BATCH_SIZE),
     "train_args.lr_step_rounds": (1, MAX_ROUNDS),
-    "train_args.krum_malicious": (0, MAX_DEVICES),
+    "train_args.krum_malicious": (-1, MAX_DEVICES),
+    "train_args.krum_selected": (0, MAX_DEVICES),
     "validation_args.frequency_of_the_test": (0, MAX_ROUNDS),
     "validation_args.early_stopping_patience": (0, MAX_ROUNDS),
     "detection_args.window": (0, MAX_WINDOW),
@@ -679,6 +702,23 @@ def run_name_problem(name: str) -> str | None:
     return None
 
 
+KRUM_STRATEGIES: Final[tuple[str, ...]] = ("Krum", "MultiKrum", "Bulyan")
+"""The aggregations that assume f malicious devices (``train_args.krum_malicious``)."""
+
+
+def tolerated_malicious(strategy: str, devices: int) -> int:
+    """The most malicious devices ``strategy`` (Krum, MultiKrum: ⌊(n − 3)/2⌋; Bulyan:
+    ⌊(n − 3)/4⌋) tolerates among ``devices`` updates; 0 below 3 devices."""
+    times = 4 if strategy == "Bulyan" else 2
+    return max((devices - 3) // times, 0)
+
+
+def assumed_malicious(strategy: str, krum_malicious: int, devices: int) -> int:
+    """The f that ``strategy`` assumes among ``devices`` updates: ``krum_malicious``, or with
+    -1 (the default) :func:`tolerated_malicious`."""
+    return tolerated_malicious(strategy, devices) if krum_malicious < 0 else krum_malicious
+
+
 def _check(config: Config, source: str) -> None:
     """Cross-key checks: choices, ranges, and impossible combinations."""
     def fail(key: str, message: str) -> ConfigError:
@@ -713,17 +753,26 @@ def _check(config: Config, source: str) -> None:
     if t.client_num_per_round > t.client_num_in_total:
         raise fail("train_args.client_num_per_round",
                    f"{t.client_num_per_round} > client_num_in_total {t.client_num_in_total}")
-    if t.federated_optimizer == "Krum" and t.client_num_per_round < 2 * t.krum_malicious + 3:
+    if t.federated_optimizer in KRUM_STRATEGIES:
         # Krum scores each update by its n − f − 2 nearest others and is proven robust only
-        # for n ≥ 2f + 3 (Blanchard et al. 2017); below that it silently is not
-        if t.client_num_per_round < 3:
+        # for n ≥ 2f + 3 (Blanchard et al. 2017), Bulyan for n ≥ 4f + 3 (El Mhamdi et al.
+        # 2018); below that they silently are not
+        name, n = t.federated_optimizer, t.client_num_per_round
+        times = 4 if name == "Bulyan" else 2
+        if n < 3:
             raise fail("train_args.client_num_per_round",
-                       f"Krum needs at least 3 devices per round (2 × krum_malicious + 3), "
-                       f"got {t.client_num_per_round}")
-        raise fail("train_args.krum_malicious",
-                   f"Krum needs client_num_per_round ≥ 2 × krum_malicious + 3; "
-                   f"{t.client_num_per_round} devices per round tolerate at most "
-                   f"{(t.client_num_per_round - 3) // 2}, got {t.krum_malicious}")
+                       f"{name} needs at least 3 devices per round ({times} × krum_malicious "
+                       f"+ 3), got {n}")
+        f = assumed_malicious(name, t.krum_malicious, n)
+        if n < times * f + 3:
+            raise fail("train_args.krum_malicious",
+                       f"{name} needs client_num_per_round ≥ {times} × krum_malicious + 3; "
+                       f"{n} devices per round tolerate at most {(n - 3) // times}, "
+                       f"got {f}")
+        if name != "Bulyan" and t.krum_selected > n - f:
+            raise fail("train_args.krum_selected",
+                       f"{name} can average at most client_num_per_round − krum_malicious = "
+                       f"{n - f} updates, got {t.krum_selected}")
     if dv.worker_num > t.client_num_in_total:
         raise fail("device_args.worker_num",
                    f"{dv.worker_num} workers > client_num_in_total {t.client_num_in_total}")

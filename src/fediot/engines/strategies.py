@@ -1,6 +1,12 @@
 """The aggregation step for every engine: FedDetect's own strategies (FedAvg, FedProx,
 FedAdam, in the pure core) or one of Flower's (FedTrimmedAvg, FedMedian, Krum) behind the same
 interface, so any engine can use any of them and all engines agree.
+
+Krum, MultiKrum and Bulyan assume f malicious devices (``train_args.krum_malicious``, by
+default the most the round's replies tolerate); a round with fewer replies than configured
+assumes no more than its replies tolerate. Krum and MultiKrum average the ``krum_selected``
+best-scored updates (default n − f): the classical Krum's single pick follows one honest
+device when the devices differ (pooled F1 31 % on N-BaIoT with f = 3 and no attacker).
 """
 
 from __future__ import annotations
@@ -12,11 +18,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fediot.core.config import Config
+from fediot.core.config import KRUM_STRATEGIES, Config, assumed_malicious, tolerated_malicious
 from fediot.core.federated.messages import FitReport, Weights
 from fediot.core.federated.strategies import FedAvg, make_strategy
 
-FLOWER_STRATEGIES = ("FedTrimmedAvg", "FedMedian", "Krum")
+FLOWER_STRATEGIES = ("FedTrimmedAvg", "FedMedian", "Krum", "MultiKrum", "Bulyan")
 
 
 @dataclass
@@ -26,16 +32,21 @@ class FlowerAggregation(FedAvg):
     Parameters
     ----------
     name
-        ``FedTrimmedAvg``, ``FedMedian`` or ``Krum``.
+        ``FedTrimmedAvg``, ``FedMedian``, ``Krum``, ``MultiKrum`` or ``Bulyan``.
     trimmed_beta
         FedTrimmedAvg's fraction cut at each end. Default 0.2.
     krum_malicious
-        Krum's assumed number of malicious devices. Default 0.
+        The number f of malicious devices Krum, MultiKrum and Bulyan assume; -1 (default) the
+        most each round's replies tolerate (:func:`tolerated_malicious`). Never more than
+        that in any round.
+    krum_selected
+        Updates Krum and MultiKrum average; 0 (default) n − f of the round's n replies.
     """
 
     name: str = "FedMedian"
     trimmed_beta: float = 0.2
-    krum_malicious: int = 0
+    krum_malicious: int = -1
+    krum_selected: int = 0
     _strategy: Any = field(default=None, repr=False)
     _round: int = 0
 
@@ -48,8 +59,11 @@ class FlowerAggregation(FedAvg):
             self._strategy = flwr_strategy.FedTrimmedAvg(beta=self.trimmed_beta)
         elif self.name == "FedMedian":
             self._strategy = flwr_strategy.FedMedian()
-        elif self.name == "Krum":
-            self._strategy = flwr_strategy.Krum(num_malicious_nodes=self.krum_malicious)
+        elif self.name in ("Krum", "MultiKrum"):
+            # Flower's Krum is MultiKrum with one update kept; the count is set every round
+            self._strategy = flwr_strategy.MultiKrum()
+        elif self.name == "Bulyan":
+            self._strategy = flwr_strategy.Bulyan()
         else:
             raise ValueError(f"not one of Flower's strategies here: {self.name!r}")
 
@@ -57,14 +71,38 @@ class FlowerAggregation(FedAvg):
         self._round += 1
         replies = [train_reply(r.weights, r.num_examples, i + 1)
                    for i, r in enumerate(reports)]
+        if self.name in KRUM_STRATEGIES:
+            f = self.malicious(len(replies))
+            self._strategy.num_malicious_nodes = f
+            if self.name != "Bulyan":
+                keep = self.krum_selected or len(replies) - f
+                self._strategy.num_nodes_to_select = max(min(keep, len(replies) - f), 1)
+            elif len(replies) < 3:  # Bulyan needs 4f + 3 replies even with f = 0
+                return _median(replies, self._round)
         arrays, _ = self._strategy.aggregate_train(self._round, replies)
         return [np.asarray(a, dtype=np.float32) for a in arrays.to_numpy_ndarrays()]
+
+    def malicious(self, replies: int) -> int:
+        """The f assumed among ``replies`` updates: ``krum_malicious`` (or with -1 the most
+        they tolerate), capped at what they tolerate."""
+        return min(assumed_malicious(self.name, self.krum_malicious, replies),
+                   tolerated_malicious(self.name, replies))
 
     def state(self) -> dict[str, npt.NDArray[np.float64] | float]:
         return {"round": float(self._round)}
 
     def load_state(self, state: dict[str, npt.NDArray[np.float64] | float]) -> None:
         self._round = int(np.asarray(state.get("round", 0.0)).item())
+
+
+def _median(replies: list[Any], server_round: int) -> Weights:
+    """Flower's FedMedian of ``replies`` (Bulyan's stand-in below 3 replies)."""
+    from flwr.serverapp import strategy as flwr_strategy
+
+    arrays, _ = flwr_strategy.FedMedian().aggregate_train(server_round, replies)
+    if arrays is None:
+        raise ValueError("no update to aggregate")
+    return [np.asarray(a, dtype=np.float32) for a in arrays.to_numpy_ndarrays()]
 
 
 def train_reply(weights: Weights, num_examples: int, node: int) -> Any:
@@ -84,7 +122,8 @@ def strategy_for(config: Config) -> FedAvg:
     t = config.train_args
     if t.federated_optimizer in FLOWER_STRATEGIES:
         return FlowerAggregation(name=t.federated_optimizer, trimmed_beta=t.trimmed_beta,
-                                 krum_malicious=t.krum_malicious)
+                                 krum_malicious=t.krum_malicious,
+                                 krum_selected=t.krum_selected)
     return make_strategy(t.federated_optimizer, proximal_mu=t.proximal_mu,
                          server_learning_rate=t.server_learning_rate, beta_1=t.server_beta_1,
                          beta_2=t.server_beta_2, tau=t.server_tau)

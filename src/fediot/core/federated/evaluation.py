@@ -13,8 +13,9 @@ from typing import Any
 
 from fediot.core.errors import FediotError
 from fediot.core.federated.messages import EvaluationReport
+from fediot.core.federated.robust_stats import PooledSums, StatisticsCombination
 from fediot.core.metrics import ClassCounts, roc_auc_from_histograms
-from fediot.core.model import ErrorStats, threshold_mean_std, threshold_quantile
+from fediot.core.model import ErrorStats, threshold_mean_std
 
 THRESHOLD_MODES = ("global", "per_device", "quantile")
 
@@ -65,23 +66,31 @@ class Thresholds:
 
 
 def make_thresholds(stats: Mapping[str, ErrorStats], *, mode: str, k: float,
-                    quantile: float) -> Thresholds:
+                    quantile: float,
+                    combination: StatisticsCombination | None = None) -> Thresholds:
     """Thresholds from each device's threshold-split error statistics.
 
     ``global``: mean + k·std of the pooled errors, for every device; ``per_device``: each
     device's own mean + k·std; ``quantile``: the pooled errors' ``quantile`` (from the
     histogram, within one bin, 4.7 %, of the exact value), for every device.
+
+    ``combination`` says how the devices' statistics are pooled for the global threshold
+    (also kept, for reference, in the other modes) and the quantile: default
+    :class:`~fediot.core.federated.robust_stats.PooledSums`, the exact sums; a robust one
+    (:mod:`~fediot.core.federated.robust_stats`) gives each device one vote. Per-device
+    thresholds always use each device's own statistics.
     """
     if mode not in THRESHOLD_MODES:
         raise FediotError(f"threshold mode {mode!r}: use one of {THRESHOLD_MODES}")
     if not stats:
         raise FediotError("no device reported threshold statistics")
-    pooled = ErrorStats.pool(stats.values())
-    global_threshold = threshold_mean_std(pooled, k)
+    combine = combination or PooledSums()
+    parts = list(stats.values())
+    global_threshold = combine.mean_std_threshold(parts, k)
     if mode == "per_device":
         per_device = {cid: threshold_mean_std(s, k) for cid, s in stats.items()}
     elif mode == "quantile":
-        per_device = dict.fromkeys(stats, threshold_quantile(pooled, quantile))
+        per_device = dict.fromkeys(stats, combine.quantile_threshold(parts, quantile))
     else:
         per_device = dict.fromkeys(stats, global_threshold)
     return Thresholds(mode, global_threshold, per_device)

@@ -1,8 +1,10 @@
 """The server side of FedDetect: the run's phases, over any pool of devices.
 
-Phases: (1) pooled feature scaler from every device's sums; (2) ``comm_round`` rounds of
+Phases: (1) global feature scaler from every device's sums; (2) ``comm_round`` rounds of
 sampled local training and aggregation; (3) thresholds from every device's error statistics;
-(4) evaluation from every device's verdict counts. An engine supplies the :class:`ClientPool`
+(4) evaluation from every device's verdict counts. Under a robust strategy the scaler and
+threshold steps combine the devices robustly too
+(:mod:`~fediot.core.federated.robust_stats`). An engine supplies the :class:`ClientPool`
 (in-process objects, worker processes, Flower nodes); the arithmetic here never changes.
 
 Besides results, every reply brings the device's log lines (passed to the observer's
@@ -44,6 +46,7 @@ from fediot.core.federated.messages import (
     Weights,
 )
 from fediot.core.federated.privacy import PrivacyPlan, privacy_report
+from fediot.core.federated.robust_stats import StatisticsCombination, statistics_combination
 from fediot.core.federated.strategies import (
     FedAvg,
     LearningRateSchedule,
@@ -240,6 +243,9 @@ class FedDetectServer:
             server_learning_rate=t.server_learning_rate, beta_1=t.server_beta_1,
             beta_2=t.server_beta_2, tau=t.server_tau,
         )
+        self.statistics: StatisticsCombination = statistics_combination(config)
+        """How the scaler and threshold steps combine the devices' statistics (the exact
+        pooled sums, or robustly under a robust strategy: ``train_args.robust_statistics``)."""
         self.device_data: dict[str, DataReport] = {}
         self.training_ids: set[str] = set()
         """The devices of the training pool: their replies must stay within the rows their
@@ -310,8 +316,9 @@ class FedDetectServer:
 
     # phase 1
     def fit_scaler(self, pool: ClientPool) -> ScalerStats:
-        """Pool every device's training-row sums into the global scaler statistics; the
-        devices' data counts land in :attr:`device_data`."""
+        """Combine every device's training-row sums into the global scaler statistics (the
+        exact pooled sums, or robustly: :attr:`statistics`); the devices' data counts land in
+        :attr:`device_data`."""
         self.observer.on_phase("scaler", f"{len(pool.client_ids)} devices")
         self.device_data = {}
         self.training_ids = set(pool.client_ids)
@@ -319,7 +326,7 @@ class FedDetectServer:
         self._enough("scaler step", len(replies), len(pool.client_ids),
                      min(self.config.train_args.client_num_min_replies, len(pool.client_ids)))
         self.device_data = {c: replies[c].result.data for c in sorted(replies)}
-        return ScalerStats.pool(replies[c].result.stats for c in sorted(replies))
+        return self.statistics.scaler([replies[c].result.stats for c in sorted(replies)])
 
     def initial_weights(self) -> Weights:
         """The seeded initial autoencoder weights."""
@@ -391,7 +398,8 @@ class FedDetectServer:
                      min(self.config.train_args.client_num_min_replies, len(pool.client_ids)))
         stats: dict[str, ErrorStats] = {cid: reply.result for cid, reply in replies.items()}
         return make_thresholds(stats, mode=d.threshold_mode, k=d.threshold_k,
-                               quantile=d.threshold_quantile), stats
+                               quantile=d.threshold_quantile,
+                               combination=self.statistics), stats
 
     # phase 4
     def evaluate(self, pool: ClientPool, model: ModelState, thresholds: Thresholds, *,
