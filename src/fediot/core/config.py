@@ -326,10 +326,26 @@ class CommArgs:
     ray_address
         With ``ray``: an existing Ray cluster to attach to (``host:port``); empty starts a
         private local Ray runtime. Default ``""``.
+    secure_aggregation
+        Secure aggregation of the training rounds' weight sums (SecAgg with dropout recovery,
+        :mod:`fediot.core.federated.secure_aggregation`): the server learns only the sum of
+        the sampled devices' weights × rows. Needs a linear aggregation (FedAvg, FedProx,
+        FedAdam), not a robust one. Default ``false``.
+    secagg_clipping_range
+        C: every weight is clipped to [−C, C] before quantisation. Default 8.0.
+    secagg_quantization_range
+        Integer steps over [−C, C]: the error is at most C / this per weight. Default 2^24.
+    secagg_reconstruction_threshold
+        Shares needed to rebuild a device's secrets (and devices that must survive a round);
+        0 (default): a strict majority of the round's sampled devices, at least 2.
     """
 
     backend: str = "inprocess"
     ray_address: str = ""
+    secure_aggregation: bool = False
+    secagg_clipping_range: float = 8.0
+    secagg_quantization_range: int = 1 << 24
+    secagg_reconstruction_threshold: int = 0
 
 
 @dataclass(frozen=True)
@@ -521,6 +537,8 @@ INT_RANGES: Final[dict[str, tuple[int, int]]] = {
     "detection_args.max_window": (1, MAX_WINDOW),
     "device_args.worker_num": (1, MAX_DEVICES),
     "device_args.min_rows_for_statistics": (1, MAX_ROWS),
+    "comm_args.secagg_quantization_range": (2, 1 << 40),
+    "comm_args.secagg_reconstruction_threshold": (0, MAX_DEVICES),
 }
 """Inclusive range of every integer key (cross-key limits, such as ``client_num_per_round ≤
 client_num_in_total``, are checked after these)."""
@@ -543,6 +561,7 @@ FLOAT_RANGES: Final[dict[str, tuple[str, float, float, str]]] = {
     "validation_args.early_stopping_min_delta": ("[", 0.0, 1.0, ")"),
     "detection_args.threshold_k": ("[", 0.0, 1e6, "]"),
     "detection_args.threshold_quantile": ("(", 0.0, 1.0, "]"),
+    "comm_args.secagg_clipping_range": ("(", 0.0, 1e6, "]"),
     **PRIVACY_FLOAT_RANGES,
 }
 """Range of every float key as interval notation: ``("(", 0.0, 1.0, "]")`` is 0 < x ≤ 1.
@@ -702,6 +721,9 @@ def run_name_problem(name: str) -> str | None:
     return None
 
 
+LINEAR_STRATEGIES: Final[tuple[str, ...]] = ("FedAvg", "FedProx", "FedAdam")
+"""The aggregations that need only the weighted sum of the updates (secure aggregation)."""
+
 KRUM_STRATEGIES: Final[tuple[str, ...]] = ("Krum", "MultiKrum", "Bulyan")
 """The aggregations that assume f malicious devices (``train_args.krum_malicious``)."""
 
@@ -783,6 +805,28 @@ def _check(config: Config, source: str) -> None:
         raise fail("tracking_args.run_name", problem)
     _check_tracking(config.tracking_args, fail)
     _check_privacy(config.privacy_args, fail)
+    _check_secure_aggregation(config, fail)
+
+
+def _check_secure_aggregation(config: Config,
+                              fail: Callable[[str, str], ConfigError]) -> None:
+    c, t = config.comm_args, config.train_args
+    if not c.secure_aggregation:
+        return
+    if t.federated_optimizer not in LINEAR_STRATEGIES:
+        raise fail("comm_args.secure_aggregation",
+                   f"needs a linear aggregation ({', '.join(LINEAR_STRATEGIES)}): "
+                   f"{t.federated_optimizer} must see every device's update")
+    if t.client_num_per_round < 2:
+        raise fail("comm_args.secure_aggregation",
+                   "needs at least 2 devices per round (train_args.client_num_per_round)")
+    if c.secagg_reconstruction_threshold > t.client_num_per_round:
+        raise fail("comm_args.secagg_reconstruction_threshold",
+                   f"{c.secagg_reconstruction_threshold} > client_num_per_round "
+                   f"{t.client_num_per_round}")
+    if c.secagg_reconstruction_threshold == 1:
+        raise fail("comm_args.secagg_reconstruction_threshold",
+                   "1 lets the server rebuild every secret from one device: 0 or ≥ 2")
 
 
 def _check_tracking(tracking: TrackingArgs,

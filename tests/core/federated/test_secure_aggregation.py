@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from fediot.core.config import Config
 import pytest
 
 from fediot.core.federated.secure_aggregation import (
@@ -108,3 +109,88 @@ def test_quantizer_overflow_check() -> None:
     with pytest.raises(SecAggError):
         Quantizer(levels=1 << 30).check_total(1 << 40)
     Quantizer(levels=1 << 24).check_total(1 << 30)
+
+
+# --- a whole run -----------------------------------------------------------------------------
+
+def _config(**overrides: object) -> Config:
+
+    base = {"train_args.client_num_in_total": 3, "train_args.client_num_per_round": 3,
+            "train_args.comm_round": 3, "detection_args.window": 5,
+            "train_args.learning_rate": 0.003}
+    return Config().with_overrides({**base, **overrides})
+
+
+def test_a_secure_run_equals_the_clear_run_within_quantisation_error() -> None:
+    from federated_data import synthetic_clients
+    from fediot.core.federated.server import FedDetectServer
+    from fediot.engines.inprocess import SequentialPool
+
+    clear = FedDetectServer(_config()).run(SequentialPool(synthetic_clients()))
+    secure = FedDetectServer(_config(**{"comm_args.secure_aggregation": True})).run(
+        SequentialPool(synthetic_clients()))
+    step = Quantizer().step
+    for a, b in zip(clear.model.weights, secure.model.weights, strict=True):
+        # three rounds of training from weights differing by ≤ step/2: the models stay close
+        np.testing.assert_allclose(a, b, atol=200 * step)
+    assert secure.history[-1].answered == clear.history[-1].answered
+    assert secure.history[0].system[secure.history[0].answered[0]]["wall_seconds"] > 0
+    assert (secure.evaluation.pooled["window_vote"]["f1"]
+            == pytest.approx(clear.evaluation.pooled["window_vote"]["f1"], abs=0.02))
+
+
+def test_one_round_secure_weights_match_fedavg_to_the_quantisation_step() -> None:
+    from federated_data import synthetic_clients
+    from fediot.core.federated.server import FedDetectServer
+    from fediot.engines.inprocess import SequentialPool
+
+    runs = []
+    for secure in (False, True):
+        server = FedDetectServer(_config(**{"comm_args.secure_aggregation": secure}))
+        pool = SequentialPool(synthetic_clients())
+        scaler = server.fit_scaler(pool)
+        from fediot.core.federated.messages import ModelState
+        runs.append(server.train_round(pool, ModelState(server.initial_weights(), scaler), 1)[0])
+    step = Quantizer().step
+    for a, b in zip(runs[0].weights, runs[1].weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=step / 2 + 1e-6)
+
+
+class _DroppingPool:
+    """An in-process pool whose device ``victim`` stops answering after sharing keys."""
+
+    def __init__(self, pool: object, victim: str) -> None:
+        self.pool, self.victim = pool, victim
+
+    @property
+    def client_ids(self) -> list[str]:
+        return self.pool.client_ids  # type: ignore[attr-defined,no-any-return]
+
+    def exchange(self, method: str, tasks: dict) -> dict:  # type: ignore[type-arg]
+        if method == "fit" or (method == "secagg"
+                               and next(iter(tasks.values())).stage in ("mask", "unmask")):
+            tasks = {c: t for c, t in tasks.items() if c != self.victim}
+        return self.pool.exchange(method, tasks)  # type: ignore[attr-defined,no-any-return]
+
+
+def test_a_device_dropping_mid_round_is_recovered() -> None:
+    from federated_data import synthetic_clients
+    from fediot.core.federated.messages import ModelState
+    from fediot.core.federated.server import FedDetectServer
+    from fediot.engines.inprocess import SequentialPool
+
+    clients = synthetic_clients()
+    victim = clients[1].client_id
+    secure = FedDetectServer(_config(**{"comm_args.secure_aggregation": True}))
+    pool = _DroppingPool(SequentialPool(clients), victim)
+    scaler = secure.fit_scaler(pool)  # type: ignore[arg-type]
+    start = ModelState(secure.initial_weights(), scaler)
+    model, record = secure.train_round(pool, start, 1)  # type: ignore[arg-type]
+    assert victim not in record.answered and len(record.answered) == 2
+    # the clear FedAvg of the two survivors
+    clear = FedDetectServer(_config())
+    survivors = _DroppingPool(SequentialPool(synthetic_clients()), victim)
+    clear.fit_scaler(survivors)  # type: ignore[arg-type]
+    expected, _ = clear.train_round(survivors, start, 1)  # type: ignore[arg-type]
+    for a, b in zip(expected.weights, model.weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=Quantizer().step / 2 + 1e-6)

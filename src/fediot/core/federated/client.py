@@ -56,6 +56,13 @@ from fediot.core.federated.privacy import (
     privatize_update,
     secure_rng,
 )
+from fediot.core.federated.secure_aggregation import (
+    Quantizer,
+    SecAggDevice,
+    SecAggError,
+    SecAggReply,
+    SecAggTask,
+)
 from fediot.core.metrics import ClassCounts, smallest_quiet_window, window_vote
 from fediot.core.model import (
     Autoencoder,
@@ -72,7 +79,7 @@ from fediot.core.model import (
 
 log = logging.getLogger(__name__)
 
-CLIENT_METHODS = ("scaler_stats", "fit", "threshold_stats", "evaluate")
+CLIENT_METHODS = ("scaler_stats", "fit", "threshold_stats", "evaluate", "secagg")
 """The :class:`DeviceClient` methods a server may call."""
 
 
@@ -367,6 +374,9 @@ class DeviceClient:
         self._scaled: dict[str, npt.NDArray[np.float32]] = {}
         self._model: Autoencoder | None = None
         self._rng = secure_rng()  # privacy noise: never from the run's (known) seed
+        self.secagg_state: SecAggDevice | None = None
+        """Secure aggregation state of the current round (an engine that starts a fresh
+        process per message saves and restores it: :meth:`SecAggDevice.to_dict`)."""
 
     @property
     def client_id(self) -> str:
@@ -447,6 +457,37 @@ class DeviceClient:
                          meter.stats,
                          validation_loss=validation.mean if enough else 0.0,
                          validation_rows=validation.n if enough else 0)
+
+    def secagg(self, task: SecAggTask) -> SecAggReply:
+        """One stage of secure aggregation (:mod:`~fediot.core.federated.secure_aggregation`);
+        the ``mask`` stage trains (``task.inner``: a :class:`FitTask`) and answers the weights
+        × rows quantised and masked, with the clear rest of the :class:`FitReport`."""
+        if not isinstance(task, SecAggTask):
+            raise TaskRefusedError(f"expected a SecAggTask, got {type(task).__name__}")
+        if task.stage == "setup" or self.secagg_state is None:
+            self.secagg_state = SecAggDevice(self.client_id)
+        state = self.secagg_state
+        try:
+            if task.stage == "setup":
+                return state.setup(task)
+            if task.stage == "share_keys":
+                return state.share_keys(task)
+            if task.stage == "unmask":
+                return state.unmask(task)
+            if task.stage != "mask" or not isinstance(task.inner, FitTask):
+                raise SecAggError(f"unknown stage {str(task.stage)[:30]!r}")
+            quantizer = Quantizer(float(task.payload["clipping_range"]),
+                                  int(task.payload["levels"]))
+            report = self.fit(task.inner)
+            flat = np.concatenate([np.ravel(w) for w in report.weights])
+            masked = state.mask(task, quantizer.encode(flat, report.num_examples))
+        except (SecAggError, KeyError, TypeError, ValueError) as error:
+            raise TaskRefusedError(f"secure aggregation {str(task.stage)[:30]}: "
+                                   f"{error}") from error
+        return SecAggReply("mask", {}, masked.masked,
+                           FitReport(report.client_id, [], report.num_examples,
+                                     report.mean_loss, report.system, report.validation_loss,
+                                     report.validation_rows))
 
     def _quiet_window(self, model: Autoencoder, task: EvaluateTask) -> int:
         """N-BaIoT's ws*: the smallest window with no alarm on the threshold rows."""

@@ -46,6 +46,13 @@ from fediot.core.federated.messages import (
     Weights,
 )
 from fediot.core.federated.privacy import PrivacyPlan, privacy_report
+from fediot.core.federated.secure_aggregation import (
+    Quantizer,
+    SecAggError,
+    SecAggReply,
+    SecAggServer,
+    default_threshold,
+)
 from fediot.core.federated.robust_stats import StatisticsCombination, statistics_combination
 from fediot.core.federated.strategies import (
     FedAvg,
@@ -347,13 +354,17 @@ class FedDetectServer:
                        weight_decay=t.weight_decay,
                        proximal_mu=self.strategy.client_proximal_mu(),
                        seed=self.config.common_args.random_seed)
-        replies = self._exchange(pool, "fit", dict.fromkeys(chosen, task), server_round)
-        outliers = update_norm_outliers({c: replies[c].result for c in replies},
-                                        model.weights, t.max_update_norm_ratio)
-        for cid, reason in outliers.items():
-            self._reject(cid, "fit", server_round, reason)
-            del replies[cid]
-        rejected = {c: self.last_rejected[c] for c in chosen if c in self.last_rejected}
+        secure: Weights | None = None
+        if self.config.comm_args.secure_aggregation:
+            replies, secure, rejected = self._secure_fit(pool, chosen, task, model.weights)
+        else:
+            replies = self._exchange(pool, "fit", dict.fromkeys(chosen, task), server_round)
+            outliers = update_norm_outliers({c: replies[c].result for c in replies},
+                                            model.weights, t.max_update_norm_ratio)
+            for cid, reason in outliers.items():
+                self._reject(cid, "fit", server_round, reason)
+                del replies[cid]
+            rejected = {c: self.last_rejected[c] for c in chosen if c in self.last_rejected}
         reports: list[FitReport] = [replies[c].result for c in chosen if c in replies]
         lost = [c for c in chosen if c not in replies and c not in rejected]
         if len(reports) < t.client_num_min_replies:
@@ -367,7 +378,12 @@ class FedDetectServer:
         if lost:
             self.observer.on_phase("lost", f"round {server_round}: no reply from "
                                    f"{', '.join(lost)}; continuing with {len(reports)}")
-        weights = self.strategy.aggregate(model.weights, reports)
+        if secure is None:
+            weights = self.strategy.aggregate(model.weights, reports)
+        else:  # the strategy sees one report: the survivors' weighted mean
+            weights = self.strategy.aggregate(model.weights, [FitReport(
+                "secure-aggregate", secure, sum(r.num_examples for r in reports), 0.0,
+                reports[0].system)])
         rows = sum(r.validation_rows for r in reports)
         self.last_validation = (sum(r.validation_loss * r.validation_rows for r in reports) / rows
                                 if rows else None)
@@ -384,6 +400,64 @@ class FedDetectServer:
             rejected=rejected,
         )
         return ModelState(weights, model.scaler), record
+
+    def _secure_fit(self, pool: ClientPool, chosen: list[str], task: FitTask,
+                    current: Weights) -> tuple[dict[str, Reply], Weights, dict[str, str]]:
+        """A training step under secure aggregation: setup, key sharing, masked training,
+        unmasking (:mod:`~fediot.core.federated.secure_aggregation`). Returns the replies of
+        the devices whose masked vector was summed (their clear :class:`FitReport` without
+        weights, with the bytes of all four stages), the weighted mean of their weights, and
+        the rejected devices. A device lost at any stage is left out; the round fails when
+        fewer than the reconstruction threshold remain."""
+        c = self.config.comm_args
+        server_round = task.server_round
+        quantizer = Quantizer(c.secagg_clipping_range, c.secagg_quantization_range)
+        declared = sum(self.device_data[cid].train for cid in chosen if cid in self.device_data)
+        quantizer.check_total(declared or 1)
+        server = SecAggServer(server_round, list(chosen),
+                              default_threshold(len(chosen), c.secagg_reconstruction_threshold))
+        traffic: dict[str, list[int]] = {cid: [0, 0] for cid in chosen}
+        rejected: dict[str, str] = {}
+
+        def step(tasks: Mapping[str, Any]) -> dict[str, Reply]:
+            replies = self._exchange(pool, "secagg", tasks, server_round)
+            rejected.update(self.last_rejected)
+            for cid, reply in replies.items():
+                traffic[cid][0] += reply.bytes_down
+                traffic[cid][1] += reply.bytes_up
+            return replies
+
+        def results(replies: Mapping[str, Reply]) -> dict[str, SecAggReply]:
+            return {cid: r.result for cid, r in replies.items()}
+
+        try:
+            setup = step(server.setup_tasks())
+            shared = step(server.share_keys_tasks(results(setup)))
+            payload_extra = {"clipping_range": quantizer.clipping_range,
+                             "levels": quantizer.levels}
+            tasks = {cid: replace(t, payload={**t.payload, **payload_extra}) for cid, t in
+                     server.mask_tasks(results(shared), dict.fromkeys(chosen, task)).items()}
+            masked = step(tasks)
+            length = sum(int(w.size) for w in current)
+            unmask = step(server.unmask_tasks(results(masked), length))
+            total = server.unmask(results(unmask))
+        except SecAggError as error:
+            raise FediotError(str(error)) from error
+        summed = sorted(server.masked, key=chosen.index)
+        rows = sum(masked[cid].result.report.num_examples for cid in summed)
+        flat = quantizer.decode(total, rows)
+        weights: Weights = []
+        offset = 0
+        for w in current:
+            weights.append(flat[offset:offset + w.size].reshape(w.shape).astype(w.dtype))
+            offset += w.size
+        if server.dropped:
+            self.observer.on_phase("secagg", f"round {server_round}: recovered the masks of "
+                                   f"{', '.join(server.dropped)}, which dropped")
+        replies = {cid: Reply(masked[cid].result.report, (), bytes_down=traffic[cid][0],
+                              bytes_up=traffic[cid][1]) for cid in summed}
+        return replies, weights, {cid: rejected[cid] for cid in chosen
+                                  if cid in rejected and cid not in replies}
 
     # phase 3
     def calibrate(self, pool: ClientPool, model: ModelState, *,

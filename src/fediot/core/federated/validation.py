@@ -34,6 +34,7 @@ from fediot.core.federated.messages import (
     SystemStats,
     Weights,
 )
+from fediot.core.federated.secure_aggregation import SecAggReply, SecAggTask
 from fediot.core.limits import MAX_ROWS, MAX_WINDOW
 from fediot.core.metrics import ClassCounts
 from fediot.core.model import ErrorStats, ScalerStats
@@ -307,8 +308,27 @@ def validate_reply(method: str, task: Any, result: Any, context: ReplyContext) -
             raise _fail("error statistics of no rows")
     elif method == "evaluate":
         _check_evaluate_reply(result, task, context)
+    elif method == "secagg":
+        _check_secagg_reply(result, task, context)
     else:
         raise _fail(f"no checks for client method {method!r}")
+
+
+def _check_secagg_reply(result: Any, task: Any, context: ReplyContext) -> None:
+    """A secure-aggregation stage's reply: the stage sent, and in the ``mask`` stage the clear
+    part of the training report (its weights stay masked: the server checks the sum)."""
+    if not isinstance(result, SecAggReply):
+        raise _fail(f"expected a SecAggReply, got {type(result).__name__}")
+    if isinstance(task, SecAggTask) and result.stage != task.stage:
+        raise _fail(f"answers stage {str(result.stage)!r:.30}, not {task.stage}")
+    if not isinstance(result.payload, dict):
+        raise _fail("payload is not a mapping")
+    if result.stage == "mask":
+        if result.masked is None or getattr(result.masked, "ndim", 0) != 1:
+            raise _fail("no masked vector")
+        if not isinstance(result.report, FitReport) or result.report.weights:
+            raise _fail("the mask stage's report must be a FitReport without weights")
+        _check_fit_reply(result.report, None, context)
 
 
 def update_norm(report: FitReport, current: Weights) -> float:
