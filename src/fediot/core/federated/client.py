@@ -467,6 +467,8 @@ class DeviceClient:
         if task.stage == "setup" or self.secagg_state is None:
             self.secagg_state = SecAggDevice(self.client_id)
         state = self.secagg_state
+        log.info("round %d: secure aggregation stage %s", task.server_round,
+                 str(task.stage)[:30])
         try:
             if task.stage == "setup":
                 return state.setup(task)

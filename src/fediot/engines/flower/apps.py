@@ -9,11 +9,12 @@ in a deployment).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
@@ -22,6 +23,7 @@ from fediot.core.errors import FediotError
 from fediot.core.federated.client import DeviceClient, DeviceGuards
 from fediot.core.federated.devices import client_ids, load_client_data
 from fediot.core.federated.messages import LogLine
+from fediot.core.federated.secure_aggregation import SecAggDevice
 from fediot.core.federated.server import (
     FedDetectServer,
     RoundRecord,
@@ -36,6 +38,10 @@ from fediot.engines.strategies import strategy_for
 from fediot.engines.tracking import record_run
 
 log = logging.getLogger("fediot.flower")
+
+SECAGG_STATE = "fediot.secagg"
+"""The ``context.state`` record holding a device's secure-aggregation state between the
+messages of a round (Flower may start a fresh ClientApp process per message)."""
 
 _CLIENTS: dict[tuple[str, str], DeviceClient] = {}
 """Devices already loaded in this process (a Ray actor serves many messages)."""
@@ -93,7 +99,15 @@ def make_client_app(config: Config | None = None) -> ClientApp:
             if method == "identify":
                 return Message(encode_reply(method, device.client_id, device.client_id),
                                reply_to=message)
+            if method == "secagg":  # the round's protocol state outlives this process
+                saved = context.state.config_records.get(SECAGG_STATE)
+                if saved is not None and device.secagg_state is None:
+                    device.secagg_state = SecAggDevice.from_dict(
+                        json.loads(str(saved["state"])))
             reply = device.call(method, decode_task(method, message.content))
+            if method == "secagg" and device.secagg_state is not None:
+                context.state.config_records[SECAGG_STATE] = ConfigRecord(
+                    {"state": json.dumps(device.secagg_state.to_dict())})
             return Message(encode_reply(method, device.client_id, reply.result, reply.logs),
                            reply_to=message)
 
@@ -104,6 +118,7 @@ def make_client_app(config: Config | None = None) -> ClientApp:
     app.train()(handler("fit"))
     app.query("threshold_stats")(handler("threshold_stats"))
     app.evaluate()(handler("evaluate"))
+    app.query("secagg")(handler("secagg"))
     return app
 
 

@@ -20,6 +20,7 @@ model's size with the autoencoder's sixteen arrays (``bench/bench_flower.py``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +46,7 @@ from fediot.core.federated.messages import (
     SystemStats,
     Weights,
 )
+from fediot.core.federated.secure_aggregation import MASK_DTYPE, SecAggReply, SecAggTask
 from fediot.core.metrics import ClassCounts
 from fediot.core.model import ErrorStats, ScalerStats
 
@@ -54,6 +56,7 @@ MESSAGE_TYPES = {
     "threshold_stats": "query.threshold_stats",
     "evaluate": "evaluate",
     "identify": "query.identify",
+    "secagg": "query.secagg",
 }
 """Client method → Flower message type (``<category>[.<action>]``)."""
 
@@ -135,9 +138,55 @@ def get_model(content: RecordDict) -> ModelState:
 
 # --- tasks (server → device) -------------------------------------------------------------
 
+def _pack(value: Any) -> Any:
+    """A secure-aggregation payload as JSON: bytes as ``{"$b": hex}``."""
+    if isinstance(value, bytes | bytearray):
+        return {"$b": bytes(value).hex()}
+    if isinstance(value, dict):
+        return {str(k): _pack(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_pack(v) for v in value]
+    return value
+
+
+def _unpack(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$b"}:
+            return bytes.fromhex(value["$b"])
+        return {str(k): _unpack(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unpack(v) for v in value]
+    return value
+
+
+def _payload_bytes(payload: dict[str, Any]) -> bytes:
+    return json.dumps(_pack(payload), separators=(",", ":")).encode()
+
+
+def _payload_from(data: Any) -> dict[str, Any]:
+    if not isinstance(data, bytes) or len(data) > MAX_SECAGG_PAYLOAD:
+        raise ReplyError("secure aggregation payload missing or too large")
+    value = _unpack(json.loads(data))
+    if not isinstance(value, dict):
+        raise ReplyError("secure aggregation payload is not a mapping")
+    return value
+
+
+MAX_SECAGG_PAYLOAD = 64 << 20
+"""Largest secure-aggregation payload read (keys and shares of every device: small)."""
+
+
 def encode_task(method: str, task: Any) -> RecordDict:
     """The message content of ``task`` for client ``method``."""
     content = RecordDict()
+    if method == "secagg":
+        assert isinstance(task, SecAggTask)
+        if task.inner is not None:
+            content = encode_task("fit", task.inner)
+        content["secagg"] = ConfigRecord({"stage": task.stage,
+                                          "server-round": task.server_round,
+                                          "payload": _payload_bytes(task.payload)})
+        return content
     if method in ("scaler_stats", "identify"):
         return content
     if method == "fit":
@@ -167,6 +216,11 @@ def decode_task(method: str, content: RecordDict) -> Any:
     """Inverse of :func:`encode_task`."""
     if method in ("scaler_stats", "identify"):
         return None
+    if method == "secagg":
+        record = _get(content, "secagg", ConfigRecord)
+        stage = str(record["stage"])
+        return SecAggTask(stage, int(record["server-round"]), _payload_from(record["payload"]),
+                          decode_task("fit", content) if stage == "mask" else None)
     if method == "threshold_stats":
         return ScoreTask(get_model(content))
     config = _get(content, "config", ConfigRecord)
@@ -280,11 +334,15 @@ def encode_reply(method: str, client_id: str, result: Any,
     elif method == "fit":
         assert isinstance(result, FitReport)
         put_weights(content, "weights", result.weights)
-        content["metrics"] = MetricRecord({"num-examples": result.num_examples,
-                                           "loss": result.mean_loss,
-                                           "validation-loss": result.validation_loss,
-                                           "validation-rows": result.validation_rows})
-        content["system"] = _system(result.system)
+        _put_fit_metrics(content, result)
+    elif method == "secagg":
+        assert isinstance(result, SecAggReply)
+        record = ConfigRecord({"stage": result.stage, "payload": _payload_bytes(result.payload)})
+        if result.masked is not None:
+            record["masked"] = np.asarray(result.masked, MASK_DTYPE).tobytes()
+        content["secagg"] = record
+        if isinstance(result.report, FitReport):
+            _put_fit_metrics(content, result.report)
     elif method == "evaluate":
         assert isinstance(result, EvaluationReport)
         content["counts"] = _counts(result.counts)
@@ -297,6 +355,22 @@ def encode_reply(method: str, client_id: str, result: Any,
     else:
         raise RecordError(f"no message kind for client method {method!r}")
     return content
+
+
+def _put_fit_metrics(content: RecordDict, result: FitReport) -> None:
+    content["metrics"] = MetricRecord({"num-examples": result.num_examples,
+                                       "loss": result.mean_loss,
+                                       "validation-loss": result.validation_loss,
+                                       "validation-rows": result.validation_rows})
+    content["system"] = _system(result.system)
+
+
+def _fit_metrics(content: RecordDict, client_id: str, weights: Weights) -> FitReport:
+    metrics = _get(content, "metrics", MetricRecord)
+    return FitReport(client_id, weights, _int(metrics["num-examples"], "num-examples"),
+                     _float(metrics["loss"], "loss"), _get_system(content),
+                     validation_loss=_float(metrics["validation-loss"], "validation-loss"),
+                     validation_rows=_int(metrics["validation-rows"], "validation-rows"))
 
 
 def reply_client_id(content: RecordDict) -> str:
@@ -362,12 +436,16 @@ def _decode_reply(method: str, content: RecordDict, client_id: str | None) -> An
     if method == "threshold_stats":
         return ErrorStats.from_dict(dict(_get(content, "errors", MetricRecord)))
     if method == "fit":
-        metrics = _get(content, "metrics", MetricRecord)
-        return FitReport(client_id, get_weights(content, "weights"),
-                         _int(metrics["num-examples"], "num-examples"),
-                         _float(metrics["loss"], "loss"), _get_system(content),
-                         validation_loss=_float(metrics["validation-loss"], "validation-loss"),
-                         validation_rows=_int(metrics["validation-rows"], "validation-rows"))
+        return _fit_metrics(content, client_id, get_weights(content, "weights"))
+    if method == "secagg":
+        record = _get(content, "secagg", ConfigRecord)
+        masked = record.get("masked")
+        if masked is not None and (not isinstance(masked, bytes) or len(masked) % 8):
+            raise ReplyError("masked vector is not a whole number of 64-bit words")
+        return SecAggReply(
+            str(record["stage"]), _payload_from(record["payload"]),
+            None if masked is None else np.frombuffer(masked, MASK_DTYPE).copy(),
+            _fit_metrics(content, client_id, []) if "metrics" in content else None)
     if method == "evaluate":
         config = _get(content, "config", ConfigRecord)
         return EvaluationReport(
