@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from fediot.core.config import Config
 import pytest
 
+from fediot.core.config import Config
 from fediot.core.federated.secure_aggregation import (
     Quantizer,
     SecAggDevice,

@@ -46,6 +46,7 @@ from fediot.core.federated.messages import (
     Weights,
 )
 from fediot.core.federated.privacy import PrivacyPlan, privacy_report
+from fediot.core.federated.robust_stats import StatisticsCombination, statistics_combination
 from fediot.core.federated.secure_aggregation import (
     Quantizer,
     SecAggError,
@@ -53,7 +54,6 @@ from fediot.core.federated.secure_aggregation import (
     SecAggServer,
     default_threshold,
 )
-from fediot.core.federated.robust_stats import StatisticsCombination, statistics_combination
 from fediot.core.federated.strategies import (
     FedAvg,
     LearningRateSchedule,
