@@ -306,11 +306,37 @@ def _registered_node_id(returncode: int, stdout: str, stderr: str, key: Path) ->
     return int(payload["node-id"])
 
 
+def _yaml_safe_json(data: Any) -> str:
+    """JSON whose floats a YAML 1.1 reader also reads as floats: ``1e-05`` (JSON) is text to
+    YAML, ``1.0e-05`` is a float (the ClientApp and ServerApp read ``config-json`` as YAML)."""
+    marks: dict[str, str] = {}
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, float):
+            token = repr(value)
+            mantissa, e, exponent = token.partition("e")
+            if e and "." not in mantissa:
+                token = f"{mantissa}.0e{exponent}"
+            mark = f"\0float{len(marks)}\0"
+            marks[mark] = token
+            return mark
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v) for v in value]
+        return value
+
+    text = json.dumps(walk(data), separators=(",", ":"))
+    for mark, token in marks.items():
+        text = text.replace(json.dumps(mark), token)
+    return text
+
+
 def run_config_argument(config: Config, wait_seconds: float,
                         resume_from: Path | None = None) -> str:
     """``--run-config`` value carrying the whole checked configuration as one JSON line (and
     the run folder to resume, if any)."""
-    text = json.dumps(config.to_dict(), separators=(",", ":"))
+    text = _yaml_safe_json(config.to_dict())
     resume = json.dumps(str(resume_from.resolve())) if resume_from else '""'
     if "'" in text:
         raise FediotError("the configuration may not contain a single quote (')")
