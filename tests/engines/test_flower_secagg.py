@@ -75,6 +75,7 @@ def test_secagg_deployment_survives_a_device_killed_mid_round(tmp_path: Path) ->
     assert [r["round"] for r in rounds] == [1, 2]
     assert victim not in rounds[0]["answered"], rounds[0]  # type: ignore[operator]
     assert len(rounds[0]["answered"]) == 2  # type: ignore[arg-type]
-    assert "recovered the masks" in output or "dropped" in output, output[-3000:]
+    # the survivors' sum was unmasked (the victim's pairwise masks rebuilt from its shares):
+    # garbage weights would not detect anything
     results = json.loads(next((tmp_path / "runs").glob("*/results.json")).read_text())
-    assert results["evaluation"]["pooled"]["window_vote"]["f1"] >= 0.0
+    assert results["evaluation"]["pooled"]["window_vote"]["f1"] >= 0.9, results["evaluation"]
