@@ -3,8 +3,6 @@ the server's reply checks pass) moves no robust run far from its clean result.""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -12,7 +10,13 @@ import pytest
 
 from federated_data import synthetic_clients
 from fediot.core.config import Config
-from fediot.core.federated.messages import Reply, ScalerReport
+from fediot.core.federated.adversaries import (
+    ReplyChange,
+    TamperingPool,
+    inflated_scaler,
+    shifted,
+    shifted_errors,
+)
 from fediot.core.federated.robust_stats import (
     MedianCombination,
     PooledSums,
@@ -27,42 +31,17 @@ from fediot.engines.strategies import strategy_for
 N_DEVICES = 9
 
 
-class LyingPool:
-    """A :class:`SequentialPool` whose first device inflates its scaler sums by ``scaler``
-    (Σx ×c, Σx² ×c²) or its threshold errors by 10^(``shift``/50) (sums scaled, histogram
-    shifted by ``shift`` bins): internally consistent lies."""
-
-    def __init__(self, scaler: float = 1.0, shift: int = 0) -> None:
-        self.pool = SequentialPool(synthetic_clients(n_devices=N_DEVICES))
-        self.liar = self.pool.client_ids[0]
-        self.scaler, self.shift = scaler, shift
-
-    @property
-    def client_ids(self) -> list[str]:
-        return self.pool.client_ids
-
-    def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
-        replies = self.pool.exchange(method, tasks)
-        reply = replies.get(self.liar)
-        if reply is None:
-            return replies
-        if method == "scaler_stats" and self.scaler != 1.0:
-            s, c = reply.result.stats, self.scaler
-            lie = ScalerReport(ScalerStats(s.n, s.sum * c, s.sumsq * c * c), reply.result.data)
-            replies[self.liar] = dataclasses.replace(reply, result=lie)
-        if method == "threshold_stats" and self.shift:
-            replies[self.liar] = dataclasses.replace(reply, result=shifted(reply.result,
-                                                                           self.shift))
-        return replies
-
-
-def shifted(stats: ErrorStats, bins: int) -> ErrorStats:
-    """``stats`` of errors × 10^(bins/50): every error moved ``bins`` histogram bins up."""
-    factor = 10 ** (bins / 50)
-    hist = np.zeros_like(stats.hist)
-    hist[bins:] = stats.hist[:len(hist) - bins]
-    hist[-1] += stats.hist[len(hist) - bins:].sum()
-    return ErrorStats(stats.n, stats.sum * factor, stats.sumsq * factor**2, hist)
+def lying_pool(scaler: float = 1.0, shift: int = 0) -> TamperingPool:
+    """The synthetic devices, the first inflating its scaler sums by ``scaler`` (Σx ×c,
+    Σx² ×c²) or its threshold errors by 10^(``shift``/50) (sums scaled, histogram shifted by
+    ``shift`` bins): internally consistent lies."""
+    pool = SequentialPool(synthetic_clients(n_devices=N_DEVICES))
+    changes: dict[str, ReplyChange] = {}
+    if scaler != 1.0:
+        changes["scaler_stats"] = inflated_scaler(scaler)
+    if shift:
+        changes["threshold_stats"] = shifted_errors(shift)
+    return TamperingPool(pool, pool.client_ids[:1], changes)
 
 
 def config(optimizer: str, mode: str) -> Config:
@@ -74,7 +53,7 @@ def config(optimizer: str, mode: str) -> Config:
 
 def f1(optimizer: str, mode: str, **lie: Any) -> float:
     cfg = config(optimizer, mode)
-    result = FedDetectServer(cfg, strategy=strategy_for(cfg)).run(LyingPool(**lie))
+    result = FedDetectServer(cfg, strategy=strategy_for(cfg)).run(lying_pool(**lie))
     return float(result.evaluation.pooled["rows"]["f1"])
 
 

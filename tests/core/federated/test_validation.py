@@ -4,7 +4,7 @@ run with one of nine devices sending it finishes close to the clean run."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,12 +12,12 @@ import pytest
 
 from federated_data import synthetic_clients
 from fediot.core.config import Config
+from fediot.core.federated.adversaries import TamperingPool
 from fediot.core.federated.messages import (
     DataReport,
     EvaluationReport,
     FitReport,
     LogLine,
-    Reply,
     ScalerReport,
 )
 from fediot.core.federated.server import FedDetectServer, RunResult
@@ -130,19 +130,10 @@ EVALUATE_MUTATIONS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-class CorruptingPool(SequentialPool):
+def corrupting_pool(clients: Any, method: str, mutate: Callable[[Any], Any]) -> TamperingPool:
     """An in-process pool whose device ``BAD`` sends ``mutate(result)`` for ``method``."""
-
-    def __init__(self, clients: Any, method: str, mutate: Callable[[Any], Any]) -> None:
-        super().__init__(clients)
-        self.method, self.mutate = method, mutate
-
-    def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
-        replies = super().exchange(method, tasks)
-        if method == self.method and BAD in replies:
-            replies[BAD] = dataclasses.replace(replies[BAD],
-                                               result=self.mutate(replies[BAD].result))
-        return replies
+    return TamperingPool(SequentialPool(clients), [BAD],
+                         {method: lambda _task, result: mutate(result)})
 
 
 class Recorder:
@@ -196,7 +187,7 @@ def test_one_bad_device_of_nine_is_rejected_and_the_run_finishes(
         clients: list[Any], clean_f1: float, method: str, name: str,
         mutate: Callable[[Any], Any]) -> None:
     observer = Recorder()
-    result = FedDetectServer(nine_config(), observer).run(CorruptingPool(clients, method,
+    result = FedDetectServer(nine_config(), observer).run(corrupting_pool(clients, method,
                                                                          mutate))
     mine = [r for r in observer.rejections if r.step == method]
     assert mine and all(r.device == BAD for r in mine), observer.rejections
@@ -210,13 +201,13 @@ def test_one_bad_device_of_nine_is_rejected_and_the_run_finishes(
 def test_too_few_usable_replies_is_one_error_naming_the_rejected(clients: list[Any]) -> None:
     config = nine_config(**{"train_args.client_num_min_replies": 9})
     with pytest.raises(Exception, match=rf"8 of 9 .*rejected: {BAD}: weights\[0\] holds NaN"):
-        FedDetectServer(config).run(CorruptingPool(clients, "fit", FIT_MUTATIONS["nan"]))
+        FedDetectServer(config).run(corrupting_pool(clients, "fit", FIT_MUTATIONS["nan"]))
 
 
 def test_scaler_step_with_too_few_replies_names_the_reasons(clients: list[Any]) -> None:
     config = nine_config(**{"train_args.client_num_min_replies": 9})
     with pytest.raises(Exception, match=rf"scaler step: 8 of 9 .*{BAD}: stats.n must be"):
-        FedDetectServer(config).run(CorruptingPool(clients, "scaler_stats",
+        FedDetectServer(config).run(corrupting_pool(clients, "scaler_stats",
                                                    SCALER_MUTATIONS["count -1"]))
 
 
