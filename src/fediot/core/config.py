@@ -185,10 +185,10 @@ class TrainArgs:
         ``trimmed_mean`` each device one vote, the trimmed mean (with ``trimmed_beta``, at
         least one device cut at each end from 3 devices on) of the devices' means, spreads
         and error CDFs; ``median`` their median instead
-        (:mod:`fediot.core.federated.robust_stats`); ``auto`` (default) ``trimmed_mean`` when
-        the federated_optimizer is a robust one (FedTrimmedAvg, FedMedian, Krum, MultiKrum,
-        Bulyan), else ``off``. Per-device thresholds always use each device's own
-        statistics.
+        (:mod:`fediot.core.federated.robust_stats`); ``auto`` (default) when the
+        federated_optimizer is a robust one (FedTrimmedAvg, FedMedian, Krum, MultiKrum,
+        Bulyan) ``median`` for the scaler and ``trimmed_mean`` for the threshold, else
+        ``off``. Per-device thresholds always use each device's own statistics.
     client_num_min_replies
         A round completes when at least this many sampled devices replied (a lost device is
         logged, the round goes on); fewer is an error naming the missing devices. A rejected

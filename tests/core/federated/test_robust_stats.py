@@ -65,10 +65,12 @@ LIES = [pytest.param({"scaler": 1000.0}, "global", id="scaler-x1000-global"),
         pytest.param({"shift": 50}, "quantile", id="histogram-x10-quantile")]
 
 
-@pytest.mark.parametrize(("lie", "mode"), LIES)
+# errors ×2 stay below these synthetic attacks' errors, so that lie cannot break even FedAvg
+BREAKING_LIES = [lie for lie in LIES if lie.id != "errors-x2-global"]
+
+
+@pytest.mark.parametrize(("lie", "mode"), BREAKING_LIES)
 def test_one_lying_device_breaks_fedavg(lie: dict[str, Any], mode: str) -> None:
-    if lie.get("shift") == 15:
-        pytest.skip("errors ×2 stay below these separable attacks' errors")
     assert f1("FedAvg", mode, **lie) < f1("FedAvg", mode) - 0.5
 
 
@@ -124,13 +126,16 @@ def test_trimmed_mean_cuts_as_flower_does_but_at_least_one_from_three_devices() 
     assert TrimmedMeanCombination(0.0).reduce(values[:2])[0] == 1.5
 
 
-@pytest.mark.parametrize(("optimizer", "setting", "expected"), [
-    ("FedAvg", "auto", PooledSums), ("FedAdam", "auto", PooledSums),
-    ("FedMedian", "auto", TrimmedMeanCombination), ("Bulyan", "auto", TrimmedMeanCombination),
-    ("Krum", "off", PooledSums), ("FedAvg", "median", MedianCombination),
-    ("FedAvg", "trimmed_mean", TrimmedMeanCombination)])
-def test_configuration_chooses_the_combination(optimizer: str, setting: str,
-                                               expected: type) -> None:
+@pytest.mark.parametrize(("optimizer", "setting", "scaler", "threshold"), [
+    ("FedAvg", "auto", PooledSums, PooledSums), ("FedAdam", "auto", PooledSums, PooledSums),
+    ("FedMedian", "auto", MedianCombination, TrimmedMeanCombination),
+    ("Bulyan", "auto", MedianCombination, TrimmedMeanCombination),
+    ("Krum", "off", PooledSums, PooledSums),
+    ("FedAvg", "median", MedianCombination, MedianCombination),
+    ("FedAvg", "trimmed_mean", TrimmedMeanCombination, TrimmedMeanCombination)])
+def test_configuration_chooses_the_combination(optimizer: str, setting: str, scaler: type,
+                                               threshold: type) -> None:
     cfg = Config().with_overrides({"train_args.federated_optimizer": optimizer,
                                    "train_args.robust_statistics": setting})
-    assert isinstance(statistics_combination(cfg), expected)
+    assert isinstance(statistics_combination(cfg, "scaler"), scaler)
+    assert isinstance(statistics_combination(cfg, "threshold"), threshold)

@@ -250,7 +250,9 @@ class FedDetectServer:
             server_learning_rate=t.server_learning_rate, beta_1=t.server_beta_1,
             beta_2=t.server_beta_2, tau=t.server_tau,
         )
-        self.statistics: StatisticsCombination = statistics_combination(config)
+        self.scaler_statistics: StatisticsCombination = statistics_combination(config, "scaler")
+        self.threshold_statistics: StatisticsCombination = statistics_combination(
+            config, "threshold")
         """How the scaler and threshold steps combine the devices' statistics (the exact
         pooled sums, or robustly under a robust strategy: ``train_args.robust_statistics``)."""
         self.device_data: dict[str, DataReport] = {}
@@ -333,7 +335,7 @@ class FedDetectServer:
         self._enough("scaler step", len(replies), len(pool.client_ids),
                      min(self.config.train_args.client_num_min_replies, len(pool.client_ids)))
         self.device_data = {c: replies[c].result.data for c in sorted(replies)}
-        return self.statistics.scaler([replies[c].result.stats for c in sorted(replies)])
+        return self.scaler_statistics.scaler([replies[c].result.stats for c in sorted(replies)])
 
     def initial_weights(self) -> Weights:
         """The seeded initial autoencoder weights."""
@@ -473,7 +475,7 @@ class FedDetectServer:
         stats: dict[str, ErrorStats] = {cid: reply.result for cid, reply in replies.items()}
         return make_thresholds(stats, mode=d.threshold_mode, k=d.threshold_k,
                                quantile=d.threshold_quantile,
-                               combination=self.statistics), stats
+                               combination=self.threshold_statistics), stats
 
     # phase 4
     def evaluate(self, pool: ClientPool, model: ModelState, thresholds: Thresholds, *,
