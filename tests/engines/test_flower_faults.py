@@ -50,6 +50,13 @@ def start_server(config: Path, port: int, home: Path) -> subprocess.Popen[str]:
     )
 
 
+def start_nodes(tmp_path: Path, port: int) -> dict[str, deployment.FlowerProcess]:
+    """One running SuperNode for each of the first three devices, by device name."""
+    return {d.name: deployment.supernode(tmp_path / f"node{d.uci_id}", f"127.0.0.1:{port}",
+                                         d.name, deployment.free_port()).start()
+            for d in DEVICES[:3]}
+
+
 def wait_until(condition: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -62,9 +69,7 @@ def wait_until(condition: object, timeout: float, what: str) -> None:
 def test_a_killed_device_is_skipped_and_rejoins_after_restart(tmp_path: Path) -> None:
     config = write_config(tmp_path, comm_round=4, client_num_min_replies=2)
     port = deployment.free_port()
-    node = {d.name: deployment.supernode(tmp_path / f"node{d.uci_id}", f"127.0.0.1:{port}",
-                                         d.name, deployment.free_port()).start()
-            for d in DEVICES[:3]}
+    node = start_nodes(tmp_path, port)
     victim = DEVICES[2].name
     server = start_server(config, port, tmp_path / "server")
     restarted = None

@@ -36,15 +36,19 @@ def test_secagg_messages_round_trip() -> None:
 
 
 def test_secagg_deployment_survives_a_device_killed_mid_round(tmp_path: Path) -> None:
-    from test_flower_faults import rounds_done, start_server, wait_until, write_config
+    from test_flower_faults import (
+        rounds_done,
+        start_nodes,
+        start_server,
+        wait_until,
+        write_config,
+    )
 
     config = write_config(tmp_path, comm_round=2, client_num_min_replies=2)
     text = config.read_text() + "comm_args:\n  secure_aggregation: true\n"
     config.write_text(text)
     port = deployment.free_port()
-    node = {d.name: deployment.supernode(tmp_path / f"node{d.uci_id}", f"127.0.0.1:{port}",
-                                         d.name, deployment.free_port()).start()
-            for d in DEVICES[:3]}
+    node = start_nodes(tmp_path, port)
     victim = DEVICES[2].name
     server = start_server(config, port, tmp_path / "server")
 

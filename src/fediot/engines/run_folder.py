@@ -391,7 +391,8 @@ class StatusRecorder:
             self._write()
 
 
-def _parse_time(text: Any) -> datetime | None:
+def parse_time(text: Any) -> datetime | None:
+    """An ISO-8601 time from a status file (naive times are UTC), or None if it is not one."""
     if not isinstance(text, str):
         return None
     try:
@@ -419,7 +420,7 @@ def run_interruption(status: Mapping[str, Any], now: datetime | None = None) -> 
             return f"its process ({owner.describe()}) is gone"
         if alive:
             return None
-    beat = _parse_time(status.get("heartbeat_at")) or _parse_time(status.get("updated_at"))
+    beat = parse_time(status.get("heartbeat_at")) or parse_time(status.get("updated_at"))
     if beat is None:
         return "it records no heartbeat"
     age = ((now or datetime.now(UTC)) - beat).total_seconds()

@@ -38,7 +38,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from fediot.core.catalog import client_label
 from fediot.core.errors import FediotError
-from fediot.engines.run_folder import RunView, finite_number, list_runs, system_figures
+from fediot.engines.run_folder import (
+    RunView,
+    finite_number,
+    list_runs,
+    parse_time,
+    system_figures,
+)
 from fediot.faces.access import FOREIGN_HOST_STATUS, addressed_to_loopback, token_matches
 from fediot.faces.dashboard.page import CONTENT_SECURITY_POLICY, PAGE_HTML
 
@@ -67,18 +73,8 @@ EVALUATION_SERIES = {
 }
 
 
-def _parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _seconds_since(text: Any, now: datetime) -> float | None:
-    moment = _parse_time(text)
+    moment = parse_time(text)
     return None if moment is None else max(0.0, (now - moment).total_seconds())
 
 
