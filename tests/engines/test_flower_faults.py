@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -57,6 +58,17 @@ def start_nodes(tmp_path: Path, port: int) -> dict[str, deployment.FlowerProcess
             for d in DEVICES[:3]}
 
 
+def stop_all(server: subprocess.Popen[str],
+             nodes: Iterable[deployment.FlowerProcess | None]) -> None:
+    """Stop the server (if still running) and every node this test started."""
+    if server.poll() is None:
+        server.terminate()
+        server.wait(timeout=60)
+    for process in nodes:
+        if process is not None:
+            process.stop()
+
+
 def wait_until(condition: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -84,12 +96,7 @@ def test_a_killed_device_is_skipped_and_rejoins_after_restart(tmp_path: Path) ->
         output, _ = server.communicate(timeout=900)
         assert server.returncode == 0, output
     finally:
-        if server.poll() is None:
-            server.terminate()
-            server.wait(timeout=60)
-        for process in [*node.values(), restarted]:
-            if process is not None:
-                process.stop()
+        stop_all(server, [*node.values(), restarted])
     rounds = rounds_done(tmp_path / "runs")
     assert [r["round"] for r in rounds] == [1, 2, 3, 4]
     assert victim in rounds[0]["answered"]  # type: ignore[operator]

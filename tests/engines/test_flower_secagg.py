@@ -40,6 +40,7 @@ def test_secagg_deployment_survives_a_device_killed_mid_round(tmp_path: Path) ->
         rounds_done,
         start_nodes,
         start_server,
+        stop_all,
         wait_until,
         write_config,
     )
@@ -70,11 +71,7 @@ def test_secagg_deployment_survives_a_device_killed_mid_round(tmp_path: Path) ->
         output, _ = server.communicate(timeout=900)
         assert server.returncode == 0, output
     finally:
-        if server.poll() is None:
-            server.terminate()
-            server.wait(timeout=60)
-        for process in node.values():
-            process.stop()
+        stop_all(server, node.values())
     rounds = rounds_done(tmp_path / "runs")
     assert [r["round"] for r in rounds] == [1, 2]
     assert victim not in rounds[0]["answered"], rounds[0]  # type: ignore[operator]

@@ -202,16 +202,21 @@ def yaml_safe(value: Any) -> Any:
 
 
 @fuzz(450)
-@given(raw=documents(), flow=st.booleans())
-def test_structured_yaml_text(raw: Any, flow: bool) -> None:
-    text = yaml.safe_dump(yaml_safe(materialize(raw)), default_flow_style=flow,
-                          allow_unicode=True)
+def config_or_one_line_error(text: str) -> None:
+    """``text`` parses to a checked Config, or fails with one ConfigError line naming it."""
     try:
         config = parse_config_text(text, "fuzz.yaml")
     except ConfigError as error:
         one_line(error, "fuzz.yaml")
     else:
         check_config(config)
+
+
+@given(raw=documents(), flow=st.booleans())
+def test_structured_yaml_text(raw: Any, flow: bool) -> None:
+    text = yaml.safe_dump(yaml_safe(materialize(raw)), default_flow_style=flow,
+                          allow_unicode=True)
+    config_or_one_line_error(text)
 
 
 YAML_PIECES = st.one_of(
@@ -238,12 +243,7 @@ YAML_PIECES = st.one_of(
 @example(pieces=["!!int ", '"', '"'])  # regression: IndexError escaped load_yaml
 def test_yaml_ish_text(pieces: list[str]) -> None:
     text = "".join(pieces)
-    try:
-        config = parse_config_text(text, "fuzz.yaml")
-    except ConfigError as error:
-        one_line(error, "fuzz.yaml")
-    else:
-        check_config(config)
+    config_or_one_line_error(text)
     for loader in (load_yaml, load_json):
         try:
             loader(text, "doc")
