@@ -5,12 +5,15 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from fediot.faces.cli.lazy import LazyGroup
+
 app = typer.Typer(
     name="fediot",
     help="FedIoT: federated anomaly detection for IoT devices (N-BaIoT features).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=LazyGroup,  # imports a command's module only when that command runs
 )
 data_app = typer.Typer(help="Datasets: the embedded testbed and N-BaIoT.", no_args_is_help=True)
 app.add_typer(data_app, name="data")

@@ -11,9 +11,6 @@ from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from fediot.core.errors import FediotError
-from fediot.core.features.extractor import ExtractorOptions, extract_features
-from fediot.core.features.pcap import read_capture
-from fediot.core.io import format_from_suffix, write_features
 from fediot.faces.cli.app import app, console, fail
 
 
@@ -29,6 +26,11 @@ def extract(
     ] = False,
 ) -> None:
     """Compute the 115 N-BaIoT features of every packet of CAPTURE."""
+    # Imported here so that `fediot extract --help` needs neither numba nor pandas.
+    from fediot.core.features.extractor import ExtractorOptions, extract_features
+    from fediot.core.features.pcap import read_capture
+    from fediot.core.io import format_from_suffix, write_features
+
     try:
         options = ExtractorOptions(first_jitter=first_jitter)
         format_from_suffix(output)

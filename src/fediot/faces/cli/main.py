@@ -1,21 +1,11 @@
-"""Entry point of the ``fediot`` command: imports every command module so it registers."""
+"""Entry point of the ``fediot`` command.
+
+The command modules are imported lazily, when their command runs (see :mod:`.lazy`): ``fediot
+--help`` imports neither torch nor numba nor Flower.
+"""
 
 from __future__ import annotations
 
-from fediot.faces.cli import (  # noqa: F401  (each module registers its commands)
-    dashboard,
-    data,
-    deploy,
-    detect,
-    extract,
-    nbaiot,
-    protocol,
-    report,
-    runs,
-    serve,
-    simulate,
-    status,
-)
 from fediot.faces.cli.app import app
 
 
