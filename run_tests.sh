@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup-system.sh
-scripts/setup.sh
+scripts/setup.sh dev
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
 .venv/bin/pytest "$@"
