@@ -79,7 +79,8 @@ def test_the_lazy_table_matches_the_registered_commands() -> None:
     assert set(built.commands) == set(COMMANDS)
     for name, (_, help_line) in COMMANDS.items():
         command = built.commands[name]
-        assert _first_paragraph(command.short_help or command.help) == _first_paragraph(help_line), name
+        real = _first_paragraph(command.short_help or command.help)
+        assert real == _first_paragraph(help_line), name
 
 
 @pytest.mark.parametrize("name", ["extract", "data", "runs"])

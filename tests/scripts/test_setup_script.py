@@ -30,7 +30,7 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 @pytest.fixture
 def fakes(tmp_path: Path) -> Path:
-    """bin/uname (from $FAKE_UNAME_S/$FAKE_UNAME_M) and bin/python (records `-m pip` to $PIP_LOG)."""
+    """bin/uname (says $FAKE_UNAME_S, $FAKE_UNAME_M); bin/python (logs `-m pip` to $PIP_LOG)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "uname").write_text(
@@ -46,7 +46,8 @@ def fakes(tmp_path: Path) -> Path:
     return bin_dir
 
 
-def _env(fakes: Path, system: str = "Linux", machine: str = "x86_64", **extra: str) -> dict[str, str]:
+def _env(fakes: Path, system: str = "Linux", machine: str = "x86_64",
+         **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDIOT_TORCH")}
     env.update(PATH=f"{fakes}:{env['PATH']}", VENV_PY=str(fakes / "python"),
                PIP_LOG=str(fakes / "pip.log"), FAKE_UNAME_S=system, FAKE_UNAME_M=machine, **extra)

@@ -3,8 +3,8 @@
 Each command module registers its commands on :data:`fediot.faces.cli.app.app` when imported, and
 some import torch, numba or Flower. :class:`LazyGroup` (the top-level group's class) knows each
 command's module and one-line help from :data:`COMMANDS`, lists the commands from that table, and
-imports a command's module only when the command itself is resolved. ``tests/faces/test_cli_startup.py``
-checks the table against the commands the modules really register.
+imports a command's module only when the command itself is resolved.
+``tests/faces/test_cli_startup.py`` checks the table against what the modules register.
 """
 
 from __future__ import annotations
