@@ -57,7 +57,6 @@ from fediot.core.io import atomic_path
 from fediot.core.liveness import ProcessIdentity
 from fediot.core.model import AutoencoderDetector, FeatureScaler, ScalerStats
 
-
 _ID_STAMP: Final[re.Pattern[str]] = re.compile(r"^(\d{8}-\d{6})(?:-|$)")
 
 
