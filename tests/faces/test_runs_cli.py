@@ -175,7 +175,8 @@ def test_runs_show_logs_prints_that_many_lines_at_80_columns(narrow: Path) -> No
     code, output = invoke("runs", "show", "latest", "--runs-dir", str(narrow), "--logs", "20")
     assert code == 0, output
     assert output.startswith(run_id)  # the newest start
-    assert max(map(len, output.splitlines())) <= 80
+    assert str(narrow / run_id) in output.splitlines()[0]  # id and path whole on one line
+    assert max(map(len, output.splitlines()[1:])) <= 80
     logs = output[output.index("last 20 of"):].splitlines()
     assert len(logs) <= 20 + 4  # title, header, rule (no box when piped), rows
     assert sum("line " in line for line in logs) == 20

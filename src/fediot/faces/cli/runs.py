@@ -175,7 +175,9 @@ def show_command(
         raise fail(str(error)) from None
     t, d = config.train_args, config.data_args
     console.print(
-        f"[bold]{escape(view.run_id)}[/]  {escape(str(view.root))}\n"
+        f"[bold]{escape(view.run_id)}[/]  {escape(str(view.root))}",
+        highlight=False, soft_wrap=True)  # the id and path whole, never folded mid-name
+    console.print(
         f"state {status.get('state', '—')}, phase {status.get('phase', '—')}, round "
         f"{status.get('round', len(rounds))}/{t.comm_round}, engine "
         f"{status.get('engine', config.comm_args.backend)}, updated {_when(view.updated_at())}",
