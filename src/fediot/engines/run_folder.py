@@ -8,8 +8,9 @@
                          time, CPU, peak memory, bytes down/up per device)
       logs.jsonl         the devices' log lines, one JSON object each (``LogLine.to_dict``:
                          time, device, round, step, level, message), appended as steps end
-      status.json        state, phase, round and each device's state, the process that runs
-                         it and its heartbeat (``StatusRecorder``; read through
+      status.json        state, phase, round and each device's state, when the run started
+                         (``started_at``, kept on resume), the process that runs it and its
+                         heartbeat (``StatusRecorder``; read through
                          ``RunView.status``, which shows a dead run as ``interrupted``)
       checkpoint.npz     the last completed round's server state (for ``--resume``)
       results.json       final per-device and pooled metrics, thresholds, and per device the
@@ -26,7 +27,9 @@
       mlflow.json        the MLflow run this run is mirrored to (only with MLflow tracking)
 
 :class:`RunFolder` writes a run; :class:`RunView` reads one, finished or still running, for the
-faces (``fediot runs``, reports, dashboard, serving).
+faces (``fediot runs``, reports, dashboard, serving). Runs are ordered by when they started
+(:meth:`RunView.started_at`), never by file times, so reading a run reorders nothing;
+:func:`latest_run` is what ``latest`` means to every face.
 """
 
 from __future__ import annotations
@@ -276,8 +279,9 @@ class StatusRecorder:
     appends the devices' log lines to ``logs.jsonl``, then passes every event on to ``inner``.
 
     ``status.json``: ``state`` (running / finished / failed), ``phase``, ``round`` of
-    ``total_rounds``, ``engine``, ``updated_at`` (the last event), ``owner`` (host, pid, start
-    token and pid namespace of the process recording the run:
+    ``total_rounds``, ``engine``, ``started_at`` (the first start; a resume keeps it),
+    ``updated_at`` (the last event), ``owner`` (host, pid, start token and pid namespace
+    of the process recording the run:
     :class:`~fediot.core.liveness.ProcessIdentity`), ``heartbeat_at`` (refreshed every
     ``heartbeat_seconds`` by a daemon thread while the run is running), and per device its
     ``state`` (training / idle / lost), ``last_seen``, ``last_round``, ``rejected`` (how many
