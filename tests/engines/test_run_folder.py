@@ -20,6 +20,9 @@ from fediot.engines.run_folder import (
     RunFolder,
     RunView,
     StatusRecorder,
+    find_run,
+    latest_run,
+    list_runs,
     run_interruption,
 )
 
@@ -155,3 +158,69 @@ def test_a_dropped_recorder_stops_beating_and_never_recreates_its_folder(
     if thread is not None:
         thread.join(timeout=30)
         assert not thread.is_alive()
+
+
+# --- what ``latest`` means: start time, and for a model a finished run --------------------
+
+
+def fake_run(runs: Path, run_id: str, state: str | None, model: bool = True,
+             started: str | None = None) -> Path:
+    """A run folder by hand: config, optionally status.json in ``state`` and a model file."""
+    root = runs / run_id
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text("{}\n")
+    if state is not None:
+        owner = ProcessIdentity.current().to_dict()  # alive: a running run stays running
+        status = {"run": run_id, "state": state, "owner": owner,
+                  "heartbeat_at": datetime.now(UTC).isoformat()}
+        if started is not None:
+            status["started_at"] = started
+        (root / "status.json").write_text(json.dumps(status))
+    if model:
+        (root / "model").mkdir()
+        (root / "model" / "weights.npz").write_bytes(b"")
+        if state is None:
+            (root / "results.json").write_text("{}")
+    return root
+
+
+def test_latest_is_the_newest_start_and_for_a_model_the_newest_finished_run(
+        tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    good = fake_run(runs, "20261129-203748-nbaiot-fed-fedavg", "finished")
+    failed = fake_run(runs, "20261129-210000-nbaiot-fed-fedavg", None, model=False)
+    crashed = fake_run(runs, "20261129-211000-nbaiot-fed-fedavg", "failed")
+    running = fake_run(runs, "20261129-212000-nbaiot-fed-fedavg", "running")
+    assert [v.root for v in list_runs(runs)] == [good, failed, crashed, running]
+    assert find_run("latest", runs).root == running  # any state without a model to load
+    for resolved in (find_run("latest", runs, needs_model=True),
+                     latest_run(runs, needs_model=True)):
+        assert resolved is not None and resolved.root == good
+    # reading, reporting or exporting an older run (new files in it) changes no ordering
+    (good / "report.html").write_text("x")
+    (good / "export").mkdir()
+    assert latest_run(runs, needs_model=False).root == running  # type: ignore[union-attr]
+    # an interrupted run (its process gone) is never the model either
+    status = json.loads((running / "status.json").read_text())
+    status["owner"]["pid"] = 2**22 + 12345
+    status["heartbeat_at"] = "2000-01-01T00:00:00+00:00"
+    (running / "status.json").write_text(json.dumps(status))
+    assert latest_run(runs, needs_model=True).root == good  # type: ignore[union-attr]
+    # a run without a timestamped id goes by status.json's start time
+    named = fake_run(runs, "cam", "finished", started="2026-11-29T22:00:00+00:00")
+    assert latest_run(runs, needs_model=True).root == named  # type: ignore[union-attr]
+    fake_run(tmp_path / "other", "x", "failed")
+    with pytest.raises(Exception, match="no finished run with a saved model"):
+        find_run("latest", tmp_path / "other", needs_model=True)
+
+
+def test_status_records_the_start_and_a_resume_keeps_it(tmp_path: Path) -> None:
+    folder, config = new_run(tmp_path)
+    recorder = StatusRecorder(folder, config, ["a"])
+    recorder.finish("failed")
+    started = json.loads((folder.root / "status.json").read_text())["started_at"]
+    time.sleep(1.1)
+    again = StatusRecorder(folder, config, ["a"])  # what --resume does
+    again.finish()
+    assert json.loads((folder.root / "status.json").read_text())["started_at"] == started
+    assert RunView(folder.root).started_at() == datetime.fromisoformat(started)

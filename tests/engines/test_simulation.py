@@ -109,7 +109,11 @@ def test_baselines_use_the_same_devices_and_splits(dataset: Path, tmp_path: Path
             assert metrics["rows"]["tp"] + metrics["rows"]["fn"] == ours["tp"] + ours["fn"]
 
 
-def test_cli_simulate_prints_the_table(dataset: Path, tmp_path: Path) -> None:
+def test_cli_simulate_prints_the_table(dataset: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from fediot.faces.cli.app import console
+
+    monkeypatch.setattr(console, "width", 80)  # piped, 80 columns: no number is cut short
     runner = CliRunner()
     result = runner.invoke(app, [
         "simulate", "--dataset", "N-BaIoT", "--data-dir", str(dataset), "--clients", "3",
@@ -120,6 +124,31 @@ def test_cli_simulate_prints_the_table(dataset: Path, tmp_path: Path) -> None:
     assert "Ennio doorbell" in result.output
     assert "all devices" in result.output
     assert len(list((tmp_path / "runs").iterdir())) == 1
+    assert "…" not in result.stdout and max(map(len, result.stdout.splitlines())) <= 80
+    pooled = next(line for line in result.stdout.splitlines() if "all devices" in line)
+    (run,) = (tmp_path / "runs").iterdir()
+    figures = json.loads((run / "results.json").read_text())["evaluation"]["pooled"]
+    assert f"{100 * figures['window_vote']['f1']:.2f}" in pooled
+    assert f"{figures['roc_auc']:.3f}" in pooled
+
+
+def test_cli_simulate_writes_json_and_csv_figures(dataset: Path, tmp_path: Path) -> None:
+    args = ["simulate", "--dataset", "N-BaIoT", "--data-dir", str(dataset), "--clients", "2",
+            "--rounds", "1", "--runs-dir", str(tmp_path / "runs")]
+    result = CliRunner().invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)  # stdout holds the JSON alone
+    run = tmp_path / "runs" / document["run"]
+    figures = json.loads((run / "results.json").read_text())["evaluation"]
+    pooled = document["devices"][-1]
+    assert pooled["device"] is None and pooled["f1_w"] == figures["pooled"]["window_vote"]["f1"]
+    assert pooled["auc"] == figures["pooled"]["roc_auc"]
+    assert {r["device"] for r in document["devices"][:-1]} == set(figures["devices"])
+    assert "FedDetect" in result.stderr and "FedDetect" not in result.stdout
+    csv_run = CliRunner().invoke(app, [*args, "--format", "csv"])
+    assert csv_run.exit_code == 0, csv_run.output
+    header, *rows = csv_run.stdout.splitlines()
+    assert header.startswith("device,label,tpr,fpr,f1,tpr_w,fpr_w,f1_w,auc") and len(rows) == 3
 
 
 def test_cli_rejects_bad_keys_in_one_line(tmp_path: Path) -> None:
@@ -302,7 +331,11 @@ def test_run_view_reads_the_run_and_its_detector_gives_the_runs_verdicts(
         find_run("nope", tmp_path / "runs")
 
 
-def test_cli_compare_prints_and_records_the_three_modes(dataset: Path, tmp_path: Path) -> None:
+def test_cli_compare_prints_and_records_the_three_modes(dataset: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from fediot.faces.cli.app import console
+
+    monkeypatch.setattr(console, "width", 80)
     result = CliRunner().invoke(app, [
         "compare", "--dataset", "N-BaIoT", "--data-dir", str(dataset), "--clients", "2",
         "--rounds", "1", "--runs-dir", str(tmp_path / "runs"),
@@ -310,6 +343,8 @@ def test_cli_compare_prints_and_records_the_three_modes(dataset: Path, tmp_path:
     ])
     assert result.exit_code == 0, result.output
     assert "Danmini" in result.output and "Ecobee" in result.output
+    table = result.stdout[result.stdout.index("F1 / TPR / FPR"):]  # ("federated…" precedes)
+    assert "…" not in table and max(map(len, table.splitlines())) <= 80
     (run,) = (tmp_path / "runs").iterdir()
     comparison = json.loads((run / "comparison.json").read_text())
     assert set(comparison) == {"federated", "centralised", "local"}

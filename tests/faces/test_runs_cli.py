@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -110,3 +111,76 @@ def test_a_killed_run_shows_as_interrupted(tmp_path: Path) -> None:
     assert f"pid {pid} on" in output and "--resume" in output
     code, output = invoke("status", "--runs-dir", str(runs))  # the newest run
     assert code == 0 and "interrupted" in output
+
+
+@pytest.fixture
+def narrow(runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """80 columns, not a terminal; the finished run under two long timestamped ids, one of
+    them with 40 long log lines."""
+    monkeypatch.setattr(console, "width", 80)
+    first = tmp_path / "runs" / "20261129-203748-nbaiot-fed-fedavg"
+    later = tmp_path / "runs" / "20261129-213748-nbaiot-fed-fedadam-2"
+    for target in (first, later):
+        shutil.copytree(runs / "alpha", target)
+        status = json.loads((target / "status.json").read_text())
+        status.pop("started_at", None)  # ordered by the ids' timestamps
+        (target / "status.json").write_text(json.dumps(status))
+    with (later / "logs.jsonl").open("a") as f:
+        for i in range(40):
+            f.write(json.dumps({"time": "2026-11-29T21:37:48.123456+00:00",
+                                "device": "Ennio_Doorbell", "round": 1, "step": "train",
+                                "level": "INFO", "message": f"line {i}: " + "word " * 60})
+                    + "\n")
+    return tmp_path / "runs"
+
+
+def test_runs_at_80_columns_keep_ids_and_numbers_whole(narrow: Path) -> None:
+    code, output = invoke("runs", "--runs-dir", str(narrow))
+    assert code == 0, output
+    assert "…" not in output and max(map(len, output.splitlines())) <= 80
+    ids = sorted(p.name for p in narrow.iterdir())
+    lines = output.splitlines()
+    for run_id in ids:
+        assert sum(run_id in line for line in lines) == 1  # whole, on one line
+    f1 = RunView(narrow / ids[0]).results()["evaluation"]["pooled"]["window_vote"]["f1"]  # type: ignore[index]
+    assert all(f"{100 * f1:.2f}" in next(line for line in lines if i in line) for i in ids)
+    # oldest first by start: the id's timestamp, not which folder changed last
+    (narrow / ids[0] / "report.html").write_text("read")
+    order = [line.split()[0] for line in invoke("runs", "--runs-dir", str(narrow))[1]
+             .splitlines() if line.split() and line.split()[0] in ids]
+    assert order == ids
+
+
+def test_runs_format_json_and_csv_hold_the_tables_figures(narrow: Path) -> None:
+    code, output = invoke("runs", "--runs-dir", str(narrow), "--format", "json")
+    assert code == 0, output
+    records = json.loads(output)
+    assert [r["run"] for r in records] == sorted(p.name for p in narrow.iterdir())
+    pooled = RunView(narrow / records[0]["run"]).results()["evaluation"]["pooled"]  # type: ignore[index]
+    assert records[0]["f1"] == pooled["window_vote"]["f1"]
+    assert records[0]["state"] == "finished" and records[0]["round"] == 2
+    _, table = invoke("runs", "--runs-dir", str(narrow))
+    for record in records:
+        line = next(line for line in table.splitlines() if record["run"] in line)
+        assert f"{100 * record['f1']:.2f}" in line and f"{100 * record['fpr']:.2f}" in line
+    code, text = invoke("runs", "list", "--runs-dir", str(narrow), "--format", "csv")
+    assert code == 0, text
+    header, *rows = text.splitlines()
+    assert header.startswith("run,engine,state,round,total_rounds,devices,f1,tpr,fpr")
+    assert len(rows) == 2 and rows[0].startswith(records[0]["run"])
+
+
+def test_runs_show_logs_prints_that_many_lines_at_80_columns(narrow: Path) -> None:
+    run_id = "20261129-213748-nbaiot-fed-fedadam-2"
+    code, output = invoke("runs", "show", "latest", "--runs-dir", str(narrow), "--logs", "20")
+    assert code == 0, output
+    assert output.startswith(run_id)  # the newest start
+    assert str(narrow / run_id) in output.splitlines()[0]  # id and path whole on one line
+    assert max(map(len, output.splitlines()[1:])) <= 80
+    logs = output[output.index("last 20 of"):].splitlines()
+    assert len(logs) <= 20 + 4  # title, header, rule (no box when piped), rows
+    assert sum("line " in line for line in logs) == 20
+    before = output[:output.index("last 20 of")]
+    assert "…" not in before  # rounds and devices: numbers whole
+    for line in logs:  # only a message is cut, at its end
+        assert "…" not in line or line.rstrip().endswith("…")

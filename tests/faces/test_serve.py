@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 import shutil
 import socket
@@ -16,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,9 @@ from federated_data import device_rows, small_run_config, write_uci_dataset
 from fediot.core.catalog import DEVICES, FEATURE_NAMES, N_FEATURES
 from fediot.core.errors import FediotError
 from fediot.core.federated.messages import ModelState
+from fediot.core.liveness import ProcessIdentity
 from fediot.core.metrics.window import window_vote
-from fediot.engines.run_folder import RunFolder, RunView
+from fediot.engines.run_folder import RunFolder, RunView, parse_time
 from fediot.engines.simulation import simulate
 from fediot.faces.cli.app import app as cli
 from fediot.faces.cli.app import console, err_console
@@ -797,6 +798,16 @@ def test_a_run_without_a_model_answers_503_until_one_is_saved(run_root: Path,
         assert metric(scrape(http), "fediot_serve_model_reloads_total") == 0  # a first load
 
 
+def set_status(root: Path, **fields: Any) -> None:
+    """Rewrite a copied run's status: started an hour after the original, then ``fields``."""
+    status = json.loads((root / "status.json").read_text())
+    first = parse_time(status["started_at"]) or datetime.now(UTC)
+    status.update(started_at=(first + timedelta(hours=1)).isoformat(),
+                  owner=ProcessIdentity.current().to_dict(),
+                  heartbeat_at=datetime.now(UTC).isoformat(), **fields)
+    (root / "status.json").write_text(json.dumps(status))
+
+
 def test_latest_follows_a_later_run(run_root: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     copy_run(run_root, runs, "a-first")
@@ -805,9 +816,15 @@ def test_latest_follows_a_later_run(run_root: Path, tmp_path: Path) -> None:
             httpx.Client(base_url=url) as http:
         assert post(http, csv_body(rows), "text/csv").json()["run"] == "a-first"
         later = RunView(copy_run(run_root, runs, "b-later"))
-        os.utime(later.root / "config.yaml")  # the copy kept the old times; a new run is newer
         _, thresholds = later.load_model()
         RunFolder(later.root).save_model(new_weights(later, 2.0), thresholds)
+        set_status(later.root, state="running")  # started later, still running: not followed
+        assert post(http, csv_body(rows), "text/csv").json()["run"] == "a-first"
+        set_status(later.root, state="failed")  # nor once it failed
+        assert post(http, csv_body(rows), "text/csv").json()["run"] == "a-first"
+        # reading the older run (a report written into it) does not make it the newer
+        (runs / "a-first" / "report.html").write_text("read")
+        set_status(later.root, state="finished")  # a newly finished run takes over
         reply = post(http, csv_body(rows), "text/csv").json()
         assert reply["run"] == "b-later"
         np.testing.assert_allclose(reply["scores"], later.detector().score_samples(rows),
@@ -915,3 +932,26 @@ def test_fediot_export_writes_a_scorer_and_its_sidecar(run_root: Path, tmp_path:
                                        "--format", file_format])
     assert default.exit_code == 0, default.stderr
     assert len(list((tmp_path / run_root.name / "export").iterdir())) == 2
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_export_latest_skips_a_later_failed_run(run_root: Path, tmp_path: Path) -> None:
+    """A simulate that failed at once (a bad data dir) leaves a newer folder with only its
+    config: ``latest`` for a model still means the last finished run, and exporting that run
+    does not change which run is latest."""
+    runs = tmp_path / "runs"
+    good = copy_run(run_root, runs, "20261129-203748-nbaiot-fed-fedavg")
+    status = json.loads((good / "status.json").read_text())
+    status.pop("started_at", None)  # go by the id's timestamp
+    (good / "status.json").write_text(json.dumps(status))
+    failed = runs / "20261129-210000-nbaiot-fed-fedavg"
+    failed.mkdir()
+    shutil.copy(good / "config.yaml", failed / "config.yaml")
+    for _ in range(2):
+        result = CliRunner().invoke(cli, ["export", "--run", "latest", "--runs-dir", str(runs),
+                                          "--format", "onnx"])
+        assert result.exit_code == 0, result.stderr
+        assert good.name in result.stdout
+    assert create_app(str(failed), runs_dir=runs).state.source.model is None  # pinned: waits
+    source = create_app("latest", runs_dir=runs).state.source
+    assert source.model is not None and source.model.run_id == good.name

@@ -8,8 +8,9 @@
                          time, CPU, peak memory, bytes down/up per device)
       logs.jsonl         the devices' log lines, one JSON object each (``LogLine.to_dict``:
                          time, device, round, step, level, message), appended as steps end
-      status.json        state, phase, round and each device's state, the process that runs
-                         it and its heartbeat (``StatusRecorder``; read through
+      status.json        state, phase, round and each device's state, when the run started
+                         (``started_at``, kept on resume), the process that runs it and its
+                         heartbeat (``StatusRecorder``; read through
                          ``RunView.status``, which shows a dead run as ``interrupted``)
       checkpoint.npz     the last completed round's server state (for ``--resume``)
       results.json       final per-device and pooled metrics, thresholds, and per device the
@@ -26,7 +27,9 @@
       mlflow.json        the MLflow run this run is mirrored to (only with MLflow tracking)
 
 :class:`RunFolder` writes a run; :class:`RunView` reads one, finished or still running, for the
-faces (``fediot runs``, reports, dashboard, serving).
+faces (``fediot runs``, reports, dashboard, serving). Runs are ordered by when they started
+(:meth:`RunView.started_at`), never by file times, so reading a run reorders nothing;
+:func:`latest_run` is what ``latest`` means to every face.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ from fediot.core.federated.validation import Rejection
 from fediot.core.io import atomic_path
 from fediot.core.liveness import ProcessIdentity
 from fediot.core.model import AutoencoderDetector, FeatureScaler, ScalerStats
+
+_ID_STAMP: Final[re.Pattern[str]] = re.compile(r"^(\d{8}-\d{6})(?:-|$)")
 
 
 def new_run_id(config: Config, kind: str = "fed") -> str:
@@ -249,6 +254,16 @@ def _now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _first_start(root: Path) -> str:
+    """When the run first started: a resumed run keeps the time its ``status.json`` already
+    records, so resuming an old run does not make it the newest."""
+    try:
+        earlier = json.loads((root / "status.json").read_text()).get("started_at")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    return earlier if parse_time(earlier) is not None else _now_text()
+
+
 def _beat(recorder: weakref.ref[StatusRecorder], stop: threading.Event, seconds: float) -> None:
     """The heartbeat thread: holds only a weak reference, so a recorder dropped without
     :meth:`StatusRecorder.finish` (a test, an embedding program) stops its thread too."""
@@ -264,8 +279,9 @@ class StatusRecorder:
     appends the devices' log lines to ``logs.jsonl``, then passes every event on to ``inner``.
 
     ``status.json``: ``state`` (running / finished / failed), ``phase``, ``round`` of
-    ``total_rounds``, ``engine``, ``updated_at`` (the last event), ``owner`` (host, pid, start
-    token and pid namespace of the process recording the run:
+    ``total_rounds``, ``engine``, ``started_at`` (the first start; a resume keeps it),
+    ``updated_at`` (the last event), ``owner`` (host, pid, start token and pid namespace
+    of the process recording the run:
     :class:`~fediot.core.liveness.ProcessIdentity`), ``heartbeat_at`` (refreshed every
     ``heartbeat_seconds`` by a daemon thread while the run is running), and per device its
     ``state`` (training / idle / lost), ``last_seen``, ``last_round``, ``rejected`` (how many
@@ -298,6 +314,7 @@ class StatusRecorder:
         self._lock = threading.RLock()
         self.status: dict[str, Any] = {
             "run": folder.root.name, "state": "running", "phase": "starting", "round": 0,
+            "started_at": _first_start(folder.root),
             "total_rounds": config.train_args.comm_round,
             "engine": engine or config.comm_args.backend,
             "owner": ProcessIdentity.current().to_dict(),
@@ -516,6 +533,46 @@ class RunView:
         """``logs.jsonl`` lines from index ``start`` (devices' log lines, tagged)."""
         return self._jsonl("logs.jsonl")[start:]
 
+    def started_at(self) -> datetime:
+        """When the run started: ``status.json``'s ``started_at``, else the timestamp its id
+        starts with (``YYYYmmdd-HHMMSS-…``, UTC), else when ``config.yaml`` (written once, at
+        creation) was written. Reading or reporting a run never changes it."""
+        try:
+            raw = json.loads((self.root / "status.json").read_text())
+        except (OSError, ValueError):
+            raw = None
+        moment = parse_time(raw.get("started_at")) if isinstance(raw, dict) else None
+        if moment is not None:
+            return moment
+        stamp = _ID_STAMP.match(self.run_id)
+        if stamp is not None:
+            try:
+                return datetime.strptime(stamp.group(1), "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+            except ValueError:
+                pass
+        try:
+            return datetime.fromtimestamp((self.root / "config.yaml").stat().st_mtime, UTC)
+        except OSError:
+            return datetime.fromtimestamp(0, UTC)
+
+    def has_model(self) -> bool:
+        """Whether the run saved a global model (``model/weights.npz``)."""
+        return (self.root / "model" / "weights.npz").is_file()
+
+    def finished_with_model(self) -> bool:
+        """A model-bearing run a face may take as ``latest``: it saved a model and ended well
+        (``status.json`` says ``finished``; a run without a status file counts once it wrote
+        ``results.json``). Never a running, failed or interrupted run."""
+        if not self.has_model():
+            return False
+        try:
+            status = self.status()
+        except FediotError:
+            return False
+        if status is None:
+            return (self.root / "results.json").is_file()
+        return status.get("state") == "finished"
+
     def updated_at(self) -> float:
         """The newest modification time of the folder's files (seconds since the epoch)."""
         times = [self.root.stat().st_mtime]
@@ -622,24 +679,47 @@ def system_figures(rounds: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, d
     return figures
 
 
+LATEST: Final[str] = "latest"
+"""The run reference every face resolves with :func:`latest_run`."""
+
+
 def list_runs(runs_dir: Path) -> list[RunView]:
-    """Every run folder under ``runs_dir``, oldest first (by last change)."""
+    """Every run folder under ``runs_dir``, oldest first by start time
+    (:meth:`RunView.started_at`, then id): reading a run never reorders them."""
     if not runs_dir.is_dir():
         return []
     views = [RunView(p) for p in runs_dir.iterdir() if (p / "config.yaml").is_file()]
-    return sorted(views, key=lambda v: v.updated_at())
+    return sorted(views, key=lambda v: (v.started_at(), v.run_id))
 
 
-def find_run(reference: str | Path, runs_dir: Path) -> RunView:
-    """A run by folder path, by id under ``runs_dir``, by unique id prefix, or ``latest``."""
+def latest_run(runs_dir: Path, *, needs_model: bool) -> RunView | None:
+    """What ``latest`` means, for every face: the newest run under ``runs_dir`` by start time.
+
+    With ``needs_model`` (detect, export, serve) only runs that saved a model and finished
+    count (:meth:`RunView.finished_with_model`), so a failed, interrupted or still running run
+    never replaces the last good model; without it (``runs show``, ``report``, ``status``) the
+    newest run whatever its state. ``None`` when no run qualifies.
+    """
+    runs = list_runs(runs_dir)
+    if needs_model:
+        runs = [v for v in runs if v.finished_with_model()]
+    return runs[-1] if runs else None
+
+
+def find_run(reference: str | Path, runs_dir: Path, *, needs_model: bool = False) -> RunView:
+    """A run by folder path, by id under ``runs_dir``, by unique id prefix, or ``latest``
+    (:func:`latest_run`, with ``needs_model`` passed on)."""
     path = Path(reference)
     if (path / "config.yaml").is_file():
         return RunView(path)
-    runs = list_runs(runs_dir)
-    if str(reference) == "latest":
-        if not runs:
+    if str(reference) == LATEST:
+        latest = latest_run(runs_dir, needs_model=needs_model)
+        if latest is None:
+            if needs_model and list_runs(runs_dir):
+                raise FediotError(f"no finished run with a saved model under {runs_dir}")
             raise FediotError(f"no runs under {runs_dir}")
-        return runs[-1]
+        return latest
+    runs = list_runs(runs_dir)
     matches = [v for v in runs if v.run_id == str(reference)] or [
         v for v in runs if v.run_id.startswith(str(reference))]
     if len(matches) == 1:

@@ -160,7 +160,8 @@ def server_command(
         raise fail(f"the run completed but left no results in {runs_dir}")
     results = json.loads((folders[-1] / "results.json").read_text())["evaluation"]
     summary = EvaluationSummary(results["devices"], results["pooled"])
-    console.print(results_table(summary, "federated over Flower (deployment)"))
+    table, width = results_table(summary, "federated over Flower (deployment)", console)
+    console.print(table, width=width)
     traffic = status.get("network-traffic", {})
     console.print(f"run {status.get('run-id')}: {state}, {status.get('elapsed', 0):.0f} s, "
                   f"{traffic.get('total-bytes', 0):,} bytes; run folder: {folders[-1]}")

@@ -321,7 +321,7 @@ def detect(
     if threads is not None or interface is not None:
         torch.set_num_threads(threads or 1)
     try:
-        view = find_run(run, runs_dir)
+        view = find_run(run, runs_dir, needs_model=True)
         detector = _detector(view, window, device, devices, first_jitter, settle)
         stream = _open_output(output)
         writer = EveWriter(stream, view, interface, every)

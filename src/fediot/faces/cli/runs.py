@@ -20,6 +20,14 @@ from fediot.core.errors import FediotError
 from fediot.core.federated.privacy import describe as describe_privacy
 from fediot.engines.run_folder import RunView, find_run, finite_number, list_runs
 from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.tables import (
+    Column,
+    FormatOption,
+    OutputFormat,
+    fitted_table,
+    print_table,
+    write_records,
+)
 
 runs_app = typer.Typer(help="Run folders: list them (default) or show one.")
 app.add_typer(runs_app, name="runs")
@@ -62,60 +70,88 @@ def _runs_dir(ctx: typer.Context, runs_dir: Path | None) -> Path:
 
 
 @runs_app.callback(invoke_without_command=True)
-def runs_callback(ctx: typer.Context, runs_dir: RunsDirOption = None) -> None:
+def runs_callback(ctx: typer.Context, runs_dir: RunsDirOption = None,
+                  output_format: FormatOption = OutputFormat.table) -> None:
     """List the runs under --runs-dir, or `show` one."""
     ctx.obj = runs_dir
     if ctx.invoked_subcommand is None:
-        _list(_runs_dir(ctx, runs_dir))
+        _list(_runs_dir(ctx, runs_dir), output_format)
 
 
 @runs_app.command("list")
-def list_command(ctx: typer.Context, runs_dir: RunsDirOption = None) -> None:
+def list_command(ctx: typer.Context, runs_dir: RunsDirOption = None,
+                 output_format: FormatOption = OutputFormat.table) -> None:
     """One line per run: engine, state, round, devices, pooled F1 / TPR / FPR, last change."""
-    _list(_runs_dir(ctx, runs_dir))
+    _list(_runs_dir(ctx, runs_dir), output_format)
 
 
-def _list(runs_dir: Path) -> None:
+LIST_COLUMNS = (Column("run", right=False), Column("engine", right=False, drop=3),
+                Column("state", right=False), Column("round"), Column("devices", drop=2),
+                Column("F1"), Column("TPR", drop=1), Column("FPR", drop=1),
+                Column("updated", right=False, drop=4))
+
+
+def _list(runs_dir: Path, output_format: OutputFormat = OutputFormat.table) -> None:
     try:
         views = list_runs(runs_dir)
     except FediotError as error:
         raise fail(str(error)) from None
+    records = [_list_record(view) for view in views]
+    if output_format is not OutputFormat.table:
+        write_records(records, output_format)
+        return
     if not views:
         console.print(f"no runs under {runs_dir}")
         return
-    table = Table(title=f"runs under {runs_dir}", box=box.SIMPLE_HEAD, pad_edge=False,
-                  collapse_padding=True,
-                  caption="oldest first; F1 / TPR / FPR: pooled, with the window vote, percent")
-    table.add_column("run", overflow="fold", min_width=12, ratio=1)
-    for name in ("engine", "state", "round", "devices", "F1", "TPR", "FPR"):
-        table.add_column(name, no_wrap=True, justify="right" if name in (
-            "round", "devices", "F1", "TPR", "FPR") else "left")
-    table.add_column("updated", min_width=5)  # date above time in a narrow terminal
-    for view in views:
-        table.add_row(*_list_row(view))
-    console.print(table)
+    styles = {"failed": "red", "interrupted": "magenta", "running": "yellow"}
+    rows = []
+    for record in records:
+        state = str(record["state"])
+        style = styles.get(state, "")
+        rows.append([
+            escape(record["run"]), escape(str(record["engine"])),
+            f"[{style}]{escape(state)}[/]" if style else escape(state),
+            "" if record["total_rounds"] is None else f"{record['round']}/{record['total_rounds']}",
+            "" if record["devices"] is None else str(record["devices"]),
+            _pct(record["f1"]), _pct(record["tpr"]), _pct(record["fpr"]),
+            _when(datetime.fromisoformat(record["updated_at"]).timestamp(), short=True)])
+    print_table(console, LIST_COLUMNS, rows, title=f"runs under {escape(str(runs_dir))}",
+                box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                caption="oldest first (by start); F1 / TPR / FPR: pooled, with the window "
+                        "vote, percent")
+    unreadable = [r for r in records if r.get("error")]
+    for record in unreadable:
+        console.print(f"[red]{escape(record['run'])}[/]: {escape(str(record['error']))}",
+                      highlight=False, soft_wrap=True)
 
 
-def _list_row(view: RunView) -> list[str]:
-    """A run's cells; a run whose files cannot be read says so instead of stopping the list."""
+def _list_record(view: RunView) -> dict[str, Any]:
+    """A run's figures (fractions, not percent); a run whose files cannot be read says so
+    (``error``) instead of stopping the list."""
+    record: dict[str, Any] = {
+        "run": view.run_id, "engine": "?", "state": "unreadable", "round": None,
+        "total_rounds": None, "devices": None, "f1": None, "tpr": None, "fpr": None,
+        "started_at": view.started_at().isoformat(),
+        "updated_at": datetime.fromtimestamp(view.updated_at()).astimezone().isoformat(
+            timespec="seconds")}
     try:
         status = view.status() or {}
         results = view.results()
         config = view.config()
     except FediotError as error:
-        return [escape(view.run_id), "?", "unreadable", "", "", "", "", "",
-                escape(str(error))]
-    state = status.get("state") or ("finished" if results else "—")
-    total = status.get("total_rounds", config.train_args.comm_round)
-    done = results["rounds"] if results and "rounds" in results else status.get("round", 0)
-    devices = len(status["devices"]) if status.get("devices") else (
-        config.train_args.client_num_in_total)
+        record["error"] = str(error)
+        return record
     pooled = _pooled(results) or {}
-    style = {"failed": "red", "interrupted": "magenta", "running": "yellow"}.get(state, "")
-    return [escape(view.run_id), str(status.get("engine", config.comm_args.backend)),
-            f"[{style}]{state}[/]" if style else state, f"{done}/{total}", str(devices),
-            _pct(pooled.get("f1")), _pct(pooled.get("recall")), _pct(pooled.get("fpr")),
-            _when(view.updated_at(), short=True)]
+    record.update(
+        engine=str(status.get("engine", config.comm_args.backend)),
+        state=status.get("state") or ("finished" if results else "—"),
+        round=results["rounds"] if results and "rounds" in results else status.get("round", 0),
+        total_rounds=status.get("total_rounds", config.train_args.comm_round),
+        devices=len(status["devices"]) if status.get("devices") else (
+            config.train_args.client_num_in_total),
+        f1=finite_number(pooled.get("f1")), tpr=finite_number(pooled.get("recall")),
+        fpr=finite_number(pooled.get("fpr")))
+    return record
 
 
 @runs_app.command("show")
@@ -139,7 +175,9 @@ def show_command(
         raise fail(str(error)) from None
     t, d = config.train_args, config.data_args
     console.print(
-        f"[bold]{escape(view.run_id)}[/]  {escape(str(view.root))}\n"
+        f"[bold]{escape(view.run_id)}[/]  {escape(str(view.root))}",
+        highlight=False, soft_wrap=True)  # the id and path whole, never folded mid-name
+    console.print(
         f"state {status.get('state', '—')}, phase {status.get('phase', '—')}, round "
         f"{status.get('round', len(rounds))}/{t.comm_round}, engine "
         f"{status.get('engine', config.comm_args.backend)}, updated {_when(view.updated_at())}",
@@ -155,10 +193,10 @@ def show_command(
         f"{config.detection_args.describe_window()}, seed {config.common_args.random_seed}",
         highlight=False)
     if rounds:
-        console.print(_rounds_table(rounds))
+        _print(*_rounds_table(rounds))
     else:
         console.print("no completed round yet")
-    console.print(_devices_table(rounds, results))
+    _print(*_devices_table(rounds, results))
     rejected = _rejected_counts(status, results)
     if rejected:
         console.print("[red]rejected replies[/]: " + ", ".join(
@@ -183,27 +221,36 @@ def show_command(
         with contextlib.suppress(KeyError, TypeError, ValueError):  # a foreign results.json
             console.print(describe_privacy(privacy), highlight=False)
     if logs:
-        console.print(_logs_table(lines[-logs:], len(lines)))
+        _print(*_logs_table(lines[-logs:], len(lines)))
 
 
-def _rounds_table(rounds: list[dict[str, Any]]) -> Table:
-    table = Table(title="rounds", caption="bytes: summed over the round's devices")
-    for name in ("round", "devices", "loss", "validation", "learning rate", "seconds",
-                 "bytes down", "bytes up", "F1·w"):
-        table.add_column(name, justify="right", no_wrap=True)
+def _print(table: Table, width: int) -> None:
+    console.print(table, width=width)
+
+
+def _rounds_table(rounds: list[dict[str, Any]]) -> tuple[Table, int]:
+    """The rounds table and the width to print it at."""
+    columns = [Column("round"), Column("devices", drop=3), Column("loss"),
+               Column("validation", drop=1), Column("learning rate", drop=5),
+               Column("seconds", drop=2), Column("bytes down", drop=4),
+               Column("bytes up", drop=4), Column("F1·w")]
+    rows = []
     for r in rounds:
         system = r.get("system") or {}
         down = sum(s.get("bytes_down", 0) for s in system.values())
         up = sum(s.get("bytes_up", 0) for s in system.values())
         evaluation = r.get("evaluation") or {}
-        table.add_row(str(r["round"]), f"{len(r.get('answered', []))}/{len(r.get('clients', []))}",
-                      f"{r['train_loss']:.5f}",
-                      "—" if (v := finite_number(r.get("validation_loss"))) is None
-                      else f"{v:.5f}",
-                      f"{r['learning_rate']:.3g}",
-                      f"{r['seconds']:.2f}", _size(down), _size(up),
-                      _pct(evaluation.get("window_vote", {}).get("f1")))
-    return table
+        rows.append([str(r["round"]),
+                     f"{len(r.get('answered', []))}/{len(r.get('clients', []))}",
+                     f"{r['train_loss']:.5f}",
+                     "—" if (v := finite_number(r.get("validation_loss"))) is None
+                     else f"{v:.5f}",
+                     f"{r['learning_rate']:.3g}",
+                     f"{r['seconds']:.2f}", _size(down), _size(up),
+                     _pct(evaluation.get("window_vote", {}).get("f1"))])
+    table, width = fitted_table(console, columns, rows, title="rounds",
+                                caption="bytes: summed over the round's devices")
+    return table, width
 
 
 def _rejected_counts(status: dict[str, Any],
@@ -220,7 +267,7 @@ def _rejected_counts(status: dict[str, Any],
 
 
 def _devices_table(rounds: list[dict[str, Any]],
-                   results: dict[str, Any] | None) -> Table:
+                   results: dict[str, Any] | None) -> tuple[Table, int]:
     """Per device: final metrics (when finished) and its training figures summed over rounds
     (time, CPU, bytes) or their maximum (peak memory)."""
     totals: dict[str, dict[str, float]] = {}
@@ -235,12 +282,11 @@ def _devices_table(rounds: list[dict[str, Any]],
             total["peak_rss_bytes"] = max(total["peak_rss_bytes"],
                                           float(figures.get("peak_rss_bytes", 0)))
     evaluated = (results or {}).get("evaluation", {}).get("devices", {})
-    table = Table(title="devices", caption="TPR / FPR / F1: percent, with the window vote; "
-                  "time, CPU and bytes summed over the rounds trained; memory: peak")
-    table.add_column("device", no_wrap=True)
-    for name in ("TPR·w", "FPR·w", "F1·w", "rounds", "time s", "CPU s", "memory",
-                 "bytes down", "bytes up"):
-        table.add_column(name, justify="right", no_wrap=True)
+    columns = [Column("device", right=False), Column("TPR·w"), Column("FPR·w"),
+               Column("F1·w"), Column("rounds", drop=2), Column("time s", drop=1),
+               Column("CPU s", drop=3), Column("memory", drop=4),
+               Column("bytes down", drop=5), Column("bytes up", drop=5)]
+    rows = []
     for device in sorted(set(totals) | set(evaluated)):
         vote = evaluated.get(device, {}).get("window_vote", {})
         spent = totals.get(device)
@@ -248,21 +294,28 @@ def _devices_table(rounds: list[dict[str, Any]],
             str(int(spent["rounds"])), f"{spent['wall_seconds']:.2f}",
             f"{spent['cpu_seconds']:.2f}", _size(spent["peak_rss_bytes"]),
             _size(spent["bytes_down"]), _size(spent["bytes_up"])]
-        table.add_row(escape(client_label(device)), _pct(vote.get("recall")),
-                      _pct(vote.get("fpr")), _pct(vote.get("f1")), *figures)
-    return table
+        rows.append([escape(client_label(device)), _pct(vote.get("recall")),
+                     _pct(vote.get("fpr")), _pct(vote.get("f1")), *figures])
+    table, width = fitted_table(
+        console, columns, rows, title="devices",
+        caption="TPR / FPR / F1: percent, with the window vote; time, CPU and bytes summed "
+                "over the rounds trained; memory: peak")
+    return table, width
 
 
-def _logs_table(lines: list[dict[str, Any]], total: int) -> Table:
-    table = Table(title=f"last {len(lines)} of {total} log lines")
-    for name in ("time", "device", "round", "step", "level"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("message", overflow="fold")
+def _logs_table(lines: list[dict[str, Any]], total: int) -> tuple[Table, int]:
+    """One line per log line: the message (text) is cut with an ellipsis to fit."""
+    columns = [Column("time"), Column("device", right=False), Column("round", drop=2),
+               Column("step", right=False, drop=1), Column("level", right=False, drop=3),
+               Column("message", kind="clip", right=False)]
+    rows, styles = [], []
     for line in lines:
         level = str(line.get("level", ""))
-        style = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "red"}.get(level)
-        table.add_row(str(line.get("time", ""))[11:23], escape(client_label(
+        styles.append({"WARNING": "yellow", "ERROR": "red", "CRITICAL": "red"}.get(level))
+        rows.append([str(line.get("time", ""))[11:23], escape(client_label(
             str(line.get("device", "")))), "—" if line.get("round") is None else
-            str(line["round"]), str(line.get("step", "")), level,
-            escape(str(line.get("message", ""))), style=style)
-    return table
+            str(line["round"]), escape(str(line.get("step", ""))), escape(level),
+            escape(" ".join(str(line.get("message", "")).split()))])
+    table, width = fitted_table(console, columns, rows, styles,
+                                title=f"last {len(lines)} of {total} log lines")
+    return table, width

@@ -18,6 +18,7 @@ from fediot.core.federated.evaluation import EvaluationSummary
 from fediot.core.federated.messages import LogLine
 from fediot.core.federated.server import RoundRecord
 from fediot.core.safe_yaml import UnsafeInputError, load_yaml
+from fediot.faces.cli.tables import Column, fitted_table
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c",
                                                    help="fedml_config.yaml to start from")]
@@ -115,22 +116,39 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
 
 
-def results_table(summary: EvaluationSummary, title: str) -> Table:
-    """Per-device TPR / FPR / F1 row by row and with the window vote, plus ROC AUC."""
-    table = Table(title=title,
-                  caption="percent; ·w: with the window vote; AUC: area under the ROC curve")
-    table.add_column("device", no_wrap=True)
-    for name in ("TPR", "FPR", "F1", "TPR·w", "FPR·w", "F1·w", "AUC"):
-        table.add_column(name, justify="right", no_wrap=True)
+RESULT_COLUMNS: tuple[Column, ...] = (
+    Column("device", right=False), Column("TPR", drop=5), Column("FPR", drop=4), Column("F1"),
+    Column("TPR·w", drop=3), Column("FPR·w", drop=2), Column("F1·w"), Column("AUC"))
 
-    def row(label: str, metrics: dict[str, Any], style: str | None = None) -> None:
+
+def results_records(summary: EvaluationSummary) -> list[dict[str, Any]]:
+    """Per device, then ``all devices`` (``device`` ``None``): the figures of
+    :func:`results_table` as fractions (``*_w``: with the window vote)."""
+    def record(device: str | None, metrics: dict[str, Any]) -> dict[str, Any]:
         rows, vote = metrics["rows"], metrics["window_vote"]
-        auc = metrics["roc_auc"]
-        table.add_row(label, _pct(rows["recall"]), _pct(rows["fpr"]), _pct(rows["f1"]),
-                      _pct(vote["recall"]), _pct(vote["fpr"]), _pct(vote["f1"]),
-                      "—" if auc is None else f"{auc:.3f}", style=style)
+        return {"device": device, "label": client_label(device) if device else "all devices",
+                "tpr": rows["recall"], "fpr": rows["fpr"], "f1": rows["f1"],
+                "tpr_w": vote["recall"], "fpr_w": vote["fpr"], "f1_w": vote["f1"],
+                "auc": metrics["roc_auc"]}
 
-    for device, metrics in summary.devices.items():
-        row(client_label(device), metrics)
-    row("all devices", summary.pooled, style="bold")
-    return table
+    return [*(record(device, metrics) for device, metrics in summary.devices.items()),
+            record(None, summary.pooled)]
+
+
+def results_table(summary: EvaluationSummary, title: str,
+                  console: Console | None = None) -> tuple[Table, int]:
+    """Per-device TPR / FPR / F1 row by row and with the window vote, plus ROC AUC, fitted to
+    ``console`` (default: the CLI's): the table and the width to print it at."""
+    if console is None:
+        from fediot.faces.cli.app import console as cli_console
+        console = cli_console
+    rows, styles = [], []
+    for r in results_records(summary):
+        auc = r["auc"]
+        rows.append([escape(r["label"]), _pct(r["tpr"]), _pct(r["fpr"]), _pct(r["f1"]),
+                     _pct(r["tpr_w"]), _pct(r["fpr_w"]), _pct(r["f1_w"]),
+                     "—" if auc is None else f"{auc:.3f}"])
+        styles.append("bold" if r["device"] is None else None)
+    return fitted_table(console, RESULT_COLUMNS, rows, styles, title=escape(title),
+                        caption="percent; ·w: with the window vote; "
+                                "AUC: area under the ROC curve")

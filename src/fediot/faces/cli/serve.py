@@ -124,7 +124,7 @@ def export_command(
     if file_format not in EXPORT_FORMATS:
         raise fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got {file_format!r}")
     try:
-        view = find_run(run, runs_dir)
+        view = find_run(run, runs_dir, needs_model=True)
         target = output or view.root / "export" / f"scorer{EXPORT_SUFFIXES[file_format]}"
         if target.suffix == ".json":
             raise FediotError(f"{target}: the .json name is the sidecar's; pick another suffix")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from fediot.core.catalog import client_label
 from fediot.core.config import Config
@@ -18,7 +18,7 @@ from fediot.core.federated.privacy import describe as describe_privacy
 from fediot.core.federated.server import RunResult
 from fediot.engines.run_folder import RunFolder
 from fediot.engines.simulation import local_summary, run_centralised, run_local, simulate
-from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.app import app, console, err_console, fail
 from fediot.faces.cli.dashboard import DashboardHostOption, DashboardOption, live_dashboard
 from fediot.faces.cli.runs_common import (
     ClientsOption,
@@ -37,7 +37,15 @@ from fediot.faces.cli.runs_common import (
     WorkersOption,
     progress_bar,
     resolve_config,
+    results_records,
     results_table,
+)
+from fediot.faces.cli.tables import (
+    Column,
+    FormatOption,
+    OutputFormat,
+    print_table,
+    write_records,
 )
 
 
@@ -77,31 +85,41 @@ def simulate_command(
     resume: Annotated[Path | None, typer.Option(
         help="continue the interrupted run in this run folder (its own config applies)")] = None,
     dashboard: DashboardOption = None, dashboard_host: DashboardHostOption = "127.0.0.1",
+    output_format: FormatOption = OutputFormat.table,
 ) -> None:
-    """Federated training of the devices on this machine; prints the per-device table."""
+    """Federated training of the devices on this machine; prints the per-device table (or,
+    with --format json / csv, its figures on stdout, everything else on stderr)."""
+    chatter = console if output_format is OutputFormat.table else err_console
     try:
         if resume is not None:
             cfg = RunFolder(resume).load_config()
         else:
             cfg = _config(config, rounds, workers, clients, per_round, optimizer, dataset,
                           data_dir, seed, runs_dir, set_, engine, ray_address)
-        console.print(f"[bold]FedDetect[/]: {_describe(cfg)}")
+        chatter.print(f"[bold]FedDetect[/]: {_describe(cfg)}")
         started = time.perf_counter()
         shown = resume.parent if resume else Path(cfg.tracking_args.log_file_dir).expanduser()
-        with live_dashboard(shown, dashboard, dashboard_host), progress_bar(console) as progress:
+        with live_dashboard(shown, dashboard, dashboard_host), progress_bar(chatter) as progress:
             result, folder = simulate(cfg, ProgressObserver(progress, cfg.train_args.comm_round),
                                       resume=resume)
     except FediotError as error:
         raise fail(str(error)) from None
-    console.print(results_table(result.evaluation,
-                                f"federated ({cfg.train_args.federated_optimizer}), "
-                                f"window {cfg.detection_args.describe_window()}"))
-    console.print(f"thresholds: {cfg.detection_args.threshold_mode}, "
+    if output_format is OutputFormat.table:
+        table, width = results_table(result.evaluation,
+                                     f"federated ({cfg.train_args.federated_optimizer}), "
+                                     f"window {cfg.detection_args.describe_window()}", console)
+        console.print(table, width=width)
+    else:
+        records = results_records(result.evaluation)
+        write_records(records, output_format, {"run": folder.root.name,
+                                               "run_folder": str(folder.root),
+                                               "devices": records})
+    chatter.print(f"thresholds: {cfg.detection_args.threshold_mode}, "
                   f"k = {cfg.detection_args.threshold_k}; "
                   f"{time.perf_counter() - started:.1f} s; run folder: {folder.root}")
-    console.print(model_choice(result))
+    chatter.print(model_choice(result))
     if result.privacy is not None:
-        console.print(describe_privacy(result.privacy), highlight=False)
+        chatter.print(describe_privacy(result.privacy), highlight=False)
 
 
 def model_choice(result: RunResult) -> str:
@@ -121,9 +139,15 @@ def model_choice(result: RunResult) -> str:
             f"{sum(d.opt + d.warmup_opt for d in result.data.values()):,})")
 
 
-def _f1(summary: EvaluationSummary, device: str | None, key: str) -> str:
+def _figure(summary: EvaluationSummary, device: str | None, key: str) -> float | None:
+    """A window-vote figure (a fraction) of ``device``, the pooled one for ``None``."""
     metrics = summary.pooled if device is None else summary.devices[device]
     value = metrics["window_vote"][key]
+    return None if value is None else float(value)
+
+
+def _f1(summary: EvaluationSummary, device: str | None, key: str) -> str:
+    value = _figure(summary, device, key)
     return "—" if value is None else f"{100 * value:.2f}"
 
 
@@ -133,12 +157,15 @@ def compare_command(
     clients: ClientsOption = None, optimizer: OptimizerOption = None,
     dataset: DatasetOption = None, data_dir: DataDirOption = None, seed: SeedOption = None,
     runs_dir: OutOption = None, set_: SetOption = None,
+    output_format: FormatOption = OutputFormat.table,
 ) -> None:
-    """Federated vs centralised vs local-only training on identical splits and evaluation."""
+    """Federated vs centralised vs local-only training on identical splits and evaluation
+    (--format json / csv: the figures on stdout, everything else on stderr)."""
+    chatter = console if output_format is OutputFormat.table else err_console
     try:
         cfg = _config(config, rounds, workers, clients, None, optimizer, dataset, data_dir,
                       seed, runs_dir, set_)
-        console.print(f"[bold]compare[/]: {_describe(cfg)}")
+        chatter.print(f"[bold]compare[/]: {_describe(cfg)}")
         summaries: dict[str, EvaluationSummary] = {}
         folders: list[RunFolder] = []
 
@@ -156,7 +183,7 @@ def compare_command(
         runs: dict[str, Callable[[ProgressObserver], EvaluationSummary]] = {
             "federated": federated, "centralised": centralised, "local": local}
         for name, run in runs.items():
-            with progress_bar(console) as progress:
+            with progress_bar(chatter) as progress:
                 total = cfg.train_args.comm_round * (
                     cfg.train_args.client_num_in_total if name == "local" else 1)
                 progress.console.print(f"[dim]{name}…[/]")
@@ -164,19 +191,26 @@ def compare_command(
         folders[0].save_comparison(summaries)
     except FediotError as error:
         raise fail(str(error)) from None
-    table = Table(title=f"F1 / TPR / FPR % with the window vote "
-                        f"({cfg.detection_args.describe_window()})")
-    table.add_column("device")
-    for name in summaries:
-        table.add_column(f"{name} F1", justify="right")
-    for name in summaries:
-        table.add_column(f"{name} TPR/FPR", justify="right")
-    devices = list(summaries["federated"].devices)
-    for device in [*devices, None]:
-        table.add_row(
-            client_label(device) if device else "all devices",
-            *(_f1(s, device, "f1") for s in summaries.values()),
-            *(f"{_f1(s, device, 'recall')}/{_f1(s, device, 'fpr')}" for s in summaries.values()),
-            style="bold" if device is None else None,
-        )
-    console.print(table)
+    devices: list[str | None] = [*summaries["federated"].devices, None]
+    if output_format is not OutputFormat.table:
+        records = [{"device": device, "label": client_label(device) if device else
+                    "all devices", **{f"{name}_{key}": _figure(s, device, source)
+                                      for name, s in summaries.items()
+                                      for key, source in (("f1", "f1"), ("tpr", "recall"),
+                                                          ("fpr", "fpr"))}}
+                   for device in devices]
+        write_records(records, output_format, {"run": folders[0].root.name,
+                                               "window": cfg.detection_args.describe_window(),
+                                               "devices": records})
+        return
+    columns = [Column("device", right=False),
+               *(Column(f"{name} F1") for name in summaries),
+               *(Column(f"{name} TPR/FPR", drop=len(summaries) - i)
+                 for i, name in enumerate(summaries))]
+    rows = [[escape(client_label(device) if device else "all devices"),
+             *(_f1(s, device, "f1") for s in summaries.values()),
+             *(f"{_f1(s, device, 'recall')}/{_f1(s, device, 'fpr')}"
+               for s in summaries.values())] for device in devices]
+    print_table(console, columns, rows, ["bold" if d is None else None for d in devices],
+                title=f"F1 / TPR / FPR % with the window vote "
+                      f"({escape(cfg.detection_args.describe_window())})")

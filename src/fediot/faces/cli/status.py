@@ -9,20 +9,21 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from fediot.core.catalog import client_label
 from fediot.core.errors import FediotError
-from fediot.engines.run_folder import RunView
+from fediot.engines.run_folder import RunView, latest_run
 from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.tables import Column, print_table
 
 STATE_STYLES = {"failed": "red", "interrupted": "magenta", "running": "yellow"}
 
 
 def newest_run(runs_dir: Path) -> Path | None:
-    """The run folder whose ``status.json`` changed last."""
-    runs = [p for p in runs_dir.glob("*") if (p / "status.json").is_file()]
-    return max(runs, key=lambda p: (p / "status.json").stat().st_mtime) if runs else None
+    """The newest run by start time (:func:`~fediot.engines.run_folder.latest_run`, any
+    state): the run that ``latest`` names."""
+    view = latest_run(runs_dir, needs_model=False)
+    return view.root if view is not None else None
 
 
 @app.command("status")
@@ -52,16 +53,18 @@ def status_command(
                       f"{escape(str(status.get('interrupted_because')))}; the command that "
                       f"started it, with `--resume {escape(str(folder))}`, continues it from "
                       f"its last checkpoint", highlight=False)
-    table = Table(title="devices")
-    for name in ("device", "state", "last round", "last seen", "rejected"):
-        table.add_column(name)
+    columns = [Column("device", right=False), Column("state", right=False),
+               Column("last round"), Column("last seen", right=False, drop=1),
+               Column("rejected")]
+    rows, styles = [], []
     for device, info in (status.get("devices") or {}).items():
         style = {"lost": "red", "training": "yellow"}.get(info["state"])
         rejected = int(info.get("rejected") or 0)
-        table.add_row(client_label(device), info["state"], str(info["last_round"] or "—"),
-                      info["last_seen"] or "—", str(rejected) if rejected else "—",
-                      style=style or ("red" if rejected else None))
-    console.print(table)
+        rows.append([escape(client_label(device)), escape(str(info["state"])),
+                     str(info["last_round"] or "—"), escape(str(info["last_seen"] or "—")),
+                     str(rejected) if rejected else "—"])
+        styles.append(style or ("red" if rejected else None))
+    print_table(console, columns, rows, styles, title="devices")
     for device, info in (status.get("devices") or {}).items():
         if info.get("last_rejection"):
             console.print(f"[red]last rejected reply of {escape(client_label(device))}:[/] "

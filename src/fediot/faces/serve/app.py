@@ -255,7 +255,7 @@ def create_app(view_or_run_ref: RunView | str | Path, *, runs_dir: Path = Path("
     ----------
     view_or_run_ref
         A :class:`RunView`, or a run reference for :func:`find_run` (path, id, unique prefix,
-        or ``latest``, which follows the newest run with a saved model).
+        or ``latest``, which follows the newest finished run with a saved model).
     runs_dir
         Where run ids and ``latest`` are looked up (default ``runs``).
     device

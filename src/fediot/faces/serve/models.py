@@ -10,9 +10,10 @@ concurrent requests keep scoring with the old one. What it follows:
 
 - a pinned run (path, id or prefix): that run's ``model/`` files, e.g. a simulation still
   running that saves its global model;
-- ``latest``: the newest run under ``runs_dir`` that has a saved model, re-resolved at every
-  check, so a later run's model replaces the current one as soon as it is saved (a newer run
-  without a model yet does not take over).
+- ``latest``: :func:`~fediot.engines.run_folder.latest_run` with a model required: the newest
+  run (by start time) under ``runs_dir`` that finished with a saved model, re-resolved at every
+  check, so a later run's model replaces the current one once that run finishes (a newer run
+  still running, failed or interrupted does not take over, nor does reading an older run).
 
 A model is reloaded when any of ``model/weights.npz``, ``scaler.npz`` or ``thresholds.json``
 changes (size or modification time), not only the weights that
@@ -34,11 +35,10 @@ from typing import Final
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import Thresholds
 from fediot.core.model import AutoencoderDetector, FeatureScaler
-from fediot.engines.run_folder import RunView, find_run, list_runs
+from fediot.engines.run_folder import LATEST, RunView, find_run, latest_run
 
 log = logging.getLogger("fediot.serve")
 
-LATEST: Final[str] = "latest"
 MODEL_FILES: Final[tuple[str, ...]] = ("weights.npz", "scaler.npz", "thresholds.json")
 
 Signature = tuple[tuple[int, int] | None, ...]
@@ -150,7 +150,8 @@ class ModelSource:
         self.check_interval = check_interval
         self.follows_latest = isinstance(reference, str) and reference == LATEST
         self._pinned = None if self.follows_latest else (
-            reference if isinstance(reference, RunView) else find_run(reference, self.runs_dir))
+            reference if isinstance(reference, RunView)
+            else find_run(reference, self.runs_dir, needs_model=True))
         self._on_load = on_load
         self._on_failure = on_failure
         self._lock = threading.Lock()
@@ -170,9 +171,7 @@ class ModelSource:
     def _view(self) -> RunView | None:
         if self._pinned is not None:
             return self._pinned
-        runs = list_runs(self.runs_dir)
-        with_model = [v for v in runs if v.model_version() is not None]
-        return with_model[-1] if with_model else None
+        return latest_run(self.runs_dir, needs_model=True)
 
     def refresh(self) -> bool:
         """Look now; load and swap in a newer model. True if the model changed."""
