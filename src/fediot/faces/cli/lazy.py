@@ -42,9 +42,11 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "export": (("serve",), "Write the global model as one graph: raw 115-feature float32 rows → "
                "per-row scores."),
     "simulate": (("simulate",), "Federated training of the devices on this machine; prints the "
-                 "per-device table."),
+                 "per-device table (or, with --format json / csv, its figures on stdout, "
+                 "everything else on stderr)."),
     "compare": (("simulate",), "Federated vs centralised vs local-only training on identical "
-                "splits and evaluation."),
+                "splits and evaluation (--format json / csv: the figures on stdout, everything "
+                "else on stderr)."),
     "status": (("status",), "Show RUN's state and round, and each device's state and last contact "
                "(RUN: a run folder; default: the newest under --runs-dir)."),
     "data": (("data", "nbaiot"), "Datasets: the embedded testbed and N-BaIoT."),
