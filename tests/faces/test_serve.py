@@ -914,7 +914,7 @@ def test_fediot_export_writes_a_scorer_and_its_sidecar(run_root: Path, tmp_path:
     result = CliRunner().invoke(cli, ["export", "--run", str(run_root), "--format", file_format,
                                       "--output", str(output)])
     assert result.exit_code == 0, result.stderr
-    sidecar = json.loads(output.with_suffix(".json").read_text())
+    sidecar = json.loads(Path(f"{output}.json").read_text())
     view = RunView(run_root)
     _, thresholds = view.load_model()
     assert sidecar["thresholds"] == thresholds.to_dict() and sidecar["window"] == 3
@@ -932,6 +932,20 @@ def test_fediot_export_writes_a_scorer_and_its_sidecar(run_root: Path, tmp_path:
                                        "--format", file_format])
     assert default.exit_code == 0, default.stderr
     assert len(list((tmp_path / run_root.name / "export").iterdir())) == 2
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_onnx_and_torchscript_exports_keep_their_own_sidecars(run_root: Path,
+                                                             tmp_path: Path) -> None:
+    run = copy_run(run_root, tmp_path)
+    for file_format in ("onnx", "torchscript"):
+        result = CliRunner().invoke(cli, ["export", "--run", str(run), "--format", file_format])
+        assert result.exit_code == 0, result.stderr
+    export = run / "export"
+    assert sorted(path.name for path in export.iterdir()) == [
+        "scorer.onnx", "scorer.onnx.json", "scorer.pt", "scorer.pt.json"]
+    assert json.loads((export / "scorer.onnx.json").read_text())["format"] == "onnx"
+    assert json.loads((export / "scorer.pt.json").read_text())["format"] == "torchscript"
 
 
 @pytest.mark.usefixtures("wide_console")

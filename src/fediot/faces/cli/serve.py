@@ -107,6 +107,12 @@ def _sidecar(model: LoadedModel, file_format: str, model_path: Path) -> dict[str
     }
 
 
+def sidecar_path(model_file: Path) -> Path:
+    """The JSON beside an exported graph: its whole name + ``.json`` (``scorer.onnx.json``), so
+    that exports of different formats in one folder never share one."""
+    return model_file.with_name(model_file.name + ".json")
+
+
 @app.command("export")
 def export_command(
     file_format: Annotated[str, typer.Option(
@@ -119,7 +125,8 @@ def export_command(
     """Write the global model as one graph: raw 115-feature float32 rows → per-row scores.
 
     The graph holds the scaler (signed log1p, standardisation) and the autoencoder; a JSON
-    file beside it (same name, .json) holds the thresholds, window and column order.
+    file beside it (the graph's name + .json, e.g. scorer.onnx.json) holds the thresholds,
+    window and column order.
     """
     if file_format not in EXPORT_FORMATS:
         raise fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got {file_format!r}")
@@ -130,7 +137,7 @@ def export_command(
             raise FediotError(f"{target}: the .json name is the sidecar's; pick another suffix")
         model = load_model(view)  # one snapshot for the graph and the sidecar
         export_scorer(model.detector, target, file_format)
-        sidecar = target.with_suffix(".json")
+        sidecar = sidecar_path(target)
         with atomic_path(sidecar) as tmp:
             tmp.write_text(json.dumps(_sidecar(model, file_format, target), indent=2) + "\n")
     except FediotError as error:
