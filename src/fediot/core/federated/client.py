@@ -63,6 +63,7 @@ from fediot.core.federated.secure_aggregation import (
     SecAggReply,
     SecAggTask,
 )
+from fediot.core.federated.validation import scaler_array_problem
 from fediot.core.metrics import ClassCounts, smallest_quiet_window, window_vote
 from fediot.core.model import (
     Autoencoder,
@@ -300,12 +301,9 @@ class DeviceGuards:
         if isinstance(scaler.n, bool) or not isinstance(scaler.n, int | np.integer) \
                 or scaler.n < 1:
             raise TaskRefusedError(f"the scaler's row count {scaler.n!r:.40} is not ≥ 1")
-        for name in ("sum", "sumsq"):
-            array = getattr(scaler, name)
-            if not isinstance(array, np.ndarray) or array.shape != (N_FEATURES,):
-                raise TaskRefusedError(f"the scaler's {name} is not {N_FEATURES} values")
-            if not np.isfinite(array).all():
-                raise TaskRefusedError(f"the scaler's {name} holds NaN or infinite values")
+        problem = scaler_array_problem(scaler)
+        if problem is not None:
+            raise TaskRefusedError(f"the scaler's {problem}")
 
     def check_fit(self, task: Any, shapes: list[tuple[int, ...]]) -> None:
         """A training task within bounds."""

@@ -182,18 +182,27 @@ def check_error_stats(stats: Any, what: str, max_n: int = MAX_ROWS) -> ErrorStat
     return stats
 
 
+def scaler_array_problem(stats: ScalerStats) -> str | None:
+    """What is wrong with the scaler's sums (not one finite value per feature), or None.
+    Shared by the server's door and the device's guard, which word the error their own way."""
+    for name in ("sum", "sumsq"):
+        array = getattr(stats, name)
+        if not isinstance(array, np.ndarray) or array.shape != (N_FEATURES,):
+            return f"{name} is not {N_FEATURES} values"
+        if not np.isfinite(array).all():
+            return f"{name} holds NaN or infinite values"
+    return None
+
+
 def check_scaler(stats: Any, what: str) -> ScalerStats:
     """``stats`` as :class:`ScalerStats` of ≥ 1 row over the model's features, finite, with
     Σx² ≥ (Σx)²/n per feature."""
     if not isinstance(stats, ScalerStats):
         raise _fail(f"{what} must be ScalerStats, got {type(stats).__name__}")
     n = _count(stats.n, f"{what}.n", 1)
-    for name in ("sum", "sumsq"):
-        array = getattr(stats, name)
-        if not isinstance(array, np.ndarray) or array.shape != (N_FEATURES,):
-            raise _fail(f"{what}.{name} must be {N_FEATURES} values")
-        if not np.isfinite(array).all():
-            raise _fail(f"{what}.{name} holds NaN or infinite values")
+    problem = scaler_array_problem(stats)
+    if problem is not None:
+        raise _fail(f"{what}.{problem}")
     if (stats.sumsq < 0).any():
         raise _fail(f"{what}.sumsq holds negative values")
     floor = stats.sum * stats.sum / n
