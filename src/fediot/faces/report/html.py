@@ -12,6 +12,8 @@ allow, under a banner saying the report is partial.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,13 +30,21 @@ from fediot.core.errors import FediotError
 from fediot.core.federated.devices import client_ids
 from fediot.core.io import atomic_path
 from fediot.core.metrics import roc_curve_from_histograms
-from fediot.core.model import ErrorStats, error_bin_edges
+from fediot.core.model import (
+    BIN_WIDTH_LOG10,
+    N_ERROR_BINS,
+    ErrorStats,
+    error_bin_edges,
+    threshold_quantile,
+)
 from fediot.engines.run_folder import RunView, finite_number, system_figures
 from fediot.faces.report.svg import (
     PALETTE,
     BarSeries,
     ChartSize,
     HistogramSeries,
+    Interval,
+    RangeRow,
     Reference,
     Series,
     bar_chart,
@@ -42,6 +52,8 @@ from fediot.faces.report.svg import (
     format_number,
     histogram_chart,
     line_chart,
+    number_text,
+    range_chart,
     roc_chart,
 )
 
@@ -50,6 +62,15 @@ POOLED = "pooled"
 POOLED_COLOR = "#222222"
 BENIGN_COLOR = "#59a14f"
 ATTACK_COLOR = "#e15759"
+THRESHOLD_ROWS_COLOR = "#4e79a7"
+BAND_QUANTILES: tuple[float, float, float] = (0.01, 0.5, 0.99)
+"""The threshold chart's bands: from the 1st to the 99th percentile, a dot at the median."""
+TPR_AT_FPR: tuple[float, ...] = (0.001, 0.01)
+"""The ROC table's operating points: the TPR reached with at most this FPR."""
+ZERO_BARS_AXIS: float = 0.01
+"""The top of a rate axis whose bars are all 0 (1 %), rather than 100 %."""
+ROC_FPR_FLOOR_MAX: float = 1e-3
+"""The log-FPR axis of the ROC chart starts at or below this FPR."""
 
 
 # ---------------------------------------------------------------------------- data
@@ -70,6 +91,21 @@ class RocCurve:
     fpr: npt.NDArray[np.float64]
     tpr: npt.NDArray[np.float64]
     auc: float
+
+
+def tpr_at_fpr(curve: RocCurve, fpr: float) -> float:
+    """The largest TPR of the curve's points whose FPR is at most ``fpr`` (thresholds on the
+    histogram bin edges, no interpolation: an operating point that exists)."""
+    return float(curve.tpr[curve.fpr <= fpr + 1e-12].max())
+
+
+def roc_fpr_floor(benign_rows: int) -> float:
+    """The log-FPR axis' floor: the power of ten at or below one benign row's FPR
+    (``1 / benign_rows``) of the largest benign set, and at most :data:`ROC_FPR_FLOOR_MAX`;
+    so only points with FPR 0 are drawn at the floor."""
+    if benign_rows < 1:
+        return ROC_FPR_FLOOR_MAX
+    return min(ROC_FPR_FLOOR_MAX, 10.0 ** math.floor(-math.log10(benign_rows) + 1e-12))
 
 
 def roc_curve(benign: ErrorStats, attack: ErrorStats) -> RocCurve | None:
@@ -128,7 +164,7 @@ class RunData:
         return client_ids(self.config)
 
     def error_stats(self) -> dict[str, tuple[ErrorStats, ErrorStats]]:
-        """Per device its (benign, attack) score statistics from ``results.json``."""
+        """Per device its (benign, attack) test-split score statistics from ``results.json``."""
         raw = (self.results or {}).get("error_stats") or {}
         parsed = {}
         for device, pair in raw.items():
@@ -139,6 +175,26 @@ class RunData:
                 raise FediotError(f"{self.root / 'results.json'}: error_stats[{device!r}]: "
                                   f"{error}") from None
         return parsed
+
+    def threshold_stats(self) -> dict[str, ErrorStats]:
+        """Per device the score statistics of its threshold rows (the benign rows its
+        threshold was set from), from ``results.json`` ``threshold_stats``."""
+        raw = (self.results or {}).get("threshold_stats") or {}
+        parsed = {}
+        for device, stats in raw.items():
+            try:
+                parsed[device] = ErrorStats.from_dict(stats)
+            except (TypeError, FediotError) as error:
+                raise FediotError(f"{self.root / 'results.json'}: threshold_stats[{device!r}]:"
+                                  f" {error}") from None
+        return parsed
+
+    def device_threshold(self, device: str) -> float | None:
+        """The device's final threshold: ``thresholds.per_device``, else its evaluation's."""
+        per_device = self.thresholds().get("per_device") or {}
+        found = finite_number(per_device.get(device))
+        return found if found is not None else finite_number(
+            self.device_metrics(device).get("threshold"))
 
     def device_metrics(self, device: str) -> dict[str, Any]:
         devices = (self.results or {}).get("evaluation", {}).get("devices", {})
@@ -157,7 +213,8 @@ def _metric(metrics: Mapping[str, Any], kind: str, key: str) -> float | None:
 
 
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f} %"
+    # a no-break space: a number never wraps away from its unit
+    return "—" if value is None else f"{100 * value:.2f}\u00a0%"
 
 
 def _auc_text(value: float | None) -> str:
@@ -170,6 +227,26 @@ def _device_colors(devices: Sequence[str]) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------- html helpers
 
+_ID_TOKEN = re.compile(r"\d{8}-\d{6}[-_.]*|[^-_.]+[-_.]*|[-_.]+")
+"""One unbreakable part of a run id: its ``YYYYmmdd-HHMMSS`` stamp, or a word with the
+separators after it."""
+
+
+def _timestamp_html(text: str) -> str:
+    """An ISO timestamp escaped, its date and its time each unbreakable, a line-break chance
+    only between them."""
+    date, mark, time = text.partition("T")
+    parts = [date, mark + time] if mark else [text]
+    return "<wbr>".join(f'<span class="whole">{esc(part)}</span>' for part in parts)
+
+
+def whole_text_html(text: str) -> str:
+    """``text`` escaped, in parts that never break inside (a run id's stamp, each word with
+    its trailing ``-``/``_``/``.``), with line-break chances only between them."""
+    return "<wbr>".join(f'<span class="whole">{esc(part)}</span>'
+                        for part in _ID_TOKEN.findall(text))
+
+
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, name: str,
            caption: str = "", row_keys: Sequence[str] | None = None) -> str:
@@ -180,13 +257,21 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, name: str,
         key = f' data-key="{esc(row_keys[number])}"' if row_keys else ""
         cells = f'<th scope="row">{row[0]}</th>' + "".join(f"<td>{c}</td>" for c in row[1:])
         body.append(f"<tr{key}>{cells}</tr>")
-    caption_html = f"<caption>{esc(caption)}</caption>" if caption else ""
-    return (f'<table class="data" data-table="{esc(name)}">{caption_html}<thead><tr>{head}'
-            f"</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    # a wide table scrolls inside its own box, so a phone's page never scrolls sideways; the
+    # caption stays outside it, as wide as the page rather than the table
+    described = f' aria-describedby="caption-{esc(name)}"' if caption else ""
+    caption_html = (f'<p class="table-caption" id="caption-{esc(name)}">{esc(caption)}</p>'
+                    if caption else "")
+    return (f'<div class="table-scroll"><table class="data" data-table="{esc(name)}"'
+            f"{described}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
+            f"</table></div>{caption_html}")
 
 
-def _figure(chart: str, name: str, caption: str = "", **data: str) -> str:
-    attributes = "".join(f' data-{k}="{esc(v)}"' for k, v in data.items())
+def _figure(chart: str, name: str, caption: str = "", anchor: str = "", **data: str) -> str:
+    """A ``<figure data-figure=NAME>`` holding ``chart``; ``anchor``: its ``id`` (none by
+    default); ``data``: more ``data-KEY`` attributes."""
+    attributes = (f' id="{esc(anchor)}"' if anchor else "") + "".join(
+        f' data-{k}="{esc(v)}"' for k, v in data.items())
     caption_html = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
     return f'<figure data-figure="{esc(name)}"{attributes}>{chart}{caption_html}</figure>'
 
@@ -213,22 +298,23 @@ def _header(data: RunData) -> str:
     finished = (data.results or {}).get("finished_at")
     t, d = config.train_args, config.detection_args
     facts = [
-        ("run", data.run_id),
-        ("state", state + (" — partial report" if data.partial else "")),
-        ("engine", str(status.get("engine", config.comm_args.backend))),
-        ("devices", f"{len(devices)}: " + ", ".join(client_label(x) for x in devices)),
-        ("rounds", f"{len(data.rounds)} of {total} completed"),
-        ("optimiser", f"{t.federated_optimizer} (clients: {t.client_optimizer}, "
-                      f"lr {format_number(t.learning_rate)}, {t.epochs} epoch(s)/round)"),
-        ("dataset", config.data_args.dataset),
-        ("detection", f"threshold {d.threshold_mode}, k = {format_number(d.threshold_k)}, "
-                      f"window {d.describe_window()}"),
-        ("finished", str(finished) if finished else "not finished"),
-        ("last update", str(status.get("updated_at", "—"))),
+        ("run", whole_text_html(data.run_id)),
+        ("state", esc(state + (" — partial report" if data.partial else ""))),
+        ("engine", esc(status.get("engine", config.comm_args.backend))),
+        ("devices", esc(f"{len(devices)}: " + ", ".join(client_label(x) for x in devices))),
+        ("rounds", esc(f"{len(data.rounds)} of {total} completed")),
+        ("optimiser", esc(f"{t.federated_optimizer} (clients: {t.client_optimizer}, "
+                          f"lr {format_number(t.learning_rate)}, {t.epochs} epoch(s)/round)")),
+        ("dataset", esc(config.data_args.dataset)),
+        ("detection", esc(f"threshold {d.threshold_mode}, k = {format_number(d.threshold_k)}"
+                          f", window {d.describe_window()}")),
+        ("finished", _timestamp_html(str(finished)) if finished else "not finished"),
+        ("last update", _timestamp_html(str(status.get("updated_at", "—")))),
     ]
-    facts_html = "".join(f'<div data-fact="{esc(k)}"><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>'
+    facts_html = "".join(f'<div data-fact="{esc(k)}"><dt>{esc(k)}</dt><dd>{v}</dd></div>'
                          for k, v in facts)
-    parts = [f"<header><h1>Run report <span class=\"run-id\">{esc(data.run_id)}</span></h1>",
+    parts = [f'<header><h1>Run report <span class="run-id">{whole_text_html(data.run_id)}'
+             "</span></h1>",
              f'<dl class="facts">{facts_html}</dl>']
     if data.partial:
         parts.append(
@@ -326,9 +412,34 @@ def _round_thresholds(rounds: Sequence[Mapping[str, Any]]) -> dict[str, list[tup
 
 
 def _thresholds(data: RunData) -> str:
-    devices = data.devices()
-    colors = _device_colors(devices)
+    """The per-round threshold chart when evaluated rounds recorded thresholds, else a note
+    saying precisely why there is none and where the final thresholds are shown."""
     per_round = _round_thresholds(data.rounds)
+    if per_round:
+        return _threshold_rounds_chart(data, per_round)
+    every = data.config.validation_args.frequency_of_the_test
+    if not every:
+        why = ("rounds are not evaluated during training (validation_args."
+               "frequency_of_the_test = 0), so each threshold is set once, after the last "
+               "round, from the device's threshold rows")
+    elif _evaluated(data.rounds):
+        why = ("the evaluated rounds in metrics.jsonl record pooled metrics but no "
+               "thresholds")
+    else:
+        why = "no evaluated round is recorded yet"
+    where = ("they appear with the score distributions when the run finishes" if data.partial
+             else "the final thresholds are drawn against each device's score distributions "
+                  "under Score distributions")
+    return (f'<p class="note" data-note="thresholds">Anomaly threshold per round: none to '
+            f"plot: {esc(why)}; {esc(where)}"
+            + ("" if data.partial else ' (<a href="#threshold-placement">thresholds vs '
+               "scores</a>)") + ".</p>")
+
+
+def _threshold_rounds_chart(data: RunData,
+                            per_round: Mapping[str, list[tuple[float, float]]]) -> str:
+    """Thresholds per evaluated round, with the final thresholds as dashed lines."""
+    colors = _device_colors(data.devices())
     final = data.thresholds()
     per_device = {k: v for k, raw in (final.get("per_device") or {}).items()
                   if (v := finite_number(raw)) is not None}
@@ -356,19 +467,57 @@ def _thresholds(data: RunData) -> str:
     total = float(max(data.config.train_args.comm_round, 2))
     chart = line_chart(series, title="Anomaly threshold per round", x_label="round",
                        y_label="threshold (reconstruction error)", references=references,
-                       x_integer=True, x_domain=(1.0, total), y_log=y_log,
-                       empty_message="no thresholds yet (set when the run finishes)")
-    if per_round:
-        note = "Thresholds set after each evaluated round; dashed: the final thresholds."
-    elif data.config.validation_args.frequency_of_the_test and _evaluated(data.rounds):
-        note = ("Per-round thresholds are absent: the evaluated rounds in metrics.jsonl record "
-                "pooled metrics but no thresholds. Dashed: the final thresholds (results.json).")
-    else:
-        note = ("Per-round thresholds are absent: rounds were not evaluated during training "
-                "(validation_args.frequency_of_the_test = "
-                f"{data.config.validation_args.frequency_of_the_test}). "
-                "Dashed: the final thresholds (results.json).")
-    return _figure(chart, "thresholds", note, **{"per-round": "yes" if per_round else "no"})
+                       x_integer=True, x_domain=(1.0, total), y_log=y_log)
+    return _figure(chart, "thresholds", "Thresholds set after each evaluated round; dashed: "
+                   "the final thresholds (results.json).", **{"per-round": "yes"})
+
+
+def _ordinal(number: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th`` … ``11th`` … ``99th``."""
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(
+        number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def _band(name: str, label: str, color: str, stats: ErrorStats) -> Interval | None:
+    """The :data:`BAND_QUANTILES` of ``stats`` as one band (``None`` without rows)."""
+    if stats.n == 0:
+        return None
+    low, middle, high = (threshold_quantile(stats, q) for q in BAND_QUANTILES)
+    return Interval(name, low, middle, high, label, color)
+
+
+def _threshold_placement(data: RunData) -> str:
+    """Each device's final threshold over the bands of its threshold rows' and test rows'
+    reconstruction errors (percentiles read from the results.json histograms)."""
+    test_stats, threshold_stats = data.error_stats(), data.threshold_stats()
+    devices = [d for d in data.devices() if d in test_stats or d in threshold_stats]
+    low, _, high = (_ordinal(round(100 * q)) for q in BAND_QUANTILES)
+    rows = []
+    for device in devices:
+        candidates = []
+        if device in threshold_stats:
+            candidates.append(_band("threshold_rows", "threshold rows (benign)",
+                                    THRESHOLD_ROWS_COLOR, threshold_stats[device]))
+        if device in test_stats:
+            benign, attack = test_stats[device]
+            candidates += [_band("benign", "test benign", BENIGN_COLOR, benign),
+                           _band("attack", "test attack", ATTACK_COLOR, attack)]
+        rows.append(RangeRow(device, client_label(device),
+                             [band for band in candidates if band is not None],
+                             data.device_threshold(device)))
+    mode = data.thresholds().get("mode") or data.config.detection_args.threshold_mode
+    chart = range_chart(rows, title="Thresholds vs reconstruction errors per device",
+                        x_label="reconstruction error (log scale)",
+                        marker_label=f"threshold ({mode})",
+                        size=ChartSize(left=16),
+                        empty_message="results.json holds no score statistics")
+    return _figure(chart, "threshold-placement",
+                   f"Bands: {low} to {high} percentile of each device's errors, dot: the "
+                   "median (read from the results.json histograms, to within "
+                   f"{format_number(BIN_WIDTH_LOG10)} decade). "
+                   "The threshold is set from the threshold rows; test rows above it are "
+                   "flagged.", anchor="threshold-placement")
 
 
 def _devices_section(data: RunData) -> str:
@@ -402,18 +551,36 @@ def _devices_section(data: RunData) -> str:
                            f"consecutive rows ({window}).")
     groups = [client_label(d) for d in devices] + ["all devices"]
     per_metric = []
-    for key, title in (("recall", "True-positive rate (TPR) per device"),
-                       ("fpr", "False-positive rate (FPR) per device")):
-        series = [BarSeries(kind, [_metric(data.device_metrics(d), kind, key) for d in devices]
-                            + [_metric(data.pooled_metrics(), kind, key)], label, color)
+    # what differs between devices is what each misses and what each raises in vain: both
+    # rates are near 0, so bars of 1 − TPR and of FPR on an axis zoomed to the largest one
+    for name, key, title, y_label, rate in (
+            ("bars-missed", "recall", "Missed attacks (1 − TPR) per device",
+             "missed attack rows (1 − TPR)", _missed),
+            ("bars-fpr", "fpr", "False alarms (FPR) per device",
+             "false alarms: benign rows flagged (FPR)", _same)):
+        series = [BarSeries(kind, [rate(_metric(data.device_metrics(d), kind, key))
+                                   for d in devices]
+                            + [rate(_metric(data.pooled_metrics(), kind, key))], label, color)
                   for kind, label, color in (("rows", "per row", "#4e79a7"),
                                              ("window_vote", "window vote",
                                               "#f28e2b"))]
-        chart = bar_chart(groups, series, title=title, y_label=key.upper().replace(
-            "RECALL", "TPR"), y_percent=True, y_max=1.0 if key == "recall" else None)
-        per_metric.append(_figure(chart, f"bars-{'tpr' if key == 'recall' else 'fpr'}"))
+        values = [v for bars in series for v in bars.values if v is not None]
+        chart = bar_chart(groups, series, title=title, y_label=y_label, y_percent=True,
+                          y_max=ZERO_BARS_AXIS if values and max(values) == 0 else None)
+        caption = ("Every rate is 0: no bar to draw." if values and max(values) == 0 else
+                   "The axis ends at the largest rate; the exact rates are in the table.")
+        per_metric.append(_figure(chart, name, caption))
     return _section("devices", "Detection per device", table,
                     '<div class="charts">' + "\n".join(per_metric) + "</div>")
+
+
+def _missed(tpr: float | None) -> float | None:
+    """The miss rate 1 − TPR."""
+    return None if tpr is None else 1.0 - tpr
+
+
+def _same(rate: float | None) -> float | None:
+    return rate
 
 
 def _roc_section(data: RunData) -> str:
@@ -426,14 +593,20 @@ def _roc_section(data: RunData) -> str:
     curves: list[tuple[str, str, RocCurve | None, float | None]] = [
         (d, client_label(d), roc_curve(*stats[d]),
          finite_number(data.device_metrics(d).get("roc_auc"))) for d in stats]
+    benign_rows = max((b.n for b, _ in stats.values()), default=0)
     if stats:
         benign = ErrorStats.pool(b for b, _ in stats.values())
         attack = ErrorStats.pool(a for _, a in stats.values())
+        benign_rows = benign.n
         curves.append((POOLED, "all devices", roc_curve(benign, attack),
                        finite_number(data.pooled_metrics().get("roc_auc"))))
+    floor = roc_fpr_floor(benign_rows)
     for name, label, curve, reported in curves:
+        auc = reported if reported is not None else (curve.auc if curve else None)
         rows.append([esc(label) if name != POOLED else "<strong>all devices</strong>",
-                     esc(_auc_text(curve.auc if curve else None)), esc(_auc_text(reported))])
+                     esc(_auc_text(auc)),
+                     *(_pct(tpr_at_fpr(curve, limit) if curve else None)
+                       for limit in TPR_AT_FPR)])
         if curve is None:
             continue
         series.append(Series(name, list(zip(curve.fpr.tolist(), curve.tpr.tolist(),
@@ -441,14 +614,23 @@ def _roc_section(data: RunData) -> str:
                              f"{label} (AUC {curve.auc:.4f})",
                              POOLED_COLOR if name == POOLED else colors.get(name, ""),
                              emphasis=name == POOLED, data={"auc": repr(curve.auc)}))
-    chart = roc_chart(series, title="ROC curves per device and pooled",
-                      description="Threshold swept over the score histogram bin edges.")
-    table = _table(["device", "AUC of the curve", "AUC in results.json"], rows, name="roc",
+    chart = roc_chart(series, title="ROC curves per device and pooled", fpr_floor=floor,
+                      description="Threshold swept over the score histogram bin edges; "
+                                  "log-scale FPR axis.")
+    limits = [f"TPR at FPR ≤ {100 * limit:g}\u00a0%" for limit in TPR_AT_FPR]
+    table = _table(["device", "ROC AUC", *limits], rows, name="roc",
                    row_keys=[c[0] for c in curves],
-                   caption="The curves sweep the threshold over the 800 log-spaced bin edges "
-                           "of the devices' benign and attack score histograms.")
-    return _section("roc", "ROC curves", '<div class="charts">' + _figure(chart, "roc")
-                    + f"<div>{table}</div></div>")
+                   caption=f"The curves sweep the threshold over the {N_ERROR_BINS + 1} "
+                           "log-spaced bin edges of the devices' benign and attack score "
+                           "histograms; a TPR at FPR ≤ x is the best such threshold's.")
+    note = _note(f"The FPR axis is logarithmic from {number_text(floor)} to 1, so curves "
+                 "that all reach a high TPR at a small FPR are told apart. A single false "
+                 f"alarm among all devices' {benign_rows:,} benign test rows is an FPR of "
+                 f"{number_text(1 / max(benign_rows, 1))}, above the floor: only points "
+                 "with no false alarm at all (FPR 0) sit on the axis' left edge.",
+                 "roc-axis")
+    return _section("roc", "ROC curves", '<div class="charts">' + _figure(chart, "roc", "")
+                    + f"<div>{table}{note}</div></div>")
 
 
 def _histograms_section(data: RunData) -> str:
@@ -456,12 +638,10 @@ def _histograms_section(data: RunData) -> str:
         return _section("scores", "Score distributions",
                         _note("Score histograms appear when the run finishes.", "scores"))
     stats = data.error_stats()
-    thresholds = data.thresholds().get("per_device") or {}
     edges = error_bin_edges().tolist()
     figures = []
     for device, (benign, attack) in stats.items():
-        threshold = finite_number(thresholds.get(device)) or finite_number(
-            data.device_metrics(device).get("threshold"))
+        threshold = data.device_threshold(device)
         markers = [] if threshold is None else [
             Reference("threshold", threshold, f"threshold {format_number(threshold)}",
                       axis="x")]
@@ -475,7 +655,7 @@ def _histograms_section(data: RunData) -> str:
         figures.append(_figure(chart, "histogram", device=device))
     body = ('<div class="charts small">' + "\n".join(figures) + "</div>") if figures else _note(
         "results.json holds no score histograms (error_stats).", "scores")
-    return _section("scores", "Score distributions",
+    return _section("scores", "Score distributions", _threshold_placement(data),
                     _note("Test-split reconstruction errors of benign and attack rows, as the "
                           "share of each class per bin; the line is the device's threshold "
                           "(rows above it are flagged).", "scores-help"), body)
@@ -606,28 +786,37 @@ body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: 
 h1 { font-size: 1.5rem; margin: 0 0 .6rem; } h2 { font-size: 1.2rem; margin: 2rem 0 .6rem;
   border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
 .run-id { font-family: ui-monospace, monospace; font-weight: 500; }
-nav a { margin-right: .9rem; color: #245; }
-dl.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr));
+.whole { white-space: nowrap; }
+nav { display: flex; flex-wrap: wrap; gap: .3rem .9rem; } nav a { color: #245; }
+dl.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(250px, 100%), 1fr));
   gap: .3rem 1.2rem; margin: 0 0 1rem; }
-dl.facts div { display: flex; gap: .5rem; } dt { color: #666; min-width: 5.5rem; }
-dd { margin: 0; font-weight: 500; }
+dl.facts div { display: grid; grid-template-columns: 5.5rem minmax(0, 1fr); gap: .5rem; }
+dt { color: #666; } dd { margin: 0; font-weight: 500; }
 .banner { background: #fff4d6; border: 1px solid #e6c25a; padding: .6rem .8rem;
   border-radius: 4px; }
 .note { color: #555; font-size: .92rem; }
-table.data { border-collapse: collapse; margin: .6rem 0 1rem; font-variant-numeric: tabular-nums;
+.table-scroll { max-width: 100%; overflow-x: auto; }
+table.data { border-collapse: collapse; margin: .6rem 0 .8rem; font-variant-numeric: tabular-nums;
   font-size: .92rem; }
-table.data caption { caption-side: bottom; text-align: left; color: #666; font-size: .85rem;
-  padding-top: .3rem; }
+.table-caption { color: #666; font-size: .85rem; margin: -.7rem 0 1rem; }
 table.data th, table.data td { padding: .25rem .6rem; border-bottom: 1px solid #eee;
   text-align: right; }
+table.data td { white-space: nowrap; }
 table.data th:first-child { text-align: left; white-space: nowrap; }
 table.data thead th { border-bottom-color: #bbb; }
-.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr));
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(460px, 100%), 1fr));
   gap: 1rem 1.5rem; }
-.charts.small { grid-template-columns: repeat(auto-fit, minmax(360px, 1fr)); }
+.charts.small { grid-template-columns: repeat(auto-fit, minmax(min(360px, 100%), 1fr)); }
+.charts > * { min-width: 0; }
 figure { margin: 0; } figcaption { color: #555; font-size: .85rem; }
 svg.chart { width: 100%; height: auto; max-width: 760px; display: block; }
-footer { margin-top: 2.5rem; color: #777; font-size: .85rem; }
+footer { margin-top: 2.5rem; color: #777; font-size: .85rem; overflow-wrap: anywhere; }
+@media (max-width: 600px) {
+  body { padding: .8rem .7rem 2rem; }
+  h1 { font-size: 1.25rem; }
+  table.data th:first-child { white-space: normal; min-width: 7rem; }
+  table.data th, table.data td { padding: .25rem .35rem; }
+}
 @media print { nav { display: none; } section { break-inside: avoid-page; } }
 """
 

@@ -1,10 +1,11 @@
-"""Small inline SVG charts in pure Python: line charts, grouped bars, ROC curves, histograms.
+"""Small inline SVG charts in pure Python: line charts, grouped bars, ROC curves, histograms,
+range rows (distribution bands with a marker per row).
 
 The run report (:mod:`fediot.faces.report.html`) and the live dashboard embed these strings
 directly in HTML: no JavaScript, no external resources, every text escaped.
 
 Every chart is one ``<svg class="chart" data-chart="KIND" viewBox="0 0 W H" role="img">``
-(``KIND``: ``line``, ``bars``, ``roc`` or ``histogram``) with, for tests and styling:
+(``KIND``: ``line``, ``bars``, ``roc``, ``histogram`` or ``ranges``) with, for tests and styling:
 
 - ``<title>`` (the chart's accessible name) and ``<desc>``;
 - ``<rect class="plot-area">``: the plotting rectangle; the ``svg`` carries the value domain
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html import escape
 from typing import Final, Literal, Protocol
 
@@ -65,6 +66,24 @@ def format_number(value: float) -> str:
         text = f"{value:,.{digits}f}"
         return text.rstrip("0").rstrip(".") if "." in text else text
     return f"{value:.3g}"
+
+
+_SUPERSCRIPT: Final = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def number_text(value: float) -> str:
+    """A value for running text, with no ``e`` notation: a power of ten as ``10⁻⁵``, a value
+    from 0.001 to a million as :func:`format_number` writes it, any other as ``5.4×10⁻⁶``
+    (Unicode superscripts)."""
+    if not (math.isfinite(value) and value > 0):
+        return format_number(value)
+    mantissa, exponent = _decimal_parts(value)
+    power = "10" + str(exponent).translate(_SUPERSCRIPT)
+    if mantissa == 1.0:
+        return power
+    if 1e-3 <= value < 1e6:
+        return format_number(value)
+    return f"{format_number(round(mantissa, 2))}×{power}"
 
 
 def _finite(value: float | None) -> bool:
@@ -160,7 +179,10 @@ class LogScale:
     """A log10 map from the domain ``lo``…``hi`` (both > 0) to ``start``…``end`` pixels.
 
     Ticks sit on powers of ten (``10⁻²``) when the domain spans three decades or more, on
-    1, 2, 5 × 10^k over a narrower span, and on linear steps within a factor of four.
+    1, 2, 5 × 10^k over a narrower span, and on linear steps within a factor of four. All the
+    ticks of one axis share one notation (:func:`log_tick_notation`): powers of ten when every
+    tick is one, plain decimals when every tick is between 0.001 and a million, else
+    ``m×10ᵏ``.
     """
 
     def __init__(self, lo: float, hi: float, start: float, end: float) -> None:
@@ -170,6 +192,7 @@ class LogScale:
         self.lo, self.hi = 10.0**log_lo, 10.0**log_hi
         self.log_lo, self.log_hi = log_lo, log_hi
         self.start, self.end = start, end
+        self.notation = log_tick_notation(self.ticks())
 
     def __call__(self, value: float) -> float:
         position = (math.log10(value) - self.log_lo) / (self.log_hi - self.log_lo)
@@ -195,10 +218,34 @@ class LogScale:
         return [round(i * step, 12) for i in range(first, last + 1)]
 
     def tick_label(self, value: float) -> str:
-        exponent = math.log10(value)
-        if abs(exponent - round(exponent)) < 1e-9:
-            return f'10<tspan dy="-4" font-size="8">{round(exponent)}</tspan>'
-        return esc(format_number(value))
+        mantissa, exponent = _decimal_parts(value)
+        if self.notation == "plain":
+            return esc(format_number(value))
+        power = f'10<tspan dy="-4" font-size="8">{exponent}</tspan>'
+        if self.notation == "power":
+            return power
+        return f"{esc(format_number(mantissa))}×{power}"
+
+
+LogNotation = Literal["power", "plain", "scientific"]
+"""How a log axis writes its ticks: ``10ᵏ``, ``0.02``, or ``2×10ᵏ``."""
+
+
+def _decimal_parts(value: float) -> tuple[float, int]:
+    """``value`` as ``mantissa × 10^exponent`` with 1 ≤ mantissa < 10 (``value`` > 0)."""
+    exponent = math.floor(math.log10(value) + 1e-9)
+    return round(value / 10.0**exponent, 9), exponent
+
+
+def log_tick_notation(ticks: Sequence[float]) -> LogNotation:
+    """One notation for all of a log axis' ``ticks``: ``power`` when each is a power of ten,
+    else ``plain`` when each lies in 0.001 … 10⁶ (:func:`format_number` writes those without
+    an exponent), else ``scientific``."""
+    if ticks and all(_decimal_parts(t)[0] == 1.0 for t in ticks):
+        return "power"
+    if all(1e-3 <= t < 1e6 for t in ticks):
+        return "plain"
+    return "scientific"
 
 
 @dataclass(frozen=True)
@@ -299,6 +346,54 @@ class HistogramSeries:
 
 
 @dataclass(frozen=True)
+class Interval:
+    """One distribution summary on a row of a range chart: a band from ``low`` to ``high``
+    with a dot at ``middle`` (e.g. the 1st–99th percentile and the median).
+
+    Parameters
+    ----------
+    name
+        Identifier (``data-series``); rows' intervals of one name share a legend entry.
+    low, middle, high
+        The band's ends and its dot, in data units (``low ≤ middle ≤ high``).
+    label
+        Legend text (default: ``name``).
+    color
+        CSS colour (default: palette by position in the row).
+    """
+
+    name: str
+    low: float
+    middle: float
+    high: float
+    label: str = ""
+    color: str = ""
+
+
+@dataclass(frozen=True)
+class RangeRow:
+    """One row of a range chart (a device): its intervals, one above the other, and an
+    optional marker across them (its threshold).
+
+    Parameters
+    ----------
+    name
+        Identifier (``data-row``).
+    label
+        Text written above the row.
+    intervals
+        The row's bands, drawn top to bottom.
+    marker
+        Where the row's vertical marker sits (``None``: no marker).
+    """
+
+    name: str
+    label: str
+    intervals: Sequence[Interval]
+    marker: float | None = None
+
+
+@dataclass(frozen=True)
 class ChartSize:
     """Chart geometry in SVG user units (the page scales the ``viewBox``).
 
@@ -380,14 +475,16 @@ class _Canvas:
         parts.append("</svg>")
         return "\n".join(parts)
 
-    def frame(self, x_scale: Scale, y_scale: Scale, x_tick_labels: bool = True) -> None:
-        """Plot rectangle, grid lines, both axes with ticks and labels."""
+    def frame(self, x_scale: Scale, y_scale: Scale, x_tick_labels: bool = True,
+              y_ticks: bool = True) -> None:
+        """Plot rectangle, grid lines, both axes with ticks (``y_ticks=False``: none on the y
+        axis, whose rows label themselves) and labels."""
         width, height = self.x1 - self.x0, self.y1 - self.y0
         self.body.append(f'<rect class="plot-area" x="{fmt(self.x0)}" y="{fmt(self.y0)}"'
                          f' width="{fmt(width)}" height="{fmt(height)}" fill="#fbfbfb"'
                          f' stroke="#bbbbbb"/>')
         ticks = ['<g class="axis" data-axis="y">']
-        for value in y_scale.ticks():
+        for value in y_scale.ticks() if y_ticks else []:
             y = y_scale(value)
             ticks.append(
                 f'<g class="tick" data-value="{value!r}"><line x1="{fmt(self.x0)}"'
@@ -521,37 +618,63 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
 
 
 def roc_chart(series: Sequence[Series], *, title: str = "ROC curves",
-              description: str = "", size: ChartSize = ChartSize(plot_height=300),
+              description: str = "", fpr_floor: float | None = None,
+              size: ChartSize = ChartSize(plot_height=300),
               empty_message: str = "no ROC curve: needs benign and attack scores") -> str:
-    """ROC curves: x = false-positive rate, y = true-positive rate, both 0…1, with the chance
-    diagonal. Give each :class:`Series` its ``(fpr, tpr)`` points; put the AUC in the label."""
-    diagonal = Series("chance", [(0.0, 0.0), (1.0, 1.0)])
-    return _xy_chart("roc", series, title=title, x_label="false-positive rate (FPR)",
+    """ROC curves: x = false-positive rate, y = true-positive rate (0…1), with the chance
+    line. Give each :class:`Series` its ``(fpr, tpr)`` points; put the AUC in the label.
+
+    ``fpr_floor`` (e.g. ``1e-5``) puts the FPR axis on a log10 scale from the floor to 1, so
+    curves that reach a high TPR at a tiny FPR are told apart; points with a lower FPR (0
+    included: thresholds above every benign score) are drawn at the floor, and the chart's
+    ``data-fpr-floor`` holds it. ``None`` (default): a linear FPR axis from 0 to 1.
+    """
+    if fpr_floor is not None:
+        if not (math.isfinite(fpr_floor) and 0 < fpr_floor < 1):
+            raise ValueError(f"fpr_floor must be in (0, 1); got {fpr_floor!r}")
+        series = [replace(s, points=[(max(x, fpr_floor), y) for x, y in s.points])
+                  for s in series]
+        steps = 64  # the chance line TPR = FPR is a curve on a log axis
+        log_floor = math.log10(fpr_floor)
+        chance = [(10.0 ** (log_floor * (1 - i / steps)),) * 2 for i in range(steps + 1)]
+        diagonal = Series("chance", chance)
+        x_label = (f"false-positive rate (FPR), log scale; FPR below "
+                   f"{number_text(fpr_floor)} drawn at it")
+    else:
+        diagonal = Series("chance", [(0.0, 0.0), (1.0, 1.0)])
+        x_label = "false-positive rate (FPR)"
+    return _xy_chart("roc", series, title=title, x_label=x_label,
                      y_label="true-positive rate (TPR)", references=(),
-                     description=description, x_domain=(0.0, 1.0), y_domain=(0.0, 1.0),
-                     y_log=False, y_percent=True, x_integer=False, size=size,
-                     empty_message=empty_message, x_percent=True, diagonal=diagonal)
+                     description=description, x_domain=(fpr_floor or 0.0, 1.0),
+                     y_domain=(0.0, 1.0), y_log=False, y_percent=True, x_integer=False,
+                     size=size, empty_message=empty_message, x_percent=fpr_floor is None,
+                     diagonal=diagonal, x_log=fpr_floor is not None,
+                     extra_attributes={} if fpr_floor is None else {
+                         "data-fpr-floor": repr(fpr_floor)})
 
 
 def _xy_chart(kind: str, series: Sequence[Series], *, title: str, x_label: str, y_label: str,
               references: Sequence[Reference], description: str,
               x_domain: tuple[float, float] | None, y_domain: tuple[float, float] | None,
               y_log: bool, y_percent: bool, x_integer: bool, size: ChartSize,
-              empty_message: str, x_percent: bool = False,
-              diagonal: Series | None = None) -> str:
+              empty_message: str, x_percent: bool = False, x_log: bool = False,
+              diagonal: Series | None = None,
+              extra_attributes: Mapping[str, str] | None = None) -> str:
     usable = [s for s in series
-              if any(_finite(x) and _finite(y) and (not y_log or y > 0) for x, y in s.points)]
+              if any(_finite(x) and _finite(y) and (not y_log or y > 0) and (not x_log or x > 0)
+                     for x, y in s.points)]
     if not usable and not references:
         return empty_chart(kind, title, empty_message, size)
-    xs = [x for s in usable for x, _ in s.points]
-    xs += [r.value for r in references if r.axis == "x"]
+    xs = [x for s in usable for x, _ in s.points if not x_log or (_finite(x) and x > 0)]
+    xs += [r.value for r in references if r.axis == "x" and (not x_log or r.value > 0)]
     ys = [y for s in usable for _, y in s.points if not y_log or (_finite(y) and y > 0)]
     ys += [r.value for r in references if r.axis == "y" and (not y_log or r.value > 0)]
     x_lo, x_hi = x_domain or _bounds(xs) or (0.0, 1.0)
     y_lo, y_hi = y_domain or _bounds(ys) or (0.0, 1.0)
     canvas = _Canvas(kind, title, description, size, x_label, y_label)
-    x_scale = LinearScale(x_lo, x_hi, canvas.x0, canvas.x1, integer=x_integer,
-                          percent=x_percent, nice=x_domain is None)
+    x_scale: Scale = (LogScale(x_lo, x_hi, canvas.x0, canvas.x1) if x_log else
+                      LinearScale(x_lo, x_hi, canvas.x0, canvas.x1, integer=x_integer,
+                                  percent=x_percent, nice=x_domain is None))
     y_scale: Scale = (LogScale(y_lo, y_hi, canvas.y1, canvas.y0) if y_log else
                       LinearScale(y_lo, y_hi, canvas.y1, canvas.y0, percent=y_percent,
                                   nice=y_domain is None))
@@ -579,7 +702,7 @@ def _xy_chart(kind: str, series: Sequence[Series], *, title: str, x_label: str, 
         if kind == "line" and len(points) <= 60:
             canvas.body.extend(_markers(line.name, label, color, points, x_scale, y_scale,
                                         y_percent))
-    attributes = _domain_attributes(x_scale, y_scale)
+    attributes = {**_domain_attributes(x_scale, y_scale), **(extra_attributes or {})}
     return canvas.render(attributes)
 
 
@@ -724,4 +847,84 @@ def histogram_chart(edges: Sequence[float], series: Sequence[HistogramSeries], *
     for marker in markers:
         canvas.reference(Reference(marker.name, marker.value, marker.label, "x", marker.color),
                          x_scale, y_scale)
+    return canvas.render(_domain_attributes(x_scale, y_scale))
+
+
+RANGE_ROW_LABEL: Final[float] = 14.0
+"""Height of a range chart row's label line, in SVG units."""
+RANGE_BAND: Final[float] = 9.0
+"""Vertical distance between the bands of one range chart row."""
+
+
+def range_chart(rows: Sequence[RangeRow], *, title: str, x_label: str,
+                marker_label: str = "marker", description: str = "", x_log: bool = True,
+                size: ChartSize = ChartSize(), empty_message: str = "no data") -> str:
+    """One row per entry of ``rows``, each with its :class:`Interval` bands (a thick line from
+    ``low`` to ``high``, a dot at ``middle``) and its marker (a black vertical tick labelled
+    ``marker_label`` in the legend), over a shared x axis (log10 by default: values ≤ 0 are
+    not drawn). ``size.plot_height`` is ignored: the rows set the plot's height.
+
+    Each row is ``<g class="range-row" data-row="NAME" data-marker="…">`` holding
+    ``<line class="interval" data-series="…" data-low data-middle data-high>`` per band and
+    ``<line class="marker" data-value="…">``. Nothing drawable: :func:`empty_chart`.
+    """
+    scale_accepts: Callable[[float], bool] = ((lambda v: _finite(v) and v > 0) if x_log
+                                              else _finite)
+    values = [v for row in rows for band in row.intervals
+              for v in (band.low, band.middle, band.high) if scale_accepts(v)]
+    values += [row.marker for row in rows if row.marker is not None
+               and scale_accepts(row.marker)]
+    if not values:
+        return empty_chart("ranges", title, empty_message, size)
+    bands = max((len(row.intervals) for row in rows), default=0)
+    row_height = RANGE_ROW_LABEL + RANGE_BAND * max(bands, 1) + 8
+    layout = replace(size, plot_height=round(row_height * len(rows) + 4))
+    canvas = _Canvas("ranges", title, description, layout, x_label, "")
+    lo, hi = min(values), max(values)
+    x_scale: Scale = (LogScale(lo / 1.3, hi * 1.3, canvas.x0, canvas.x1) if x_log else
+                      LinearScale(lo, hi, canvas.x0, canvas.x1))
+    y_scale = LinearScale(0.0, float(len(rows)), canvas.y0, canvas.y1, nice=False)
+    canvas.frame(x_scale, y_scale, y_ticks=False)
+    names: dict[str, _LegendItem] = {}
+    for number, row in enumerate(rows):
+        top = canvas.y0 + 4 + row_height * number
+        marker = "" if row.marker is None else f' data-marker="{row.marker!r}"'
+        parts = [f'<g class="range-row" data-row="{esc(row.name)}"{marker}>',
+                 f'<text class="row-label" x="{fmt(canvas.x0 + 4)}" y="{fmt(top + 10)}"'
+                 f' fill="#222">{esc(row.label)}</text>']
+        if number:
+            parts.append(f'<line x1="{fmt(canvas.x0)}" x2="{fmt(canvas.x1)}" y1="{fmt(top - 2)}"'
+                         f' y2="{fmt(top - 2)}" stroke="#e4e4e4"/>')
+        for index, band in enumerate(row.intervals):
+            color = _color(band.color, index)
+            names.setdefault(band.name, _LegendItem(band.name, band.label or band.name,
+                                                    color, "box"))
+            if not all(scale_accepts(v) for v in (band.low, band.middle, band.high)):
+                continue
+            y = top + RANGE_ROW_LABEL + RANGE_BAND * index + 2
+            parts.append(
+                f'<line class="interval" data-series="{esc(band.name)}"'
+                f' data-low="{band.low!r}" data-middle="{band.middle!r}"'
+                f' data-high="{band.high!r}" x1="{fmt(x_scale(band.low))}"'
+                f' x2="{fmt(x_scale(band.high))}" y1="{fmt(y)}" y2="{fmt(y)}"'
+                f' stroke="{esc(color)}" stroke-width="6" stroke-opacity="0.55"'
+                f' stroke-linecap="butt"><title>{esc(row.label)} · {esc(band.label or band.name)}:'
+                f" {esc(format_number(band.low))} … {esc(format_number(band.high))}"
+                f" (dot {esc(format_number(band.middle))})</title></line>"
+                f'<circle class="interval-middle" data-series="{esc(band.name)}"'
+                f' cx="{fmt(x_scale(band.middle))}" cy="{fmt(y)}" r="3.5" fill="{esc(color)}"'
+                ' stroke="#fff" stroke-width="1"/>')
+        if row.marker is not None and scale_accepts(row.marker):
+            x = x_scale(row.marker)
+            bottom = top + RANGE_ROW_LABEL + RANGE_BAND * max(len(row.intervals) - 1, 0) + 8
+            parts.append(
+                f'<line class="marker" data-value="{row.marker!r}" x1="{fmt(x)}" x2="{fmt(x)}"'
+                f' y1="{fmt(top + RANGE_ROW_LABEL - 4)}" y2="{fmt(bottom)}" stroke="#111"'
+                f' stroke-width="2"><title>{esc(row.label)} · {esc(marker_label)}:'
+                f" {esc(format_number(row.marker))}</title></line>")
+        parts.append("</g>")
+        canvas.body.append("".join(parts))
+    canvas.legend.extend(names.values())
+    if any(row.marker is not None for row in rows):
+        canvas.legend.append(_LegendItem("marker", marker_label, "#111111", "line"))
     return canvas.render(_domain_attributes(x_scale, y_scale))
