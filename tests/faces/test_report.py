@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import shutil
 from collections.abc import Sequence
@@ -19,11 +20,14 @@ from federated_data import device_rows, small_run_config, write_uci_dataset
 from fediot.core.catalog import DEVICES, client_label
 from fediot.core.config import Config
 from fediot.core.io import write_features
+from fediot.core.metrics import roc_curve_from_histograms
+from fediot.core.model import ErrorStats, threshold_quantile
 from fediot.engines.run_folder import RunView
 from fediot.engines.simulation import local_summary, run_centralised, run_local, simulate
 from fediot.faces.cli.app import app, console, err_console
 from fediot.faces.report import render_report, report_summary, write_report
-from fediot.faces.report.html import system_totals
+from fediot.faces.report.html import BAND_QUANTILES, TPR_AT_FPR, system_totals
+from fediot.faces.report.svg import number_text
 
 ROUNDS = 3
 
@@ -54,6 +58,18 @@ def run(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> RunView:
     folder.save_comparison({"federated": result.evaluation,
                             "centralised": run_centralised(cfg).evaluation,
                             "local": local_summary(run_local(cfg))})
+    return RunView(folder.root)
+
+
+@pytest.fixture(scope="module")
+def default_run(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> RunView:
+    """A finished run with the default detection settings: a threshold per device, rounds not
+    evaluated during training (so no per-round threshold exists)."""
+    cfg = small_run_config(dataset, tmp_path_factory.mktemp("default-runs"))
+    assert cfg.detection_args.threshold_mode == "per_device"
+    assert cfg.validation_args.frequency_of_the_test == 0
+    _, folder = simulate(cfg)
+    write_report(RunView(folder.root))
     return RunView(folder.root)
 
 
@@ -113,8 +129,9 @@ def test_every_chart_kind_is_drawn_inside_its_frame(page: Any) -> None:
     kinds = page.eval_on_selector_all(
         "svg.chart", "els => els.map(e => [e.dataset.chart, e.dataset.empty || ''])")
     counts = {kind: sum(1 for k, _ in kinds if k == kind)
-              for kind in ("line", "bars", "roc", "histogram")}
+              for kind in ("line", "bars", "roc", "histogram", "ranges")}
     assert counts["line"] == 3 and counts["roc"] == 1 and counts["histogram"] == 3
+    assert counts["ranges"] == 1
     assert counts["bars"] >= 2 + 3 + 1  # TPR, FPR; 3+ system figures; comparison
     assert not [k for k, empty in kinds if empty], "no chart of this run should be empty"
     paths = page.eval_on_selector_all(
@@ -132,33 +149,83 @@ def test_every_chart_kind_is_drawn_inside_its_frame(page: Any) -> None:
     assert len(titles) == len(kinds) and all(titles)
 
 
+def log_fpr(page: Any, chart: str, box: dict[str, float], x: float) -> float:
+    """The FPR at pixel ``x`` of a log-FPR chart (its domain is in data-x-min/max)."""
+    lo, hi = (float(page.eval_on_selector(chart, f"s => s.dataset.{k}")) for k in ("xMin",
+                                                                                  "xMax"))
+    share = (x - box["x"]) / box["width"]
+    return 10.0 ** (math.log10(lo) + share * (math.log10(hi) - math.log10(lo)))
+
+
 def test_roc_curves_per_device_and_pooled_match_the_results(
         page: Any, results: dict[str, Any]) -> None:
+    chart = "svg[data-chart=roc]"
     curves = page.eval_on_selector_all(
-        "svg[data-chart=roc] path.series",
+        f"{chart} path.series",
         "els => els.map(e => [e.dataset.series, e.dataset.auc, e.getAttribute('d')])")
     assert [c[0] for c in curves] == [*DEVICE_IDS, "pooled"]
-    box = plot_box(page, "svg[data-chart=roc]")
+    box = plot_box(page, chart)
     evaluation = results["evaluation"]
+    # a log FPR axis whose floor lies below one benign row's FPR of all devices together
+    benign_rows = sum(results["error_stats"][d]["benign"]["n"] for d in DEVICE_IDS)
+    floor = float(page.eval_on_selector(chart, "s => s.dataset.fprFloor"))
+    assert float(page.eval_on_selector(chart, "s => s.dataset.xMin")) == floor
+    assert floor <= 1 / benign_rows and math.log10(floor) == round(math.log10(floor))
+    ticks = page.eval_on_selector_all(f"{chart} g.axis[data-axis=x] g.tick",
+                                      "els => els.map(e => Number(e.dataset.value))")
+    assert ticks[0] == pytest.approx(floor) and ticks[-1] == 1.0
     for name, auc, d in curves:
         expected = (evaluation["pooled"] if name == "pooled" else
                     evaluation["devices"][name])["roc_auc"]
         assert float(auc) == pytest.approx(expected, abs=1e-9)
-        # the drawn curve encloses the same area
-        points = [((x - box["x"]) / box["width"], (box["y"] + box["height"] - y) / box["height"])
+        # the drawn curve, read back through the log axis, encloses the same area (FPR 0 is
+        # drawn at the floor: at most `floor` more)
+        points = [(log_fpr(page, chart, box, x), (box["y"] + box["height"] - y) / box["height"])
                   for x, y in path_points(d)]
         area = sum((x1 - x0) * (y0 + y1) / 2
                    for (x0, y0), (x1, y1) in pairwise(points))
-        assert area == pytest.approx(expected, abs=2e-3)
+        assert area == pytest.approx(expected, abs=2e-3 + floor)
     assert 0.55 < evaluation["pooled"]["roc_auc"] < 0.99  # a curve worth drawing
     legend = page.eval_on_selector_all(
-        "svg[data-chart=roc] .legend-item text", "els => els.map(e => e.textContent)")
+        f"{chart} .legend-item text", "els => els.map(e => e.textContent)")
     assert f"all devices (AUC {evaluation['pooled']['roc_auc']:.4f})" in legend
+    assert f"logarithmic from {number_text(floor)} to 1" in page.inner_text(
+        "[data-note=roc-axis]")
 
 
-def test_bar_heights_match_per_device_rates(page: Any, results: dict[str, Any]) -> None:
+def test_roc_table_has_one_auc_column_and_operating_points(
+        page: Any, results: dict[str, Any]) -> None:
+    headers = page.eval_on_selector_all("table[data-table=roc] thead th",
+                                        "els => els.map(e => e.textContent)")
+    assert headers == ["device", "ROC AUC", *(f"TPR at FPR ≤ {100 * x:g}\u00a0%"
+                                              for x in TPR_AT_FPR)]
+    assert not any("json" in h or "curve" in h for h in headers)
+    rows = page.eval_on_selector_all(
+        "table[data-table=roc] tbody tr",
+        "els => els.map(e => [e.dataset.key, Array.from(e.querySelectorAll('td'),"
+        " c => c.textContent)])")
+    assert [key for key, _ in rows] == [*DEVICE_IDS, "pooled"]
+    stats = {d: [ErrorStats.from_dict(results["error_stats"][d][k]) for k in ("benign",
+                                                                          "attack")]
+             for d in DEVICE_IDS}
+    stats["pooled"] = [ErrorStats.pool(pair[i] for pair in stats.values()) for i in (0, 1)]
+    for key, cells in rows:
+        metrics = results["evaluation"]["pooled" if key == "pooled" else "devices"]
+        auc = (metrics if key == "pooled" else metrics[key])["roc_auc"]
+        fpr, tpr = roc_curve_from_histograms(stats[key][0].hist, stats[key][1].hist)
+        expected = [f"{100 * tpr[fpr <= x + 1e-12].max():.2f}\u00a0%" for x in TPR_AT_FPR]
+        assert cells == [f"{auc:.4f}", *expected]
+    aucs = {cells[0] for _, cells in rows[:-1]}
+    if len({round(results["evaluation"]["devices"][d]["roc_auc"], 4) for d in DEVICE_IDS}) > 1:
+        assert len(aucs) > 1  # devices that differ show different numbers
+
+
+def test_bars_show_missed_attacks_and_false_alarms_zoomed(
+        page: Any, results: dict[str, Any]) -> None:
     devices = results["evaluation"]["devices"]
-    for figure, key in (("bars-tpr", "recall"), ("bars-fpr", "fpr")):
+    pooled = results["evaluation"]["pooled"]
+    for figure, key, rate in (("bars-missed", "recall", lambda v: 1.0 - v),
+                              ("bars-fpr", "fpr", lambda v: v)):
         chart = f"figure[data-figure={figure}] svg"
         box = plot_box(page, chart)
         y_max = float(page.eval_on_selector(chart, "s => s.dataset.yMax"))
@@ -167,15 +234,24 @@ def test_bar_heights_match_per_device_rates(page: Any, results: dict[str, Any]) 
             " Number(e.dataset.value), e.getBBox().height, e.getBBox().y + e.getBBox().height])")
         drawn = {(series, group): (value, height, bottom)
                  for series, group, value, height, bottom in bars}
+        expected_values = []
         for device in DEVICE_IDS:
             for kind in ("rows", "window_vote"):
                 value, height, bottom = drawn[(kind, client_label(device))]
-                assert value == devices[device][kind][key]
+                assert value == rate(devices[device][kind][key])
                 assert height == pytest.approx(value / y_max * box["height"], abs=0.02)
                 assert bottom == pytest.approx(box["y"] + box["height"], abs=0.02)
-        pooled = results["evaluation"]["pooled"]["window_vote"][key]
-        assert drawn[("window_vote", "all devices")][0] == pooled
-    assert any(devices[d]["rows"]["fpr"] > 0 for d in DEVICE_IDS)  # some FPR bar has height
+                expected_values.append(value)
+        assert drawn[("window_vote", "all devices")][0] == rate(pooled["window_vote"][key])
+        # the axis is zoomed to the largest rate (one tick step above it at most), not 100 %
+        largest = max(v for v, _, _ in drawn.values())
+        assert 0 < largest <= y_max <= 2 * largest + 1e-12
+        # per-device rates that differ give bars of different heights
+        per_row = [drawn[("rows", client_label(d))] for d in DEVICE_IDS]
+        if len({v for v, _, _ in per_row}) > 1:
+            assert len({round(h, 2) for _, h, _ in per_row}) > 1
+    title = page.text_content("figure[data-figure=bars-missed] svg > text.chart-title")
+    assert title == "Missed attacks (1 − TPR) per device"
 
 
 def test_histograms_mark_each_device_threshold(page: Any, results: dict[str, Any]) -> None:
@@ -193,8 +269,28 @@ def test_histograms_mark_each_device_threshold(page: Any, results: dict[str, Any
         box = plot_box(page, chart)
         assert box["x"] < marker[1] < box["x"] + box["width"]
         ticks = page.eval_on_selector_all(
-            f"{chart} g.axis[data-axis=x] g.tick", "els => els.map(e => e.textContent)")
+            f"{chart} g.axis[data-axis=x] g.tick text", "els => els.map(e => e.innerHTML)")
         assert len(ticks) >= 2
+        assert_one_notation(ticks)
+
+
+def assert_one_notation(ticks: Sequence[str]) -> None:
+    """Every tick label of one axis is a plain decimal, or every one a power of ten
+    (``10<tspan>k</tspan>``), or every one ``m×10<tspan>k</tspan>``: never mixed."""
+    kinds = {"power" if re.fullmatch(r'10<tspan[^>]*>-?\d+</tspan>', t) else
+             "scientific" if re.fullmatch(r'[\d.]+×10<tspan[^>]*>-?\d+</tspan>', t) else
+             "plain" if re.fullmatch(r"[\d.,]+", t) else f"other: {t}" for t in ticks}
+    assert len(kinds) == 1 and not next(iter(kinds)).startswith("other"), ticks
+
+
+def test_every_log_axis_uses_one_notation(page: Any) -> None:
+    axes = page.eval_on_selector_all(
+        "svg.chart g.axis", "els => els.map(a => Array.from(a.querySelectorAll('g.tick text'),"
+        " t => t.innerHTML))")
+    assert len(axes) >= 10
+    for ticks in axes:
+        if ticks:
+            assert_one_notation([t.replace("%", "") for t in ticks])
 
 
 def test_training_charts_and_threshold_note(page: Any, run: RunView,
@@ -218,6 +314,72 @@ def test_training_charts_and_threshold_note(page: Any, run: RunView,
     assert "Per-round thresholds are absent" not in page.inner_text(figure)
 
 
+def band_values(stats: ErrorStats) -> list[float]:
+    return [threshold_quantile(stats, q) for q in BAND_QUANTILES]
+
+
+def check_threshold_placement(page: Any, results: dict[str, Any]) -> list[float]:
+    """The thresholds vs scores chart: per device its bands equal the percentiles of the
+    results.json histograms, its marker the device's threshold; returns the markers."""
+    chart = "figure#threshold-placement svg[data-chart=ranges]"
+    rows = page.eval_on_selector_all(
+        f"{chart} g.range-row",
+        "els => els.map(g => [g.dataset.row, Number(g.dataset.marker),"
+        " Array.from(g.querySelectorAll('line.interval'), l => [l.dataset.series,"
+        " Number(l.dataset.low), Number(l.dataset.middle), Number(l.dataset.high),"
+        " l.x1.baseVal.value, l.x2.baseVal.value]),"
+        " Array.from(g.querySelectorAll('line.marker'), l => l.x1.baseVal.value)])")
+    assert [r[0] for r in rows] == DEVICE_IDS
+    box = plot_box(page, chart)
+    markers = []
+    for device, marker, bands, marker_x in rows:
+        assert marker == results["thresholds"]["per_device"][device]
+        markers.append(marker)
+        assert log_fpr(page, chart, box, marker_x[0]) == pytest.approx(marker, rel=1e-3)
+        stats = results["error_stats"][device]
+        expected = {
+            "threshold_rows": band_values(ErrorStats.from_dict(
+                results["threshold_stats"][device])),
+            "benign": band_values(ErrorStats.from_dict(stats["benign"])),
+            "attack": band_values(ErrorStats.from_dict(stats["attack"]))}
+        assert [b[0] for b in bands] == list(expected)
+        for name, low, middle, high, x1, x2 in bands:
+            assert [low, middle, high] == expected[name]
+            assert log_fpr(page, chart, box, x1) == pytest.approx(low, rel=1e-3)
+            assert log_fpr(page, chart, box, x2) == pytest.approx(high, rel=1e-3)
+        # the benign rows mostly lie below the threshold, the attack rows' median above it
+        assert expected["threshold_rows"][1] < marker
+    return markers
+
+
+def test_thresholds_against_score_bands(page: Any, results: dict[str, Any]) -> None:
+    markers = check_threshold_placement(page, results)
+    assert len(set(markers)) == 1  # this run's threshold mode is global
+
+
+def test_default_run_explains_and_shows_its_thresholds(
+        default_run: RunView, browser_page: Any) -> None:
+    results = default_run.results()
+    assert results is not None
+    browser_page.goto((default_run.root / "report.html").as_uri())
+    # no per-round threshold exists: the training section says precisely why, no empty chart
+    assert browser_page.eval_on_selector_all("figure[data-figure=thresholds]",
+                                             "e => e.length") == 0
+    note = browser_page.inner_text("#training [data-note=thresholds]")
+    assert "validation_args.frequency_of_the_test = 0" in note
+    assert "set once, after the last round" in note
+    assert browser_page.eval_on_selector("#training [data-note=thresholds] a",
+                                         "a => a.getAttribute('href')") == "#threshold-placement"
+    assert not browser_page.eval_on_selector_all("svg.chart[data-empty]", "e => e.length")
+    markers = check_threshold_placement(browser_page, results)
+    assert len(set(markers)) == len(DEVICE_IDS)  # each device its own threshold
+    # the histograms' threshold lines are the same numbers
+    lines = browser_page.eval_on_selector_all(
+        "figure[data-figure=histogram] line.reference", "els => els.map(l => Number("
+        "l.dataset.value))")
+    assert lines == markers
+
+
 def test_visible_text_names_devices_and_facts(page: Any, run: RunView,
                                               results: dict[str, Any]) -> None:
     text = page.inner_text("body")
@@ -228,8 +390,52 @@ def test_visible_text_names_devices_and_facts(page: Any, run: RunView,
     pooled = results["evaluation"]["pooled"]
     cells = page.eval_on_selector_all("table[data-table=pooled] tr[data-key=window_vote] td",
                                       "els => els.map(e => e.textContent)")
-    assert cells[0] == f"{100 * pooled['window_vote']['f1']:.2f} %"
+    assert cells[0] == f"{100 * pooled['window_vote']['f1']:.2f}\u00a0%"
     assert page.title() == f"FedIoT run {run.run_id}"
+
+
+PHONE_WIDTHS = (360, 390, 414)
+
+
+@pytest.mark.parametrize("width", PHONE_WIDTHS)
+def test_phone_widths_do_not_scroll_sideways(width: int, browser_page: Any, report: Path,
+                                             default_run: RunView) -> None:
+    for path in (report, default_run.root / "report.html"):
+        browser_page.set_viewport_size({"width": width, "height": 800})
+        browser_page.goto(path.as_uri())
+        sizes = browser_page.evaluate(
+            "() => [document.documentElement.scrollWidth, document.body.scrollWidth,"
+            " window.innerWidth]")
+        assert sizes[0] <= sizes[2] and sizes[1] <= sizes[2], (path.name, sizes)
+        # every chart is on screen whole: visible, drawn at a readable size, inside the page
+        charts = browser_page.eval_on_selector_all(
+            "svg.chart", "els => els.map(e => { const r = e.getBoundingClientRect();"
+            " const s = getComputedStyle(e); return [e.dataset.chart, r.left, r.right,"
+            " r.width, r.height, s.visibility, s.display]; })")
+        assert len(charts) >= 10
+        for kind, left, right, chart_width, height, visibility, display in charts:
+            assert visibility == "visible" and display != "none", kind
+            assert left >= 0 and right <= width + 0.5, (kind, left, right)
+            assert chart_width >= 0.8 * (width - 40) and height > 50, (kind, chart_width)
+        # wide tables scroll inside their own box, which fits the page
+        boxes = browser_page.eval_on_selector_all(
+            "div.table-scroll", "els => els.map(e => e.getBoundingClientRect().right)")
+        assert boxes and all(right <= width + 0.5 for right in boxes)
+
+
+def test_run_id_never_breaks_inside_a_part(browser_page: Any, report: Path,
+                                           run: RunView) -> None:
+    browser_page.set_viewport_size({"width": 360, "height": 800})
+    browser_page.goto(report.as_uri())
+    for where in ("h1 .run-id", "[data-fact=run] dd"):
+        parts = browser_page.eval_on_selector_all(
+            f"{where} .whole", "els => els.map(e => [e.textContent, e.getClientRects().length])")
+        assert "".join(text for text, _ in parts) == run.run_id
+        assert parts[0][0] == run.run_id[:16]  # the YYYYmmdd-HHMMSS- stamp is one part
+        assert all(lines == 1 for _, lines in parts), parts  # each part on one line
+    heights = browser_page.eval_on_selector(
+        "h1 .run-id", "e => e.getClientRects().length")
+    assert heights >= 1
 
 
 def test_system_figures_per_device(page: Any, run: RunView) -> None:

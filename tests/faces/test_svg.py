@@ -15,8 +15,10 @@ from fediot.faces.report.svg import (
     BarSeries,
     ChartSize,
     HistogramSeries,
+    Interval,
     LinearScale,
     LogScale,
+    RangeRow,
     Reference,
     Series,
     bar_chart,
@@ -25,6 +27,8 @@ from fediot.faces.report.svg import (
     histogram_chart,
     line_chart,
     nice_step,
+    number_text,
+    range_chart,
     roc_chart,
 )
 
@@ -103,6 +107,40 @@ def test_log_scale_puts_decades_at_equal_distances() -> None:
     assert not scale.accepts(0.0) and not scale.accepts(-1.0)
 
 
+def tick_labels(scale: LogScale) -> list[str]:
+    return [scale.tick_label(t) for t in scale.ticks()]
+
+
+@pytest.mark.parametrize(("lo", "hi", "notation", "pattern"), [
+    (1e-6, 1.0, "power", r'10<tspan[^>]*>-?\d+</tspan>'),  # decades only
+    (0.015, 12.0, "plain", r"[\d.,]+"),  # 0.02 … 10: decades among them are plain too
+    (4e-4, 0.05, "scientific", r'[\d.]+×10<tspan[^>]*>-\d+</tspan>'),  # 5×10⁻⁴ … 5×10⁻²
+    (2e-5, 3e-4, "scientific", r'[\d.]+×10<tspan[^>]*>-\d+</tspan>'),
+])
+def test_a_log_axis_writes_all_its_ticks_in_one_notation(
+        lo: float, hi: float, notation: str, pattern: str) -> None:
+    scale = LogScale(lo, hi, 0, 500)
+    assert scale.notation == notation
+    labels = tick_labels(scale)
+    assert len(labels) >= 2 and all(re.fullmatch(pattern, t) for t in labels), labels
+
+
+def test_scientific_ticks_keep_their_value() -> None:
+    scale = LogScale(4e-4, 0.05, 0, 500)
+    for tick, label in zip(scale.ticks(), tick_labels(scale), strict=True):
+        match = re.fullmatch(r'([\d.]+)×10<tspan[^>]*>(-?\d+)</tspan>', label)
+        assert match is not None, label
+        assert float(match[1]) * 10.0 ** int(match[2]) == pytest.approx(tick)
+
+
+def test_number_text_has_no_e_notation() -> None:
+    assert number_text(1e-5) == "10⁻⁵"
+    assert number_text(1.0) == "10⁰"
+    assert number_text(5.396e-6) == "5.4×10⁻⁶"
+    assert number_text(0.02) == "0.02"
+    assert number_text(0.001667) == "0.001667"
+
+
 def test_format_number() -> None:
     assert format_number(0) == "0"
     assert format_number(1.2401103) == "1.24"
@@ -124,6 +162,10 @@ def test_every_text_is_escaped() -> None:
                           data={"auc": HOSTILE})], title=HOSTILE),
         histogram_chart([1, 10, 100], [HistogramSeries(HOSTILE, [3, 4], HOSTILE)],
                         title=HOSTILE, x_label=HOSTILE),
+        range_chart([RangeRow(HOSTILE, HOSTILE, [Interval(HOSTILE, 1, 2, 3, HOSTILE)], 2.5)],
+                    title=HOSTILE, x_label=HOSTILE, marker_label=HOSTILE),
+        roc_chart([Series(HOSTILE, [(0, 0), (0.5, 0.9), (1, 1)], HOSTILE)], title=HOSTILE,
+                  fpr_floor=1e-4),
         empty_chart("line", HOSTILE, HOSTILE),
     ]
     for svg in charts:
@@ -209,6 +251,72 @@ def test_roc_chart_has_unit_domains_and_the_diagonal() -> None:
     assert path_points(path.get("d", ""))[0] == pytest.approx((x0, y1), abs=0.01)
     assert path_points(path.get("d", ""))[-1] == pytest.approx((x1, y0), abs=0.01)
     assert elements(root, "path", "diagonal")
+
+
+def test_roc_chart_with_a_log_fpr_axis_draws_fpr_zero_at_the_floor() -> None:
+    svg = roc_chart([Series("dev", [(0, 0), (0, 0.5), (0.01, 0.9), (1, 1)], "dev")],
+                    fpr_floor=1e-4)
+    root = parse(svg)
+    assert root.get("data-fpr-floor") == "0.0001"
+    assert (float(root.get("data-x-min", "")), float(root.get("data-x-max", ""))) == (
+        pytest.approx(1e-4), pytest.approx(1.0))
+    x0, y0, x1, y1 = plot_area(root)
+    (path,) = elements(root, "path", "series")
+    points = path_points(path.get("d", ""))
+    # FPR 0 sits on the left edge; FPR 0.01 halfway along the four decades 1e-4 … 1
+    assert points[0] == pytest.approx((x0, y1), abs=0.01)
+    assert points[1] == pytest.approx((x0, y1 - 0.5 * (y1 - y0)), abs=0.01)
+    assert points[2] == pytest.approx((x0 + 0.5 * (x1 - x0), y1 - 0.9 * (y1 - y0)), abs=0.01)
+    assert points[-1] == pytest.approx((x1, y0), abs=0.01)
+    ticks = [t.get("data-value") for axis in elements(root, "g", "axis")
+             if axis.get("data-axis") == "x" for t in elements(axis, "g", "tick")]
+    assert [float(t or "") for t in ticks] == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1])
+    assert "10⁻⁴" in "".join(root.itertext())  # the floor is stated on the axis
+    (diagonal,) = elements(root, "path", "diagonal")
+    assert len(path_points(diagonal.get("d", ""))) > 10  # TPR = FPR curves on a log axis
+    for bad in (0.0, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="fpr_floor"):
+            roc_chart([], fpr_floor=bad)
+
+
+def test_range_chart_puts_bands_and_markers_where_their_values_are() -> None:
+    rows = [RangeRow("a", "device a", [Interval("benign", 0.01, 0.1, 1.0, "benign"),
+                                       Interval("attack", 10.0, 100.0, 1000.0, "attack")],
+                     marker=3.0),
+            RangeRow("b", "device b", [Interval("benign", 0.02, 0.2, 2.0, "benign")],
+                     marker=None)]
+    root = parse(range_chart(rows, title="t", x_label="error", marker_label="threshold"))
+    assert root.get("data-chart") == "ranges"
+    x0, _, x1, _ = plot_area(root)
+    lo, hi = float(root.get("data-x-min", "")), float(root.get("data-x-max", ""))
+    assert lo <= 0.01 and hi >= 1000.0
+
+    def pixel(value: float) -> float:
+        return x0 + (math.log10(value) - math.log10(lo)) / (
+            math.log10(hi) - math.log10(lo)) * (x1 - x0)
+
+    groups = elements(root, "g", "range-row")
+    assert [g.get("data-row") for g in groups] == ["a", "b"]
+    assert groups[0].get("data-marker") == "3.0" and groups[1].get("data-marker") is None
+    bands = [(g.get("data-row"), band) for g in groups for band in elements(g, "line",
+                                                                          "interval")]
+    assert [(row, b.get("data-series")) for row, b in bands] == [
+        ("a", "benign"), ("a", "attack"), ("b", "benign")]
+    for _, band in bands:
+        assert float(band.get("x1", "")) == pytest.approx(pixel(float(band.get("data-low", ""))),
+                                                          abs=0.01)
+        assert float(band.get("x2", "")) == pytest.approx(
+            pixel(float(band.get("data-high", ""))), abs=0.01)
+    (marker,) = elements(root, "line", "marker")
+    assert float(marker.get("x1", "")) == pytest.approx(pixel(3.0), abs=0.01)
+    # rows stack downwards, bands of a row one under the other
+    ys = [float(b.get("y1", "")) for _, b in bands]
+    assert ys[0] < ys[1] < ys[2]
+    assert [e.get("data-series") for e in elements(root, "g", "legend-item")] == [
+        "benign", "attack", "marker"]
+    empty = parse(range_chart([RangeRow("a", "a", [Interval("x", 0, 0, 0)])], title="t",
+                              x_label="x"))
+    assert empty.get("data-empty") == "true"
 
 
 def test_histogram_draws_shares_and_the_marker() -> None:

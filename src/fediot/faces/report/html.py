@@ -212,9 +212,13 @@ def _metric(metrics: Mapping[str, Any], kind: str, key: str) -> float | None:
     return finite_number(part.get(key)) if isinstance(part, Mapping) else None
 
 
-def _pct(value: float | None) -> str:
-    # a no-break space: a number never wraps away from its unit
-    return "—" if value is None else f"{100 * value:.2f}\u00a0%"
+NO_BREAK_SPACE = "\u00a0"
+
+
+def _pct(value: float | None, gap: str = NO_BREAK_SPACE) -> str:
+    """``value`` as a percentage with two decimals, ``gap`` before the ``%`` (default a
+    no-break space: on the page a number never wraps away from its unit)."""
+    return "—" if value is None else f"{100 * value:.2f}{gap}%"
 
 
 def _auc_text(value: float | None) -> str:
@@ -617,7 +621,7 @@ def _roc_section(data: RunData) -> str:
     chart = roc_chart(series, title="ROC curves per device and pooled", fpr_floor=floor,
                       description="Threshold swept over the score histogram bin edges; "
                                   "log-scale FPR axis.")
-    limits = [f"TPR at FPR ≤ {100 * limit:g}\u00a0%" for limit in TPR_AT_FPR]
+    limits = [f"TPR at FPR ≤ {100 * limit:g}{NO_BREAK_SPACE}%" for limit in TPR_AT_FPR]
     table = _table(["device", "ROC AUC", *limits], rows, name="roc",
                    row_keys=[c[0] for c in curves],
                    caption=f"The curves sweep the threshold over the {N_ERROR_BINS + 1} "
@@ -875,7 +879,7 @@ def report_summary(view: RunView) -> str:
     pooled = results.get("evaluation", {}).get("pooled") or {}
     devices = len(results.get("evaluation", {}).get("devices") or {})
     return (f"{head}, {devices} devices; all devices with the window vote: F1 "
-            f"{_pct(_metric(pooled, 'window_vote', 'f1'))}, TPR "
-            f"{_pct(_metric(pooled, 'window_vote', 'recall'))}, FPR "
-            f"{_pct(_metric(pooled, 'window_vote', 'fpr'))}; ROC AUC "
+            f"{_pct(_metric(pooled, 'window_vote', 'f1'), ' ')}, TPR "
+            f"{_pct(_metric(pooled, 'window_vote', 'recall'), ' ')}, FPR "
+            f"{_pct(_metric(pooled, 'window_vote', 'fpr'), ' ')}; ROC AUC "
             f"{_auc_text(finite_number(pooled.get('roc_auc')))}")
