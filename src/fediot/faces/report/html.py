@@ -1,10 +1,14 @@
 """The run report: one self-contained HTML page for a run folder, finished or in progress.
 
 Sections: the run's facts and pooled metrics; loss, evaluated-round metrics and thresholds per
-round; per-device TPR/FPR; ROC curves from the benign/attack score histograms; score histograms
-with each device's threshold; system figures per device; and the federated / centralised /
-local comparison when ``comparison.json`` exists. Charts are inline SVG from
-:mod:`fediot.faces.report.svg`; the page loads nothing (a Content-Security-Policy forbids it).
+round (when evaluated rounds recorded them); per device its rates with bars of missed attacks
+(1 − TPR) and false alarms (FPR) zoomed to the largest rate; ROC curves from the benign/attack
+score histograms on a log-FPR axis; each device's threshold against percentile bands of its
+scores, and score histograms with the threshold; system figures per device; and the federated /
+centralised / local comparison when ``comparison.json`` exists. The page fits a phone's width:
+wide tables scroll in their own box, run ids and timestamps wrap only between their parts.
+Charts are inline SVG from :mod:`fediot.faces.report.svg`; the page loads nothing (a
+Content-Security-Policy forbids it).
 
 A run without ``results.json`` (still running, stopped or failed) gets the sections its files
 allow, under a banner saying the report is partial.
@@ -434,8 +438,8 @@ def _thresholds(data: RunData) -> str:
     where = ("they appear with the score distributions when the run finishes" if data.partial
              else "the final thresholds are drawn against each device's score distributions "
                   "under Score distributions")
-    return (f'<p class="note" data-note="thresholds">Anomaly threshold per round: none to '
-            f"plot: {esc(why)}; {esc(where)}"
+    return (f'<p class="note" data-note="thresholds">No anomaly threshold per round to plot:'
+            f" {esc(why)}; {esc(where)}"
             + ("" if data.partial else ' (<a href="#threshold-placement">thresholds vs '
                "scores</a>)") + ".</p>")
 
