@@ -181,13 +181,11 @@ def _is_peak(key: str) -> bool:
     return "peak" in words or "max" in words
 
 
-def _why_the_same(key: str, figure: dict[str, float], engine: str | None) -> str:
+def _why_the_same(key: str, figure: dict[str, float]) -> str:
     if key in ("bytes_down", "bytes_up") and figure["max"] == 0:
         return "the devices ran in the server's process: nothing crossed a process boundary"
     if key == "bytes_down":
         return "every device receives the same model"
-    if key == "peak_rss_bytes" and engine not in OWN_PROCESS_ENGINES:
-        return "the devices share one worker process"
     return "measured the same for every device"
 
 
@@ -195,37 +193,48 @@ def system_layout(system: dict[str, dict[str, dict[str, float]]], engine: str | 
                   ) -> dict[str, list[dict[str, Any]]]:
     """How to show the per-device system figures (:func:`system_figures`).
 
-    A figure that differs between devices gets a column (``per_device``); one that is the
-    same for every device that reported it (every device receives the same model, or shares
-    the worker process) is shown once (``same``, with ``value`` and ``why``) instead of as
-    identical columns. Each entry has ``key``, ``label`` (what it measures:
-    :data:`SYSTEM_FIGURE_LABELS`), ``unit`` (``bytes``, ``seconds`` or ``""``) and ``how``
-    (``peak``: the maximum over rounds, else ``total`` beside the last round's value).
+    A figure that differs between devices gets a column (``per_device``). One that is the
+    same for every device that reported it (every device receives the same model) is shown
+    once (``once``) instead of as identical columns, and so is the process peak RSS where
+    devices share worker processes (not :data:`OWN_PROCESS_ENGINES`): there it is the
+    workers', not any device's, and ``once`` gives the highest. Each entry has ``key``,
+    ``label`` (what it measures: :data:`SYSTEM_FIGURE_LABELS`), ``unit`` (``bytes``,
+    ``seconds`` or ``""``) and ``how`` (``peak``: the maximum over rounds, else ``total``
+    beside the last round's value); a ``once`` entry also ``value`` (``last``, ``total``,
+    ``max``), ``devices`` (how many reported it) and ``why`` it is shown once.
 
     Parameters
     ----------
     system
         Device → key → ``last``/``total``/``max``.
     engine
-        The run's engine: in :data:`OWN_PROCESS_ENGINES` a device's process is its own.
+        The run's engine (``status.json``).
     """
     keys = list(dict.fromkeys(key for figures in system.values() for key in figures))
     per_device: list[dict[str, Any]] = []
-    same: list[dict[str, Any]] = []
+    once: list[dict[str, Any]] = []
+    shared_process = engine not in OWN_PROCESS_ENGINES
     for key in keys:
         label = SYSTEM_FIGURE_LABELS.get(key, key.replace("_", " "))
-        if key == "peak_rss_bytes":
-            label += (" (its own process)" if engine in OWN_PROCESS_ENGINES else
-                      " (a worker shared with other devices, not its own)")
         entry = {"key": key, "label": label, "unit": _figure_unit(key),
                  "how": "peak" if _is_peak(key) else "total"}
         figures = [mine[key] for mine in system.values() if key in mine]
-        if len(figures) > 1 and all(f == figures[0] for f in figures):
-            same.append({**entry, "value": figures[0], "devices": len(figures),
-                         "why": _why_the_same(key, figures[0], engine)})
+        if key == "peak_rss_bytes" and shared_process:
+            highest = {part: max(f[part] for f in figures) for part in ("last", "total", "max")}
+            once.append({**entry, "label": "peak RSS of the worker processes", "value": highest,
+                         "devices": len(figures),
+                         "why": f"under the {engine or 'unknown'} engine the devices share "
+                                "worker processes, so it is theirs, not any one device's; the "
+                                "highest is shown"})
+        elif len(figures) > 1 and all(f == figures[0] for f in figures):
+            once.append({**entry, "value": figures[0], "devices": len(figures),
+                         "why": f"the same for all {len(figures)} devices: "
+                                + _why_the_same(key, figures[0])})
         else:
+            if key == "peak_rss_bytes":
+                entry["label"] = label + " (its own)"
             per_device.append(entry)
-    return {"per_device": per_device, "same": same}
+    return {"per_device": per_device, "once": once}
 
 
 def _round_row(record: dict[str, Any]) -> dict[str, Any]:

@@ -67,7 +67,7 @@ svg text { font-size: 11px; fill: var(--muted); }
 .scroll { max-height: 24rem; overflow: auto; }
 .scroll thead th { position: sticky; top: 0; z-index: 1; box-shadow: 0 1px 0 var(--line); }
 td.message { white-space: pre-wrap; overflow-wrap: anywhere; min-width: 12rem; }
-ul.same { margin: .5rem 0 0; padding-left: 1.2rem; }
+ul.once { margin: .5rem 0 0; padding-left: 1.2rem; }
 .level-WARNING { color: var(--training); font-weight: 600; }
 .level-ERROR, .level-CRITICAL { color: var(--lost); font-weight: 600; }
 @media (max-width: 40rem) {
@@ -237,7 +237,7 @@ _SCRIPT = r"""
   }
 
   function renderSystem(state) {
-    const columns = state.system.per_device, same = state.system.same;
+    const columns = state.system.per_device, once = state.system.once;
     const how = (column) => column.how === "peak" ? "last round / max" : "last round / total";
     const head = element("tr");
     head.append(element("th", "device"));
@@ -265,18 +265,18 @@ _SCRIPT = r"""
     $("system-head").replaceChildren(head);
     $("system-body").replaceChildren(...(columns.length ? rows : []));
     $("system-table").hidden = !columns.length;
-    const items = same.map((entry) => {
+    const items = once.map((entry) => {
       const value = entry.how === "peak" ? entry.value.max : entry.value.total;
       const item = element("li", entry.label + ": " + figure(entry.unit, entry.value.last) +
         " in the last round, " + figure(entry.unit, value) + " " +
-        (entry.how === "peak" ? "at most" : "in all") + " — the same for all " +
-        entry.devices + " devices: " + entry.why);
+        (entry.how === "peak" ? "at most" : "in all") + " — " + entry.why);
       item.dataset.key = entry.key;
+      item.dataset.last = String(entry.value.last);
       item.dataset.value = String(value);
       return item;
     });
-    $("system-same").replaceChildren(...items);
-    $("system-same").hidden = !items.length;
+    $("system-once").replaceChildren(...items);
+    $("system-once").hidden = !items.length;
     $("system-empty").hidden = columns.length + items.length > 0;
   }
 
@@ -504,7 +504,7 @@ _BODY = """
     <h2>System performance per device</h2>
     <table class="stack" id="system-table"><thead id="system-head"></thead>
       <tbody id="system-body"></tbody></table>
-    <ul class="same" id="system-same" hidden></ul>
+    <ul class="once" id="system-once" hidden></ul>
     <p class="note">Measured on each device's training task, where it ran: its thread's CPU
       time and how far the memory of its process rose during the task (the first task in a
       process also pays for loading the libraries). Several devices may share a process (the
