@@ -608,30 +608,56 @@ def _drain(lines: queue.Queue[str], printed: list[str]) -> str:
     return "".join(printed)
 
 
-def test_the_page_follows_a_running_simulation(browser_page: Any, dataset: Path,
-                                               tmp_path: Path) -> None:
-    """A real ``fediot simulate --dashboard 0`` in a subprocess, watched in Chromium."""
-    rounds = 10
-    runs = tmp_path / "runs"
-    process = subprocess.Popen(
+def _simulate(dataset: Path, runs: Path, rounds: int, *options: str) -> subprocess.Popen[str]:
+    """``fediot simulate --dashboard 0`` of the 3 devices in ``dataset``, in a subprocess."""
+    return subprocess.Popen(
         [str(FEDIOT), "simulate", "--dataset", "N-BaIoT", "--data-dir", str(dataset),
          "--clients", "3", "--rounds", str(rounds), "--runs-dir", str(runs),
-         "--set", "detection_args.window=3", "--set", "train_args.epochs=100",
-         "--set", "validation_args.frequency_of_the_test=4",
-         # the page must see several rounds run, so no early stop
-         "--set", "validation_args.early_stopping_patience=0", "--dashboard", "0"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+         "--set", "detection_args.window=3", "--dashboard", "0", *options],
+        cwd=runs.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "COLUMNS": "200"})
+
+
+def _wait_for_line(output: queue.Queue[str], printed: list[str], pattern: str,
+                   seconds: float) -> re.Match[str]:
+    deadline = time.monotonic() + seconds
+    while True:
+        line = output.get(timeout=max(0.1, deadline - time.monotonic()))
+        printed.append(line)
+        found = re.search(pattern, line)
+        if found:
+            return found
+
+
+EMPTY_EVALUATION_CHART = """() => {
+  const empty = document.querySelector("#chart-evaluation-plot svg[data-points='0'] text.empty");
+  return empty ? [empty.textContent, document.getElementById("chart-evaluation-note")
+                  .textContent] : [];
+}"""
+"""What the evaluation chart says while it has no point (read at once: it may be redrawn)."""
+
+ACCEPTANCE_SECONDS = 60.0
+"""The finished run must still be on the page this long after the run ended."""
+
+
+@pytest.mark.slow
+def test_the_page_follows_a_running_simulation_and_keeps_the_finished_run(
+        browser_page: Any, tmp_path: Path) -> None:
+    """A real ``fediot simulate --dashboard 0`` in a subprocess, watched in Chromium while it
+    runs and for :data:`ACCEPTANCE_SECONDS` after it ended, then closed with Ctrl-C."""
+    rounds = 10
+    dataset = write_uci_dataset(tmp_path / "nbaiot", n_devices=3)
+    runs = tmp_path / "runs"
+    # default evaluation settings (no round evaluated during training); the page must see
+    # several rounds run, so slow rounds and no early stop
+    process = _simulate(dataset, runs, rounds, "--set", "train_args.epochs=100",
+                        "--set", "validation_args.early_stopping_patience=0")
     output: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_read_lines, args=(process.stdout, output), daemon=True).start()
     printed: list[str] = []
     try:
-        url = None
-        while url is None:
-            line = output.get(timeout=180)
-            printed.append(line)
-            found = re.search(r"live dashboard: (http://127\.0\.0\.1:\d+/)", line)
-            url = found.group(1) if found else None
+        url = _wait_for_line(output, printed, r"live dashboard: (http://127\.0\.0\.1:\d+/)",
+                             180).group(1)
         page = browser_page
         page.goto(url)
         page.wait_for_selector("#devices-body tr[data-device]", timeout=120_000)
@@ -640,30 +666,73 @@ def test_the_page_follows_a_running_simulation(browser_page: Any, dataset: Path,
         assert sorted(names) == sorted(d.name for d in DEVICES[:3])
         seen_rounds: set[int] = set()
         loss_points: list[int] = []
+        notes: set[str] = set()
         for _ in range(3000):  # up to ~10 minutes of 0.2 s looks
             state = page.text_content("#run-state")
             points = page.get_attribute("#chart-loss-plot svg", "data-points")
             if state == "running":
                 seen_rounds.add(int(page.text_content("#round") or 0))
                 loss_points.append(int(points or 0))
+                notes.update(page.evaluate(EMPTY_EVALUATION_CHART))
             if state in ("finished", "failed"):
                 break
             page.wait_for_timeout(200)
         assert state == "finished", _drain(output, printed)
         assert len(seen_rounds - {0}) >= 2, f"rounds seen while running: {seen_rounds}"
         assert min(loss_points) < rounds and max(loss_points) > min(loss_points)
-        assert page.text_content("#round") == str(rounds)
-        assert page.text_content("#total-rounds") == str(rounds)
-        assert page.get_attribute("#chart-loss-plot svg", "data-points") == str(rounds)
-        assert page.get_attribute("#chart-evaluation-plot svg", "data-points") != "0"
-        assert page.is_visible("#final") and "F1" in (page.text_content("#final-text") or "")
-        assert page.text_content("#system-head") and "wall seconds" in (
-            page.text_content("#system-head") or "")
-        assert process.wait(timeout=120) == 0, _drain(output, printed)
+        # while running, the empty evaluation chart said why
+        assert "no evaluated round yet" in notes
+        assert any(n.startswith("No round is evaluated during training (validation_args."
+                                "frequency_of_the_test = 0): the final evaluation runs after "
+                                "the last round") for n in notes), notes
+        run = RunView(next(p for p in runs.iterdir() if (p / "config.yaml").is_file()))
+        results = run.results()
+        assert results is not None
+        _wait_for_line(output, printed, r"the dashboard keeps showing it at .*Ctrl-C to close",
+                       120)
+        ended = time.monotonic()
+
+        def shows_the_finished_run() -> None:
+            assert page.text_content("#run-state") == "finished"
+            assert page.is_hidden("#error"), page.text_content("#error")
+            assert page.text_content("#round") == str(rounds)
+            assert page.text_content("#total-rounds") == str(rounds)
+            assert page.get_attribute("#chart-loss-plot svg", "data-points") == str(rounds)
+            final = page.eval_on_selector_all(
+                "#chart-evaluation-plot circle", "els => els.map(e => [e.dataset.series, "
+                "Number(e.dataset.x), Number(e.dataset.y)])")
+            pooled = results["evaluation"]["pooled"]
+            assert ["ROC AUC", rounds, pooled["roc_auc"]] in final
+            assert ["F1 (window vote)", rounds, pooled["window_vote"]["f1"]] in final
+            assert page.is_visible("#final") and "F1" in (page.text_content("#final-text") or "")
+            assert "CPU time of its training thread" in (page.text_content("#system-head") or "")
+
+        shows_the_finished_run()
+        page.wait_for_timeout(1000 * max(0.0, ACCEPTANCE_SECONDS - (time.monotonic() - ended)))
+        assert time.monotonic() - ended >= ACCEPTANCE_SECONDS
+        assert process.poll() is None, _drain(output, printed)  # still serving
+        page.wait_for_timeout(2 * 1000)  # a poll or two more after the minute
+        shows_the_finished_run()
+        process.send_signal(signal.SIGINT)  # the operator closes it
+        assert process.wait(timeout=60) == 0, _drain(output, printed)
+        assert "Traceback" not in _drain(output, printed)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
+
+
+def test_simulate_with_exit_when_done_ends_by_itself(tmp_path: Path) -> None:
+    dataset = write_uci_dataset(tmp_path / "nbaiot", n_devices=3)
+    process = _simulate(dataset, tmp_path / "runs", 2, "--exit-when-done")
+    try:
+        out, _ = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    assert process.returncode == 0, out
+    assert "live dashboard: http://127.0.0.1:" in out and "Ctrl-C" not in out
 
 
 def test_a_killed_run_shows_as_interrupted_and_is_not_followed(tmp_path: Path) -> None:
