@@ -118,8 +118,10 @@ def server_command(
     exit_when_done: ExitWhenDoneOption = False,
 ) -> None:
     """Start a SuperLink (TLS + node authentication), run FedDetect on the devices that
-    connect, print the table. With --dashboard the dashboard then keeps showing the finished
-    run until Ctrl-C, unless --exit-when-done."""
+    connect, print the table.
+
+    With --dashboard the dashboard then keeps showing the finished run until Ctrl-C, unless
+    --exit-when-done."""
     _stop_on_sigterm()
     with ExitStack() as dashboard_serving:  # holds the dashboard open past the table
         try:

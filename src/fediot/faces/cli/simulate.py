@@ -96,8 +96,9 @@ def simulate_command(
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
     """Federated training of the devices on this machine; prints the per-device table (or,
-    with --format json / csv, its figures on stdout, everything else on stderr). With
-    --dashboard the dashboard then keeps showing the finished run until Ctrl-C, unless
+    with --format json / csv, its figures on stdout, everything else on stderr).
+
+    With --dashboard the dashboard then keeps showing the finished run until Ctrl-C, unless
     --exit-when-done."""
     chatter = console if output_format is OutputFormat.table else err_console
     with ExitStack() as dashboard_serving:  # holds the dashboard open past the results

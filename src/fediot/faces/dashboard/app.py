@@ -336,8 +336,8 @@ def _runs(runs_dir: Path) -> list[RunView]:
 
 
 class PollClock:
-    """When the page last asked for a run's state: :class:`~fediot.faces.dashboard.server.
-    DashboardHandle` keeps serving after a run ends until a page has seen the end."""
+    """When the page last asked for a run's state: :meth:`~fediot.faces.dashboard.server.
+    DashboardHandle.stop` (``--exit-when-done``) first lets a watching page see the end."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
