@@ -371,6 +371,21 @@ def test_stop_lets_a_watching_page_see_the_end_then_stops_serving(runs_dir: Path
             http.get("/api/runs")
 
 
+def test_a_page_left_open_after_exit_when_done_keeps_the_end_calmly(
+        browser_page: Any, runs_dir: Path) -> None:
+    handle = start_dashboard(runs_dir, port=0)
+    page = browser_page
+    try:
+        _open_finished_run(page, handle)
+    finally:
+        handle.stop()  # what --exit-when-done does once the page has seen the end
+    page.wait_for_selector("#error.closed", timeout=30_000)
+    assert page.text_content("#error-text") == (
+        "The dashboard server has closed; this page keeps the run's final state as last "
+        "read. Retrying…")
+    assert page.text_content("#run-state") == "finished" and page.text_content("#round") == "3"
+
+
 def test_the_page_loads_nothing_from_elsewhere() -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", PAGE_HTML)
     assert "<script src" not in PAGE_HTML and "@import" not in PAGE_HTML
