@@ -76,10 +76,10 @@ EVALUATION_SERIES = {
     ("roc_auc",): "ROC AUC",
 }
 
-
 OWN_PROCESS_ENGINES = frozenset({"flower"})
 """Engines (``status.json`` ``engine``) that run each device in a process of its own (the
 Flower deployment): only there is a device's process peak RSS its own."""
+
 
 def _seconds_since(text: Any, now: datetime) -> float | None:
     moment = parse_time(text)
