@@ -37,7 +37,7 @@ def one_round(n: int, drop: bool) -> dict[str, Any]:
     model = ModelState(weights, ScalerStats.from_data(np.ones((4, N_FEATURES))))
     fit = FitTask(model=model, server_round=1, learning_rate=0.01, epochs=1, batch_size=64,
                   optimizer="adam", weight_decay=0.0, proximal_mu=0.0, seed=0)
-    report = FitReport("d", [], 1000, 0.1, SystemStats(1.0, 1.0, 1), 0.1, 10)
+    report = FitReport("d", [], 1000, 0.1, SystemStats(1.0, 1.0, 1, 1), 0.1, 10)
     ids = [f"d{i:02d}" for i in range(n)]
     q = Quantizer()
     devices = {c: SecAggDevice(c) for c in ids}
@@ -81,7 +81,7 @@ def one_round(n: int, drop: bool) -> dict[str, Any]:
     timed("server", server.unmask, unmask)
     clear_down = content_bytes(encode_task("fit", fit))
     clear_up = content_bytes(encode_reply("fit", "d", FitReport(
-        "d", weights, 1000, 0.1, SystemStats(1.0, 1.0, 1), 0.1, 10)))
+        "d", weights, 1000, 0.1, SystemStats(1.0, 1.0, 1, 1), 0.1, 10)))
     return {"devices": n, "dropped": int(drop), "parameters": length,
             "threshold": server.threshold,
             "device_seconds_per_device": seconds["device"] / n,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,15 @@ def synthetic_clients(n_devices: int = 3, rows: int = 600, seed: int = 0) -> lis
     return clients
 
 
-def write_uci_dataset(root: Path, n_devices: int = 3, rows: int = 600, seed: int = 0) -> Path:
-    """The same rows as a UCI-layout folder of CSV files (what a real download gives)."""
-    for device in DEVICES[:n_devices]:
+def write_uci_dataset(root: Path, n_devices: int = 3, rows: int | Sequence[int] = 600,
+                      seed: int = 0) -> Path:
+    """The same rows as a UCI-layout folder of CSV files (what a real download gives);
+    ``rows``: benign rows of every device, or of each device in turn."""
+    counts = [rows] * n_devices if isinstance(rows, int) else list(rows)
+    for device, benign_rows in zip(DEVICES[:n_devices], counts, strict=True):
         folder = root / device.name
         write_features(folder / "benign_traffic.csv",
-                       device_rows(device.uci_id, rows, None, seed))
+                       device_rows(device.uci_id, benign_rows, None, seed))
         if device.has_mirai:
             write_features(folder / "mirai_attacks" / "syn.csv",
                            device_rows(device.uci_id, 200, "mirai.syn", seed))

@@ -48,7 +48,7 @@ def test_one_sign_flipper_under_fedmedian(bench: ModuleType) -> None:
 
 
 def _report(weights: list[np.ndarray[Any, Any]]) -> FitReport:
-    return FitReport("d", weights, 10, 0.1, SystemStats(0.0, 0.0, 0))
+    return FitReport("d", weights, 10, 0.1, SystemStats(0.0, 0.0, 0, 0))
 
 
 def test_scaled_update_replaces_the_update() -> None:

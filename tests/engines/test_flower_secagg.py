@@ -26,7 +26,7 @@ def test_secagg_messages_round_trip() -> None:
     back = decode_task("secagg", encode_task("secagg", task))
     assert back.stage == "mask" and back.payload == task.payload
     assert back.inner.server_round == 2
-    report = FitReport("d", [], 10, 0.5, SystemStats(1.0, 1.0, 1), 0.1, 3)
+    report = FitReport("d", [], 10, 0.5, SystemStats(1.0, 1.0, 1, 1), 0.1, 3)
     reply = SecAggReply("mask", {}, np.arange(5, dtype=np.uint64) * np.uint64(2**61), report)
     got = decode_reply("secagg", encode_reply("secagg", "d", reply), "d")
     np.testing.assert_array_equal(got.masked, reply.masked)

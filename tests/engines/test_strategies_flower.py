@@ -10,7 +10,7 @@ from fediot.core.federated.messages import FitReport, SystemStats
 from fediot.core.federated.strategies import FedAvg
 from fediot.engines.strategies import FlowerAggregation, strategy_for, train_reply
 
-NO_COST = SystemStats(0.0, 0.0, 0)
+NO_COST = SystemStats(0.0, 0.0, 0, 0)
 
 
 def reports(seed: int, n: int = 5) -> list[FitReport]:

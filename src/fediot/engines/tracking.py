@@ -7,8 +7,9 @@ records, in the experiment ``tracking_args.mlflow_experiment``:
 - parameters: the flattened configuration (``train_args.learning_rate`` …);
 - per round (step = round): ``train_loss``, ``learning_rate``, ``round_seconds``,
   ``num_examples``, ``devices_answered``, each device's system figures
-  (``system.<device>.wall_seconds``, ``cpu_seconds``, ``peak_rss_bytes``, ``bytes_down``,
-  ``bytes_up``) and, when the round was evaluated, the pooled metrics (``eval.window_vote.f1`` …);
+  (``system.<device>.wall_seconds``, ``cpu_seconds``, ``task_peak_memory_bytes``,
+  ``peak_rss_bytes``, ``bytes_down``, ``bytes_up``) and, when the round was evaluated, the
+  pooled metrics (``eval.window_vote.f1`` …);
 - at the end: the final pooled metrics (``final.…``) and the run folder's files as artifacts
   (``results.json``, ``metrics.jsonl``, ``logs.jsonl``, ``config.yaml``, ``model/``).
 

@@ -20,7 +20,7 @@ from fediot.core.federated.strategies import (
     weighted_average,
 )
 
-NO_COST = SystemStats(0.0, 0.0, 0)
+NO_COST = SystemStats(0.0, 0.0, 0, 0)
 
 
 def report(client: str, value: float, n: int) -> FitReport:

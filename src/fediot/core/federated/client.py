@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import resource
 import threading
 import time
 import warnings
@@ -47,8 +46,8 @@ from fediot.core.federated.messages import (
     Reply,
     ScalerReport,
     ScoreTask,
-    SystemStats,
 )
+from fediot.core.federated.meter import TaskMeter
 from fediot.core.federated.privacy import (
     PrivacyPlan,
     noisy_error_stats,
@@ -115,26 +114,6 @@ class ClientData:
 def _seed_for(client_id: str, *parts: int) -> int:
     """A stable 31-bit seed from the client's name and integers (no Python hash salt)."""
     return zlib.crc32(repr((client_id, *parts)).encode()) & 0x7FFF_FFFF
-
-
-def _peak_rss_bytes() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-class _Meter:
-    """Measures wall and CPU time of a block, and the peak memory after it."""
-
-    def __enter__(self) -> _Meter:
-        self._wall = time.perf_counter()
-        self._cpu = time.process_time()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stats = SystemStats(
-            wall_seconds=time.perf_counter() - self._wall,
-            cpu_seconds=time.process_time() - self._cpu,
-            peak_rss_bytes=_peak_rss_bytes(),
-        )
 
 
 class LogCapture(logging.Handler):
@@ -425,7 +404,7 @@ class DeviceClient:
         """Train from the global model on the training rows; return the new weights (the
         validation loss only from at least ``min_rows_for_statistics`` threshold rows)."""
         self.guards.check_fit(task, self._expected_shapes())
-        with _Meter() as meter:
+        with TaskMeter() as meter:
             model = self._load(task.model)
             train = self._transformed("train", task.model.scaler)
             validation = self._threshold_row_errors(model, task.model.scaler)
@@ -526,7 +505,7 @@ class DeviceClient:
     def evaluate(self, task: EvaluateTask) -> EvaluationReport:
         """Verdicts on the test splits, as counts per class and error histograms."""
         self.guards.check_evaluate(task, self._expected_shapes())
-        with _Meter() as meter:
+        with TaskMeter() as meter:
             model = self._load(task.model)
             window = task.window or self._quiet_window(model, task)
             counts: list[ClassCounts] = []

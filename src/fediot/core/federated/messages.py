@@ -77,23 +77,45 @@ class FitTask:
 
 @dataclass(frozen=True)
 class SystemStats:
-    """What a device spent on a task.
+    """What a device spent on a task, measured where it ran
+    (:class:`~fediot.core.federated.meter.TaskMeter`).
 
     Parameters
     ----------
-    wall_seconds, cpu_seconds
-        Time of the task on the device (wall clock, process CPU).
+    wall_seconds
+        Wall-clock time of the task.
+    cpu_seconds
+        CPU time of the thread that ran the task (the device trains on one thread).
+    task_peak_memory_bytes
+        How far the process's resident memory rose above its level at the task's start, at
+        its highest during the task: the memory the task itself took.
     peak_rss_bytes
-        The device process's peak resident memory so far.
+        The process's peak resident memory so far: the device's own in the Flower deployment
+        (one process per device), the shared worker's where several devices share a process.
     """
 
     wall_seconds: float
     cpu_seconds: float
+    task_peak_memory_bytes: int
     peak_rss_bytes: int
 
     def to_dict(self) -> dict[str, Any]:
         return {"wall_seconds": self.wall_seconds, "cpu_seconds": self.cpu_seconds,
+                "task_peak_memory_bytes": self.task_peak_memory_bytes,
                 "peak_rss_bytes": self.peak_rss_bytes}
+
+
+SYSTEM_FIGURE_LABELS: dict[str, str] = {
+    "wall_seconds": "wall time of its training task",
+    "cpu_seconds": "CPU time of its training thread",
+    "task_peak_memory_bytes": "memory its training task took (peak RSS rise above the start)",
+    "peak_rss_bytes": "peak RSS of the process it ran in",
+    "bytes_down": "bytes it received (training task)",
+    "bytes_up": "bytes it sent (training reply)",
+}
+"""What each per-device figure of a round's ``system`` dict (``metrics.jsonl``) measures:
+the :class:`SystemStats` fields, then the traffic the engine counted
+(:class:`~fediot.core.federated.server.RoundRecord`)."""
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,8 @@ class RoundRecord:
         Wall time of the round at the server.
     system
         Client id → its system figures for the round's training step: ``wall_seconds``,
-        ``cpu_seconds``, ``peak_rss_bytes`` (measured on the device, :class:`SystemStats`),
+        ``cpu_seconds``, ``task_peak_memory_bytes``, ``peak_rss_bytes`` (measured on the
+        device, :class:`SystemStats`),
         and ``bytes_down`` / ``bytes_up``, the size of the training task sent to it and of its
         reply, as the engine carried them (0 when the device ran in the server's process).
     evaluation

@@ -216,6 +216,7 @@ def _check_system(stats: Any) -> None:
         raise _fail(f"system must be SystemStats, got {type(stats).__name__}")
     _number(stats.wall_seconds, "system.wall_seconds")
     _number(stats.cpu_seconds, "system.cpu_seconds")
+    _count(stats.task_peak_memory_bytes, "system.task_peak_memory_bytes", 0, 2**62)
     _count(stats.peak_rss_bytes, "system.peak_rss_bytes", 0, 2**62)
 
 

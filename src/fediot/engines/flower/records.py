@@ -242,6 +242,7 @@ def decode_task(method: str, content: RecordDict) -> Any:
 
 def _system(stats: SystemStats) -> MetricRecord:
     return MetricRecord({"wall-seconds": stats.wall_seconds, "cpu-seconds": stats.cpu_seconds,
+                         "task-peak-memory-bytes": stats.task_peak_memory_bytes,
                          "peak-rss-bytes": stats.peak_rss_bytes})
 
 
@@ -249,6 +250,7 @@ def _get_system(content: RecordDict) -> SystemStats:
     record = _get(content, "system", MetricRecord)
     return SystemStats(_float(record["wall-seconds"], "wall-seconds"),
                        _float(record["cpu-seconds"], "cpu-seconds"),
+                       _int(record["task-peak-memory-bytes"], "task-peak-memory-bytes"),
                        _int(record["peak-rss-bytes"], "peak-rss-bytes"))
 
 

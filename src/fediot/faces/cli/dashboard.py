@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
@@ -26,13 +27,39 @@ DashboardOption = Annotated[int | None, typer.Option(
 DashboardHostOption = Annotated[str, typer.Option(
     "--dashboard-host",
     help="the dashboard's address; a non-loopback one gets a fresh access token")]
+ExitWhenDoneOption = Annotated[bool, typer.Option(
+    "--exit-when-done",
+    help="with --dashboard: exit when the run ends (once an open page has seen the end) "
+         "instead of serving the finished run until Ctrl-C; for scripts")]
 
 
 @contextmanager
-def live_dashboard(runs_dir: Path, port: int | None, host: str = "127.0.0.1"
+def live_dashboard(runs_dir: Path, port: int | None, host: str = "127.0.0.1",
+                   exit_when_done: bool = False, chatter: Console = console
                    ) -> Iterator[None]:
-    """Serve the dashboard over ``runs_dir`` for the block's duration (nothing when ``port``
-    is None); prints its URL. On exit an open page gets to see how the run ended."""
+    """Serve the dashboard over ``runs_dir`` for the block's duration and after it (nothing
+    when ``port`` is None); prints its URL.
+
+    The block is the whole command: the run and the results it prints. When the block ends
+    normally the dashboard keeps serving the finished run, saying so, until Ctrl-C (or
+    SIGTERM, where the command turns it into Ctrl-C); with ``exit_when_done`` it stops instead,
+    once an open page has fetched the end (:meth:`DashboardHandle.stop`). A block ended by
+    Ctrl-C or a failure stops it at once.
+
+    Parameters
+    ----------
+    runs_dir
+        The runs folder to show.
+    port
+        The port (0: any free one); None: no dashboard.
+    host
+        Where to listen (default 127.0.0.1); a non-loopback host gets a fresh token.
+    exit_when_done
+        Stop when the block ends instead of serving on (default False).
+    chatter
+        Where its lines go (default: the CLI's stdout console; stderr when stdout carries
+        data).
+    """
     if port is None:
         yield
         return
@@ -41,13 +68,23 @@ def live_dashboard(runs_dir: Path, port: int | None, host: str = "127.0.0.1"
 
     token = None if is_loopback(host) else new_token()
     handle = start_dashboard(runs_dir, host, port, token)
-    console.print(f"live dashboard: {handle.url}", soft_wrap=True, highlight=False)
+    chatter.print(f"live dashboard: {handle.url}", soft_wrap=True, highlight=False)
     try:
         yield
     except BaseException:  # Ctrl-C or a failure: stop at once
         handle.stop(linger=0.0)
         raise
-    handle.stop()
+    if exit_when_done:
+        handle.stop()
+        return
+    chatter.print(f"the run has ended; the dashboard keeps showing it at {handle.url} "
+                  "- press Ctrl-C to close", soft_wrap=True, highlight=False)
+    try:
+        handle.wait()
+    except KeyboardInterrupt:  # the operator closes it: a normal end
+        pass
+    finally:
+        handle.stop(linger=0.0)
 
 
 @app.command("dashboard")

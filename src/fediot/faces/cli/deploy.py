@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -25,7 +26,12 @@ from fediot.engines.flower import certificates as tls
 from fediot.engines.flower import deployment
 from fediot.engines.run_folder import RunFolder
 from fediot.faces.cli.app import app, console, err_console, fail
-from fediot.faces.cli.dashboard import DashboardHostOption, DashboardOption, live_dashboard
+from fediot.faces.cli.dashboard import (
+    DashboardHostOption,
+    DashboardOption,
+    ExitWhenDoneOption,
+    live_dashboard,
+)
 from fediot.faces.cli.runs_common import ConfigOption, SetOption, resolve_config, results_table
 
 certs_app = typer.Typer(
@@ -109,31 +115,37 @@ def server_command(
     resume: Annotated[Path | None, typer.Option(
         help="continue the interrupted run in this run folder (its own config applies)")] = None,
     dashboard: DashboardOption = None, dashboard_host: DashboardHostOption = "127.0.0.1",
+    exit_when_done: ExitWhenDoneOption = False,
 ) -> None:
     """Start a SuperLink (TLS + node authentication), run FedDetect on the devices that
-    connect, print the table."""
+    connect, print the table.
+
+    With --dashboard the dashboard then keeps showing the finished run until Ctrl-C, unless
+    --exit-when-done."""
     _stop_on_sigterm()
-    try:
-        cfg = RunFolder(resume).load_config() if resume else resolve_config(config, {}, set_)
-        if cfg.common_args.training_type != "cross_silo":
-            raise FediotError("common_args.training_type: the server runs 'cross_silo' "
-                              "(real devices); 'simulation' runs with fediot simulate")
-        security = _server_security(host, insecure, certificates, node_keys)
-        runs_dir = Path(cfg.tracking_args.log_file_dir).expanduser().resolve()
-        cfg = cfg.with_overrides({"tracking_args.log_file_dir": str(runs_dir)})
-        home = flwr_home.resolve()
-        local = tls.local_host(host)
-        if resume is None:
-            # a fresh session forgets every node (a deleted key is revoked); a resumed one
-            # keeps them, so devices that outlived the old server reconnect under their ids
-            deployment.reset_state(home)
-        if security is not None:
-            admitted = deployment.enrol_nodes(home, security)
-            console.print(f"admitted {len(admitted)} device keys: {', '.join(admitted)}",
-                          soft_wrap=True)
-        deployment.write_federation(home, "fediot", deployment.join_address(local, port),
-                                    security.ca_certificate if security else None)
-        with live_dashboard(runs_dir, dashboard, dashboard_host):
+    with ExitStack() as dashboard_serving:  # holds the dashboard open past the table
+        try:
+            cfg = RunFolder(resume).load_config() if resume else resolve_config(config, {}, set_)
+            if cfg.common_args.training_type != "cross_silo":
+                raise FediotError("common_args.training_type: the server runs 'cross_silo' "
+                                  "(real devices); 'simulation' runs with fediot simulate")
+            security = _server_security(host, insecure, certificates, node_keys)
+            runs_dir = Path(cfg.tracking_args.log_file_dir).expanduser().resolve()
+            cfg = cfg.with_overrides({"tracking_args.log_file_dir": str(runs_dir)})
+            home = flwr_home.resolve()
+            local = tls.local_host(host)
+            if resume is None:
+                # a fresh session forgets every node (a deleted key is revoked); a resumed one
+                # keeps them, so devices that outlived the old server reconnect under their ids
+                deployment.reset_state(home)
+            if security is not None:
+                admitted = deployment.enrol_nodes(home, security)
+                console.print(f"admitted {len(admitted)} device keys: {', '.join(admitted)}",
+                              soft_wrap=True)
+            deployment.write_federation(home, "fediot", deployment.join_address(local, port),
+                                        security.ca_certificate if security else None)
+            dashboard_serving.enter_context(
+                live_dashboard(runs_dir, dashboard, dashboard_host, exit_when_done))
             link = deployment.superlink(home, port, host=host, security=security).start()
             mode = "TLS + node authentication" if security else "INSECURE"
             console.print(f"SuperLink on {deployment.join_address(host, port)} ({mode}, pid "
@@ -148,23 +160,23 @@ def server_command(
                     log_path=home / "logs" / "run.log", resume_from=resume)
             finally:
                 link.stop()
-    except FediotError as error:
-        raise fail(str(error)) from None
-    state = str(status.get("status", "?"))
-    if state != "finished:completed":
-        raise fail(f"the run ended as {state}: {status.get('status-details', '')} "
-                   f"(logs in {home / 'logs'})")
-    folders = sorted((p for p in runs_dir.glob("*") if (p / "results.json").exists()
-                      and p.stat().st_mtime >= started), key=lambda p: p.stat().st_mtime)
-    if not folders:
-        raise fail(f"the run completed but left no results in {runs_dir}")
-    results = json.loads((folders[-1] / "results.json").read_text())["evaluation"]
-    summary = EvaluationSummary(results["devices"], results["pooled"])
-    table, width = results_table(summary, "federated over Flower (deployment)", console)
-    console.print(table, width=width)
-    traffic = status.get("network-traffic", {})
-    console.print(f"run {status.get('run-id')}: {state}, {status.get('elapsed', 0):.0f} s, "
-                  f"{traffic.get('total-bytes', 0):,} bytes; run folder: {folders[-1]}")
+        except FediotError as error:
+            raise fail(str(error)) from None
+        state = str(status.get("status", "?"))
+        if state != "finished:completed":
+            raise fail(f"the run ended as {state}: {status.get('status-details', '')} "
+                       f"(logs in {home / 'logs'})")
+        folders = sorted((p for p in runs_dir.glob("*") if (p / "results.json").exists()
+                          and p.stat().st_mtime >= started), key=lambda p: p.stat().st_mtime)
+        if not folders:
+            raise fail(f"the run completed but left no results in {runs_dir}")
+        results = json.loads((folders[-1] / "results.json").read_text())["evaluation"]
+        summary = EvaluationSummary(results["devices"], results["pooled"])
+        table, width = results_table(summary, "federated over Flower (deployment)", console)
+        console.print(table, width=width)
+        traffic = status.get("network-traffic", {})
+        console.print(f"run {status.get('run-id')}: {state}, {status.get('elapsed', 0):.0f} s, "
+                      f"{traffic.get('total-bytes', 0):,} bytes; run folder: {folders[-1]}")
 
 
 @app.command("client")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 
 from fediot.core.catalog import client_label
@@ -19,7 +21,12 @@ from fediot.core.federated.server import RunResult
 from fediot.engines.run_folder import RunFolder
 from fediot.engines.simulation import local_summary, run_centralised, run_local, simulate
 from fediot.faces.cli.app import app, console, err_console, fail
-from fediot.faces.cli.dashboard import DashboardHostOption, DashboardOption, live_dashboard
+from fediot.faces.cli.dashboard import (
+    DashboardHostOption,
+    DashboardOption,
+    ExitWhenDoneOption,
+    live_dashboard,
+)
 from fediot.faces.cli.runs_common import (
     ClientsOption,
     ConfigOption,
@@ -85,25 +92,39 @@ def simulate_command(
     resume: Annotated[Path | None, typer.Option(
         help="continue the interrupted run in this run folder (its own config applies)")] = None,
     dashboard: DashboardOption = None, dashboard_host: DashboardHostOption = "127.0.0.1",
+    exit_when_done: ExitWhenDoneOption = False,
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
     """Federated training of the devices on this machine; prints the per-device table (or,
-    with --format json / csv, its figures on stdout, everything else on stderr)."""
+    with --format json / csv, its figures on stdout, everything else on stderr).
+
+    With --dashboard the dashboard then keeps showing the finished run until Ctrl-C, unless
+    --exit-when-done."""
     chatter = console if output_format is OutputFormat.table else err_console
-    try:
-        if resume is not None:
-            cfg = RunFolder(resume).load_config()
-        else:
-            cfg = _config(config, rounds, workers, clients, per_round, optimizer, dataset,
-                          data_dir, seed, runs_dir, set_, engine, ray_address)
-        chatter.print(f"[bold]FedDetect[/]: {_describe(cfg)}")
-        started = time.perf_counter()
-        shown = resume.parent if resume else Path(cfg.tracking_args.log_file_dir).expanduser()
-        with live_dashboard(shown, dashboard, dashboard_host), progress_bar(chatter) as progress:
-            result, folder = simulate(cfg, ProgressObserver(progress, cfg.train_args.comm_round),
-                                      resume=resume)
-    except FediotError as error:
-        raise fail(str(error)) from None
+    with ExitStack() as dashboard_serving:  # holds the dashboard open past the results
+        try:
+            if resume is not None:
+                cfg = RunFolder(resume).load_config()
+            else:
+                cfg = _config(config, rounds, workers, clients, per_round, optimizer, dataset,
+                              data_dir, seed, runs_dir, set_, engine, ray_address)
+            chatter.print(f"[bold]FedDetect[/]: {_describe(cfg)}")
+            started = time.perf_counter()
+            shown = (resume.parent if resume
+                     else Path(cfg.tracking_args.log_file_dir).expanduser())
+            dashboard_serving.enter_context(
+                live_dashboard(shown, dashboard, dashboard_host, exit_when_done, chatter))
+            with progress_bar(chatter) as progress:
+                result, folder = simulate(
+                    cfg, ProgressObserver(progress, cfg.train_args.comm_round), resume=resume)
+        except FediotError as error:
+            raise fail(str(error)) from None
+        _print_results(cfg, result, folder, output_format, chatter, started)
+
+
+def _print_results(cfg: Config, result: RunResult, folder: RunFolder,
+                   output_format: OutputFormat, chatter: Console, started: float) -> None:
+    """What ``fediot simulate`` prints at the end (``started``: its ``perf_counter``)."""
     if output_format is OutputFormat.table:
         table, width = results_table(result.evaluation,
                                      f"federated ({cfg.train_args.federated_optimizer}), "

@@ -12,9 +12,11 @@ Endpoints (GET and HEAD only; any other method answers 405):
 ``/api/runs``
     Every run, newest first, and ``default``: the newest running run (else the newest run).
 ``/api/runs/{run_id}/state?after=N``
-    One run: status, rounds, evaluation series, devices (display state, last seen, per-device
-    system figures) and the log lines from index ``N`` on (at most :data:`LOG_LIMIT`), with
-    ``log_cursor`` to pass as ``after`` next time.
+    One run: status, rounds, evaluation series (with the final evaluation once the run has
+    ended) and why the chart has the points it has (``evaluation_note``, from the run's
+    config), devices (display state, last seen, per-device system figures), how to show those
+    figures (``system``: :func:`system_layout`) and the log lines from index ``N`` on (at most
+    :data:`LOG_LIMIT`), with ``log_cursor`` to pass as ``after`` next time.
 
 Access: with a ``token`` every request must carry it (``?token=`` on the page URL, which also
 sets a cookie; the page's own API calls send the ``X-Fediot-Token`` header), else 401. Without
@@ -37,7 +39,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from fediot.core.catalog import client_label
+from fediot.core.config import Config
 from fediot.core.errors import FediotError
+from fediot.core.federated.messages import SYSTEM_FIGURE_LABELS
 from fediot.engines.run_folder import (
     RunView,
     finite_number,
@@ -71,6 +75,10 @@ EVALUATION_SERIES = {
     ("window_vote", "f1"): "F1 (window vote)",
     ("roc_auc",): "ROC AUC",
 }
+
+OWN_PROCESS_ENGINES = frozenset({"flower"})
+"""Engines (``status.json`` ``engine``) that run each device in a process of its own (the
+Flower deployment): only there is a device's process peak RSS its own."""
 
 
 def _seconds_since(text: Any, now: datetime) -> float | None:
@@ -115,18 +123,118 @@ def _dig(node: Any, path: tuple[str, ...]) -> Any:
     return node
 
 
-def evaluation_series(rounds: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
-    """Series name → ``[round, value]`` points from the rounds that were evaluated."""
+def evaluation_series(rounds: list[dict[str, Any]],
+                      results: dict[str, Any] | None = None) -> dict[str, list[list[float]]]:
+    """Series name → ``[round, value]`` points from the rounds that were evaluated, then the
+    final evaluation (``results.json``, at its ``rounds``) when ``results`` is given."""
+    sources: list[tuple[float, Any]] = [(float(record["round"]), record.get("evaluation"))
+                                        for record in rounds]
+    if results and isinstance(results.get("rounds"), int):
+        sources.append((float(results["rounds"]), (results.get("evaluation") or {})
+                        .get("pooled")))
     series: dict[str, list[list[float]]] = {}
-    for record in rounds:
-        evaluation = record.get("evaluation")
+    for x, evaluation in sources:
         if not isinstance(evaluation, dict):
             continue
         for path, name in EVALUATION_SERIES.items():
             value = finite_number(_dig(evaluation, path))
             if value is not None:
-                series.setdefault(name, []).append([float(record["round"]), value])
+                series.setdefault(name, []).append([x, value])
     return series
+
+
+def evaluation_note(config: Config, evaluated_rounds: int, finished: bool) -> str:
+    """Why the evaluation chart holds the points it holds, from the run's config.
+
+    Parameters
+    ----------
+    config
+        The run's configuration (``validation_args.frequency_of_the_test``,
+        ``train_args.comm_round``).
+    evaluated_rounds
+        Rounds evaluated during training so far.
+    finished
+        Whether ``results.json`` (the final evaluation) exists.
+    """
+    every = config.validation_args.frequency_of_the_test
+    total = config.train_args.comm_round
+    final = ("the last point is the final evaluation (results.json)." if finished else
+             "the final evaluation runs after the last round and appears here then.")
+    setting = "validation_args.frequency_of_the_test"
+    if every == 0:
+        return (f"No round is evaluated during training ({setting} = 0): {final} For a "
+                f"curve, set {setting} = N to evaluate every N rounds.")
+    if every >= total:
+        return (f"Evaluated every {every} rounds ({setting}), but the run has {total}: no "
+                f"round is evaluated during training; {final}")
+    first = "" if evaluated_rounds else f" The first point comes after round {every}."
+    return f"Evaluated every {every} round(s) ({setting}); {final}{first}"
+
+
+def _figure_unit(key: str) -> str:
+    words = key.lower().split("_")
+    return "bytes" if "bytes" in words else "seconds" if "seconds" in words else ""
+
+
+def _is_peak(key: str) -> bool:
+    words = key.lower().split("_")
+    return "peak" in words or "max" in words
+
+
+def _why_the_same(key: str, figure: dict[str, float]) -> str:
+    if key in ("bytes_down", "bytes_up") and figure["max"] == 0:
+        return "the devices ran in the server's process: nothing crossed a process boundary"
+    if key == "bytes_down":
+        return "every device receives the same model"
+    return "measured the same for every device"
+
+
+def system_layout(system: dict[str, dict[str, dict[str, float]]], engine: str | None
+                  ) -> dict[str, list[dict[str, Any]]]:
+    """How to show the per-device system figures (:func:`system_figures`).
+
+    A figure that differs between devices gets a column (``per_device``). One that is the
+    same for every device that reported it (every device receives the same model) is shown
+    once (``once``) instead of as identical columns, and so is the process peak RSS where
+    devices share worker processes (not :data:`OWN_PROCESS_ENGINES`): there it is the
+    workers', not any device's, and ``once`` gives the highest. Each entry has ``key``,
+    ``label`` (what it measures: :data:`SYSTEM_FIGURE_LABELS`), ``unit`` (``bytes``,
+    ``seconds`` or ``""``) and ``how`` (``peak``: the maximum over rounds, else ``total``
+    beside the last round's value); a ``once`` entry also ``value`` (``last``, ``total``,
+    ``max``), ``devices`` (how many reported it) and ``why`` it is shown once.
+
+    Parameters
+    ----------
+    system
+        Device → key → ``last``/``total``/``max``.
+    engine
+        The run's engine (``status.json``).
+    """
+    keys = list(dict.fromkeys(key for figures in system.values() for key in figures))
+    per_device: list[dict[str, Any]] = []
+    once: list[dict[str, Any]] = []
+    shared_process = engine not in OWN_PROCESS_ENGINES
+    for key in keys:
+        label = SYSTEM_FIGURE_LABELS.get(key, key.replace("_", " "))
+        entry = {"key": key, "label": label, "unit": _figure_unit(key),
+                 "how": "peak" if _is_peak(key) else "total"}
+        figures = [mine[key] for mine in system.values() if key in mine]
+        if key == "peak_rss_bytes" and shared_process:
+            highest = {part: max(f[part] for f in figures) for part in ("last", "total", "max")}
+            once.append({**entry, "label": "peak RSS of the worker processes", "value": highest,
+                         "devices": len(figures),
+                         "why": f"under the {engine or 'unknown'} engine the devices share "
+                                "worker processes, so it is theirs, not any one device's; the "
+                                "highest is shown"})
+        elif len(figures) > 1 and all(f == figures[0] for f in figures):
+            once.append({**entry, "value": figures[0], "devices": len(figures),
+                         "why": f"the same for all {len(figures)} devices: "
+                                + _why_the_same(key, figures[0])})
+        else:
+            if key == "peak_rss_bytes":
+                entry["label"] = label + " (its own)"
+            per_device.append(entry)
+    return {"per_device": per_device, "once": once}
 
 
 def _round_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +250,10 @@ def _round_row(record: dict[str, Any]) -> dict[str, Any]:
 
 def _log_row(line: Any) -> dict[str, Any]:
     line = line if isinstance(line, dict) else {"message": line}
-    return {"time": line.get("time"), "device": line.get("device"), "round": line.get("round"),
+    device = line.get("device")
+    return {"time": line.get("time"), "device": device,
+            "device_label": client_label(str(device)) if device else "server",
+            "round": line.get("round"),
             "step": line.get("step"), "level": str(line.get("level") or "INFO"),
             "message": str(line.get("message", ""))}
 
@@ -155,7 +266,9 @@ def _final_results(results: dict[str, Any] | None) -> dict[str, Any] | None:
     metrics = {name: finite_number(value) for name, value in
                ((name, _dig(pooled, path)) for path, name in EVALUATION_SERIES.items())}
     thresholds = results.get("thresholds") or {}
+    rounds = results.get("rounds")
     return {"finished_at": results.get("finished_at"), "pooled": metrics,
+            "rounds": rounds if isinstance(rounds, int) else None,
             "threshold_mode": thresholds.get("mode"),
             "global_threshold": finite_number(thresholds.get("global"))}
 
@@ -191,6 +304,8 @@ def run_state(view: RunView, after: int = 0, now: datetime | None = None) -> dic
     lines = view.logs()
     reset = after > len(lines)  # the log was rewritten: start over
     start = max(0 if reset else after, len(lines) - LOG_LIMIT)
+    results = view.results() if state != "running" else None
+    config = view.config()
     return {
         "run": view.run_id, "state": state, "phase": status.get("phase"), "round": current,
         "interrupted_because": status.get("interrupted_because"),
@@ -199,11 +314,14 @@ def run_state(view: RunView, after: int = 0, now: datetime | None = None) -> dic
         "updated_seconds_ago": _seconds_since(status.get("updated_at"), now),
         "now": now.isoformat(timespec="seconds"),
         "rounds": [_round_row(r) for r in rounds],
-        "evaluation": evaluation_series(rounds),
+        "evaluation": evaluation_series(rounds, results),
+        "evaluation_note": evaluation_note(config, sum(isinstance(r.get("evaluation"), dict)
+                                                       for r in rounds), results is not None),
         "devices": devices,
+        "system": system_layout(system, status.get("engine")),
         "logs": [_log_row(line) for line in lines[start:]],
         "log_cursor": len(lines), "log_reset": reset,
-        "results": _final_results(view.results()) if state != "running" else None,
+        "results": _final_results(results),
     }
 
 
@@ -218,8 +336,8 @@ def _runs(runs_dir: Path) -> list[RunView]:
 
 
 class PollClock:
-    """When the page last asked for a run's state: :class:`~fediot.faces.dashboard.server.
-    DashboardHandle` keeps serving after a run ends until a page has seen the end."""
+    """When the page last asked for a run's state: :meth:`~fediot.faces.dashboard.server.
+    DashboardHandle.stop` (``--exit-when-done``) first lets a watching page see the end."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

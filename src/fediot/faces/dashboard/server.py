@@ -120,6 +120,11 @@ class DashboardHandle:
     def running(self) -> bool:
         return self._thread.is_alive()
 
+    def wait(self) -> None:
+        """Block until the server stops (Ctrl-C in the calling thread interrupts the wait)."""
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.5)  # short joins: Ctrl-C is seen at once
+
     def stop(self, linger: float = 15.0) -> None:
         """Stop serving. If a page was watching, first wait (up to ``linger`` seconds) until
         it has fetched a state after this call, so it shows how the run ended."""

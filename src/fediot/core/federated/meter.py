@@ -1,0 +1,110 @@
+"""What one device task costs, measured where it runs: :class:`TaskMeter`.
+
+Several devices often share one process (the in-process engine runs them one after another;
+a worker process or a Ray actor serves several), so process-wide figures (the process's CPU
+time, its peak RSS since it started) would be the same for every device it hosts. The meter
+measures the task itself instead:
+
+- **CPU time**: the CPU time of the thread that ran the task (``time.thread_time``). A device
+  trains with one torch thread (:meth:`~fediot.core.federated.client.DeviceClient._load`), so
+  this is all of its computation, and nothing of the other threads of the process (a
+  dashboard, the server's bookkeeping).
+- **Task peak memory**: how far the process's resident memory rose above its level at the
+  task's start, at its highest during the task. On Linux the kernel's high-water mark
+  (``VmHWM``) is reset at the start (``/proc/self/clear_refs``), after handing the memory the
+  allocator keeps from earlier tasks back to the system (glibc ``malloc_trim``), so a device's
+  task is not measured as free because the previous device's freed pages were reused. Where
+  that is unavailable (other systems), the rise of the process's lifetime peak
+  (``ru_maxrss``) is used: a lower bound, 0 when the task stayed under an earlier peak.
+- **Process peak RSS**: the process's peak resident memory so far, kept as well: in the Flower
+  deployment each device is its own process, so there it is the device's own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fediot.core.federated.messages import SystemStats
+
+_PROC_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_RESET_PEAK = "5"  # clear_refs: "reset the peak resident set size" (Linux ≥ 4.0)
+
+
+def _glibc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None (another C library or system)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _glibc_trim()
+
+
+def process_peak_rss_bytes() -> int:
+    """The process's peak resident memory since it started (``ru_maxrss``), in bytes."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) * (1 if sys.platform == "darwin" else 1024)  # macOS counts bytes
+
+
+def _proc_status_bytes() -> dict[str, int] | None:
+    """``VmRSS`` and ``VmHWM`` of this process in bytes, or None without ``/proc``."""
+    try:
+        text = _PROC_STATUS.read_text()
+    except OSError:
+        return None
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0]) * 1024  # the kernel writes kB
+    return found if len(found) == 2 else None
+
+
+def _reset_high_water_mark() -> bool:
+    """Reset the kernel's peak-RSS mark to the current RSS; False where that is impossible."""
+    try:
+        _CLEAR_REFS.write_text(_RESET_PEAK)
+    except OSError:
+        return False
+    return True
+
+
+class TaskMeter:
+    """Measures a block (one device task): wall time, this thread's CPU time, the task's peak
+    memory above its start and the process's peak RSS (see the module). Use as a context
+    manager; ``stats`` holds the :class:`SystemStats` after the block."""
+
+    stats: SystemStats
+
+    def __enter__(self) -> TaskMeter:
+        if _MALLOC_TRIM is not None:
+            _MALLOC_TRIM(0)  # the allocator's free pages back to the system: a fair baseline
+        status = _proc_status_bytes() if _reset_high_water_mark() else None
+        self._start_rss = status["VmRSS"] if status else None
+        self._start_peak = process_peak_rss_bytes()
+        self._wall = time.perf_counter()
+        self._cpu = time.thread_time()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        wall = time.perf_counter() - self._wall
+        cpu = time.thread_time() - self._cpu
+        peak = process_peak_rss_bytes()
+        status = _proc_status_bytes() if self._start_rss is not None else None
+        if status is not None and self._start_rss is not None:
+            task_peak = status["VmHWM"] - self._start_rss
+        else:  # no resettable mark: the rise of the lifetime peak (a lower bound)
+            task_peak = peak - self._start_peak
+        self.stats = SystemStats(wall_seconds=wall, cpu_seconds=cpu,
+                                 task_peak_memory_bytes=max(0, task_peak),
+                                 peak_rss_bytes=peak)
