@@ -40,7 +40,8 @@ from fediot.core.model import (
 def plan(**changes: float) -> PrivacyPlan:
     values: dict[str, float] = dict(clip_norm=1.0, noise_multiplier=1.0,
                                     statistics_multiplier=2.0, target_epsilon=0.0,
-                                    feature_bound=25.0, rounds=10, epochs=1, batch_size=128,
+                                    statistics_epsilon_share=0.1, feature_bound=25.0,
+                                    rounds=10, epochs=1, batch_size=128,
                                     threshold_releases=1, target_delta=1e-5)
     values.update(changes)
     return PrivacyPlan(**values)  # type: ignore[arg-type]
@@ -85,6 +86,7 @@ def test_target_epsilon_splits_the_budget_and_solves_sigma_per_device() -> None:
     report = privacy_report(solved, {"small": 900, "large": 12_000},
                             {"small": 10, "large": 10}, 1)
     assert report["epsilon_statistics"] == pytest.approx(0.6, rel=1e-2)
+    assert report["statistics_epsilon_share"] == 0.2
     for device in ("small", "large"):
         assert report["epsilon_by_device"][device] == pytest.approx(3.0, rel=1e-2)
     sigmas = report["noise_multiplier_by_device"]

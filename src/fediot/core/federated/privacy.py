@@ -123,6 +123,8 @@ class PrivacyPlan:
         Noise of each statistics sum, in units of its sensitivity.
     target_epsilon
         ε every device's rows must stay within (0: none, the multipliers are as given).
+    statistics_epsilon_share
+        The share of ``target_epsilon`` the statistics alone spend (the rest is DP-SGD's).
     feature_bound
         Clipping of a row's signed-log features before the scaler sums.
     rounds, epochs, batch_size
@@ -137,6 +139,7 @@ class PrivacyPlan:
     noise_multiplier: float
     statistics_multiplier: float
     target_epsilon: float
+    statistics_epsilon_share: float
     feature_bound: float
     rounds: int
     epochs: int
@@ -161,8 +164,8 @@ class PrivacyPlan:
             statistics_multiplier = _solve_statistics(
                 p.statistics_epsilon_share * p.target_epsilon, releases, p.target_delta)
         return cls(p.clip_norm, p.noise_multiplier, statistics_multiplier, p.target_epsilon,
-                   p.feature_bound, t.comm_round, t.epochs, t.batch_size, releases,
-                   p.target_delta)
+                   p.statistics_epsilon_share, p.feature_bound, t.comm_round, t.epochs,
+                   t.batch_size, releases, p.target_delta)
 
     def training_multiplier(self, rows: int) -> float:
         """σ of DP-SGD on a device with ``rows`` training rows: solved so that its training in
