@@ -9,6 +9,10 @@ and the FedProx term is added straight to the gradients. The result is determini
 at a fixed ``torch.get_num_threads()`` (the thread count can change summation order in matmuls).
 
 The optimizer state is created afresh on every call, as a federated client does each round.
+
+DP-SGD (:class:`PrivateTraining`) reuses the same explicit backward pass: a Linear layer's
+per-row gradient is the outer product δᵢaᵢᵀ, so per-row norms and the clipped sum come from the
+δ and a matrices the batch gradient already needs (no per-row gradient tensors, no Opacus).
 """
 
 from __future__ import annotations
