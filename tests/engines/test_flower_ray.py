@@ -86,3 +86,16 @@ def test_attaches_to_a_running_ray_cluster(dataset: Path, tmp_path: Path) -> Non
                        check=False)
     in_process = run_federated(config(dataset, **{"device_args.worker_num": 1}))
     assert_same(result, in_process)
+
+
+def test_a_private_run_on_ray_trains_with_dp_sgd_on_every_device(dataset: Path,
+                                                                  tmp_path: Path) -> None:
+    result, folder = simulate(config(dataset, **{
+        "comm_args.backend": "ray", "tracking_args.log_file_dir": str(tmp_path / "runs"),
+        "privacy_args.enabled": True, "privacy_args.target_epsilon": 10.0}))
+    assert result.privacy is not None and 0 < result.privacy["epsilon"] <= 10.0 * 1.001
+    trained = [line["message"] for line in RunView(folder.root).logs()
+               if line["step"] == "fit" and "trained" in line["message"]]
+    assert len(trained) == sum(len(r.clients) for r in result.history)
+    assert all("DP-SGD σ = " in message and "loss" not in message for message in trained)
+    assert all(record.train_loss == 0.0 for record in result.history)

@@ -52,7 +52,6 @@ from fediot.core.federated.privacy import (
     PrivacyPlan,
     noisy_error_stats,
     noisy_scaler_stats,
-    privatize_update,
     secure_rng,
 )
 from fediot.core.federated.secure_aggregation import (
@@ -68,6 +67,7 @@ from fediot.core.model import (
     Autoencoder,
     ErrorStats,
     FeatureScaler,
+    PrivateTraining,
     ScalerStats,
     build_autoencoder,
     get_weights,
@@ -222,8 +222,9 @@ class DeviceGuards:
         Fewest rows a device sends scaler or error statistics of
         (``device_args.min_rows_for_statistics``).
     privacy
-        The run's differential-privacy plan (``privacy_args``): the device clips and noises
-        its updates and statistics (:mod:`fediot.core.federated.privacy`); ``None``: off.
+        The run's differential-privacy plan (``privacy_args``): the device trains with
+        DP-SGD, noises its statistics and refuses training tasks whose epochs or batch size
+        differ from the plan's (:mod:`fediot.core.federated.privacy`); ``None``: off.
     """
 
     learning_rate: tuple[float, float] = _range("train_args.learning_rate")
@@ -298,6 +299,11 @@ class DeviceGuards:
             raise TaskRefusedError(f"optimizer {task.optimizer!r:.40} is not one of {_OPTIMIZERS}")
         self._int(task.server_round, "server round", (0, 2**31 - 1))
         self._int(task.seed, "seed", (0, 2**63 - 1))
+        plan = self.privacy
+        if plan is not None and (task.epochs, task.batch_size) != (plan.epochs, plan.batch_size):
+            raise TaskRefusedError(f"with differential privacy the accountant counted "
+                                   f"{plan.epochs} epoch(s) of batch size {plan.batch_size} "
+                                   f"per round, not {task.epochs} of {task.batch_size}")
 
     def check_score(self, task: Any, shapes: list[tuple[int, ...]]) -> None:
         """A threshold-statistics task within bounds."""
@@ -401,13 +407,19 @@ class DeviceClient:
         return ScalerReport(stats, data)
 
     def fit(self, task: FitTask) -> FitReport:
-        """Train from the global model on the training rows; return the new weights (the
-        validation loss only from at least ``min_rows_for_statistics`` threshold rows)."""
+        """Train from the global model on the training rows (with DP-SGD under privacy);
+        return the new weights (the validation loss only from at least
+        ``min_rows_for_statistics`` threshold rows, and neither loss under privacy)."""
         self.guards.check_fit(task, self._expected_shapes())
+        plan = self.guards.privacy
         with TaskMeter() as meter:
             model = self._load(task.model)
             train = self._transformed("train", task.model.scaler)
-            validation = self._threshold_row_errors(model, task.model.scaler)
+            # with privacy on, no exact function of the device's rows leaves it
+            validation = (self._threshold_row_errors(model, task.model.scaler) if plan is None
+                          else ErrorStats.empty())
+            private = (None if plan is None else PrivateTraining(
+                plan.clip_norm, plan.training_multiplier(len(train)), self._rng))
             report = train_local(
                 model,
                 train,
@@ -419,19 +431,17 @@ class DeviceClient:
                 prox_mu=task.proximal_mu,
                 global_weights=task.model.weights if task.proximal_mu > 0 else None,
                 seed=_seed_for(self.client_id, task.seed, task.server_round),
+                private=private,
             )
             weights = get_weights(model)
-            if self.guards.privacy is not None:
-                weights = privatize_update(weights, task.model.weights, self.guards.privacy,
-                                           self._rng)
-        log.info("round %d: trained %d rows × %d epoch(s) at learning rate %.3g, loss %.5f, in "
-                 "%.2f s", task.server_round, report.num_examples, task.epochs,
-                 task.learning_rate, report.mean_loss, meter.stats.wall_seconds)
-        # with privacy on, no exact function of the threshold rows leaves the device
-        enough = (validation.n >= max(self.guards.min_rows_for_statistics, 1)
-                  and self.guards.privacy is None)
-        return FitReport(self.client_id, weights, report.num_examples, report.mean_loss,
-                         meter.stats,
+        how = (f"loss {report.mean_loss:.5f}" if private is None
+               else f"DP-SGD σ = {private.noise_multiplier:.3g}, C = {private.clip_norm:g}")
+        log.info("round %d: trained %d rows × %d epoch(s) at learning rate %.3g, %s, in %.2f s",
+                 task.server_round, report.num_examples, task.epochs, task.learning_rate, how,
+                 meter.stats.wall_seconds)
+        enough = validation.n >= max(self.guards.min_rows_for_statistics, 1)
+        return FitReport(self.client_id, weights, report.num_examples,
+                         report.mean_loss if plan is None else 0.0, meter.stats,
                          validation_loss=validation.mean if enough else 0.0,
                          validation_rows=validation.n if enough else 0)
 

@@ -1,58 +1,61 @@
-"""Differential privacy: what a device adds to what it sends, and what the run's (ε, δ) is.
+"""Differential privacy: DP-SGD on each device, private statistics, and the run's (ε, δ).
 
 Every engine runs the same :class:`~fediot.core.federated.client.DeviceClient`, which calls the
 functions here (its :class:`~fediot.core.federated.client.DeviceGuards` carry the run's
 :class:`PrivacyPlan`), so the in-process simulator, Flower on Ray and a Flower deployment add
 the same noise; the server only accounts (:func:`privacy_report`).
 
-Choice: local noise, on each device
-    A device clips its update Δ = w_local − w_global to L2 norm ``clip_norm`` C and adds
-    N(0, σ²C²) to every coordinate itself, before the reply leaves it (:func:`privatize_update`).
-    Noise calibrated for the sum (σC/√n per device, "distributed DP") protects a device only
-    if the server sees nothing but the sum, i.e. with secure aggregation, which FedIoT does not
-    have: the server receives each reply on its own. With local noise every reply is protected
-    by itself, whatever the server does with it (FedAvg, FedAdam, trimmed means, Krum are all
-    post-processing); the price is √n times the noise on the average that central DP would need.
-    The noise comes from the operating system's entropy (:func:`secure_rng`), never from the
-    run's seed, which the server knows and could use to subtract it; a run with privacy is
-    therefore not bit-for-bit reproducible. (Floating-point Gaussian samples are not the
-    discrete Gaussian a hardened implementation would use: a known caveat.)
+Unit: one row of one device (record-level DP, as in cross-silo federated learning)
+    A row belongs to one device, so its privacy loss is what that device releases: its
+    training (every round it takes part in) and its statistics. Row counts (training,
+    threshold, warm-up rows) are *public*: the server needs and checks them, and DP-SGD's
+    sampling rate and step count are set by them (as in Opacus and TensorFlow Privacy).
+
+Training: DP-SGD on the device (:func:`~fediot.core.model.train_local` with
+:class:`~fediot.core.model.PrivateTraining`)
+    Each local step samples every training row independently with probability
+    q = batch_size / rows (Poisson sampling: what the accountant's amplification proves), clips
+    every row's gradient to L2 norm ``clip_norm`` C, sums them and adds N(0, σ²C²) per
+    coordinate. A row added or removed moves that sum by at most C, so each step is a
+    Poisson-sampled Gaussian mechanism of multiplier σ; a round is ``epochs`` ×
+    rows / batch_size such steps. The weights a device sends are post-processing of those
+    noisy gradients (the optimiser, weight decay, FedProx and anything the server does with
+    them: FedAvg, FedAdam, trimmed means, Krum), so they carry no extra noise, and the
+    guarantee holds against the server too, which sees each reply on its own: the sampling
+    and the noise come from the operating system's entropy (:func:`secure_rng`), never the
+    run's seed, which the server knows. A run with privacy is therefore not bit-for-bit
+    reproducible. (Floating-point Gaussian samples are not the discrete Gaussian a hardened
+    implementation would use: a known caveat.) The device refuses a training task whose
+    epochs or batch size differ from the plan's: the accountant counted those.
+
+Statistics (replacing one row; the sensitivities also bound adding or removing one)
+    Scaler: Σx and Σx² of the signed-log features, each row clipped to
+    [−``feature_bound``, ``feature_bound``] (:func:`noisy_scaler_stats`). Threshold: only the
+    error *histogram* (:func:`noisy_error_stats`): replacing a row moves one count out of one
+    bin into another (L2 sensitivity √2) whatever the error's scale, so no a-priori error
+    bound is needed; Σe and Σe² are not released but recomputed from the noisy histogram's bin
+    centres (post-processing), and so are ``mean + k·std`` and the quantile thresholds. Each
+    sum gets Gaussian noise of ``statistics multiplier × sensitivity``. The histogram is
+    released at :data:`PRIVATE_BINS_PER_DECADE` (ten exact bins per released bin, so counts
+    stand out of the noise), then post-processed (:func:`noisy_histogram`): bins under
+    :data:`HISTOGRAM_CUTOFF` noise deviations, and bins apart from the run around the largest
+    one, are emptied (most bins are empty, and their noise would otherwise become false
+    errors up to 1e8), and the counts are made non-negative integers totalling the public n;
+    for the scaler, Σx² ≥ (Σx)²/n.
 
 What the server must not see
-    Any un-noised function of a device's rows: no raw update (only the clipped, noised one), no
-    exact feature or error sums, no exact histogram, no per-round validation loss (devices send
-    none while privacy is on, so early stopping and best-round selection are off: the run ends
-    with its last round). Row counts (training, threshold, warm-up rows; the rows a training
-    round used) are *public*: the server needs and checks them, and the guarantee is stated
-    for neighbouring data sets of the same size.
-
-Statistics
-    The scaler step's Σx, Σx² (115 features) and the threshold step's Σe, Σe² and error
-    histogram are sums over rows; each row is first clipped (features in signed-log space to
-    [−``feature_bound``, ``feature_bound``], errors to [0, ``error_bound``]) so that replacing
-    one row moves each sum by a known L2 sensitivity, and each sum gets Gaussian noise of
-    ``statistics multiplier × sensitivity`` (:func:`noisy_scaler_stats`,
-    :func:`noisy_error_stats`), then is made consistent (counts ≥ 0 totalling the public n,
-    Σx² ≥ (Σx)²/n, …), which is post-processing.
+    No un-noised function of a device's rows: no training loss (a private reply's
+    ``mean_loss`` is 0), no validation loss (so early stopping and best-round selection are off
+    and the run ends with its last round), no exact feature or error sums or histogram.
 
 Accounting (Google's ``dp-accounting``, Rényi DP)
-    Unit: one row of one device, replaced by any other row. A replaced row moves a device's
-    clipped update by at most 2C, so each round is a Gaussian mechanism of multiplier σ/2,
-    sampled with probability q = client_num_per_round / client_num_in_total; each statistics
-    release is a Gaussian mechanism of the statistics multiplier per sum. All of them are
-    composed in one accountant:
-
-    ``epsilon``
-        For whoever sees the global models but not which devices were sampled: rounds are
-        Poisson-subsampled Gaussians (the DP-FedAvg convention; FedIoT's seeded fixed-size
-        sample is approximated as Poisson sampling of rate q).
-    ``epsilon_server``
-        For the server, which knows who was sampled and sees every reply: no amplification
-        by sampling (q = 1).
-    ``epsilon_device_updates``
-        The training updates alone at the level of a whole device (add or remove a device:
-        multiplier σ, amplified by q). The statistics have no device-level guarantee (a
-        device's influence on a sum grows with its row count).
+    With ``target_epsilon`` > 0 the budget is split: the statistics alone spend
+    ``statistics_epsilon_share`` × ε (which fixes the statistics multiplier), and each
+    device's DP-SGD multiplier σ is then solved so that its training *and* statistics compose
+    to ε, assuming it trains in every planned round (σ depends on its row count: a larger
+    device samples a smaller share of its rows per step and needs less noise). The run's
+    recorded ``epsilon`` is the largest over devices of that composition for the rounds each
+    device was actually sampled in, and the threshold steps actually run.
 
     Not covered: the evaluation step's replies (test-split verdict counts and error
     statistics, and the ws* window chosen on threshold rows) — they measure the experiment.
@@ -62,9 +65,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import dp_accounting
 import numpy as np
@@ -72,18 +75,31 @@ import numpy.typing as npt
 
 from fediot.core.catalog import N_FEATURES
 from fediot.core.errors import FediotError
-from fediot.core.model import ErrorStats, ScalerStats
-from fediot.core.model.threshold import error_bin_edges, error_bin_index
+from fediot.core.model import ErrorStats, ScalerStats, private_steps_per_epoch
+from fediot.core.model.threshold import BINS_PER_DECADE
 from fediot.core.model.transform import signed_log1p
 
 RDP_ORDERS: tuple[float, ...] = (*map(float, range(2, 64)), 128.0, 256.0, 512.0, 1024.0)
 """Rényi orders the accountant evaluates: integers (the library's series for fractional orders
 below 2 does not converge at large sampling rates; integer orders are computed exactly)."""
 
-SCALER_SUMS = 2
+SCALER_SUMS: Final[int] = 2
 """Gaussian releases per scaler step: Σx and Σx²."""
-THRESHOLD_SUMS = 3
-"""Gaussian releases per threshold step: Σe, Σe² and the histogram."""
+THRESHOLD_SUMS: Final[int] = 1
+"""Gaussian releases per threshold step: the error histogram."""
+HISTOGRAM_SENSITIVITY: Final[float] = math.sqrt(2.0)
+"""L2 change of an error histogram when one row is replaced (one count −1, another +1)."""
+PRIVATE_BINS_PER_DECADE: Final[int] = 5
+"""Resolution of a released error histogram: 5 bins per decade (a factor 1.58 each), ten of
+the exact histogram's bins summed into one, so each released count is ten times larger against
+the same noise (the sweep in BENCHMARKS.md: 50 per decade leave benign bins under the noise)."""
+HISTOGRAM_CUTOFF: Final[float] = 3.0
+"""Noisy released bins under this many noise standard deviations are emptied (an empty bin
+passes with probability 0.13 %)."""
+HISTOGRAM_MAX_GAP: Final[int] = 2
+"""Kept bins further than this many empty bins from the run of bins around the largest one are
+emptied too: benign errors form one run of bins, and a lone empty bin whose noise passed the
+cutoff far out (say at 1e6) would otherwise set a threshold millions of times too high."""
 
 _MAX_MULTIPLIER = 1e6
 
@@ -99,17 +115,20 @@ class PrivacyPlan:
     Parameters
     ----------
     clip_norm
-        C: the L2 norm an update is clipped to.
+        C: every row's gradient is clipped to this L2 norm in DP-SGD.
     noise_multiplier
-        σ: each device adds N(0, σ²C²) per coordinate of its clipped update.
+        σ of DP-SGD when ``target_epsilon`` is 0 (with a target, σ is solved per device:
+        :meth:`training_multiplier`).
     statistics_multiplier
         Noise of each statistics sum, in units of its sensitivity.
-    feature_bound, error_bound
-        Clipping of a row's signed-log features and of an error before they are summed.
-    sampling_rate
-        q = client_num_per_round / client_num_in_total.
-    rounds
-        Training rounds planned (``comm_round``).
+    target_epsilon
+        ε every device's rows must stay within (0: none, the multipliers are as given).
+    statistics_epsilon_share
+        The share of ``target_epsilon`` the statistics alone spend (the rest is DP-SGD's).
+    feature_bound
+        Clipping of a row's signed-log features before the scaler sums.
+    rounds, epochs, batch_size
+        Training rounds planned (``comm_round``), local epochs and batch size per round.
     threshold_releases
         Threshold steps planned (the final one and one per in-training evaluation).
     target_delta
@@ -119,17 +138,20 @@ class PrivacyPlan:
     clip_norm: float
     noise_multiplier: float
     statistics_multiplier: float
+    target_epsilon: float
+    statistics_epsilon_share: float
     feature_bound: float
-    error_bound: float
-    sampling_rate: float
     rounds: int
+    epochs: int
+    batch_size: int
     threshold_releases: int
     target_delta: float
 
     @classmethod
     def from_config(cls, config: Any) -> PrivacyPlan | None:
         """The plan of a run's configuration (``None`` when ``privacy_args.enabled`` is off);
-        with ``target_epsilon`` > 0 both multipliers are solved with the accountant."""
+        with ``target_epsilon`` > 0 the statistics multiplier is solved with the accountant
+        from its share of ε."""
         p = config.privacy_args
         if not p.enabled:
             return None
@@ -137,27 +159,64 @@ class PrivacyPlan:
         every = config.validation_args.frequency_of_the_test
         releases = 1 + (sum(1 for r in range(1, t.comm_round) if r % every == 0)
                         if every else 0)
-        return _plan(p.clip_norm, p.noise_multiplier, p.statistics_noise_multiplier,
-                     p.target_epsilon, p.statistics_epsilon_share, p.feature_bound,
-                     p.error_bound, t.client_num_per_round / t.client_num_in_total,
-                     t.comm_round, releases, p.target_delta)
+        statistics_multiplier = p.statistics_noise_multiplier
+        if p.target_epsilon > 0:
+            statistics_multiplier = _solve_statistics(
+                p.statistics_epsilon_share * p.target_epsilon, releases, p.target_delta)
+        return cls(p.clip_norm, p.noise_multiplier, statistics_multiplier, p.target_epsilon,
+                   p.statistics_epsilon_share, p.feature_bound, t.comm_round, t.epochs,
+                   t.batch_size, releases, p.target_delta)
+
+    def training_multiplier(self, rows: int) -> float:
+        """σ of DP-SGD on a device with ``rows`` training rows: solved so that its training in
+        every planned round and the statistics compose to ``target_epsilon``, else the
+        configured ``noise_multiplier``."""
+        if self.target_epsilon <= 0:
+            return self.noise_multiplier
+        return _solve_training(rows, self.epochs, self.batch_size, self.rounds,
+                               self.statistics_multiplier, self.threshold_releases,
+                               self.target_epsilon, self.target_delta)
+
+    def device_epsilon(self, rows: int, rounds: int, threshold_releases: int) -> float:
+        """ε of one row of a device with ``rows`` training rows that trained ``rounds`` rounds
+        and took part in ``threshold_releases`` threshold steps (and the scaler step)."""
+        return rdp_epsilon(run_events(
+            rows=rows, epochs=self.epochs, batch_size=self.batch_size, rounds=rounds,
+            noise_multiplier=self.training_multiplier(rows),
+            statistics_multiplier=self.statistics_multiplier,
+            threshold_releases=threshold_releases), self.target_delta)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def _events(rounds: int, q: float, update_multiplier: float, statistics_multiplier: float,
-            threshold_releases: int) -> dp_accounting.DpEvent:
-    """The run's releases as one composed DP event (the multipliers already per unit)."""
-    parts: list[dp_accounting.DpEvent] = []
-    if rounds and update_multiplier > 0:
-        gaussian = dp_accounting.GaussianDpEvent(update_multiplier)
-        event = gaussian if q >= 1 else dp_accounting.PoissonSampledDpEvent(q, gaussian)
-        parts.append(dp_accounting.SelfComposedDpEvent(event, rounds))
-    stat_count = SCALER_SUMS + THRESHOLD_SUMS * threshold_releases
-    if statistics_multiplier > 0 and stat_count:
-        parts.append(dp_accounting.SelfComposedDpEvent(
-            dp_accounting.GaussianDpEvent(statistics_multiplier), stat_count))
+def training_event(*, rows: int, epochs: int, batch_size: int, rounds: int,
+                   noise_multiplier: float) -> dp_accounting.DpEvent:
+    """DP-SGD of one device over ``rounds`` rounds: ``rounds × epochs ×``
+    :func:`~fediot.core.model.private_steps_per_epoch` Poisson-sampled Gaussian steps."""
+    steps = rounds * epochs * private_steps_per_epoch(rows, batch_size)
+    rate = min(1.0, batch_size / rows)
+    gaussian = dp_accounting.GaussianDpEvent(noise_multiplier)
+    step = gaussian if rate >= 1 else dp_accounting.PoissonSampledDpEvent(rate, gaussian)
+    return dp_accounting.SelfComposedDpEvent(step, steps)
+
+
+def statistics_event(statistics_multiplier: float,
+                     threshold_releases: int) -> dp_accounting.DpEvent:
+    """One scaler step and ``threshold_releases`` threshold steps of one device."""
+    return dp_accounting.SelfComposedDpEvent(
+        dp_accounting.GaussianDpEvent(statistics_multiplier),
+        SCALER_SUMS + THRESHOLD_SUMS * threshold_releases)
+
+
+def run_events(*, rows: int, epochs: int, batch_size: int, rounds: int,
+               noise_multiplier: float, statistics_multiplier: float,
+               threshold_releases: int) -> dp_accounting.DpEvent:
+    """Everything one device releases about its rows, as one composed DP event."""
+    parts = [statistics_event(statistics_multiplier, threshold_releases)]
+    if rounds:
+        parts.append(training_event(rows=rows, epochs=epochs, batch_size=batch_size,
+                                    rounds=rounds, noise_multiplier=noise_multiplier))
     return dp_accounting.ComposedDpEvent(parts)
 
 
@@ -168,93 +227,87 @@ def rdp_epsilon(event: dp_accounting.DpEvent, delta: float) -> float:
     return float(accountant.get_epsilon(delta))
 
 
-def run_epsilon(*, noise_multiplier: float, statistics_multiplier: float, sampling_rate: float,
-                rounds: int, threshold_releases: int, delta: float) -> float:
-    """The record-level ε of a run (``epsilon`` of :func:`privacy_report`)."""
-    return rdp_epsilon(_events(rounds, sampling_rate, noise_multiplier / 2,
-                               statistics_multiplier, threshold_releases), delta)
-
-
 def _solve(make_event: Any, target_epsilon: float, delta: float) -> float:
     try:
         return float(dp_accounting.calibrate_dp_mechanism(
             lambda: dp_accounting.rdp.RdpAccountant(list(RDP_ORDERS)), make_event,
             target_epsilon, delta,
-            bracket_interval=dp_accounting.ExplicitBracketInterval(1e-3, _MAX_MULTIPLIER)))
+            bracket_interval=dp_accounting.ExplicitBracketInterval(1e-3, _MAX_MULTIPLIER),
+            tol=1e-4))
     except Exception as error:  # the library raises plain ValueError / its own errors
         raise PrivacyError(f"no noise multiplier up to {_MAX_MULTIPLIER:g} reaches ε = "
                            f"{target_epsilon:g} at δ = {delta:g}: {error}") from None
 
 
 @functools.lru_cache(maxsize=64)
-def _plan(clip_norm: float, noise_multiplier: float, statistics_multiplier: float,
-          target_epsilon: float, share: float, feature_bound: float, error_bound: float,
-          q: float, rounds: int, releases: int, delta: float) -> PrivacyPlan:
-    if target_epsilon > 0:
-        statistics_multiplier = _solve(
-            lambda s: _events(0, q, 0.0, s, releases), share * target_epsilon, delta)
-        noise_multiplier = _solve(
-            lambda z: _events(rounds, q, z / 2, statistics_multiplier, releases),
-            target_epsilon, delta)
-    return PrivacyPlan(clip_norm, noise_multiplier, statistics_multiplier, feature_bound,
-                       error_bound, q, rounds, releases, delta)
+def _solve_statistics(epsilon: float, releases: int, delta: float) -> float:
+    return _solve(lambda z: statistics_event(z, releases), epsilon, delta)
 
 
-def privacy_report(plan: PrivacyPlan, rounds: int, threshold_releases: int) -> dict[str, Any]:
-    """The (ε, δ) of a finished run (``rounds`` trained, ``threshold_releases`` threshold
-    steps), with the plan's settings: what ``results.json`` records under ``privacy``."""
-    delta = plan.target_delta
-    record_level = functools.partial(
-        run_epsilon, noise_multiplier=plan.noise_multiplier,
-        statistics_multiplier=plan.statistics_multiplier, rounds=rounds,
-        threshold_releases=threshold_releases, delta=delta)
+@functools.lru_cache(maxsize=4096)
+def _solve_training(rows: int, epochs: int, batch_size: int, rounds: int,
+                    statistics_multiplier: float, releases: int, epsilon: float,
+                    delta: float) -> float:
+    return _solve(lambda sigma: run_events(
+        rows=rows, epochs=epochs, batch_size=batch_size, rounds=rounds,
+        noise_multiplier=sigma, statistics_multiplier=statistics_multiplier,
+        threshold_releases=releases), epsilon, delta)
+
+
+def privacy_report(plan: PrivacyPlan, rows: Mapping[str, int], rounds: Mapping[str, int],
+                   threshold_releases: int) -> dict[str, Any]:
+    """The (ε, δ) of a finished run, with the plan's settings: what ``results.json`` records
+    under ``privacy``.
+
+    Parameters
+    ----------
+    plan
+        The run's plan.
+    rows
+        Device → training rows (public counts), for every device whose rows took part.
+    rounds
+        Device → rounds it was sampled to train in (absent: none).
+    threshold_releases
+        Threshold steps run.
+    """
+    if not rows:
+        raise PrivacyError("no device declared its rows: nothing to account")
+    by_device = {device: plan.device_epsilon(count, rounds.get(device, 0), threshold_releases)
+                 for device, count in sorted(rows.items())}
+    sigmas = {device: plan.training_multiplier(count) for device, count in sorted(rows.items())}
+    statistics = rdp_epsilon(statistics_event(plan.statistics_multiplier, threshold_releases),
+                             plan.target_delta)
     return {
-        "epsilon": record_level(sampling_rate=plan.sampling_rate),
-        "epsilon_server": record_level(sampling_rate=1.0),
-        "epsilon_device_updates": rdp_epsilon(
-            _events(rounds, plan.sampling_rate, plan.noise_multiplier, 0.0, 0), delta),
-        "delta": delta,
-        "rounds": rounds,
+        "epsilon": max(by_device.values()),
+        "delta": plan.target_delta,
+        "epsilon_by_device": by_device,
+        "epsilon_statistics": statistics,
+        "noise_multiplier_by_device": sigmas,
+        "noise_multiplier_min": min(sigmas.values()),
+        "noise_multiplier_max": max(sigmas.values()),
+        "rounds": max(rounds.values(), default=0),
         "threshold_releases": threshold_releases,
         "accountant": "dp-accounting RDP",
-        "unit": "one row of a device (replaced); epsilon_device_updates: one device",
-        "noise": "local (each device adds N(0, σ²C²) to its clipped update)",
+        "unit": "one row of a device",
+        "mechanism": "DP-SGD on each device (Poisson sampling, per-row clipping to C, "
+                     "N(0, σ²C²) per step); noisy scaler sums and error histogram",
         **{k: v for k, v in plan.to_dict().items()
-           if k not in ("rounds", "threshold_releases", "target_delta")},
+           if k not in ("rounds", "threshold_releases", "target_delta", "noise_multiplier")},
     }
 
 
 def describe(report: dict[str, Any]) -> str:
     """One line for a run's summary."""
-    return (f"differential privacy: ε = {report['epsilon']:.3g} (server's view "
-            f"{report['epsilon_server']:.3g}; device-level updates "
-            f"{report['epsilon_device_updates']:.3g}) at δ = {report['delta']:g}, "
-            f"σ = {report['noise_multiplier']:.3g}, C = {report['clip_norm']:g}")
+    low, high = report["noise_multiplier_min"], report["noise_multiplier_max"]
+    sigma = f"{low:.3g}" if math.isclose(low, high, rel_tol=1e-3) else f"{low:.3g}–{high:.3g}"
+    return (f"differential privacy: ε = {report['epsilon']:.3g} per row at δ = "
+            f"{report['delta']:g} (statistics {report['epsilon_statistics']:.3g}); DP-SGD "
+            f"σ = {sigma}, C = {report['clip_norm']:g}")
 
 
 def secure_rng() -> np.random.Generator:
     """A generator seeded from the operating system's entropy (never from the run's seed)."""
     return np.random.default_rng()
-
-
-def clip_update(update: Sequence[npt.NDArray[np.floating[Any]]],
-                clip_norm: float) -> list[npt.NDArray[np.float64]]:
-    """``update`` scaled down (never up) so that its global L2 norm is at most ``clip_norm``."""
-    arrays = [np.asarray(a, dtype=np.float64) for a in update]
-    norm = math.sqrt(sum(float(np.dot(a.ravel(), a.ravel())) for a in arrays))
-    scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0
-    return [a * scale for a in arrays]
-
-
-def privatize_update(local: Sequence[npt.NDArray[Any]], global_: Sequence[npt.NDArray[Any]],
-                     plan: PrivacyPlan, rng: np.random.Generator) -> list[npt.NDArray[Any]]:
-    """The weights a device sends: w_global + clip(w_local − w_global, C) + N(0, σ²C²)."""
-    delta = clip_update([np.asarray(w, np.float64) - np.asarray(g, np.float64)
-                         for w, g in zip(local, global_, strict=True)], plan.clip_norm)
-    std = plan.noise_multiplier * plan.clip_norm
-    return [(np.asarray(g, np.float64) + d + rng.normal(0.0, std, d.shape)).astype(
-                np.asarray(w).dtype)
-            for w, g, d in zip(local, global_, delta, strict=True)]
 
 
 def scaler_sensitivities(plan: PrivacyPlan, n_features: int = N_FEATURES) -> tuple[float, float]:
@@ -280,19 +333,13 @@ def noisy_scaler_stats(rows: npt.ArrayLike, plan: PrivacyPlan,
     return ScalerStats(n, total, np.maximum(squares, total * total / max(n, 1)))
 
 
-def error_sensitivities(plan: PrivacyPlan) -> tuple[float, float, float]:
-    """L2 sensitivities of (Σe, Σe², histogram) to replacing one error in [0, E]."""
-    return plan.error_bound, plan.error_bound ** 2, math.sqrt(2.0)
-
-
 def _counts_with_total(noisy: npt.NDArray[np.float64], total: int) -> npt.NDArray[np.int64]:
     """Non-negative integer counts proportional to ``noisy`` (clipped at 0) summing to
-    ``total`` (largest remainders)."""
+    ``total`` (largest remainders); all in the largest bin if none is positive."""
     weights = np.maximum(noisy, 0.0)
-    if total == 0:
-        return np.zeros(len(noisy), dtype=np.int64)
     if weights.sum() <= 0:
-        weights = np.ones(len(noisy))
+        weights = np.zeros(len(noisy))
+        weights[int(np.argmax(noisy))] = 1.0
     ideal = weights / weights.sum() * total
     counts: npt.NDArray[np.int64] = np.floor(ideal).astype(np.int64)
     short = total - int(counts.sum())
@@ -300,33 +347,63 @@ def _counts_with_total(noisy: npt.NDArray[np.float64], total: int) -> npt.NDArra
     return counts
 
 
+def _run_around_largest(counts: npt.NDArray[np.float64],
+                        max_gap: int) -> npt.NDArray[np.float64]:
+    """``counts`` with every positive bin emptied that is not in the run around the largest
+    one (neighbours at most ``max_gap`` empty bins apart)."""
+    kept = np.flatnonzero(counts > 0)
+    position = int(np.searchsorted(kept, int(np.argmax(counts))))
+    high = low = position
+    while high + 1 < len(kept) and kept[high + 1] - kept[high] <= max_gap + 1:
+        high += 1
+    while low > 0 and kept[low] - kept[low - 1] <= max_gap + 1:
+        low -= 1
+    run = np.zeros_like(counts)
+    run[kept[low]:kept[high] + 1] = counts[kept[low]:kept[high] + 1]
+    return run
+
+
+def noisy_histogram(hist: npt.NDArray[np.int64], statistics_multiplier: float,
+                    rng: np.random.Generator, *,
+                    bins_per_decade: int = PRIVATE_BINS_PER_DECADE,
+                    cutoff: float = HISTOGRAM_CUTOFF,
+                    max_gap: int = HISTOGRAM_MAX_GAP) -> npt.NDArray[np.int64]:
+    """An error histogram (:data:`~fediot.core.model.threshold.N_ERROR_BINS` bins) released
+    under privacy, as a histogram of the same bins.
+
+    The exact bins are summed to ``bins_per_decade`` per decade, each sum gets Gaussian noise
+    of ``statistics_multiplier`` × √2, then post-processing: sums under ``cutoff`` noise
+    deviations and those outside the run around the largest (gaps of at most ``max_gap``)
+    are emptied, and the rest spread evenly over their exact bins as non-negative integer
+    counts totalling the (public) ``hist.sum()``.
+    """
+    group = BINS_PER_DECADE // bins_per_decade
+    if group < 1 or BINS_PER_DECADE % bins_per_decade:
+        raise PrivacyError(f"bins_per_decade must divide {BINS_PER_DECADE}, got "
+                           f"{bins_per_decade}")
+    std = statistics_multiplier * HISTOGRAM_SENSITIVITY
+    noisy = hist.reshape(-1, group).sum(axis=1) + rng.normal(0.0, std, len(hist) // group)
+    kept = np.where(noisy >= cutoff * std, noisy, 0.0)
+    if not kept.any():  # nothing stands out of the noise: the likeliest bin holds every row
+        kept = np.where(noisy == noisy.max(), 1.0, 0.0)
+    kept = _run_around_largest(kept, max_gap)
+    return _counts_with_total(np.repeat(kept / group, group), int(hist.sum()))
+
+
 def noisy_error_stats(errors: npt.ArrayLike, plan: PrivacyPlan,
                       rng: np.random.Generator) -> ErrorStats:
-    """Error statistics with errors clipped to [0, E] and Gaussian noise on Σe, Σe² and the
-    histogram; the count is exact (public), the noisy histogram is rescaled to it and Σe, Σe²
-    made consistent with it."""
-    values = np.clip(np.asarray(errors, dtype=np.float64), 0.0, plan.error_bound)
-    exact = ErrorStats.from_errors(values)
+    """Error statistics released under privacy: the noisy histogram (:func:`noisy_histogram`)
+    only, Σe and Σe² recomputed from its bin centres; the count is exact (public)."""
+    exact = ErrorStats.from_errors(errors)
     if exact.n == 0:
         return exact
-    z = plan.statistics_multiplier
-    s_sum, s_sq, s_hist = error_sensitivities(plan)
-    noisy = exact.hist + rng.normal(0.0, z * s_hist, exact.hist.shape)
-    top = int(error_bin_index(np.asarray([plan.error_bound]))[0])
-    noisy[top + 1:] = 0.0  # no clipped error lies above E: the bins there are known empty
-    hist = _counts_with_total(noisy, exact.n)
-    edges = error_bin_edges()
-    low = float(np.dot(hist[1:], edges[1:-1]))
-    high = float(np.dot(hist[:top], edges[1:top + 1])) + int(hist[top]) * plan.error_bound
-    total = float(np.clip(exact.sum + rng.normal(0.0, z * s_sum), low, max(high, low)))
-    squares = exact.sumsq + float(rng.normal(0.0, z * s_sq))
-    squares = float(np.clip(squares, total * total / exact.n,
-                            max(exact.n * plan.error_bound ** 2, total * total / exact.n)))
-    return ErrorStats(exact.n, total, squares, hist)
+    return ErrorStats.from_histogram(noisy_histogram(exact.hist, plan.statistics_multiplier,
+                                                     rng))
 
 
 __all__ = [
-    "PrivacyError", "PrivacyPlan", "clip_update", "describe",
-    "noisy_error_stats", "noisy_scaler_stats", "privacy_report", "privatize_update",
-    "rdp_epsilon", "run_epsilon", "secure_rng",
+    "HISTOGRAM_CUTOFF", "HISTOGRAM_MAX_GAP", "PRIVATE_BINS_PER_DECADE", "PrivacyError",
+    "PrivacyPlan", "describe",
+    "noisy_error_stats", "noisy_histogram", "noisy_scaler_stats", "privacy_report",
+    "rdp_epsilon", "run_events", "secure_rng", "statistics_event", "training_event",
 ]

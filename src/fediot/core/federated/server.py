@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -590,7 +591,10 @@ class FedDetectServer:
         privacy = None
         if self.privacy is not None:  # threshold releases: in-training, final, best round
             releases = sum(r.evaluation is not None for r in history) + 1 + recalibrated
-            privacy = privacy_report(self.privacy, len(history), releases)
+            trained = Counter(cid for record in history for cid in record.clients)
+            privacy = privacy_report(
+                self.privacy, {cid: data.train for cid, data in self.device_data.items()
+                               if data.train}, trained, releases)
             log.info("differential privacy: ε = %.3g at δ = %g", privacy["epsilon"],
                      privacy["delta"])
         return RunResult(model, thresholds, summarize(reports), reports, history, stats,

@@ -40,6 +40,13 @@ def error_bin_edges() -> npt.NDArray[np.float64]:
     return np.power(10.0, np.linspace(LOG10_ERROR_MIN, LOG10_ERROR_MAX, N_ERROR_BINS + 1))
 
 
+def error_bin_centres() -> npt.NDArray[np.float64]:
+    """The ``N_ERROR_BINS`` bin centres in log space (geometric means of the edges)."""
+    exponents = LOG10_ERROR_MIN + (np.arange(N_ERROR_BINS) + 0.5) * BIN_WIDTH_LOG10
+    centres: npt.NDArray[np.float64] = np.power(10.0, exponents)
+    return centres
+
+
 def error_bin_index(errors: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     """The histogram bin of each error (end bins absorb the values out of range)."""
     with np.errstate(divide="ignore"):
@@ -130,6 +137,16 @@ class ErrorStats:
         values = _check_errors(errors)
         hist = np.bincount(error_bin_index(values), minlength=N_ERROR_BINS).astype(np.int64)
         return cls(len(values), float(values.sum()), float(np.dot(values, values)), hist)
+
+    @classmethod
+    def from_histogram(cls, hist: npt.ArrayLike) -> ErrorStats:
+        """Statistics of errors known only by their histogram: each count taken at its bin's
+        centre in log space (its geometric mean), so the mean and the root-mean-square are
+        within half a bin (2.3 %) of the exact ones for errors within 1e-8 … 1e8."""
+        counts = _check_hist(hist)
+        centres = error_bin_centres()
+        return cls(int(counts.sum()), float(np.dot(counts, centres)),
+                   float(np.dot(counts, centres * centres)), counts)
 
     def __add__(self, other: ErrorStats) -> ErrorStats:
         if not isinstance(other, ErrorStats):

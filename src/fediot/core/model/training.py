@@ -9,12 +9,16 @@ and the FedProx term is added straight to the gradients. The result is determini
 at a fixed ``torch.get_num_threads()`` (the thread count can change summation order in matmuls).
 
 The optimizer state is created afresh on every call, as a federated client does each round.
+
+DP-SGD (:class:`PrivateTraining`) reuses the same explicit backward pass: a Linear layer's
+per-row gradient is the outer product δᵢaᵢᵀ, so per-row norms and the clipped sum come from the
+δ and a matrices the batch gradient already needs (no per-row gradient tensors, no Opacus).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
@@ -77,6 +81,37 @@ class TrainReport:
         data = asdict(self)
         data["epoch_losses"] = list(self.epoch_losses)
         return data
+
+
+@dataclass(frozen=True)
+class PrivateTraining:
+    """DP-SGD settings for :func:`train_local` (record-level differential privacy).
+
+    Parameters
+    ----------
+    clip_norm
+        C: every row's gradient is clipped to this L2 norm.
+    noise_multiplier
+        σ: each step adds N(0, σ²C²) to every coordinate of the summed clipped gradients.
+    noise
+        Draws the noise and the rows of each step; seed it from the operating system's
+        entropy (``numpy.random.default_rng()``), never from a seed anyone else knows.
+    """
+
+    clip_norm: float
+    noise_multiplier: float
+    noise: np.random.Generator
+
+    def __post_init__(self) -> None:
+        _non_negative(self.clip_norm, "clip_norm", strict=True)
+        _non_negative(self.noise_multiplier, "noise_multiplier")
+
+
+def private_steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    """Steps DP-SGD takes per epoch: each samples every row with probability
+    ``batch_size / n_rows``, so an epoch of ``n_rows / batch_size`` steps (at least one) sees
+    each row once on average."""
+    return max(1, round(n_rows / batch_size))
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -149,6 +184,52 @@ def _linear_tanh_plan(model: Autoencoder) -> list[tuple[nn.Linear, bool]] | None
     return plan
 
 
+_Layer = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+"""(weight, bias, weight gradient, bias gradient) of one Linear layer."""
+
+
+def _linear_layers(plan: list[tuple[nn.Linear, bool]]) -> list[_Layer]:
+    """Each layer's parameters, with zeroed gradient tensors attached to them."""
+    layers = []
+    for linear, _ in plan:
+        weight_grad = torch.zeros_like(linear.weight)
+        bias_grad = torch.zeros_like(linear.bias)
+        linear.weight.grad, linear.bias.grad = weight_grad, bias_grad
+        layers.append((linear.weight.detach(), linear.bias.detach(), weight_grad, bias_grad))
+    return layers
+
+
+def _forward_backward(layers: list[_Layer], tanh_after: list[bool], batch: torch.Tensor,
+                      per_row: bool) -> tuple[float, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The batch's MSE and, for every layer from the last down, ``(δ, a)``: the gradient at
+    its output and its input, so that its weight gradient is δᵀa and its bias gradient Σδ.
+
+    ``per_row``: δ of each row's own loss (its MSE over the features) instead of the batch's
+    (δ then sums to the batch gradient × batch size): what per-row clipping needs.
+    """
+    inputs = [batch]  # inputs[i] is the input of layer i
+    out = batch
+    for (weight, bias, _, _), tanh_follows in zip(layers, tanh_after, strict=True):
+        out = torch.addmm(bias, out, weight.t())
+        if tanh_follows:
+            out.tanh_()
+        inputs.append(out)
+    residual = out.sub_(batch)
+    flat = residual.view(-1)
+    loss = float(torch.dot(flat, flat)) / flat.numel() if flat.numel() else 0.0
+    scale = 2.0 / (batch.shape[1] if per_row else max(flat.numel(), 1))
+    delta = residual.mul_(scale)  # ∂loss/∂output
+    pairs = []
+    for index in range(len(layers) - 1, -1, -1):
+        pairs.append((delta, inputs[index]))
+        if index:
+            delta = delta.mm(layers[index][0])
+            if tanh_after[index - 1]:  # through tanh: d/dz tanh(z) = 1 − tanh(z)²
+                activation = inputs[index]
+                delta = torch.addcmul(delta, delta, activation * activation, value=-1)
+    return loss, pairs
+
+
 def _explicit_backprop_step(plan: list[tuple[nn.Linear, bool]]) -> GradientStep:
     """Forward and backward of the Linear/Tanh stack written out as matrix products.
 
@@ -156,39 +237,80 @@ def _explicit_backprop_step(plan: list[tuple[nn.Linear, bool]]) -> GradientStep:
     operations per step instead of autograd's ~150 plus graph bookkeeping, which on one core is
     most of the cost of a small batch. Gradients are written in place into ``param.grad``.
     """
-    layers = []
-    for linear, _ in plan:
-        weight_grad = torch.zeros_like(linear.weight)
-        bias_grad = torch.zeros_like(linear.bias)
-        linear.weight.grad, linear.bias.grad = weight_grad, bias_grad
-        layers.append((linear.weight.detach(), linear.bias.detach(), weight_grad, bias_grad))
+    layers = _linear_layers(plan)
     tanh_after = [tanh_follows for _, tanh_follows in plan]
 
     def step(batch: torch.Tensor) -> float:
         with torch.no_grad():
-            inputs = [batch]  # inputs[i] is the input of layer i
-            out = batch
-            for (weight, bias, _, _), tanh_follows in zip(layers, tanh_after, strict=True):
-                out = torch.addmm(bias, out, weight.t())
-                if tanh_follows:
-                    out.tanh_()
-                inputs.append(out)
-            residual = out.sub_(batch)
-            flat = residual.view(-1)
-            loss = float(torch.dot(flat, flat)) / flat.numel()
-            delta = residual.mul_(2.0 / flat.numel())  # ∂loss/∂output
-            for index in range(len(layers) - 1, -1, -1):
-                weight, _, weight_grad, bias_grad = layers[index]
-                torch.mm(delta.t(), inputs[index], out=weight_grad)
+            loss, pairs = _forward_backward(layers, tanh_after, batch, per_row=False)
+            for (_, _, weight_grad, bias_grad), (delta, activation) in zip(
+                    reversed(layers), pairs, strict=True):
+                torch.mm(delta.t(), activation, out=weight_grad)
                 torch.sum(delta, dim=0, out=bias_grad)
-                if index:
-                    delta = delta.mm(weight)
-                    if tanh_after[index - 1]:  # through tanh: d/dz tanh(z) = 1 − tanh(z)²
-                        activation = inputs[index]
-                        delta = torch.addcmul(delta, delta, activation * activation, value=-1)
         return loss
 
     return step
+
+
+def _private_backprop_step(plan: list[tuple[nn.Linear, bool]], private: PrivateTraining,
+                           divisor: float) -> GradientStep:
+    """DP-SGD's gradient: every row's gradient clipped to L2 norm C, summed, plus
+    N(0, σ²C²) per coordinate, divided by ``divisor`` (the expected batch size).
+
+    A row's gradient of a Linear layer is the outer product δᵢaᵢᵀ (plus δᵢ for the bias), so
+    its squared norm is Σ_layers ‖δᵢ‖²(‖aᵢ‖² + 1) and the clipped sum is (δ∘c)ᵀA with
+    cᵢ = min(1, C/‖gᵢ‖): no per-row gradient tensor is ever built.
+    """
+    layers = _linear_layers(plan)
+    tanh_after = [tanh_follows for _, tanh_follows in plan]
+    sizes = [t.numel() for layer in reversed(layers) for t in layer[2:]]  # backward order
+    std = private.noise_multiplier * private.clip_norm
+
+    def step(batch: torch.Tensor) -> float:
+        with torch.no_grad():
+            loss, pairs = _forward_backward(layers, tanh_after, batch, per_row=True)
+            squared = torch.zeros(len(batch), dtype=batch.dtype, device=batch.device)
+            for delta, activation in pairs:
+                squared += (delta * delta).sum(1) * ((activation * activation).sum(1) + 1.0)
+            factor = (private.clip_norm / squared.sqrt().clamp_min(1e-12)).clamp_max(1.0)
+            noise = torch.from_numpy(private.noise.standard_normal(sum(sizes), np.float32))
+            chunks = iter(torch.split(noise.to(batch.device), sizes))
+            for (_, _, weight_grad, bias_grad), (delta, activation) in zip(
+                    reversed(layers), pairs, strict=True):
+                clipped = delta * factor.unsqueeze(1)
+                torch.mm(clipped.t(), activation, out=weight_grad)
+                torch.sum(clipped, dim=0, out=bias_grad)
+                weight_grad.add_(next(chunks).view_as(weight_grad), alpha=std)
+                bias_grad.add_(next(chunks), alpha=std)
+                weight_grad.div_(divisor)
+                bias_grad.div_(divisor)
+        return loss
+
+    return step
+
+
+def _private_step(model: Autoencoder, private: PrivateTraining, divisor: float) -> GradientStep:
+    plan = _linear_tanh_plan(model)
+    if plan is None:
+        raise ModelInputError("differentially private training needs the Linear/Tanh "
+                              "autoencoder (per-row gradients are computed for it only)")
+    return _private_backprop_step(plan, private, divisor)
+
+
+def clipped_gradient_sum(model: Autoencoder, X: npt.ArrayLike,
+                         private: PrivateTraining) -> list[npt.NDArray[np.float32]]:
+    """One DP-SGD gradient of ``model`` on all rows of ``X`` (in ``model.parameters()``
+    order): Σᵢ clip(∇ℓᵢ, C) + N(0, σ²C² I), not divided by anything. ``X`` may have no rows
+    (the result is then the noise alone). The model is left unchanged."""
+    device = _check_model(model)
+    data = check_features(X, model.n_features, dtype=np.float32)
+    step = _private_step(model, private, divisor=1.0)
+    step(_as_tensor(data, device))
+    grads = [param.grad.detach().cpu().numpy().copy() for param in model.parameters()
+             if param.grad is not None]
+    for param in model.parameters():
+        param.grad = None
+    return grads
 
 
 def _autograd_step(model: Autoencoder) -> GradientStep:
@@ -220,6 +342,14 @@ def _make_optimizer(
     raise ModelInputError(f"optimizer must be one of {OPTIMIZERS}; got {name!r}")
 
 
+def _poisson_batch(rows: torch.Tensor, rate: float, rng: np.random.Generator) -> torch.Tensor:
+    """Every row independently with probability ``rate``: a Binomial(n, rate) count of rows
+    drawn uniformly without replacement is the same distribution, at O(count) cost."""
+    count = int(rng.binomial(len(rows), rate))
+    chosen = rng.choice(len(rows), size=count, replace=False)
+    return rows[torch.from_numpy(chosen).to(rows.device)]
+
+
 def train_local(
     model: Autoencoder,
     X: npt.ArrayLike,
@@ -234,6 +364,7 @@ def train_local(
     seed: int = 0,
     shuffle: bool = True,
     epoch_end: Callable[[int], bool] | None = None,
+    private: PrivateTraining | None = None,
 ) -> TrainReport:
     """Train ``model`` in place to reconstruct the rows of ``X`` (MSE).
 
@@ -262,6 +393,14 @@ def train_local(
     epoch_end
         Called after each epoch with its 1-based number; returning True ends training there
         (early stopping). The report then counts the epochs actually run.
+    private
+        DP-SGD (default ``None``: plain training). Each epoch is then
+        :func:`private_steps_per_epoch` steps, each on a Poisson sample of the rows (every row
+        independently with probability q = ``batch_size`` / rows, drawn from
+        ``private.noise``; ``seed`` and ``shuffle`` are unused), whose gradient is the sum of
+        the rows' gradients clipped to C, plus N(0, σ²C²), divided by the expected batch size
+        q · rows. The optimizer, weight decay and the FedProx term act on that gradient only
+        (post-processing). ``mean_loss`` is then the mean over the sampled rows.
     """
     device = _check_model(model)
     data = check_features(X, model.n_features, dtype=np.float32)
@@ -291,22 +430,34 @@ def train_local(
     rows = _as_tensor(data, device)
 
     model.train()
-    gradient_step = _gradient_step(model)
+    if private is None:
+        gradient_step = _gradient_step(model)
+        steps_per_epoch = -(-n_rows // batch_size)
+    else:
+        rate = min(1.0, batch_size / n_rows)
+        gradient_step = _private_step(model, private, divisor=rate * n_rows)
+        steps_per_epoch = private_steps_per_epoch(n_rows, batch_size)
     epoch_losses: list[float] = []
     steps = 0
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        epoch_rows = (rows[torch.randperm(n_rows, generator=generator).to(device)]
-                      if shuffle else rows)
+        if private is None:
+            epoch_rows = (rows[torch.randperm(n_rows, generator=generator).to(device)]
+                          if shuffle else rows)
+            batches: Iterable[torch.Tensor] = torch.split(epoch_rows, batch_size)
+        else:
+            batches = (_poisson_batch(rows, rate, private.noise) for _ in range(steps_per_epoch))
         weighted_loss = 0.0
-        for batch in torch.split(epoch_rows, batch_size):
+        seen = 0
+        for batch in batches:
             loss = gradient_step(batch)
             if anchors:
                 _add_prox_gradient(params, anchors, prox_mu)
             opt.step()
             weighted_loss += loss * len(batch)
+            seen += len(batch)
             steps += 1
-        epoch_losses.append(weighted_loss / n_rows)
+        epoch_losses.append(weighted_loss / max(seen, 1))
         if epoch_end is not None and epoch_end(epoch):
             break
     seconds = time.perf_counter() - start
