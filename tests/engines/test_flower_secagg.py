@@ -8,21 +8,35 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fediot.core.catalog import DEVICES
-from fediot.core.federated.messages import FitReport, FitTask, ModelState, SystemStats
+from fediot.core.federated.messages import (
+    DataReport,
+    FitReport,
+    FitTask,
+    ModelState,
+    ScoreTask,
+    SystemStats,
+)
 from fediot.core.federated.secure_aggregation import SecAggReply, SecAggTask
 from fediot.core.model import ScalerStats
 from fediot.engines.flower import deployment
-from fediot.engines.flower.records import decode_reply, decode_task, encode_reply, encode_task
+from fediot.engines.flower.records import (
+    RecordError,
+    decode_reply,
+    decode_task,
+    encode_reply,
+    encode_task,
+)
 
 
 def test_secagg_messages_round_trip() -> None:
     model = ModelState([np.ones((2, 3), np.float32)], ScalerStats.from_data(np.ones((4, 115))))
     fit = FitTask(model=model, server_round=2, learning_rate=0.01, epochs=1, batch_size=8,
                   optimizer="adam", weight_decay=0.0, proximal_mu=0.0, seed=0)
-    task = SecAggTask("mask", 2, {"shares": {"a": b"\x00\x01"}, "clipping_range": 8.0,
-                                  "levels": 16}, fit)
+    task = SecAggTask("mask", 2, {"shares": {"a": b"\x00\x01"}, "step": "fit",
+                                  "clipping_range": 8.0, "levels": 16}, fit)
     back = decode_task("secagg", encode_task("secagg", task))
     assert back.stage == "mask" and back.payload == task.payload
     assert back.inner.server_round == 2
@@ -33,6 +47,25 @@ def test_secagg_messages_round_trip() -> None:
     assert got.report == report
     keys = SecAggReply("setup", {"pk1": b"k" * 32, "pk2": b"l" * 32})
     assert decode_reply("secagg", encode_reply("secagg", "d", keys), "d").payload == keys.payload
+
+
+def test_secagg_statistics_messages_round_trip() -> None:
+    model = ModelState([np.ones((2, 3), np.float32)], ScalerStats.from_data(np.ones((4, 115))))
+    scaler = decode_task("secagg", encode_task("secagg", SecAggTask(
+        "mask", 0, {"shares": {}, "step": "scaler_stats"})))
+    assert scaler.inner is None and scaler.payload["step"] == "scaler_stats"
+    score = decode_task("secagg", encode_task("secagg", SecAggTask(
+        "mask", 3, {"shares": {}, "step": "threshold_stats"}, ScoreTask(model))))
+    assert isinstance(score.inner, ScoreTask)
+    np.testing.assert_array_equal(score.inner.model.weights[0], model.weights[0])
+    with pytest.raises(RecordError, match="unknown step"):
+        decode_task("secagg", encode_task("secagg", SecAggTask(
+            "mask", 0, {"shares": {}, "step": "evaluate"})))
+    data = DataReport(train=50, opt=20, warmup_train=1, warmup_opt=0)
+    reply = SecAggReply("mask", {}, np.arange(3, dtype=np.uint64), data)
+    assert decode_reply("secagg", encode_reply("secagg", "d", reply), "d").report == data
+    bare = SecAggReply("mask", {}, np.arange(3, dtype=np.uint64))
+    assert decode_reply("secagg", encode_reply("secagg", "d", bare), "d").report is None
 
 
 def test_secagg_deployment_survives_a_device_killed_mid_round(tmp_path: Path) -> None:
