@@ -9,19 +9,30 @@ encoded as the Flower engine sends it to measure its bytes
 reply. With ``drop`` one device vanishes after sharing keys (its masks are rebuilt).
 Training and scoring themselves are not included (the same with and without).
 
-    PYTHONPATH=src python bench/bench_secagg.py
+With ``--deployment``, the same small run (three testbed devices, ``--rounds`` rounds, a
+global threshold) is also run in clear and under secure aggregation over a real loopback
+deployment (SuperLink and three SuperNodes), where each secure step is four message exchanges
+instead of one.
+
+    PYTHONPATH=src python bench/bench_secagg.py [--deployment]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import tempfile
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common import write_result
-from fediot.core.catalog import N_FEATURES
+from fediot.core.catalog import DEVICES, N_FEATURES
+from fediot.core.config import Config
 from fediot.core.federated.messages import (
     DataReport,
     FitReport,
@@ -46,6 +57,7 @@ from fediot.core.federated.secure_statistics import (
     scaler_vector,
 )
 from fediot.core.model import ErrorStats, ScalerStats, build_autoencoder, get_weights
+from fediot.engines.flower import deployment
 from fediot.engines.flower.records import content_bytes, encode_reply, encode_task
 
 
@@ -149,7 +161,63 @@ def one_round(step: Step, n: int, drop: bool) -> dict[str, Any]:
             "messages_per_device": 4}
 
 
+# --- a real deployment on loopback -----------------------------------------------------------
+
+def run_deployment(rounds: int, scale: float, timeout: float) -> dict[str, Any]:
+    """The same run in clear and under secure aggregation (every step: the scaler, the rounds,
+    the global threshold) on one SuperLink and three SuperNodes of this machine; round times
+    from the run folder's ``metrics.jsonl``, the wall time of each whole run."""
+    work = Path(tempfile.mkdtemp(prefix="fediot-bench-secagg-"))
+    port = deployment.free_port()
+    address = f"127.0.0.1:{port}"
+    home = work / "superlink"
+    link = deployment.superlink(home, port)
+    at = link.args.index("--database")  # in-memory state, as bench_flower.py runs it
+    del link.args[at: at + 2]
+    link.start()
+    nodes: list[deployment.FlowerProcess] = []
+    runs: dict[str, Any] = {}
+    try:
+        deployment.wait_for_port("127.0.0.1", port, 60, "the SuperLink")
+        deployment.write_federation(home, "bench", address)
+        nodes = [deployment.supernode(work / f"node-{d.uci_id}", address, d.name,
+                                      deployment.free_port()).start() for d in DEVICES[:3]]
+        for label, secure in (("clear", False), ("secure", True)):
+            config = Config().with_overrides({
+                "common_args.training_type": "cross_silo", "data_args.testbed_scale": scale,
+                "train_args.comm_round": rounds, "train_args.client_num_in_total": 3,
+                "train_args.client_num_per_round": 3,
+                "detection_args.threshold_mode": "global",
+                "comm_args.secure_aggregation": secure,
+                "tracking_args.log_file_dir": str(work / "runs"),
+                "tracking_args.run_name": f"bench-{label}"})
+            started = time.perf_counter()
+            status = deployment.submit_run(home, "bench", config, wait_seconds=180,
+                                           timeout=timeout, log_path=work / f"run-{label}.log")
+            metrics = work / "runs" / f"bench-{label}" / "metrics.jsonl"
+            records = ([json.loads(line) for line in metrics.read_text().splitlines()]
+                       if metrics.exists() else [])
+            runs[label] = {"status": status.get("status"),
+                           "wall_seconds": round(time.perf_counter() - started, 1),
+                           "round_seconds": [round(r["seconds"], 1) for r in records],
+                           "answered": [len(r["answered"]) for r in records]}
+            print(f"deployment, {label}: {runs[label]}", flush=True)
+    finally:
+        for node in nodes:
+            node.stop()
+        link.stop()
+    return {"devices": 3, "rounds": rounds, "testbed_scale": scale, "runs": runs}
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--deployment", action="store_true",
+                        help="also time a clear and a secure run over a loopback deployment")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the deployment runs")
+    parser.add_argument("--scale", type=float, default=0.05, help="testbed scale")
+    parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per run")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     rows = [one_round(step, n, drop) for step in steps().values()
             for n in (3, 9, 27) for drop in (False, True)]
     for row in rows:
@@ -159,7 +227,11 @@ def main() -> None:
               f"device {ms_device:7.1f} ms  server {ms_server:7.1f} ms  "
               f"down {row['bytes_down_per_device']:9.0f} B (clear {row['clear_bytes_down']})  "
               f"up {row['bytes_up_per_device']:9.0f} B (clear {row['clear_bytes_up']})")
-    print(write_result("secagg", {"rounds": rows}))
+    result: dict[str, Any] = {"rounds": rows}
+    if args.deployment:
+        result["deployment"] = run_deployment(args.rounds, args.scale, args.timeout)
+    result["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
+    print(write_result("secagg", result))
 
 
 if __name__ == "__main__":

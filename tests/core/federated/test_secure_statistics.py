@@ -250,3 +250,38 @@ def test_a_sum_failing_the_checks_stops_the_step_naming_the_devices() -> None:
                                           r"\(the secure sum counts \d+ rows, the devices "
                                           r"declared \d+\)"):
         server.fit_scaler(pool)
+
+
+class _LostInScalerStep:
+    """A pool whose device ``victim`` drops in the secure scaler step only (after sharing
+    keys), then answers again."""
+
+    def __init__(self, pool: SequentialPool, victim: str) -> None:
+        self.pool, self.victim = pool, victim
+
+    @property
+    def client_ids(self) -> list[str]:
+        return self.pool.client_ids
+
+    def exchange(self, method: str, tasks: dict[str, Any]) -> dict[str, Any]:
+        if method == "secagg" and any(getattr(t, "stage", "") in ("mask", "unmask")
+                                      and t.payload.get("step", "scaler_stats")
+                                      == "scaler_stats" for t in tasks.values()):
+            tasks = {c: t for c, t in tasks.items() if c != self.victim}
+        return self.pool.exchange(method, tasks)
+
+
+def test_a_device_without_a_data_report_is_left_out_of_the_secure_threshold_sum() -> None:
+    clients = synthetic_clients()
+    victim = clients[2].client_id
+    server = FedDetectServer(_config(True))
+    pool = _LostInScalerStep(SequentialPool(clients), victim)
+    scaler = server.fit_scaler(pool)  # type: ignore[arg-type]
+    assert victim not in server.device_data
+    model = ModelState(server.initial_weights(), scaler)
+    thresholds, stats = server.calibrate(pool, model)  # type: ignore[arg-type]
+    # its counts could not be checked: rejected before the sum, as its clear reply would be
+    assert [(r.device, r.step) for r in server.rejections] == [(victim, "threshold_stats")]
+    assert "no data report" in server.rejections[0].reason
+    assert sorted(thresholds.per_device) == sorted(c.client_id for c in clients[:2])
+    assert stats[SUM_ID].n == sum(len(c.opt) for c in clients[:2])

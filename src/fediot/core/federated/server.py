@@ -557,11 +557,12 @@ class FedDetectServer:
         needed = min(self.config.train_args.client_num_min_replies, len(ids))
         task = ScoreTask(model)
         if d.threshold_mode != "per_device" and self._secure_statistics(ids):
-            secure = self._secure_sum(pool, "threshold_stats", list(ids), server_round,
-                                      dict.fromkeys(ids, task), ERRORS_LENGTH)
+            limits = self._threshold_row_limits(ids, server_round)
+            secure = self._secure_sum(pool, "threshold_stats", list(limits), server_round,
+                                      dict.fromkeys(limits, task), ERRORS_LENGTH)
             self._enough("threshold step", len(secure.reports), len(ids), needed)
             summed = list(secure.reports)
-            rows = sum(self._context("threshold_stats", cid).limits()[1] for cid in summed)
+            rows = sum(limits[cid] for cid in summed)
             stats = {SUM_ID: self._check_sum("threshold step", summed, lambda: (
                 check_secure_error_sum(errors_from_sum(secure.total), rows)))}
             pooled = make_thresholds(stats, mode=d.threshold_mode, k=d.threshold_k,
@@ -576,6 +577,19 @@ class FedDetectServer:
         return make_thresholds(stats, mode=d.threshold_mode, k=d.threshold_k,
                                quantile=d.threshold_quantile,
                                combination=self.threshold_statistics), stats
+
+    def _threshold_row_limits(self, ids: Sequence[str],
+                              server_round: int | None) -> dict[str, int]:
+        """Device → the most threshold rows it may count, for the devices whose counts can be
+        checked; the others (a training device without a data report) are rejected now, as
+        their clear reply would be: once in a secure sum, their statistics could not be."""
+        limits: dict[str, int] = {}
+        for cid in ids:
+            try:
+                limits[cid] = self._context("threshold_stats", cid).limits()[1]
+            except ReplyRejectedError as error:
+                self._reject(cid, "threshold_stats", server_round, str(error))
+        return limits
 
     # phase 4
     def evaluate(self, pool: ClientPool, model: ModelState, thresholds: Thresholds, *,
