@@ -163,10 +163,15 @@ def one_round(step: Step, n: int, drop: bool) -> dict[str, Any]:
 
 # --- a real deployment on loopback -----------------------------------------------------------
 
-def run_deployment(rounds: int, scale: float, timeout: float) -> dict[str, Any]:
+def run_deployment(rounds: int, scale: float, timeout: float,
+                   secure_first: bool) -> dict[str, Any]:
     """The same run in clear and under secure aggregation (every step: the scaler, the rounds,
-    the global threshold) on one SuperLink and three SuperNodes of this machine; round times
-    from the run folder's ``metrics.jsonl``, the wall time of each whole run."""
+    the global threshold) on one SuperLink and three SuperNodes of this machine, in either
+    order (the machine is shared: its load is recorded around each run); round times from the
+    run folder's ``metrics.jsonl``, the wall time of each whole run."""
+    order = [("clear", False), ("secure", True)]
+    if secure_first:
+        order.reverse()
     work = Path(tempfile.mkdtemp(prefix="fediot-bench-secagg-"))
     port = deployment.free_port()
     address = f"127.0.0.1:{port}"
@@ -182,7 +187,7 @@ def run_deployment(rounds: int, scale: float, timeout: float) -> dict[str, Any]:
         deployment.write_federation(home, "bench", address)
         nodes = [deployment.supernode(work / f"node-{d.uci_id}", address, d.name,
                                       deployment.free_port()).start() for d in DEVICES[:3]]
-        for label, secure in (("clear", False), ("secure", True)):
+        for label, secure in order:
             config = Config().with_overrides({
                 "common_args.training_type": "cross_silo", "data_args.testbed_scale": scale,
                 "train_args.comm_round": rounds, "train_args.client_num_in_total": 3,
@@ -191,7 +196,7 @@ def run_deployment(rounds: int, scale: float, timeout: float) -> dict[str, Any]:
                 "comm_args.secure_aggregation": secure,
                 "tracking_args.log_file_dir": str(work / "runs"),
                 "tracking_args.run_name": f"bench-{label}"})
-            started = time.perf_counter()
+            started, load = time.perf_counter(), os.getloadavg()[0]
             status = deployment.submit_run(home, "bench", config, wait_seconds=180,
                                            timeout=timeout, log_path=work / f"run-{label}.log")
             metrics = work / "runs" / f"bench-{label}" / "metrics.jsonl"
@@ -200,7 +205,9 @@ def run_deployment(rounds: int, scale: float, timeout: float) -> dict[str, Any]:
             runs[label] = {"status": status.get("status"),
                            "wall_seconds": round(time.perf_counter() - started, 1),
                            "round_seconds": [round(r["seconds"], 1) for r in records],
-                           "answered": [len(r["answered"]) for r in records]}
+                           "answered": [len(r["answered"]) for r in records],
+                           "load_average_1min": [round(load, 2),
+                                                 round(os.getloadavg()[0], 2)]}
             print(f"deployment, {label}: {runs[label]}", flush=True)
     finally:
         for node in nodes:
@@ -216,6 +223,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the deployment runs")
     parser.add_argument("--scale", type=float, default=0.05, help="testbed scale")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per run")
+    parser.add_argument("--secure-first", action="store_true",
+                        help="run the secure deployment run before the clear one")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     rows = [one_round(step, n, drop) for step in steps().values()
@@ -229,7 +238,8 @@ def main() -> None:
               f"up {row['bytes_up_per_device']:9.0f} B (clear {row['clear_bytes_up']})")
     result: dict[str, Any] = {"rounds": rows}
     if args.deployment:
-        result["deployment"] = run_deployment(args.rounds, args.scale, args.timeout)
+        result["deployment"] = run_deployment(args.rounds, args.scale, args.timeout,
+                                              args.secure_first)
     result["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     print(write_result("secagg", result))
 

@@ -4,7 +4,10 @@ Phases: (1) global feature scaler from every device's sums; (2) ``comm_round`` r
 sampled local training and aggregation; (3) thresholds from every device's error statistics;
 (4) evaluation from every device's verdict counts. Under a robust strategy the scaler and
 threshold steps combine the devices robustly too
-(:mod:`~fediot.core.federated.robust_stats`). An engine supplies the :class:`ClientPool`
+(:mod:`~fediot.core.federated.robust_stats`); under secure aggregation the training, scaler and
+global or quantile threshold steps give the server only the devices' sums
+(:mod:`~fediot.core.federated.secure_aggregation`,
+:mod:`~fediot.core.federated.secure_statistics`). An engine supplies the :class:`ClientPool`
 (in-process objects, worker processes, Flower nodes); the arithmetic here never changes.
 
 Besides results, every reply brings the device's log lines (passed to the observer's
@@ -498,10 +501,13 @@ class FedDetectServer:
             where = f"round {server_round}" if server_round else step
             self.observer.on_phase("secagg", f"{where}: recovered the masks of "
                                    f"{', '.join(server.dropped)}, which dropped")
+        # the step's rejections, not only its last stage's (what _enough reports)
+        self.last_rejected = {cid: rejected[cid] for cid in chosen
+                              if cid in rejected and cid not in summed}
         return _SecureSum(
             total, {cid: masked[cid].result.report for cid in summed},
             {cid: (traffic[cid][0], traffic[cid][1]) for cid in summed},
-            {cid: rejected[cid] for cid in chosen if cid in rejected and cid not in summed})
+            dict(self.last_rejected))
 
     def _secure_fit(self, pool: ClientPool, chosen: list[str], task: FitTask,
                     current: Weights) -> tuple[dict[str, Reply], Weights, dict[str, str]]:
