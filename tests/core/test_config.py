@@ -153,6 +153,15 @@ N_DEVICES = 9
      "train_args.krum_selected", "at most client_num_per_round − krum_malicious = 6"),
     ({"train_args": {"robust_statistics": "maybe"}}, "train_args.robust_statistics",
      "must be one of"),
+    ({"train_args": {"robust_statistics": "median"}, "comm_args": {"secure_aggregation": True}},
+     "train_args.robust_statistics",
+     "median cannot combine with comm_args.secure_aggregation"),
+    ({"train_args": {"robust_statistics": "trimmed_mean"},
+      "comm_args": {"secure_aggregation": True}}, "train_args.robust_statistics",
+     "each device's own statistics"),
+    ({"train_args": {"federated_optimizer": "FedMedian"},
+      "comm_args": {"secure_aggregation": True}}, "comm_args.secure_aggregation",
+     "needs a linear aggregation"),
     ({"train_args": {"federated_optimizer": "Krum", "client_num_per_round": 2}},
      "train_args.client_num_per_round", "Krum needs at least 3 devices per round"),
     ({"device_args": {"worker_num": True}}, "device_args.worker_num", "expected int, got bool"),
@@ -270,3 +279,10 @@ def test_the_configuration_a_server_sends_is_read_safely() -> None:
         parse_config_text("{a: &a [1], train_args: *a}", "run config config-json")
     with pytest.raises(ConfigError, match="run config config-json: line 1: NUL byte"):
         parse_config_text(b"train_args: {}\x00", "run config config-json")
+
+
+def test_secure_aggregation_accepts_pooled_statistics() -> None:
+    for choice in ("auto", "off"):
+        config = parse_config({"train_args": {"robust_statistics": choice},
+                               "comm_args": {"secure_aggregation": True}})
+        assert config.comm_args.secure_aggregation

@@ -349,3 +349,15 @@ def test_cli_compare_prints_and_records_the_three_modes(dataset: Path, tmp_path:
     comparison = json.loads((run / "comparison.json").read_text())
     assert set(comparison) == {"federated", "centralised", "local"}
     assert set(comparison["local"]["devices"]) == {"Danmini_Doorbell", "Ecobee_Thermostat"}
+
+
+def test_baselines_run_under_secure_aggregation(dataset: Path, tmp_path: Path) -> None:
+    # one training client has no one to hide its sum among: the baselines run in clear (a
+    # secure step of one device cannot even start: it needs two to share keys)
+    cfg = config(dataset, tmp_path, **{"comm_args.secure_aggregation": True,
+                                       "detection_args.threshold_mode": "global",
+                                       "train_args.comm_round": 1})
+    central = run_centralised(cfg)
+    assert sorted(central.threshold_stats) == sorted(central.thresholds.per_device)
+    assert len(central.thresholds.per_device) == 3
+    assert len(run_local(cfg)) == 3

@@ -327,10 +327,15 @@ class CommArgs:
         With ``ray``: an existing Ray cluster to attach to (``host:port``); empty starts a
         private local Ray runtime. Default ``""``.
     secure_aggregation
-        Secure aggregation of the training rounds' weight sums (SecAgg with dropout recovery,
-        :mod:`fediot.core.federated.secure_aggregation`): the server learns only the sum of
-        the sampled devices' weights × rows. Needs a linear aggregation (FedAvg, FedProx,
-        FedAdam), not a robust one. Default ``false``.
+        Secure aggregation (SecAgg with dropout recovery,
+        :mod:`fediot.core.federated.secure_aggregation`) of the training rounds' weight sums,
+        the scaler step's sums and, with a ``global`` or ``quantile`` threshold, the
+        threshold step's error statistics: the server learns only the sum of the sampled
+        devices' weights × rows and of the devices' statistics
+        (:mod:`fediot.core.federated.secure_statistics`). ``per_device`` thresholds are each
+        set from one device's own statistics, so that step stays in clear. Needs a linear
+        aggregation (FedAvg, FedProx, FedAdam) and pooled statistics
+        (``train_args.robust_statistics`` off or auto), not robust ones. Default ``false``.
     secagg_clipping_range
         C: every weight is clipped to [−C, C] before quantisation. Default 8.0.
     secagg_quantization_range
@@ -815,6 +820,11 @@ def _check_secure_aggregation(config: Config,
         raise fail("comm_args.secure_aggregation",
                    f"needs a linear aggregation ({', '.join(LINEAR_STRATEGIES)}): "
                    f"{t.federated_optimizer} must see every device's update")
+    if t.robust_statistics in ("trimmed_mean", "median"):
+        raise fail("train_args.robust_statistics",
+                   f"{t.robust_statistics} cannot combine with comm_args.secure_aggregation: a "
+                   f"robust combination needs each device's own statistics, secure "
+                   f"aggregation shows the server only their sum (use off or auto)")
     if t.client_num_per_round < 2:
         raise fail("comm_args.secure_aggregation",
                    "needs at least 2 devices per round (train_args.client_num_per_round)")

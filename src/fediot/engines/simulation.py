@@ -70,13 +70,20 @@ def _device_data(config: Config) -> list[ClientData]:
     return [load_client_data(config, cid, source) for cid in client_ids(config)]
 
 
+def _one_client(config: Config) -> Config:
+    """``config`` for a baseline that trains one client: plain FedAvg, and no secure
+    aggregation (one client's sum is its own update: there is no one to hide it among)."""
+    return replace(config, train_args=replace(config.train_args, client_num_in_total=1,
+                                              client_num_per_round=1,
+                                              federated_optimizer="FedAvg"),
+                   comm_args=replace(config.comm_args, secure_aggregation=False))
+
+
 def run_centralised(config: Config, observer: RunObserver | None = None) -> RunResult:
     """One model on all training rows pooled; per-device thresholds and evaluation."""
     check_simulation(config)
     devices = _device_data(config)
-    central = replace(config, train_args=replace(config.train_args, client_num_in_total=1,
-                                                 client_num_per_round=1,
-                                                 federated_optimizer="FedAvg"))
+    central = _one_client(config)
     # trained on the pooled rows, calibrated and evaluated on each real device
     guards = DeviceGuards.from_config(config)
     return FedDetectServer(central, observer).run(
@@ -87,9 +94,7 @@ def run_centralised(config: Config, observer: RunObserver | None = None) -> RunR
 def run_local(config: Config, observer: RunObserver | None = None) -> list[RunResult]:
     """Every device alone: its own scaler, model and threshold."""
     check_simulation(config)
-    solo = replace(config, train_args=replace(config.train_args, client_num_in_total=1,
-                                              client_num_per_round=1,
-                                              federated_optimizer="FedAvg"))
+    solo = _one_client(config)
     return [FedDetectServer(solo, observer).run(
                 SequentialPool([device], guards=DeviceGuards.from_config(config)))
             for device in _device_data(config)]

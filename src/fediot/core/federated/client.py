@@ -55,12 +55,14 @@ from fediot.core.federated.privacy import (
     secure_rng,
 )
 from fediot.core.federated.secure_aggregation import (
+    U64,
     Quantizer,
     SecAggDevice,
     SecAggError,
     SecAggReply,
     SecAggTask,
 )
+from fediot.core.federated.secure_statistics import errors_vector, scaler_vector
 from fediot.core.federated.validation import scaler_array_problem
 from fediot.core.metrics import ClassCounts, smallest_quiet_window, window_vote
 from fediot.core.model import (
@@ -375,7 +377,8 @@ class DeviceClient:
             raise FediotError(f"unknown client method {method!r}; expected one of "
                               f"{list(CLIENT_METHODS)}")
         server_round = getattr(task, "server_round", None)
-        if isinstance(server_round, bool) or not isinstance(server_round, int | None):
+        if isinstance(server_round, bool) or not isinstance(server_round, int) \
+                or server_round < 1:  # rounds count from 1; 0: a step outside the rounds
             server_round = None
         with LogCapture(self.client_id, method, server_round) as capture:
             function = getattr(self, method)
@@ -447,14 +450,19 @@ class DeviceClient:
 
     def secagg(self, task: SecAggTask) -> SecAggReply:
         """One stage of secure aggregation (:mod:`~fediot.core.federated.secure_aggregation`);
-        the ``mask`` stage trains (``task.inner``: a :class:`FitTask`) and answers the weights
-        × rows quantised and masked, with the clear rest of the :class:`FitReport`."""
+        the ``mask`` stage runs the step named by ``task.payload["step"]`` and answers its
+        result masked: training (``task.inner``: a :class:`FitTask`) the weights × rows
+        quantised, with the clear rest of the :class:`FitReport`; the scaler step its
+        statistics, with its clear :class:`DataReport`; the threshold step (``task.inner``: a
+        :class:`ScoreTask`) its error statistics
+        (:mod:`~fediot.core.federated.secure_statistics`)."""
         if not isinstance(task, SecAggTask):
             raise TaskRefusedError(f"expected a SecAggTask, got {type(task).__name__}")
         if task.stage == "setup" or self.secagg_state is None:
             self.secagg_state = SecAggDevice(self.client_id)
         state = self.secagg_state
-        log.info("round %d: secure aggregation stage %s", task.server_round,
+        log.info("%ssecure aggregation stage %s",
+                 f"round {task.server_round}: " if task.server_round else "",
                  str(task.stage)[:30])
         try:
             if task.stage == "setup":
@@ -463,20 +471,34 @@ class DeviceClient:
                 return state.share_keys(task)
             if task.stage == "unmask":
                 return state.unmask(task)
-            if task.stage != "mask" or not isinstance(task.inner, FitTask):
+            if task.stage != "mask":
                 raise SecAggError(f"unknown stage {str(task.stage)[:30]!r}")
+            vector, report = self._secure_vector(task)
+            masked = state.mask(task, vector)
+        except (SecAggError, KeyError, TypeError, ValueError) as error:
+            raise TaskRefusedError(f"secure aggregation {str(task.stage)[:30]}: "
+                                   f"{error}") from error
+        return SecAggReply("mask", {}, masked.masked, report)
+
+    def _secure_vector(self, task: SecAggTask) -> tuple[U64, Any]:
+        """The ``mask`` stage's step run: its vector to mask and the clear part of its reply."""
+        step = task.payload["step"]
+        if step == "fit":
+            if not isinstance(task.inner, FitTask):
+                raise SecAggError("the training step's mask stage carries no FitTask")
             quantizer = Quantizer(float(task.payload["clipping_range"]),
                                   int(task.payload["levels"]))
             report = self.fit(task.inner)
             flat = np.concatenate([np.ravel(w) for w in report.weights])
-            masked = state.mask(task, quantizer.encode(flat, report.num_examples))
-        except (SecAggError, KeyError, TypeError, ValueError) as error:
-            raise TaskRefusedError(f"secure aggregation {str(task.stage)[:30]}: "
-                                   f"{error}") from error
-        return SecAggReply("mask", {}, masked.masked,
-                           FitReport(report.client_id, [], report.num_examples,
-                                     report.mean_loss, report.system, report.validation_loss,
-                                     report.validation_rows))
+            return quantizer.encode(flat, report.num_examples), FitReport(
+                report.client_id, [], report.num_examples, report.mean_loss, report.system,
+                report.validation_loss, report.validation_rows)
+        if step == "scaler_stats":
+            scaler = self.scaler_stats()
+            return scaler_vector(scaler.stats), scaler.data
+        if step == "threshold_stats":
+            return errors_vector(self.threshold_stats(task.inner)), None
+        raise SecAggError(f"no secure sum for step {str(step)[:30]!r}")
 
     def _quiet_window(self, model: Autoencoder, task: EvaluateTask) -> int:
         """N-BaIoT's ws*: the smallest window with no alarm on the threshold rows."""

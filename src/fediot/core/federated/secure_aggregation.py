@@ -1,7 +1,9 @@
 """Secure aggregation (SecAgg, Bonawitz et al. 2017, as in Flower's SecAgg+) in the pure core.
 
 The server learns the *sum* of the sampled devices' vectors (weights × rows in a training
-round), never one device's vector, and the sum survives devices that drop out mid-round.
+round; the scaler and error statistics in the scaler and threshold steps,
+:mod:`~fediot.core.federated.secure_statistics`), never one device's vector, and the sum
+survives devices that drop out mid-round.
 
 Protocol, per round (the server drives it with four exchanges, :class:`SecAggServer`):
 
@@ -58,6 +60,11 @@ PRIME = 2**521 - 1
 MASK_DTYPE = np.uint64
 """Masked vectors live in Z / 2^64 (NumPy's unsigned wrap-around is the modular sum)."""
 STAGES = ("setup", "share_keys", "mask", "unmask")
+SECURE_STEPS = ("fit", "scaler_stats", "threshold_stats")
+"""The client methods whose result can be summed securely (the ``mask`` stage's ``step``)."""
+SUM_ID = "secure-aggregate"
+"""What a secure sum is called where a device's id would stand (the one training report the
+strategy sees, the threshold statistics a run records)."""
 U64 = npt.NDArray[np.uint64]
 
 
@@ -176,8 +183,10 @@ class SecAggTask:
     """One stage's task for one device.
 
     ``payload`` by stage: ``setup``: ``{"clients": [ids], "threshold": t}``;
-    ``share_keys``: ``{"keys": {id: (pk1, pk2)}}``; ``mask``: ``{"shares": {src: ciphertext}}``
-    (with ``inner``: the task of the step whose vector is summed, e.g. a ``FitTask``);
+    ``share_keys``: ``{"keys": {id: (pk1, pk2)}}``; ``mask``: ``{"shares": {src: ciphertext},
+    "step": one of SECURE_STEPS}`` (with ``inner``: the task of that step, a ``FitTask``, a
+    ``ScoreTask`` or ``None`` for the scaler step; the fit step adds the quantiser's
+    ``clipping_range`` and ``levels``);
     ``unmask``: ``{"survivors": [ids], "dropped": [ids]}``.
     """
 
@@ -192,7 +201,8 @@ class SecAggReply:
     """One device's answer to a stage: ``payload`` (``setup``: ``{"pk1", "pk2"}``;
     ``share_keys``: ``{"shares": {dst: ciphertext}}``; ``unmask``: ``{"seed": {id: share},
     "sk1": {id: share}}``), ``masked`` (``mask``: the masked vector) and ``report`` (``mask``:
-    the clear part of the step's result, e.g. a ``FitReport`` without its weights)."""
+    the clear part of the step's result: a ``FitReport`` without its weights, the scaler
+    step's ``DataReport``, nothing for the threshold step)."""
 
     stage: str
     payload: dict[str, Any]

@@ -4,7 +4,10 @@ Phases: (1) global feature scaler from every device's sums; (2) ``comm_round`` r
 sampled local training and aggregation; (3) thresholds from every device's error statistics;
 (4) evaluation from every device's verdict counts. Under a robust strategy the scaler and
 threshold steps combine the devices robustly too
-(:mod:`~fediot.core.federated.robust_stats`). An engine supplies the :class:`ClientPool`
+(:mod:`~fediot.core.federated.robust_stats`); under secure aggregation the training, scaler and
+global or quantile threshold steps give the server only the devices' sums
+(:mod:`~fediot.core.federated.secure_aggregation`,
+:mod:`~fediot.core.federated.secure_statistics`). An engine supplies the :class:`ClientPool`
 (in-process objects, worker processes, Flower nodes); the arithmetic here never changes.
 
 Besides results, every reply brings the device's log lines (passed to the observer's
@@ -23,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from fediot.core.catalog import N_FEATURES
 from fediot.core.config import Config
@@ -49,11 +52,19 @@ from fediot.core.federated.messages import (
 from fediot.core.federated.privacy import PrivacyPlan, privacy_report
 from fediot.core.federated.robust_stats import StatisticsCombination, statistics_combination
 from fediot.core.federated.secure_aggregation import (
+    SUM_ID,
+    U64,
     Quantizer,
     SecAggError,
     SecAggReply,
     SecAggServer,
     default_threshold,
+)
+from fediot.core.federated.secure_statistics import (
+    ERRORS_LENGTH,
+    errors_from_sum,
+    scaler_from_sum,
+    scaler_length,
 )
 from fediot.core.federated.strategies import (
     FedAvg,
@@ -65,6 +76,8 @@ from fediot.core.federated.validation import (
     Rejection,
     ReplyContext,
     ReplyRejectedError,
+    check_secure_error_sum,
+    check_secure_scaler_sum,
     update_norm_outliers,
     validate_reply,
 )
@@ -220,6 +233,37 @@ class ServerState:
         return len(self.history)
 
 
+_Sum = TypeVar("_Sum", ScalerStats, ErrorStats)
+
+
+@dataclass(frozen=True)
+class _SecureSum:
+    """A step summed under secure aggregation (:meth:`FedDetectServer._secure_sum`).
+
+    Parameters
+    ----------
+    total
+        The unmasked sum of the summed devices' vectors.
+    reports
+        Client id → the clear part of its reply, for every summed device, in the order sampled.
+    traffic
+        Client id → bytes sent to it and received from it over all four stages.
+    rejected
+        Client id → why, for the sampled devices rejected at some stage.
+    """
+
+    total: U64
+    reports: dict[str, Any]
+    traffic: dict[str, tuple[int, int]]
+    rejected: dict[str, str]
+
+    def replies(self) -> dict[str, Reply]:
+        """The clear reports as the devices' :class:`Reply` (with their traffic)."""
+        return {cid: Reply(report, (), bytes_down=self.traffic[cid][0],
+                           bytes_up=self.traffic[cid][1])
+                for cid, report in self.reports.items()}
+
+
 class _Silent:
     def on_phase(self, phase: str, detail: str) -> None:
         pass
@@ -293,16 +337,19 @@ class FedDetectServer:
         for cid, task in tasks.items():
             if cid not in replies:
                 continue
-            context = ReplyContext(cid, self.device_data.get(cid),
-                                   require_declared=bool(self.device_data)
-                                   and (method == "fit" or cid in self.training_ids))
             try:
-                validate_reply(method, task, replies[cid].result, context)
+                validate_reply(method, task, replies[cid].result, self._context(method, cid))
             except ReplyRejectedError as error:
                 self._reject(cid, method, server_round, str(error))
                 continue
             accepted[cid] = replies[cid]
         return accepted
+
+    def _context(self, method: str, cid: str) -> ReplyContext:
+        """What the server knows of device ``cid`` when its reply to ``method`` arrives."""
+        return ReplyContext(cid, self.device_data.get(cid),
+                            require_declared=bool(self.device_data)
+                            and (method == "fit" or cid in self.training_ids))
 
     def _reject(self, device: str, step: str, server_round: int | None, reason: str) -> None:
         """Record a rejected reply and tell the observer (``rejected`` phase, ``on_rejected``)."""
@@ -328,14 +375,23 @@ class FedDetectServer:
     # phase 1
     def fit_scaler(self, pool: ClientPool) -> ScalerStats:
         """Combine every device's training-row sums into the global scaler statistics (the
-        exact pooled sums, or robustly: :attr:`statistics`); the devices' data counts land in
-        :attr:`device_data`."""
-        self.observer.on_phase("scaler", f"{len(pool.client_ids)} devices")
+        exact pooled sums, or robustly: :attr:`statistics`; under secure aggregation the
+        server learns only the sum); the devices' data counts land in :attr:`device_data`."""
+        ids = pool.client_ids
+        self.observer.on_phase("scaler", f"{len(ids)} devices")
         self.device_data = {}
-        self.training_ids = set(pool.client_ids)
-        replies = self._exchange(pool, "scaler_stats", dict.fromkeys(pool.client_ids))
-        self._enough("scaler step", len(replies), len(pool.client_ids),
-                     min(self.config.train_args.client_num_min_replies, len(pool.client_ids)))
+        self.training_ids = set(ids)
+        needed = min(self.config.train_args.client_num_min_replies, len(ids))
+        if self._secure_statistics(ids):
+            secure = self._secure_sum(pool, "scaler_stats", list(ids), None, dict.fromkeys(ids),
+                                      scaler_length())
+            self._enough("scaler step", len(secure.reports), len(ids), needed)
+            self.device_data = {c: secure.reports[c] for c in sorted(secure.reports)}
+            declared = sum(data.train for data in self.device_data.values())
+            return self._check_sum("scaler step", list(secure.reports), lambda: (
+                check_secure_scaler_sum(scaler_from_sum(secure.total), declared)))
+        replies = self._exchange(pool, "scaler_stats", dict.fromkeys(ids))
+        self._enough("scaler step", len(replies), len(ids), needed)
         self.device_data = {c: replies[c].result.data for c in sorted(replies)}
         return self.scaler_statistics.scaler([replies[c].result.stats for c in sorted(replies)])
 
@@ -386,7 +442,7 @@ class FedDetectServer:
             weights = self.strategy.aggregate(model.weights, reports)
         else:  # the strategy sees one report: the survivors' weighted mean
             weights = self.strategy.aggregate(model.weights, [FitReport(
-                "secure-aggregate", secure, sum(r.num_examples for r in reports), 0.0,
+                SUM_ID, secure, sum(r.num_examples for r in reports), 0.0,
                 reports[0].system)])
         rows = sum(r.validation_rows for r in reports)
         self.last_validation = (sum(r.validation_loss * r.validation_rows for r in reports) / rows
@@ -405,25 +461,22 @@ class FedDetectServer:
         )
         return ModelState(weights, model.scaler), record
 
-    def _secure_fit(self, pool: ClientPool, chosen: list[str], task: FitTask,
-                    current: Weights) -> tuple[dict[str, Reply], Weights, dict[str, str]]:
-        """A training step under secure aggregation: setup, key sharing, masked training,
-        unmasking (:mod:`~fediot.core.federated.secure_aggregation`). Returns the replies of
-        the devices whose masked vector was summed (their clear :class:`FitReport` without
-        weights, with the bytes of all four stages), the weighted mean of their weights, and
-        the rejected devices. A device lost at any stage is left out; the round fails when
-        fewer than the reconstruction threshold remain."""
+    def _secure_sum(self, pool: ClientPool, step: str, chosen: list[str],
+                    server_round: int | None, inner: Mapping[str, Any], length: int,
+                    extra: Mapping[str, Any] | None = None) -> _SecureSum:
+        """Client method ``step`` run on ``chosen`` under secure aggregation: setup, key
+        sharing, the masked step, unmasking (:mod:`~fediot.core.federated.secure_aggregation`;
+        ``inner``: each device's task of the step, ``length``: words of its vector,
+        ``extra``: more of the mask stage's payload). A device lost at any stage is left out,
+        its masks rebuilt from the survivors' shares; the step fails when fewer than the
+        reconstruction threshold remain."""
         c = self.config.comm_args
-        server_round = task.server_round
-        quantizer = Quantizer(c.secagg_clipping_range, c.secagg_quantization_range)
-        declared = sum(self.device_data[cid].train for cid in chosen if cid in self.device_data)
-        quantizer.check_total(declared or 1)
-        server = SecAggServer(server_round, list(chosen),
+        server = SecAggServer(server_round or 0, list(chosen),
                               default_threshold(len(chosen), c.secagg_reconstruction_threshold))
         traffic: dict[str, list[int]] = {cid: [0, 0] for cid in chosen}
         rejected: dict[str, str] = {}
 
-        def step(tasks: Mapping[str, Any]) -> dict[str, Reply]:
+        def exchange(tasks: Mapping[str, Any]) -> dict[str, Reply]:
             replies = self._exchange(pool, "secagg", tasks, server_round)
             rejected.update(self.last_rejected)
             for cid, reply in replies.items():
@@ -435,49 +488,116 @@ class FedDetectServer:
             return {cid: r.result for cid, r in replies.items()}
 
         try:
-            setup = step(server.setup_tasks())
-            shared = step(server.share_keys_tasks(results(setup)))
-            payload_extra = {"clipping_range": quantizer.clipping_range,
-                             "levels": quantizer.levels}
-            tasks = {cid: replace(t, payload={**t.payload, **payload_extra}) for cid, t in
-                     server.mask_tasks(results(shared), dict.fromkeys(chosen, task)).items()}
-            masked = step(tasks)
-            length = sum(int(w.size) for w in current)
-            unmask = step(server.unmask_tasks(results(masked), length))
+            setup = exchange(server.setup_tasks())
+            shared = exchange(server.share_keys_tasks(results(setup)))
+            payload = {"step": step, **(extra or {})}
+            tasks = {cid: replace(t, payload={**t.payload, **payload}) for cid, t in
+                     server.mask_tasks(results(shared), inner).items()}
+            masked = exchange(tasks)
+            unmask = exchange(server.unmask_tasks(results(masked), length))
             total = server.unmask(results(unmask))
         except SecAggError as error:
-            raise FediotError(str(error)) from error
+            raise FediotError(f"{step}: {error}") from error
         summed = sorted(server.masked, key=chosen.index)
-        rows = sum(masked[cid].result.report.num_examples for cid in summed)
-        flat = quantizer.decode(total, rows)
+        if server.dropped:
+            where = f"round {server_round}" if server_round else step
+            self.observer.on_phase("secagg", f"{where}: recovered the masks of "
+                                   f"{', '.join(server.dropped)}, which dropped")
+        # the step's rejections, not only its last stage's (what _enough reports)
+        self.last_rejected = {cid: rejected[cid] for cid in chosen
+                              if cid in rejected and cid not in summed}
+        return _SecureSum(
+            total, {cid: masked[cid].result.report for cid in summed},
+            {cid: (traffic[cid][0], traffic[cid][1]) for cid in summed},
+            dict(self.last_rejected))
+
+    def _secure_fit(self, pool: ClientPool, chosen: list[str], task: FitTask,
+                    current: Weights) -> tuple[dict[str, Reply], Weights, dict[str, str]]:
+        """A training step under secure aggregation (:meth:`_secure_sum`). Returns the replies
+        of the devices whose masked vector was summed (their clear :class:`FitReport` without
+        weights, with the bytes of all four stages), the weighted mean of their weights, and
+        the rejected devices."""
+        c = self.config.comm_args
+        quantizer = Quantizer(c.secagg_clipping_range, c.secagg_quantization_range)
+        declared = sum(self.device_data[cid].train for cid in chosen if cid in self.device_data)
+        quantizer.check_total(declared or 1)
+        secure = self._secure_sum(
+            pool, "fit", chosen, task.server_round, dict.fromkeys(chosen, task),
+            sum(int(w.size) for w in current),
+            {"clipping_range": quantizer.clipping_range, "levels": quantizer.levels})
+        rows = sum(report.num_examples for report in secure.reports.values())
+        flat = quantizer.decode(secure.total, rows)
         weights: Weights = []
         offset = 0
         for w in current:
             weights.append(flat[offset:offset + w.size].reshape(w.shape).astype(w.dtype))
             offset += w.size
-        if server.dropped:
-            self.observer.on_phase("secagg", f"round {server_round}: recovered the masks of "
-                                   f"{', '.join(server.dropped)}, which dropped")
-        replies = {cid: Reply(masked[cid].result.report, (), bytes_down=traffic[cid][0],
-                              bytes_up=traffic[cid][1]) for cid in summed}
-        return replies, weights, {cid: rejected[cid] for cid in chosen
-                                  if cid in rejected and cid not in replies}
+        return secure.replies(), weights, secure.rejected
+
+    def _secure_statistics(self, ids: Sequence[str]) -> bool:
+        """Whether a statistics step over ``ids`` is summed securely: under
+        ``comm_args.secure_aggregation`` with at least two devices (one device's sum is its
+        own statistics: there is no one to hide it among)."""
+        return self.config.comm_args.secure_aggregation and len(ids) >= 2
+
+    def _check_sum(self, step: str, devices: Sequence[str], check: Callable[[], _Sum]) -> _Sum:
+        """``check()``, turning a failure into one error: under secure aggregation the server
+        cannot tell which of ``devices`` sent the statistics that spoil their sum."""
+        try:
+            return check()
+        except (SecAggError, ReplyRejectedError) as error:
+            raise FediotError(
+                f"{step}: the secure sum of {', '.join(devices)} fails the server's checks "
+                f"({error}); under secure aggregation no single device can be told apart "
+                f"and left out") from error
 
     # phase 3
     def calibrate(self, pool: ClientPool, model: ModelState, *,
                   server_round: int | None = None) -> tuple[Thresholds, dict[str, ErrorStats]]:
         """Thresholds from every device's threshold-split error statistics (``server_round``:
-        the round whose model this is, when calibrating during training)."""
+        the round whose model this is, when calibrating during training).
+
+        Under secure aggregation a global or quantile threshold is set from the devices'
+        summed statistics alone (returned under :data:`SUM_ID`); per-device thresholds are
+        each a function of one device's own statistics, so that step is not masked."""
         d = self.config.detection_args
-        replies = self._exchange(pool, "threshold_stats",
-                                 dict.fromkeys(pool.client_ids, ScoreTask(model)),
+        ids = pool.client_ids
+        needed = min(self.config.train_args.client_num_min_replies, len(ids))
+        task = ScoreTask(model)
+        if d.threshold_mode != "per_device" and self._secure_statistics(ids):
+            limits = self._threshold_row_limits(ids, server_round)
+            secure = self._secure_sum(pool, "threshold_stats", list(limits), server_round,
+                                      dict.fromkeys(limits, task), ERRORS_LENGTH)
+            self._enough("threshold step", len(secure.reports), len(ids), needed)
+            summed = list(secure.reports)
+            rows = sum(limits[cid] for cid in summed)
+            stats = {SUM_ID: self._check_sum("threshold step", summed, lambda: (
+                check_secure_error_sum(errors_from_sum(secure.total), rows)))}
+            pooled = make_thresholds(stats, mode=d.threshold_mode, k=d.threshold_k,
+                                     quantile=d.threshold_quantile,
+                                     combination=self.threshold_statistics)
+            return replace(pooled, per_device=dict.fromkeys(
+                summed, pooled.per_device[SUM_ID])), stats
+        replies = self._exchange(pool, "threshold_stats", dict.fromkeys(ids, task),
                                  server_round)
-        self._enough("threshold step", len(replies), len(pool.client_ids),
-                     min(self.config.train_args.client_num_min_replies, len(pool.client_ids)))
-        stats: dict[str, ErrorStats] = {cid: reply.result for cid, reply in replies.items()}
+        self._enough("threshold step", len(replies), len(ids), needed)
+        stats = {cid: reply.result for cid, reply in replies.items()}
         return make_thresholds(stats, mode=d.threshold_mode, k=d.threshold_k,
                                quantile=d.threshold_quantile,
                                combination=self.threshold_statistics), stats
+
+    def _threshold_row_limits(self, ids: Sequence[str],
+                              server_round: int | None) -> dict[str, int]:
+        """Device → the most threshold rows it may count, for the devices whose counts can be
+        checked; the others (a training device without a data report) are rejected now, as
+        their clear reply would be: once in a secure sum, their statistics could not be."""
+        limits: dict[str, int] = {}
+        for cid in ids:
+            try:
+                limits[cid] = self._context("threshold_stats", cid).limits()[1]
+            except ReplyRejectedError as error:
+                self._reject(cid, "threshold_stats", server_round, str(error))
+        return limits
 
     # phase 4
     def evaluate(self, pool: ClientPool, model: ModelState, thresholds: Thresholds, *,

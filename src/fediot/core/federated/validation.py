@@ -326,7 +326,8 @@ def validate_reply(method: str, task: Any, result: Any, context: ReplyContext) -
 
 def _check_secagg_reply(result: Any, task: Any, context: ReplyContext) -> None:
     """A secure-aggregation stage's reply: the stage sent, and in the ``mask`` stage the clear
-    part of the training report (its weights stay masked: the server checks the sum)."""
+    part of the step's result (the masked vector itself cannot be checked: the server checks
+    the sum, :func:`check_secure_scaler_sum`, :func:`check_secure_error_sum`)."""
     if not isinstance(result, SecAggReply):
         raise _fail(f"expected a SecAggReply, got {type(result).__name__}")
     if isinstance(task, SecAggTask) and result.stage != task.stage:
@@ -336,9 +337,38 @@ def _check_secagg_reply(result: Any, task: Any, context: ReplyContext) -> None:
     if result.stage == "mask":
         if result.masked is None or getattr(result.masked, "ndim", 0) != 1:
             raise _fail("no masked vector")
-        if not isinstance(result.report, FitReport) or result.report.weights:
+        step = task.payload.get("step") if isinstance(task, SecAggTask) else "fit"
+        if step == "scaler_stats":
+            _check_data(result.report)
+        elif step == "threshold_stats":
+            if result.report is not None:
+                raise _fail("the threshold step's mask stage carries a clear report")
+        elif not isinstance(result.report, FitReport) or result.report.weights:
             raise _fail("the mask stage's report must be a FitReport without weights")
-        _check_fit_reply(result.report, None, context)
+        else:
+            _check_fit_reply(result.report, None, context)
+
+
+def check_secure_scaler_sum(stats: ScalerStats, declared_rows: int) -> ScalerStats:
+    """The unmasked scaler sum of a secure scaler step, checked as far as a sum can be: its
+    row count equals the ``declared_rows`` the summed devices declared in clear, it is finite
+    and Σx² ≥ (Σx)²/n per feature. One device's sums cannot be checked: a device lying within
+    these bounds is hidden in the sum."""
+    check_scaler(stats, "the secure sum")
+    if stats.n != declared_rows:
+        raise _fail(f"the secure sum counts {stats.n:,} rows, the devices declared "
+                    f"{declared_rows:,}")
+    return stats
+
+
+def check_secure_error_sum(stats: ErrorStats, max_rows: int) -> ErrorStats:
+    """The unmasked error statistics of a secure threshold step, checked as far as a sum can
+    be: 1 … ``max_rows`` errors (the threshold rows the summed devices declared), the
+    histogram counting Σn, Σe within its bins' range, Σe² ≥ (Σe)²/n."""
+    check_error_stats(stats, "the secure sum", max_rows)
+    if stats.n == 0:
+        raise _fail("the secure sum holds error statistics of no rows")
+    return stats
 
 
 def update_norm(report: FitReport, current: Weights) -> float:

@@ -46,7 +46,12 @@ from fediot.core.federated.messages import (
     SystemStats,
     Weights,
 )
-from fediot.core.federated.secure_aggregation import MASK_DTYPE, SecAggReply, SecAggTask
+from fediot.core.federated.secure_aggregation import (
+    MASK_DTYPE,
+    SECURE_STEPS,
+    SecAggReply,
+    SecAggTask,
+)
 from fediot.core.metrics import ClassCounts
 from fediot.core.model import ErrorStats, ScalerStats
 
@@ -181,8 +186,8 @@ def encode_task(method: str, task: Any) -> RecordDict:
     content = RecordDict()
     if method == "secagg":
         assert isinstance(task, SecAggTask)
-        if task.inner is not None:
-            content = encode_task("fit", task.inner)
+        if task.inner is not None:  # the task of the step whose result is masked
+            content = encode_task(str(task.payload["step"]), task.inner)
         content["secagg"] = ConfigRecord({"stage": task.stage,
                                           "server-round": task.server_round,
                                           "payload": _payload_bytes(task.payload)})
@@ -219,8 +224,14 @@ def decode_task(method: str, content: RecordDict) -> Any:
     if method == "secagg":
         record = _get(content, "secagg", ConfigRecord)
         stage = str(record["stage"])
-        return SecAggTask(stage, int(record["server-round"]), _payload_from(record["payload"]),
-                          decode_task("fit", content) if stage == "mask" else None)
+        payload = _payload_from(record["payload"])
+        inner = None
+        if stage == "mask":
+            step = payload.get("step")
+            if step not in SECURE_STEPS:
+                raise RecordError(f"secure aggregation of unknown step {str(step)[:30]!r}")
+            inner = decode_task(step, content)
+        return SecAggTask(stage, int(record["server-round"]), payload, inner)
     if method == "threshold_stats":
         return ScoreTask(get_model(content))
     config = _get(content, "config", ConfigRecord)
@@ -345,6 +356,8 @@ def encode_reply(method: str, client_id: str, result: Any,
         content["secagg"] = record
         if isinstance(result.report, FitReport):
             _put_fit_metrics(content, result.report)
+        elif isinstance(result.report, DataReport):
+            content["data"] = MetricRecord(result.report.to_dict())  # type: ignore[arg-type]
     elif method == "evaluate":
         assert isinstance(result, EvaluationReport)
         content["counts"] = _counts(result.counts)
@@ -373,6 +386,12 @@ def _fit_metrics(content: RecordDict, client_id: str, weights: Weights) -> FitRe
                      _float(metrics["loss"], "loss"), _get_system(content),
                      validation_loss=_float(metrics["validation-loss"], "validation-loss"),
                      validation_rows=_int(metrics["validation-rows"], "validation-rows"))
+
+
+def _data_report(content: RecordDict) -> DataReport:
+    data = _get(content, "data", MetricRecord)
+    return DataReport(**{key: _int(data[key], f"data {key}")
+                         for key in ("train", "opt", "warmup_train", "warmup_opt")})
 
 
 def reply_client_id(content: RecordDict) -> str:
@@ -430,11 +449,8 @@ def _decode_reply(method: str, content: RecordDict, client_id: str | None) -> An
         return Refusal(str(reason)[:MAX_REASON_CHARS] if isinstance(reason, str)
                        else "refused, without a reason")
     if method == "scaler_stats":
-        data = _get(content, "data", MetricRecord)
         return ScalerReport(ScalerStats.from_dict(dict(_get(content, "scaler", MetricRecord))),
-                            DataReport(**{key: _int(data[key], f"data {key}")
-                                          for key in ("train", "opt", "warmup_train",
-                                                      "warmup_opt")}))
+                            _data_report(content))
     if method == "threshold_stats":
         return ErrorStats.from_dict(dict(_get(content, "errors", MetricRecord)))
     if method == "fit":
@@ -444,10 +460,14 @@ def _decode_reply(method: str, content: RecordDict, client_id: str | None) -> An
         masked = record.get("masked")
         if masked is not None and (not isinstance(masked, bytes) or len(masked) % 8):
             raise ReplyError("masked vector is not a whole number of 64-bit words")
+        report: FitReport | DataReport | None = None
+        if "metrics" in content:
+            report = _fit_metrics(content, client_id, [])
+        elif "data" in content:
+            report = _data_report(content)
         return SecAggReply(
             str(record["stage"]), _payload_from(record["payload"]),
-            None if masked is None else np.frombuffer(masked, MASK_DTYPE).copy(),
-            _fit_metrics(content, client_id, []) if "metrics" in content else None)
+            None if masked is None else np.frombuffer(masked, MASK_DTYPE).copy(), report)
     if method == "evaluate":
         config = _get(content, "config", ConfigRecord)
         return EvaluationReport(
