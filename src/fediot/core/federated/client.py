@@ -47,7 +47,7 @@ from fediot.core.federated.messages import (
     ScalerReport,
     ScoreTask,
 )
-from fediot.core.federated.meter import TaskMeter
+from fediot.core.federated.meter import TaskMeter, exact_memory_round
 from fediot.core.federated.privacy import (
     PrivacyPlan,
     noisy_error_stats,
@@ -415,7 +415,7 @@ class DeviceClient:
         ``min_rows_for_statistics`` threshold rows, and neither loss under privacy)."""
         self.guards.check_fit(task, self._expected_shapes())
         plan = self.guards.privacy
-        with TaskMeter() as meter:
+        with TaskMeter(exact_memory=exact_memory_round(task.server_round)) as meter:
             model = self._load(task.model)
             train = self._transformed("train", task.model.scaler)
             # with privacy on, no exact function of the device's rows leaves it

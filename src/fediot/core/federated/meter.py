@@ -16,6 +16,11 @@ measures the task itself instead:
   task is not measured as free because the previous device's freed pages were reused. Where
   that is unavailable (other systems), the rise of the process's lifetime peak
   (``ru_maxrss``) is used: a lower bound, 0 when the task stayed under an earlier peak.
+  Trimming makes the task fault its memory back in (about a quarter of a default run's time
+  when done on every task, measured), so a device trims only on the tasks
+  :func:`exact_memory_round` selects (round 1 and every :data:`EXACT_MEMORY_EVERY`-th); other
+  tasks report the rise without trimming, a lower bound, and the faces show each device's
+  largest figure over the rounds.
 - **Process peak RSS**: the process's peak resident memory so far, kept as well: in the Flower
   deployment each device is its own process, so there it is the device's own.
 """
@@ -79,15 +84,35 @@ def _reset_high_water_mark() -> bool:
     return True
 
 
+EXACT_MEMORY_EVERY = 10
+"""A training task trims the allocator (an exact memory figure) in round 1 and every this many
+rounds; in the others its memory figure is a lower bound (see the module)."""
+
+
+def exact_memory_round(server_round: int) -> bool:
+    """Whether a training task of ``server_round`` measures its memory exactly."""
+    return server_round <= 1 or server_round % EXACT_MEMORY_EVERY == 0
+
+
 class TaskMeter:
     """Measures a block (one device task): wall time, this thread's CPU time, the task's peak
     memory above its start and the process's peak RSS (see the module). Use as a context
-    manager; ``stats`` holds the :class:`SystemStats` after the block."""
+    manager; ``stats`` holds the :class:`SystemStats` after the block.
+
+    Parameters
+    ----------
+    exact_memory
+        Hand the allocator's free pages back first (default True), so memory that earlier
+        tasks freed and this one reuses counts as this task's; False: cheaper, a lower bound.
+    """
 
     stats: SystemStats
 
+    def __init__(self, exact_memory: bool = True) -> None:
+        self._exact_memory = exact_memory
+
     def __enter__(self) -> TaskMeter:
-        if _MALLOC_TRIM is not None:
+        if _MALLOC_TRIM is not None and self._exact_memory:
             _MALLOC_TRIM(0)  # the allocator's free pages back to the system: a fair baseline
         status = _proc_status_bytes() if _reset_high_water_mark() else None
         self._start_rss = status["VmRSS"] if status else None
