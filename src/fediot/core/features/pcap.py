@@ -32,11 +32,14 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 import dpkt
+import numpy as np
+import numpy.typing as npt
 
 from fediot.core.errors import FediotError
+from fediot.core.features import fastparse
 from fediot.core.features.packets import (
     IP_PROTO_ICMP,
     IP_PROTO_ICMPV6,
@@ -180,8 +183,20 @@ class CaptureReadResult:
 
 # --- framing ----------------------------------------------------------------------------------
 
-_Record: TypeAlias = tuple[int, float, int, int, bytes]
-"""(0-based record index, timestamp, wire length, link type, captured bytes)."""
+class _Record(NamedTuple):
+    """One framed record: its captured bytes are ``data[start:end]`` of the mapped file."""
+
+    index: int  # 0-based record index
+    timestamp: float
+    wire_len: int
+    link_type: int  # _NOT_A_PACKET for a record that is skipped whatever its bytes
+    start: int
+    end: int
+
+
+_NOT_A_PACKET: Final[int] = -1
+"""Link type of a pcapng simple packet block, which has no timestamp and is skipped."""
+_SIMPLE_PACKET_REASON: Final[str] = "pcapng simple packet block (no timestamp)"
 
 _PCAP_MAGICS: Final[dict[bytes, tuple[str, int]]] = {
     b"\xd4\xc3\xb2\xa1": ("<", 1_000_000),
@@ -195,7 +210,7 @@ _PCAP_HEADER_LEN: Final[int] = 24
 _PCAP_RECORD_HEADER_LEN: Final[int] = 16
 _MAX_SANE_CAPLEN: Final[int] = 262_144 * 4
 _PROGRESS_EVERY: Final[int] = 1 << 16  # records between progress reports
-_CHUNK_ROWS: Final[int] = 1 << 16  # rows gathered as Python lists before NumPy conversion
+_CHUNK_ROWS: Final[int] = 1 << 16  # records framed and dissected per step
 
 _BT_IDB: Final[int] = 1
 _BT_PB: Final[int] = 2
@@ -246,14 +261,19 @@ def _cut_short(
     tally.truncated_at = index
 
 
-def _pcap_records(
-    path: Path,
-    data: mmap.mmap,
-    tally: _Tally,
-    allow_truncated: bool,
-    progress: Callable[[int], None] | None,
-) -> Iterator[_Record]:
-    """Frame a classic pcap file record by record (16-byte record headers)."""
+@dataclass(frozen=True)
+class _PcapHeader:
+    """What a classic pcap's global header says about its records."""
+
+    endian: str
+    ticks_per_second: int
+    link_type: int
+    snaplen: int
+    caplen_limit: int
+
+
+def _pcap_header(path: Path, data: mmap.mmap, tally: _Tally) -> _PcapHeader:
+    """Check a classic pcap's 24-byte global header; note its link type in ``tally``."""
     size = len(data)
     if size < _PCAP_HEADER_LEN:
         raise CaptureError(
@@ -273,10 +293,25 @@ def _pcap_records(
     if link_type not in SUPPORTED_LINK_TYPES:
         raise _unsupported_link(path, link_type)
     tally.link_type = link_type
-    caplen_limit = max(snaplen, _MAX_SANE_CAPLEN)
-    record_header = struct.Struct(endian + "IIII")
-    offset = _PCAP_HEADER_LEN
-    index = 0
+    return _PcapHeader(endian, ticks, link_type, snaplen, max(snaplen, _MAX_SANE_CAPLEN))
+
+
+def _pcap_records(
+    path: Path,
+    data: mmap.mmap,
+    tally: _Tally,
+    allow_truncated: bool,
+    progress: Callable[[int], None] | None,
+    header: _PcapHeader,
+    offset: int = _PCAP_HEADER_LEN,
+    index: int = 0,
+) -> Iterator[_Record]:
+    """Frame a classic pcap file record by record (16-byte record headers), from the record
+    ``index`` at byte ``offset`` (the first one by default)."""
+    size = len(data)
+    snaplen, caplen_limit, link_type = header.snaplen, header.caplen_limit, header.link_type
+    ticks = header.ticks_per_second
+    record_header = struct.Struct(header.endian + "IIII")
     while offset < size:
         if offset + _PCAP_RECORD_HEADER_LEN > size:
             _cut_short(path, tally, allow_truncated, index, offset,
@@ -295,7 +330,7 @@ def _pcap_records(
                        f"only {size - start} of its {caplen} captured bytes are present")
             return
         # Integer division is correctly rounded, so the float equals tshark's printed epoch.
-        yield index, (seconds * ticks + fraction) / ticks, wire_len, link_type, data[start:end]
+        yield _Record(index, (seconds * ticks + fraction) / ticks, wire_len, link_type, start, end)
         index += 1
         tally.n_records = index
         offset = end
@@ -409,12 +444,13 @@ def _pcapng_records(
             timestamp = (
                 ((ts_high << 32) | ts_low) + interface.offset_seconds * ticks
             ) / ticks
-            yield index, timestamp, wire_len, interface.link_type, data[start:start + caplen]
+            yield _Record(index, timestamp, wire_len, interface.link_type, start, start + caplen)
             index += 1
             if progress is not None and index % _PROGRESS_EVERY == 0:
                 progress(offset + block_len)
         elif block_type == _BT_SPB:
-            tally.skip(index, "pcapng simple packet block (no timestamp)")
+            # skipped by the consumer, in record order with the frames it dissects
+            yield _Record(index, 0.0, 0, _NOT_A_PACKET, 0, 0)
             index += 1
         elif block_type == _BT_IDB:
             interfaces.append(
@@ -698,27 +734,166 @@ class FrameDissector:
 
 # --- reading ----------------------------------------------------------------------------------
 
+PARSERS: Final[tuple[str, ...]] = ("compiled", "dpkt")
+"""``read_capture(parser=…)``: the compiled parser with dpkt as its per-frame fallback, or
+dpkt (and the Python framer) for every frame, as before the compiled parser existed."""
 
-def _chunk_table(
-    timestamps: list[float], wire_lens: list[int], rows: list[FrameRow]
-) -> PacketTable:
-    if not rows:
-        return PacketTable.empty()
-    src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, kind, ip_proto = zip(
-        *rows, strict=True
-    )
-    return PacketTable.from_columns(
-        timestamp=timestamps,
-        frame_len=wire_lens,
-        src_mac=src_mac,
-        dst_mac=dst_mac,
-        src_ip=src_ip,
-        dst_ip=dst_ip,
-        src_port=src_port,
-        dst_port=dst_port,
-        kind=kind,
-        ip_proto=ip_proto,
-    )
+_BIG_INTEGER_FLOAT: Final[int] = 1 << 53
+"""Integers below this convert to float64 exactly."""
+
+
+def _record_timestamps(
+    seconds: npt.NDArray[np.int64], fractions: npt.NDArray[np.int64], ticks: int
+) -> npt.NDArray[np.float64]:
+    """``(seconds · ticks + fraction) / ticks`` as Python's correctly rounded ``int / int``
+    gives it: one float64 division where the numerator is exact in a float64 (microsecond
+    captures), Python's division for the rest (nanosecond captures)."""
+    numerators = seconds * ticks + fractions  # < 2**32 · 10**9 + 2**32: fits in int64
+    out: npt.NDArray[np.float64] = numerators.astype(np.float64) / ticks
+    big = np.flatnonzero(numerators >= _BIG_INTEGER_FLOAT)
+    if len(big):
+        out[big] = [numerator / ticks for numerator in numerators[big].tolist()]
+    return out
+
+
+class _ChunkDissector:
+    """Dissects framed records a chunk at a time into :class:`PacketTable` pieces.
+
+    Parameters
+    ----------
+    data
+        The mapped capture file.
+    tally
+        Where skipped frames are counted.
+    compiled
+        ``True``: the compiled kernel dissects what it can and :class:`FrameDissector` (dpkt)
+        the rest; ``False``: :class:`FrameDissector` dissects every frame.
+    """
+
+    def __init__(self, data: mmap.mmap, tally: _Tally, compiled: bool) -> None:
+        self.data = data
+        # a zero-copy view for the kernels; release() must drop it before the mmap closes
+        self.view: npt.NDArray[np.uint8] | None = np.frombuffer(data, dtype=np.uint8)
+        self.tally = tally
+        self.compiled = compiled
+        self.dissector = FrameDissector()
+        self.addresses: dict[tuple[int, int, int], str] = {}
+        self.tables: list[PacketTable] = []
+
+    def release(self) -> None:
+        """Drop the view of the mapped file (a mmap with live views cannot close)."""
+        self.view = None
+
+    def table(self) -> PacketTable:
+        """Every kept packet so far, in record order."""
+        if not self.tables:
+            return PacketTable.empty()
+        return self.tables[0] if len(self.tables) == 1 else PacketTable.concat(self.tables)
+
+    def add(
+        self,
+        indices: npt.NDArray[np.int64],
+        timestamps: npt.NDArray[np.float64],
+        wire_lens: npt.NDArray[np.int64],
+        link_types: npt.NDArray[np.int64],
+        starts: npt.NDArray[np.int64],
+        caplens: npt.NDArray[np.int64],
+    ) -> None:
+        """Dissect one chunk of records (arrays owned by the caller's chunk, not reused)."""
+        n = len(starts)
+        if n == 0:
+            return
+        frames = fastparse.DissectedFrames(n)
+        if self.compiled and self.view is not None:
+            frames.dissect(self.view, starts, caplens, link_types)
+        src_ip = fastparse.address_strings(frames.family, frames.src_hi, frames.src_lo,
+                                           self.addresses)
+        dst_ip = fastparse.address_strings(frames.family, frames.dst_hi, frames.dst_lo,
+                                           self.addresses)
+        keep: npt.NDArray[np.bool_] | None = None
+        dissect = self.dissector.dissect
+        for i in np.flatnonzero(~frames.handled).tolist():
+            start = int(starts[i])
+            try:
+                row = dissect(int(link_types[i]), self.data[start:start + int(caplens[i])])
+            except MalformedFrameError as exc:
+                self.tally.skip(int(indices[i]), str(exc))
+                if keep is None:
+                    keep = np.ones(n, dtype=np.bool_)
+                keep[i] = False
+                continue
+            (frames.src_mac[i], frames.dst_mac[i], src_ip[i], dst_ip[i], frames.src_port[i],
+             frames.dst_port[i], frames.kind[i], frames.ip_proto[i]) = row
+        table = PacketTable(
+            timestamp=timestamps, frame_len=wire_lens, src_mac=frames.src_mac,
+            dst_mac=frames.dst_mac, src_ip=src_ip, dst_ip=dst_ip, src_port=frames.src_port,
+            dst_port=frames.dst_port, kind=frames.kind, ip_proto=frames.ip_proto,
+        )
+        self.tables.append(table if keep is None else table.take(keep))
+
+    def add_records(self, records: Iterator[_Record]) -> None:
+        """Dissect records framed in Python, gathered into chunks."""
+        chunk: list[_Record] = []
+        for record in records:
+            if record.link_type == _NOT_A_PACKET:
+                self._add_record_list(chunk)  # earlier records first: skips stay in order
+                chunk = []
+                self.tally.skip(record.index, _SIMPLE_PACKET_REASON)
+                continue
+            chunk.append(record)
+            if len(chunk) == _CHUNK_ROWS:
+                self._add_record_list(chunk)
+                chunk = []
+        self._add_record_list(chunk)
+
+    def _add_record_list(self, chunk: list[_Record]) -> None:
+        if not chunk:
+            return
+        index, timestamp, wire_len, link_type, start, end = (
+            np.asarray(column) for column in zip(*chunk, strict=True)
+        )
+        self.add(index.astype(np.int64), timestamp.astype(np.float64),
+                 wire_len.astype(np.int64), link_type.astype(np.int64),
+                 start.astype(np.int64), (end - start).astype(np.int64))
+
+
+def _read_pcap_compiled(
+    path: Path,
+    data: mmap.mmap,
+    chunks: _ChunkDissector,
+    allow_truncated: bool,
+    progress: Callable[[int], None] | None,
+    header: _PcapHeader,
+) -> None:
+    """Frame a classic pcap with the compiled framer, a chunk at a time; from a record it
+    cannot frame on, the Python framer takes over (and raises or notes the truncation)."""
+    # No local name for chunks.view: a traceback would keep it, and the mmap could not close.
+    tally = chunks.tally
+    offset, index = _PCAP_HEADER_LEN, 0
+    while offset < len(data):
+        starts, caplens, wire_lens, seconds, fractions = (
+            np.empty(_CHUNK_ROWS, dtype=np.int64) for _ in range(5)
+        )
+        count, offset, clean = fastparse.frame_pcap_records(
+            chunks.view, offset, header.endian == ">", header.caplen_limit,
+            starts, caplens, wire_lens, seconds, fractions,
+        )
+        if count:
+            chunks.add(
+                np.arange(index, index + count, dtype=np.int64),
+                _record_timestamps(seconds[:count], fractions[:count], header.ticks_per_second),
+                wire_lens[:count].copy(), np.full(count, header.link_type, dtype=np.int64),
+                starts[:count], caplens[:count],
+            )
+            index += count
+            tally.n_records = index
+            if progress is not None and index % _PROGRESS_EVERY == 0:
+                progress(offset)
+        if not clean:
+            chunks.add_records(
+                _pcap_records(path, data, tally, allow_truncated, progress, header, offset, index)
+            )
+            return
 
 
 def _detect_format(path: Path, head: bytes) -> str:
@@ -739,6 +914,7 @@ def read_capture(
     *,
     allow_truncated: bool = False,
     progress: Callable[[int], None] | None = None,
+    parser: str = "compiled",
 ) -> CaptureReadResult:
     """Read a pcap or pcapng file into a :class:`PacketTable`, one row per dissectable frame.
 
@@ -753,6 +929,10 @@ def read_capture(
     progress
         Called with the number of file bytes consumed so far, every 65,536 records and once at
         the end (with the file size), e.g. to drive a progress bar against ``path.stat().st_size``.
+    parser
+        ``"compiled"`` (default): compiled framing (classic pcap) and dissection of the common
+        frames, :class:`FrameDissector` (dpkt) for the rest; ``"dpkt"``: Python framing and
+        :class:`FrameDissector` for every frame. Both give identical results (tested).
 
     Raises
     ------
@@ -761,6 +941,9 @@ def read_capture(
         type, or a file cut short (unless ``allow_truncated``). Frames that merely fail to
         dissect are skipped and counted instead.
     """
+    if parser not in PARSERS:
+        raise ValueError(f"parser must be one of {PARSERS}, got {parser!r}")
+    compiled = parser == "compiled"
     capture = Path(path)
     try:
         with capture.open("rb") as handle:
@@ -768,9 +951,25 @@ def read_capture(
             file_format = _detect_format(capture, handle.read(4))
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 tally = _Tally()
-                frame_records = _pcap_records if file_format == "pcap" else _pcapng_records
-                records = frame_records(capture, data, tally, allow_truncated, progress)
-                packets = _dissect_all(records, tally)
+                chunks = _ChunkDissector(data, tally, compiled)
+                try:
+                    if file_format == "pcapng":
+                        chunks.add_records(
+                            _pcapng_records(capture, data, tally, allow_truncated, progress)
+                        )
+                    elif compiled:
+                        header = _pcap_header(capture, data, tally)
+                        _read_pcap_compiled(capture, data, chunks, allow_truncated, progress,
+                                            header)
+                    else:
+                        header = _pcap_header(capture, data, tally)
+                        chunks.add_records(
+                            _pcap_records(capture, data, tally, allow_truncated, progress,
+                                          header)
+                        )
+                finally:
+                    chunks.release()
+                packets = chunks.table()
     except FileNotFoundError:
         raise CaptureError(f"{capture}: no such file") from None
     except OSError as exc:
@@ -788,26 +987,3 @@ def read_capture(
         first_skip=tally.first_skip,
         truncated_at=tally.truncated_at,
     )
-
-
-def _dissect_all(records: Iterator[_Record], tally: _Tally) -> PacketTable:
-    """Dissect every framed record; columns are gathered per chunk and converted once."""
-    dissect = FrameDissector().dissect
-    chunks: list[PacketTable] = []
-    timestamps: list[float] = []
-    wire_lens: list[int] = []
-    rows: list[FrameRow] = []
-    for index, timestamp, wire_len, link_type, frame in records:
-        try:
-            row = dissect(link_type, frame)
-        except MalformedFrameError as exc:
-            tally.skip(index, str(exc))
-            continue
-        timestamps.append(timestamp)
-        wire_lens.append(wire_len)
-        rows.append(row)
-        if len(rows) == _CHUNK_ROWS:
-            chunks.append(_chunk_table(timestamps, wire_lens, rows))
-            timestamps, wire_lens, rows = [], [], []
-    chunks.append(_chunk_table(timestamps, wire_lens, rows))
-    return chunks[0] if len(chunks) == 1 else PacketTable.concat(chunks)
