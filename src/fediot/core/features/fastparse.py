@@ -14,8 +14,8 @@ A frame the kernel does not fully understand is not guessed at: it is marked *no
 goes through ``FrameDissector`` (dpkt) alone, which also owns every skip reason. "Not handled"
 covers malformed headers, ICMPv6 error messages and ICMP errors quoting a protocol dpkt could
 fail on (dpkt parses quoted headers recursively), IPv6 extension headers, and IP protocols
-whose dpkt parser could raise (tunnels, IPsec, SCTP, …). The tests hold the two paths to identical columns
-on real, synthesised and fuzzed traffic.
+whose dpkt parser could raise (tunnels, IPsec, SCTP, …). The tests hold the two paths to
+identical columns on real, synthesised and fuzzed traffic.
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ _IP_PROTO_IGMP: Final[int] = 2
 # IP protocols dpkt parses further (its _protosw) with a parser that could raise something the
 # dissector would count as a malformed frame: those frames go to dpkt itself. TCP, UDP and IGMP
 # parsers are header-only and fail only with dpkt.UnpackError, which dpkt itself swallows.
-_SAFE_DPKT_PROTOCOLS: Final[frozenset[int]] = frozenset({_IP_PROTO_IGMP, IP_PROTO_TCP, IP_PROTO_UDP})
+_SAFE_DPKT_PROTOCOLS: Final[frozenset[int]] = frozenset(
+    {_IP_PROTO_IGMP, IP_PROTO_TCP, IP_PROTO_UDP}
+)
 _DEFERRED_V4: Final[npt.NDArray[np.bool_]] = np.zeros(256, dtype=np.bool_)
 _DEFERRED_V4[sorted(set(dpkt.ip.IP._protosw) - _SAFE_DPKT_PROTOCOLS - {IP_PROTO_ICMP})] = True
 _DEFERRED_V6: Final[npt.NDArray[np.bool_]] = np.zeros(256, dtype=np.bool_)
@@ -88,7 +90,7 @@ _ADDRESS_CACHE_LIMIT: Final[int] = 1 << 20
 
 @njit(cache=True, nogil=True, inline="always")
 def _u16(data: npt.NDArray[np.uint8], i: int) -> int:
-    return (np.int64(data[i]) << 8) | np.int64(data[i + 1])
+    return (int(data[i]) << 8) | int(data[i + 1])
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -108,8 +110,8 @@ def _u64(data: npt.NDArray[np.uint8], i: int) -> np.uint64:
 
 @njit(cache=True, nogil=True, inline="always")
 def _u32_le(data: npt.NDArray[np.uint8], i: int) -> int:
-    return (np.int64(data[i]) | (np.int64(data[i + 1]) << 8) | (np.int64(data[i + 2]) << 16)
-            | (np.int64(data[i + 3]) << 24))
+    return (int(data[i]) | (int(data[i + 1]) << 8) | (int(data[i + 2]) << 16)
+            | (int(data[i + 3]) << 24))
 
 
 @njit(cache=True, nogil=True)
@@ -166,14 +168,14 @@ def _dpkt_parses_icmp_safely(data: npt.NDArray[np.uint8], q: int, length: int,
             return True  # echo (header only) or a type dpkt does not parse further
         ip = q + 8
         ip_length = length - 8
-        header_len = np.int64(data[ip] & 0x0F) * 4
+        header_len = int(data[ip] & 0x0F) * 4
         if ip_length < 20 or header_len < 20:
             return True  # dpkt.IP raises UnpackError
         total_len = _u16(data, ip + 2)
         end = min(total_len, ip_length) if total_len != 0 else ip_length
         if _u16(data, ip + 6) & 0x1FFF != 0:
             return True  # a later fragment: dpkt keeps its payload as bytes
-        proto = data[ip + 9]
+        proto = int(data[ip + 9])
         if proto != IP_PROTO_ICMP:
             return not deferred[proto]
         q = ip + header_len
@@ -190,17 +192,17 @@ def _ipv4(data: npt.NDArray[np.uint8], p: int, m: int, row: int, deferred: npt.N
     """An IPv4 packet of ``m`` bytes at ``p``; ``False`` if dpkt must decide."""
     if m < 20 or data[p] >> 4 != 4:
         return False
-    header_len = np.int64(data[p] & 0x0F) * 4
+    header_len = int(data[p] & 0x0F) * 4
     total_len = _u16(data, p + 2)
     if header_len < 20 or (total_len != 0 and total_len < header_len):
         return False
-    proto = np.int64(data[p + 9])
+    proto = int(data[p + 9])
     # dpkt slices the payload as packet[header_len:total_len] (or to the end if 0)
     end = min(total_len, m) if total_len != 0 else m
     payload = max(end - header_len, 0)
     sport = dport = PORT_NONE
     if _u16(data, p + 6) & 0x1FFF == 0:  # later fragments carry no transport header
-        if proto == IP_PROTO_TCP or proto == IP_PROTO_UDP:
+        if proto in (IP_PROTO_TCP, IP_PROTO_UDP):
             if payload >= 4:
                 sport = _u16(data, p + header_len)
                 dport = _u16(data, p + header_len + 2)
@@ -216,10 +218,10 @@ def _ipv4(data: npt.NDArray[np.uint8], p: int, m: int, row: int, deferred: npt.N
                     q = p + header_len + 8
                     quoted = payload - 8
                     if quoted >= 20 and data[q] >> 4 == 4:
-                        quoted_header = np.int64(data[q] & 0x0F) * 4
+                        quoted_header = int(data[q] & 0x0F) * 4
                         quoted_proto = data[q + 9]
                         if quoted_header >= 20 and _u16(data, q + 6) & 0x1FFF == 0 and (
-                            quoted_proto == IP_PROTO_TCP or quoted_proto == IP_PROTO_UDP
+                            quoted_proto in (IP_PROTO_TCP, IP_PROTO_UDP)
                         ) and quoted >= quoted_header + 4:
                             sport = _u16(data, q + quoted_header)
                             dport = _u16(data, q + quoted_header + 2)
@@ -248,19 +250,18 @@ def _ipv6(data: npt.NDArray[np.uint8], p: int, m: int, row: int, deferred: npt.N
     (and whenever dpkt must decide)."""
     if m < 40 or data[p] >> 4 != 6:
         return False
-    next_header = np.int64(data[p + 6])
+    next_header = int(data[p + 6])
     if deferred[next_header]:
         return False
     payload_len = _u16(data, p + 4)
     payload = min(payload_len, m - 40) if payload_len != 0 else m - 40
     sport = dport = PORT_NONE
-    if next_header == IP_PROTO_TCP or next_header == IP_PROTO_UDP:
+    if next_header in (IP_PROTO_TCP, IP_PROTO_UDP):
         if payload >= 4:
             sport = _u16(data, p + 40)
             dport = _u16(data, p + 42)
-    elif next_header == IP_PROTO_ICMPV6:
-        if payload > 0 and 1 <= data[p + 40] <= 4:
-            return False  # an error quoting a header
+    elif next_header == IP_PROTO_ICMPV6 and payload > 0 and 1 <= data[p + 40] <= 4:
+        return False  # an error quoting a header
     src_hi[row] = _u64(data, p + 8)
     src_lo[row] = _u64(data, p + 16)
     dst_hi[row] = _u64(data, p + 24)
@@ -315,7 +316,7 @@ def dissect_frames(
             smac = _u48(data, s + 12) if data[s + 11] == 6 else 0
             ether_type = _u16(data, s + 0)
             offset = 20
-        elif link == _LINK_RAW or link == _LINK_IPV4 or link == _LINK_IPV6:
+        elif link in (_LINK_RAW, _LINK_IPV4, _LINK_IPV6):
             if n == 0:
                 continue
             version = data[s] >> 4
@@ -346,10 +347,10 @@ def dissect_frames(
         elif ether_type == _ETH_IPV6:
             handled[row] = _ipv6(data, p, m, row, deferred_v6, src_hi, src_lo, dst_hi, dst_lo,
                                  family, src_port, dst_port, kind, ip_proto)
-        elif ether_type == _ETH_ARP or ether_type == _ETH_RARP:
+        elif ether_type in (_ETH_ARP, _ETH_RARP):
             if m < 28:  # dpkt's fixed ARP header
                 continue
-            hw_len = np.int64(data[p + 4])
+            hw_len = int(data[p + 4])
             src_hi[row] = 0
             dst_hi[row] = 0
             family[row] = FAMILY_NONE

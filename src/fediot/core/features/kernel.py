@@ -1,7 +1,7 @@
 """The compiled AfterImage update: one pass over packets, all streams and λ in machine code.
 
-The state of every stream lives in flat NumPy arrays (one row per stream id, its fields side by side),
-so the loop below touches no Python object. Semantics are those of
+The state of every stream lives in flat NumPy arrays (one row per stream id, its fields side by
+side), so the loop below touches no Python object. Semantics are those of
 :class:`fediot.core.features.reference.ReferenceExtractor`, which the tests hold it to.
 """
 
@@ -197,8 +197,8 @@ def update_features(
     ``ids`` holds each packet's stream ids, one row per packet, columns in
     :data:`ID_COLUMNS` order; ``mi`` … ``hphp_pairs`` are the ``data`` of the
     :class:`StatTable` / :class:`PairTable` of each stream kind (few arguments, because each
-    one costs the per-packet caller about 0.1 µs of dispatch). Live traffic calls this with one-row buffers, so a packet
-    added alone goes through exactly the code a capture does.
+    one costs the per-packet caller about 0.1 µs of dispatch). Live traffic calls this with
+    one-row buffers, so a packet added alone goes through exactly the code a capture does.
 
     ``base`` holds the decay base 2.0 as data: a literal 2.0 lets LLVM rewrite pow(2, x) as
     exp2(x), which differs from the reference's ``math.pow`` in the last bit, and variances
@@ -215,12 +215,12 @@ def update_features(
     for row in range(t.shape[0]):
         ti = t[row]
         v = size[row]
-        mi = ids[row, 0]
-        h = ids[row, 1]
-        _insert(mi_cf1, mi_cf2, mi_w, mi_last, mi, v, ti, lambdas, base)
-        _write_1d(out, row, 0, mi_cf1, mi_cf2, mi_w, mi)
-        _insert(h_cf1, h_cf2, h_w, h_last, h, v, ti, lambdas, base)
-        _write_1d(out, row, 3 * n_l, h_cf1, h_cf2, h_w, h)
+        mi_id = ids[row, 0]
+        h_id = ids[row, 1]
+        _insert(mi_cf1, mi_cf2, mi_w, mi_last, mi_id, v, ti, lambdas, base)
+        _write_1d(out, row, 0, mi_cf1, mi_cf2, mi_w, mi_id)
+        _insert(h_cf1, h_cf2, h_w, h_last, h_id, v, ti, lambdas, base)
+        _write_1d(out, row, 3 * n_l, h_cf1, h_cf2, h_w, h_id)
         _update_2d(out, row, 6 * n_l, hh_cf1, hh_cf2, hh_w, hh_last,
                    hhp_cf3, hhp_w3, hhp_res, hhp_last,
                    ids[row, 3], ids[row, 4], ids[row, 5], ids[row, 6], v, ti, lambdas, base)

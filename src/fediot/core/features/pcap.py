@@ -186,7 +186,7 @@ class CaptureReadResult:
 class _Record(NamedTuple):
     """One framed record: its captured bytes are ``data[start:end]`` of the mapped file."""
 
-    index: int  # 0-based record index
+    number: int  # 0-based record index
     timestamp: float
     wire_len: int
     link_type: int  # _NOT_A_PACKET for a record that is skipped whatever its bytes
@@ -773,7 +773,7 @@ class _ChunkDissector:
     def __init__(self, data: mmap.mmap, tally: _Tally, compiled: bool) -> None:
         self.data = data
         # a zero-copy view for the kernels; release() must drop it before the mmap closes
-        self.view: npt.NDArray[np.uint8] | None = np.frombuffer(data, dtype=np.uint8)
+        self.view: npt.NDArray[np.uint8] = np.frombuffer(data, dtype=np.uint8)
         self.tally = tally
         self.compiled = compiled
         self.dissector = FrameDissector()
@@ -782,7 +782,7 @@ class _ChunkDissector:
 
     def release(self) -> None:
         """Drop the view of the mapped file (a mmap with live views cannot close)."""
-        self.view = None
+        self.view = np.empty(0, dtype=np.uint8)
 
     def table(self) -> PacketTable:
         """Every kept packet so far, in record order."""
@@ -804,7 +804,7 @@ class _ChunkDissector:
         if n == 0:
             return
         frames = fastparse.DissectedFrames(n)
-        if self.compiled and self.view is not None:
+        if self.compiled:
             frames.dissect(self.view, starts, caplens, link_types)
         src_ip = fastparse.address_strings(frames.family, frames.src_hi, frames.src_lo,
                                            self.addresses)
@@ -829,7 +829,7 @@ class _ChunkDissector:
             dst_mac=frames.dst_mac, src_ip=src_ip, dst_ip=dst_ip, src_port=frames.src_port,
             dst_port=frames.dst_port, kind=frames.kind, ip_proto=frames.ip_proto,
         )
-        self.tables.append(table if keep is None else table.take(keep))
+        self.tables.append(table if keep is None else table.take(np.flatnonzero(keep)))
 
     def add_records(self, records: Iterator[_Record]) -> None:
         """Dissect records framed in Python, gathered into chunks."""
@@ -838,7 +838,7 @@ class _ChunkDissector:
             if record.link_type == _NOT_A_PACKET:
                 self._add_record_list(chunk)  # earlier records first: skips stay in order
                 chunk = []
-                self.tally.skip(record.index, _SIMPLE_PACKET_REASON)
+                self.tally.skip(record.number, _SIMPLE_PACKET_REASON)
                 continue
             chunk.append(record)
             if len(chunk) == _CHUNK_ROWS:
