@@ -104,14 +104,34 @@ class FeatureExtractor:
         self.packets_seen = 0
 
     def process(
-        self, packets: PacketTable, progress: Callable[[int], None] | None = None
+        self,
+        packets: PacketTable,
+        progress: Callable[[int], None] | None = None,
+        out: npt.NDArray[np.float64] | None = None,
     ) -> npt.NDArray[np.float64]:
         """Add ``packets`` (in capture order); return their features, shape (n, 115).
 
-        ``progress`` is called with the number of packets done after each chunk.
+        Parameters
+        ----------
+        packets
+            The packets.
+        progress
+            Called with the number of packets done after each chunk (default: none).
+        out
+            Optional C-contiguous float64 array of at least n rows × 115 to write the rows
+            into; the first n rows are returned (a view). Default: a new array.
         """
         n = len(packets)
-        out = np.empty((n, N_FEATURES), dtype=np.float64)
+        if out is None:
+            out = np.empty((n, N_FEATURES), dtype=np.float64)
+        elif (out.dtype != np.float64 or out.ndim != 2 or out.shape[0] < n
+              or out.shape[1] != N_FEATURES or not out.flags.c_contiguous):
+            raise FediotError(
+                f"out must be a C-contiguous float64 array of ≥ {n} rows × {N_FEATURES}, "
+                f"got {out.dtype} {out.shape}"
+            )
+        else:
+            out = out[:n]
         self._check_input(packets)
         step = self.options.chunk_size
         for start in range(0, n, step):
