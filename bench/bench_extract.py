@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -47,25 +46,30 @@ SOURCE = SHARED / "data/pcap/kitsune_mirai_first2000.pcap"
 TARGETS = {"parquet": 150_000, "csv": 50_000}  # end-to-end packets/s on one core (issue 11)
 
 
-def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Run ``fediot ARGS`` in a fresh interpreter; return (wall s, CPU s of the child)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """Run ``fediot ARGS`` in a fresh interpreter; return (wall s, CPU s, peak RSS in MiB) of
+    that child alone."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "fediot", *args], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    child = subprocess.Popen([sys.executable, "-m", "fediot", *args], env=env,
+                             stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
+    if child.returncode:
+        sys.exit(f"fediot {' '.join(args)} failed with exit code {child.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
 
 
 def cli_runs(args: list[str], env: dict[str, str], runs: int) -> dict[str, list[float]]:
-    walls, cpus = [], []
+    walls: list[float] = []
+    cpus: list[float] = []
+    peaks: list[float] = []
     for _ in range(runs):
-        wall, cpu = run_cli(args, env)
+        wall, cpu, peak = run_cli(args, env)
         walls.append(round(wall, 3))
         cpus.append(round(cpu, 3))
-    return {"wall_s": walls, "cpu_s": cpus}
+        peaks.append(peak)
+    return {"wall_s": walls, "cpu_s": cpus, "peak_rss_mib": peaks}
 
 
 def best_cpu(run: Callable[[], Any], runs: int) -> tuple[float, Any]:
@@ -118,6 +122,7 @@ def main() -> None:
     if not SOURCE.exists():
         sys.exit(f"shared capture not found: {SOURCE} (set FEDIOT_SHARED)")
     env = {**os.environ, "PYTHONPATH": str(args.src.resolve())}
+    load_at_start = list(os.getloadavg())
 
     with tempfile.TemporaryDirectory() as folder_name:
         folder = Path(folder_name)
@@ -163,17 +168,19 @@ def main() -> None:
     summary: dict[str, Any] = {}
     for fmt, figures in end_to_end.items():
         cpu = min(figures["cpu_s"])
+        worst = max(figures["cpu_s"])
         summary[fmt] = {
             "packets_per_s_cpu": [round(n / c) for c in figures["cpu_s"]],
             "packets_per_s_wall": [round(n / w) for w in figures["wall_s"]],
             "packets_per_s_cpu_net_of_startup": round(n / (cpu - start_cpu)),
             "target_packets_per_s": TARGETS[fmt],
-            "meets_target": bool(n / cpu >= TARGETS[fmt]),
+            "meets_target_every_run": bool(n / worst >= TARGETS[fmt]),
         }
     payload = {
         "input": f"{SOURCE.name} repeated to {n} packets ({capture.name})",
         "packets": n,
         "src": str(args.src.resolve()),
+        "load_average_at_start": load_at_start,
         "load_average_at_end": list(os.getloadavg()),
         "end_to_end": end_to_end,
         "end_to_end_summary": summary,
@@ -194,7 +201,8 @@ def main() -> None:
     path = write_result("extract", payload)
     for fmt, figures in summary.items():
         print(f"end to end {fmt:8s} {figures['packets_per_s_cpu']} packets/s (CPU), "
-              f"{figures['packets_per_s_wall']} (wall); net of start-up "
+              f"{figures['packets_per_s_wall']} (wall), peak RSS "
+              f"{end_to_end[fmt]['peak_rss_mib']} MiB; net of start-up "
               f"{figures['packets_per_s_cpu_net_of_startup']:,}; target {TARGETS[fmt]:,}")
     print(f"start-up   CPU {startup['cpu_s']} s, wall {startup['wall_s']} s; numba cold cache "
           f"{cold[1]:.2f} s CPU vs warm {warm[1]:.2f} s")

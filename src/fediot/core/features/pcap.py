@@ -6,12 +6,25 @@ dissects every frame into the columns that N-BaIoT's extractor took from tshark 
 occurrence of each field). Link types: Ethernet (1, with 802.1Q / QinQ VLAN tags), Linux cooked
 capture SLL (113) and SLL2 (276), raw IP (101, 228, 229).
 
-Record framing is done here with :mod:`struct` over an :func:`mmap.mmap` of the file: dpkt's
-pcap reader silently returns a short buffer for a cut-off final record, and its pcapng reader
-drops each packet's original (wire) length and honours only the first interface. The link
-layer is a handful of fixed offsets, parsed by hand; IPv4, IPv6 and ARP headers are dissected
-by dpkt. ICMP error messages are read from raw bytes, because the transport header they quote is
-often only 8 bytes long (enough for the ports, too short for dpkt's TCP parser).
+Record framing is done here over an :func:`mmap.mmap` of the file: dpkt's pcap reader silently
+returns a short buffer for a cut-off final record, and its pcapng reader drops each packet's
+original (wire) length and honours only the first interface.
+
+Two parsers give identical results (``read_capture(parser=…)``; the tests hold them to it):
+
+* ``"compiled"`` (default): classic pcap records are framed, and the common frames dissected,
+  by numba kernels reading the mapped file in place (:mod:`fediot.core.features.fastparse`),
+  65,536 records at a time; every frame they do not fully understand goes to
+  :class:`FrameDissector` alone, and from a record the compiled framer cannot frame on, the
+  Python framer takes over (so every error message has one source). pcapng is framed in Python,
+  its frames dissected like a classic pcap's.
+* ``"dpkt"``: the Python framer (:mod:`struct`) and :class:`FrameDissector` for every record,
+  as before the compiled parser existed.
+
+:class:`FrameDissector` parses the link layer by hand (a handful of fixed offsets) and has dpkt
+dissect IPv4, IPv6 and ARP headers. ICMP error messages are read from raw bytes, because the
+transport header they quote is often only 8 bytes long (enough for the ports, too short for
+dpkt's TCP parser).
 
 Where this reader knowingly differs from tshark with default preferences:
 
