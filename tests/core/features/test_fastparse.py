@@ -9,6 +9,7 @@ import struct
 from collections import Counter
 from pathlib import Path
 
+import dpkt
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -18,6 +19,7 @@ import pytest
 from fediot.core.catalog import FEATURE_NAMES
 from fediot.core.errors import FediotError
 from fediot.core.features import extractor as extractor_module
+from fediot.core.features import fastparse
 from fediot.core.features.extractor import ExtractorOptions, FeatureExtractor, extract_features
 from fediot.core.features.packets import KIND_ARP, KIND_IPV4, KIND_IPV6, KIND_OTHER
 from fediot.core.features.pcap import CaptureError, read_capture
@@ -76,6 +78,12 @@ def pcapng_file(path: Path, frames: list[tuple[int, bytes]], endian: str = "<") 
 
 
 # --- the kernel against dpkt, frame by frame ---------------------------------------------------
+
+
+def test_the_protocol_tables_are_the_installed_dpkts() -> None:
+    assert set(dpkt.ip.IP._protosw) == fastparse.DPKT_PARSED_PROTOCOLS
+    assert set(dpkt.ip6.IP6._protosw) == fastparse.DPKT_PARSED_PROTOCOLS
+    assert set(dpkt.ip6.EXT_HDRS) == fastparse.DPKT_IPV6_EXTENSION_HEADERS
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -23,7 +23,6 @@ from __future__ import annotations
 import socket
 from typing import Final
 
-import dpkt
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -44,6 +43,8 @@ from fediot.core.features.packets import (
 )
 
 __all__ = [
+    "DPKT_IPV6_EXTENSION_HEADERS",
+    "DPKT_PARSED_PROTOCOLS",
     "FAMILY_IPV4",
     "FAMILY_IPV6",
     "FAMILY_NONE",
@@ -59,18 +60,26 @@ FAMILY_IPV4: Final[int] = 4
 FAMILY_IPV6: Final[int] = 6
 
 _IP_PROTO_IGMP: Final[int] = 2
-# IP protocols dpkt parses further (its _protosw) with a parser that could raise something the
-# dissector would count as a malformed frame: those frames go to dpkt itself. TCP, UDP and IGMP
-# parsers are header-only and fail only with dpkt.UnpackError, which dpkt itself swallows.
+DPKT_PARSED_PROTOCOLS: Final[frozenset[int]] = frozenset(
+    {0, 1, 2, 4, 6, 17, 41, 47, 50, 51, 58, 89, 103, 112, 118, 132}
+)
+"""IP protocols dpkt 1.9.8 parses further (``dpkt.ip.IP._protosw``, the same for IPv6); written
+out so that this module need not import dpkt (a test checks it against the installed dpkt)."""
+DPKT_IPV6_EXTENSION_HEADERS: Final[frozenset[int]] = frozenset({0, 43, 44, 50, 51, 60})
+"""``dpkt.ip6.EXT_HDRS``, likewise."""
+# Protocols dpkt parses with a parser that could raise something the dissector would count as
+# a malformed frame: those frames go to dpkt itself. TCP, UDP and IGMP parsers are header-only
+# and fail only with dpkt.UnpackError, which dpkt itself swallows; ICMP and ICMPv6 are decided
+# by the kernel (below).
 _SAFE_DPKT_PROTOCOLS: Final[frozenset[int]] = frozenset(
     {_IP_PROTO_IGMP, IP_PROTO_TCP, IP_PROTO_UDP}
 )
 _DEFERRED_V4: Final[npt.NDArray[np.bool_]] = np.zeros(256, dtype=np.bool_)
-_DEFERRED_V4[sorted(set(dpkt.ip.IP._protosw) - _SAFE_DPKT_PROTOCOLS - {IP_PROTO_ICMP})] = True
+_DEFERRED_V4[sorted(DPKT_PARSED_PROTOCOLS - _SAFE_DPKT_PROTOCOLS - {IP_PROTO_ICMP})] = True
 _DEFERRED_V6: Final[npt.NDArray[np.bool_]] = np.zeros(256, dtype=np.bool_)
 _DEFERRED_V6[sorted(
-    (set(dpkt.ip6.IP6._protosw) | set(dpkt.ip6.EXT_HDRS))
-    - _SAFE_DPKT_PROTOCOLS - {IP_PROTO_ICMPV6}
+    (DPKT_PARSED_PROTOCOLS | DPKT_IPV6_EXTENSION_HEADERS) - _SAFE_DPKT_PROTOCOLS
+    - {IP_PROTO_ICMPV6}
 )] = True
 
 # Link types and EtherTypes (the same numbers as pcap.py's; kept as plain ints for numba).

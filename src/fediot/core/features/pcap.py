@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeAlias
 
-import dpkt
 import numpy as np
 import numpy.typing as npt
 
@@ -353,6 +352,8 @@ def _pcap_records(
 
 def _pcapng_interface(path: Path, block: bytes, endian: str, offset: int) -> _Interface:
     """Parse an Interface Description Block with dpkt (its options are TLV-coded)."""
+    import dpkt  # on first use (see _dpkt_failures)
+
     block_class = (
         dpkt.pcapng.InterfaceDescriptionBlockLE
         if endian == "<"
@@ -506,10 +507,19 @@ _ICMPV6_ERRORS: Final[frozenset[int]] = frozenset({1, 2, 3, 4})
 _IPV6_FRAGMENT: Final[int] = 44
 _NO_NETWORK: Final[_Network] = ("", "", PORT_NONE, PORT_NONE, KIND_OTHER, 0)
 _ADDRESS_CACHE_LIMIT: Final[int] = 1 << 20
-# AttributeError and TypeError: dpkt trips over some malformed extension-header chains.
-_DPKT_FAILURES: Final = (
-    dpkt.Error, struct.error, ValueError, IndexError, KeyError, AttributeError, TypeError
-)
+
+
+def _dpkt_failures() -> tuple[type[Exception], ...]:
+    """What dpkt raises on a malformed header.
+
+    dpkt is imported where it is first used, not with this module: a capture the compiled
+    parser handles whole (the usual case) never needs it, and importing it costs start-up time.
+    """
+    import dpkt
+
+    # AttributeError and TypeError: dpkt trips over some malformed extension-header chains.
+    return (dpkt.Error, struct.error, ValueError, IndexError, KeyError, AttributeError,
+            TypeError)
 
 _U16 = struct.Struct(">H")
 _PORTS = struct.Struct(">HH")
@@ -665,9 +675,11 @@ class FrameDissector:
     def _ipv4(self, packet: bytes) -> _Network:
         if len(packet) < 20 or packet[0] >> 4 != 4:
             raise MalformedFrameError("malformed IPv4 header")
+        import dpkt  # on first use (see _dpkt_failures)
+
         try:
             ip = dpkt.ip.IP(packet)
-        except _DPKT_FAILURES as exc:
+        except _dpkt_failures() as exc:
             raise MalformedFrameError("malformed IPv4 header") from exc
         header_len = (packet[0] & 0x0F) * 4
         total_len = ip.len
@@ -698,9 +710,11 @@ class FrameDissector:
     def _ipv6(self, packet: bytes) -> _Network:
         if len(packet) < 40 or packet[0] >> 4 != 6:
             raise MalformedFrameError("malformed IPv6 header")
+        import dpkt  # on first use (see _dpkt_failures)
+
         try:
             ip6 = dpkt.ip6.IP6(packet)
-        except _DPKT_FAILURES as exc:
+        except _dpkt_failures() as exc:
             raise MalformedFrameError("malformed IPv6 header") from exc
         proto = int(getattr(ip6, "p", ip6.nxt))  # upper-layer protocol after extension headers
         src_port = dst_port = PORT_NONE
@@ -729,9 +743,11 @@ class FrameDissector:
         )
 
     def _arp(self, packet: bytes) -> _Network:
+        import dpkt  # on first use (see _dpkt_failures)
+
         try:
             arp = dpkt.arp.ARP(packet)
-        except _DPKT_FAILURES as exc:
+        except _dpkt_failures() as exc:
             raise MalformedFrameError("malformed ARP") from exc
         hw_len = arp.hln
         src_ip = dst_ip = ""
