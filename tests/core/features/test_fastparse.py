@@ -84,6 +84,9 @@ def test_the_protocol_tables_are_the_installed_dpkts() -> None:
     assert set(dpkt.ip.IP._protosw) == fastparse.DPKT_PARSED_PROTOCOLS
     assert set(dpkt.ip6.IP6._protosw) == fastparse.DPKT_PARSED_PROTOCOLS
     assert set(dpkt.ip6.EXT_HDRS) == fastparse.DPKT_IPV6_EXTENSION_HEADERS
+    quotes = {t for t, parser in dpkt.icmp.ICMP._typesw.items()
+              if issubclass(parser, dpkt.icmp.ICMP.Quote)}
+    assert quotes == set(fastparse.DPKT_ICMP_QUOTE_TYPES)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -233,6 +236,19 @@ def test_truncated_capture_names_the_packet_and_byte(tmp_path: Path) -> None:
     with pytest.raises(CaptureError, match=r"packet #2 \(0-based\) at byte \d+"):
         read_capture(path)
     assert read_capture(path, allow_truncated=True).truncated_at == 2
+
+
+def test_an_error_inside_the_compiled_path_is_not_masked(
+    real_pcap: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failing call's frame holds a view of the mapped file; closing the mapping must not
+    replace the error with a BufferError."""
+    def broken(self: object, data: np.ndarray, *columns: np.ndarray) -> None:
+        raise RuntimeError("kernel failed")
+
+    monkeypatch.setattr(fastparse.DissectedFrames, "dissect", broken)
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        read_capture(real_pcap)
 
 
 def test_unknown_parser_is_refused(real_pcap: Path) -> None:

@@ -29,6 +29,12 @@ import pandas as pd
 from numba import njit
 
 from fediot.core.features.packets import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    ETH_TYPE_RARP,
+    ICMP_ERROR_TYPES,
+    ICMPV6_ERROR_TYPES,
     IP_PROTO_ICMP,
     IP_PROTO_ICMPV6,
     IP_PROTO_TCP,
@@ -37,12 +43,20 @@ from fediot.core.features.packets import (
     KIND_IPV4,
     KIND_IPV6,
     KIND_OTHER,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_RAW,
     PORT_ARP,
     PORT_ICMP,
     PORT_NONE,
+    VLAN_TPIDS,
 )
 
 __all__ = [
+    "DPKT_ICMP_QUOTE_TYPES",
     "DPKT_IPV6_EXTENSION_HEADERS",
     "DPKT_PARSED_PROTOCOLS",
     "FAMILY_IPV4",
@@ -67,6 +81,8 @@ DPKT_PARSED_PROTOCOLS: Final[frozenset[int]] = frozenset(
 out so that this module need not import dpkt (a test checks it against the installed dpkt)."""
 DPKT_IPV6_EXTENSION_HEADERS: Final[frozenset[int]] = frozenset({0, 43, 44, 50, 51, 60})
 """``dpkt.ip6.EXT_HDRS``, likewise."""
+DPKT_ICMP_QUOTE_TYPES: Final[tuple[int, ...]] = (3, 4, 5, 11)
+"""ICMP types whose message dpkt parses as a quoted IPv4 datagram (``dpkt.icmp.ICMP.Quote``)."""
 # Protocols dpkt parses with a parser that could raise something the dissector would count as
 # a malformed frame: those frames go to dpkt itself. TCP, UDP and IGMP parsers are header-only
 # and fail only with dpkt.UnpackError, which dpkt itself swallows; ICMP and ICMPv6 are decided
@@ -81,18 +97,6 @@ _DEFERRED_V6[sorted(
     (DPKT_PARSED_PROTOCOLS | DPKT_IPV6_EXTENSION_HEADERS) - _SAFE_DPKT_PROTOCOLS
     - {IP_PROTO_ICMPV6}
 )] = True
-
-# Link types and EtherTypes (the same numbers as pcap.py's; kept as plain ints for numba).
-_LINK_ETHERNET: Final[int] = 1
-_LINK_RAW: Final[int] = 101
-_LINK_SLL: Final[int] = 113
-_LINK_IPV4: Final[int] = 228
-_LINK_IPV6: Final[int] = 229
-_LINK_SLL2: Final[int] = 276
-_ETH_IPV4: Final[int] = 0x0800
-_ETH_ARP: Final[int] = 0x0806
-_ETH_RARP: Final[int] = 0x8035
-_ETH_IPV6: Final[int] = 0x86DD
 
 _ADDRESS_CACHE_LIMIT: Final[int] = 1 << 20
 
@@ -173,7 +177,7 @@ def _dpkt_parses_icmp_safely(data: npt.NDArray[np.uint8], q: int, length: int,
         if length < 8:  # the ICMP header or the quote's 4 bytes are cut: UnpackError
             return True
         icmp_type = data[q]
-        if not (icmp_type == 3 or icmp_type == 4 or icmp_type == 5 or icmp_type == 11):
+        if icmp_type not in DPKT_ICMP_QUOTE_TYPES:
             return True  # echo (header only) or a type dpkt does not parse further
         ip = q + 8
         ip_length = length - 8
@@ -221,8 +225,7 @@ def _ipv4(data: npt.NDArray[np.uint8], p: int, m: int, row: int, deferred: npt.N
                     return False
                 sport = dport = PORT_ICMP
                 icmp_type = data[p + header_len]
-                if icmp_type == 3 or icmp_type == 4 or icmp_type == 5 or icmp_type == 11 \
-                        or icmp_type == 12:
+                if icmp_type in ICMP_ERROR_TYPES:
                     # an error quoting a header: the quoted TCP/UDP ports, if it has them
                     q = p + header_len + 8
                     quoted = payload - 8
@@ -269,7 +272,7 @@ def _ipv6(data: npt.NDArray[np.uint8], p: int, m: int, row: int, deferred: npt.N
         if payload >= 4:
             sport = _u16(data, p + 40)
             dport = _u16(data, p + 42)
-    elif next_header == IP_PROTO_ICMPV6 and payload > 0 and 1 <= data[p + 40] <= 4:
+    elif next_header == IP_PROTO_ICMPV6 and payload > 0 and data[p + 40] in ICMPV6_ERROR_TYPES:
         return False  # an error quoting a header
     src_hi[row] = _u64(data, p + 8)
     src_lo[row] = _u64(data, p + 16)
@@ -306,39 +309,38 @@ def dissect_frames(
         handled[row] = False
         smac = 0
         dmac = 0
-        if link == _LINK_ETHERNET:
+        if link == LINKTYPE_ETHERNET:
             if n < 14:
                 continue
             dmac = _u48(data, s)
             smac = _u48(data, s + 6)
             ether_type = _u16(data, s + 12)
             offset = 14
-        elif link == _LINK_SLL:
+        elif link == LINKTYPE_LINUX_SLL:
             if n < 16:
                 continue
             smac = _u48(data, s + 6) if _u16(data, s + 4) == 6 else 0
             ether_type = _u16(data, s + 14)
             offset = 16
-        elif link == _LINK_SLL2:
+        elif link == LINKTYPE_LINUX_SLL2:
             if n < 20:
                 continue
             smac = _u48(data, s + 12) if data[s + 11] == 6 else 0
             ether_type = _u16(data, s + 0)
             offset = 20
-        elif link in (_LINK_RAW, _LINK_IPV4, _LINK_IPV6):
+        elif link in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
             if n == 0:
                 continue
             version = data[s] >> 4
-            ether_type = _ETH_IPV4 if version == 4 else (_ETH_IPV6 if version == 6 else -1)
+            ether_type = ETH_TYPE_IPV4 if version == 4 else (ETH_TYPE_IPV6 if version == 6 else -1)
             if ether_type < 0:
                 continue
             offset = 0
         else:
             continue
-        if link != _LINK_RAW and link != _LINK_IPV4 and link != _LINK_IPV6:
+        if link != LINKTYPE_RAW and link != LINKTYPE_IPV4 and link != LINKTYPE_IPV6:
             truncated_tag = False
-            while ether_type == 0x8100 or ether_type == 0x88A8 or ether_type == 0x9100 \
-                    or ether_type == 0x9200:
+            while ether_type in VLAN_TPIDS:
                 if n < offset + 4:
                     truncated_tag = True
                     break
@@ -350,13 +352,13 @@ def dissect_frames(
         dst_mac[row] = dmac
         p = s + offset
         m = n - offset
-        if ether_type == _ETH_IPV4:
+        if ether_type == ETH_TYPE_IPV4:
             handled[row] = _ipv4(data, p, m, row, deferred_v4, src_hi, src_lo, dst_hi, dst_lo,
                                  family, src_port, dst_port, kind, ip_proto)
-        elif ether_type == _ETH_IPV6:
+        elif ether_type == ETH_TYPE_IPV6:
             handled[row] = _ipv6(data, p, m, row, deferred_v6, src_hi, src_lo, dst_hi, dst_lo,
                                  family, src_port, dst_port, kind, ip_proto)
-        elif ether_type in (_ETH_ARP, _ETH_RARP):
+        elif ether_type in (ETH_TYPE_ARP, ETH_TYPE_RARP):
             if m < 28:  # dpkt's fixed ARP header
                 continue
             hw_len = int(data[p + 4])
@@ -364,7 +366,7 @@ def dissect_frames(
             dst_hi[row] = 0
             family[row] = FAMILY_NONE
             # tshark's arp.src.proto_ipv4 exists only for IPv4 protocol addresses
-            if _u16(data, p + 2) == _ETH_IPV4 and data[p + 5] == 4:
+            if _u16(data, p + 2) == ETH_TYPE_IPV4 and data[p + 5] == 4:
                 if hw_len == 6:
                     src_lo[row] = _u32(data, p + 14)
                     dst_lo[row] = _u32(data, p + 24)

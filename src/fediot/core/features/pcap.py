@@ -43,9 +43,10 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, NamedTuple, TypeAlias
+from typing import Any, BinaryIO, Final, NamedTuple, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +54,12 @@ import numpy.typing as npt
 from fediot.core.errors import FediotError
 from fediot.core.features import fastparse
 from fediot.core.features.packets import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    ETH_TYPE_RARP,
+    ICMP_ERROR_TYPES,
+    ICMPV6_ERROR_TYPES,
     IP_PROTO_ICMP,
     IP_PROTO_ICMPV6,
     IP_PROTO_TCP,
@@ -61,9 +68,16 @@ from fediot.core.features.packets import (
     KIND_IPV4,
     KIND_IPV6,
     KIND_OTHER,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_RAW,
     PORT_ARP,
     PORT_ICMP,
     PORT_NONE,
+    VLAN_TPIDS,
     Packet,
     PacketTable,
 )
@@ -87,13 +101,6 @@ class CaptureError(FediotError):
 
 
 # --- link types -------------------------------------------------------------------------------
-
-LINKTYPE_ETHERNET: Final[int] = 1
-LINKTYPE_RAW: Final[int] = 101
-LINKTYPE_LINUX_SLL: Final[int] = 113
-LINKTYPE_IPV4: Final[int] = 228
-LINKTYPE_IPV6: Final[int] = 229
-LINKTYPE_LINUX_SLL2: Final[int] = 276
 
 SUPPORTED_LINK_TYPES: Final[frozenset[int]] = frozenset(
     {
@@ -497,13 +504,9 @@ FrameRow: TypeAlias = tuple[int, int, str, str, int, int, int, int]
 _Network: TypeAlias = tuple[str, str, int, int, int, int]
 """(src_ip, dst_ip, src_port, dst_port, kind, ip_proto)."""
 
-_ETH_IPV4: Final[int] = 0x0800
-_ETH_ARP: Final[int] = 0x0806
-_ETH_RARP: Final[int] = 0x8035  # tshark dissects RARP with its ARP dissector
-_ETH_IPV6: Final[int] = 0x86DD
-_VLAN_TYPES: Final[frozenset[int]] = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
-_ICMP_ERRORS: Final[frozenset[int]] = frozenset({3, 4, 5, 11, 12})
-_ICMPV6_ERRORS: Final[frozenset[int]] = frozenset({1, 2, 3, 4})
+_VLAN_TYPES: Final[frozenset[int]] = frozenset(VLAN_TPIDS)
+_ICMP_ERRORS: Final[frozenset[int]] = frozenset(ICMP_ERROR_TYPES)
+_ICMPV6_ERRORS: Final[frozenset[int]] = frozenset(ICMPV6_ERROR_TYPES)
 _IPV6_FRAGMENT: Final[int] = 44
 _NO_NETWORK: Final[_Network] = ("", "", PORT_NONE, PORT_NONE, KIND_OTHER, 0)
 _ADDRESS_CACHE_LIMIT: Final[int] = 1 << 20
@@ -654,11 +657,11 @@ class FrameDissector:
     # network layers
 
     def _network(self, ether_type: int, payload: bytes) -> _Network:
-        if ether_type == _ETH_IPV4:
+        if ether_type == ETH_TYPE_IPV4:
             return self._ipv4(payload)
-        if ether_type == _ETH_IPV6:
+        if ether_type == ETH_TYPE_IPV6:
             return self._ipv6(payload)
-        if ether_type in (_ETH_ARP, _ETH_RARP):
+        if ether_type in (ETH_TYPE_ARP, ETH_TYPE_RARP):
             return self._arp(payload)
         return _NO_NETWORK
 
@@ -752,7 +755,7 @@ class FrameDissector:
         hw_len = arp.hln
         src_ip = dst_ip = ""
         # tshark's arp.src.proto_ipv4 exists only for IPv4 protocol addresses.
-        if arp.pro == _ETH_IPV4 and arp.pln == 4:
+        if arp.pro == ETH_TYPE_IPV4 and arp.pln == 4:
             if hw_len == 6:
                 src_ip, dst_ip = self._address(arp.spa), self._address(arp.tpa)
             elif len(packet) >= 16 + 2 * hw_len:
@@ -938,6 +941,24 @@ def _detect_format(path: Path, head: bytes) -> str:
     )
 
 
+@contextmanager
+def _mapped(handle: BinaryIO) -> Iterator[mmap.mmap]:
+    """``handle``'s file mapped read-only, closed afterwards.
+
+    An error on its way out may hold a view of the mapping in its traceback (a compiled
+    kernel's arguments), and closing would then raise BufferError in place of that error: the
+    mapping is left to close when the traceback goes.
+    """
+    data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        yield data
+    except BaseException:
+        with suppress(BufferError):
+            data.close()
+        raise
+    data.close()
+
+
 def read_capture(
     path: str | os.PathLike[str],
     *,
@@ -978,7 +999,7 @@ def read_capture(
         with capture.open("rb") as handle:
             size = capture.stat().st_size
             file_format = _detect_format(capture, handle.read(4))
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            with _mapped(handle) as data:
                 tally = _Tally()
                 chunks = _ChunkDissector(data, tally, compiled)
                 try:
