@@ -17,7 +17,8 @@ import typer.main
 from fediot.faces.cli.app import app
 from fediot.faces.cli.lazy import COMMANDS, load_all
 
-HEAVY = {"torch", "flwr", "numba", "ray", "fastapi", "mlflow", "uvicorn", "pandas", "pyarrow"}
+HEAVY = {"torch", "flwr", "numba", "ray", "fastapi", "mlflow", "uvicorn", "pandas", "pyarrow",
+         "dpkt"}
 
 # Runs `python -m fediot ARGS…` in-process, then prints the heavy top-level modules it imported.
 _PROBE = """
@@ -59,6 +60,8 @@ def test_extract_imports_neither_torch_nor_flower(real_pcap: Path, tmp_path: Pat
     assert output.stat().st_size > 0
     assert "numba" in heavy  # the extractor kernel is compiled: expected
     assert not {"torch", "flwr", "ray", "fastapi", "mlflow"} & set(heavy)
+    # every frame of the real capture is dissected by the compiled parser: dpkt is not loaded
+    assert "dpkt" not in heavy
 
 
 def test_python_dash_m_fediot_lists_every_command() -> None:

@@ -3,7 +3,7 @@
 ``fuzz(n)`` runs a property on ``n`` examples with no per-example deadline (the conftest's hang
 guard stands in for one) and no health checks (fuzz strategies are slow and large on purpose).
 ``FEDIOT_FUZZ_SCALE`` multiplies every ``n`` (e.g. ``FEDIOT_FUZZ_SCALE=10`` for a long local
-run; CI uses 1, about 13,000 examples in all). The examples are derandomised (the same ones
+run; CI uses 1, about 16,000 examples in all). The examples are derandomised (the same ones
 every run) so that CI fails only on a change of the code, never on a lucky draw;
 ``FEDIOT_FUZZ_RANDOM=1`` draws fresh ones to hunt for new bugs.
 """

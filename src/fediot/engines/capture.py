@@ -21,10 +21,8 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Final
 
-from fediot.core.features.packets import Packet
+from fediot.core.features.packets import LINKTYPE_ETHERNET, LINKTYPE_RAW, Packet
 from fediot.core.features.pcap import (
-    LINKTYPE_ETHERNET,
-    LINKTYPE_RAW,
     CaptureError,
     FrameDissector,
     MalformedFrameError,

@@ -38,6 +38,9 @@ from fediot.core.features.packets import Packet, PacketTable
 from fediot.core.features.streams import StreamKeyer
 
 FIRST_JITTER_CHOICES = ("epoch", "zero")
+_ID_CACHE_LIMIT = 1 << 16
+"""Packet keys whose stream ids :meth:`FeatureExtractor.update_packet` remembers (a flood of
+new sockets would otherwise grow the cache without bound)."""
 _DECAY_BASE = np.array([2.0])
 
 
@@ -96,18 +99,39 @@ class FeatureExtractor:
         # one-row buffers for update(): a live packet runs the batch kernel on them
         self._one_time = np.empty(1, dtype=np.float64)
         self._one_size = np.empty(1, dtype=np.float64)
-        self._one_ids = np.empty((1, len(kernel.ID_COLUMNS)), dtype=np.int64)
+        # packet key → its stream ids as a one-row matrix for the kernel
+        self._ids_seen: dict[tuple[int, int, str, str, int, int, int], npt.NDArray[np.int64]] = {}
         self.packets_seen = 0
 
     def process(
-        self, packets: PacketTable, progress: Callable[[int], None] | None = None
+        self,
+        packets: PacketTable,
+        progress: Callable[[int], None] | None = None,
+        out: npt.NDArray[np.float64] | None = None,
     ) -> npt.NDArray[np.float64]:
         """Add ``packets`` (in capture order); return their features, shape (n, 115).
 
-        ``progress`` is called with the number of packets done after each chunk.
+        Parameters
+        ----------
+        packets
+            The packets.
+        progress
+            Called with the number of packets done after each chunk (default: none).
+        out
+            Optional C-contiguous float64 array of at least n rows × 115 to write the rows
+            into; the first n rows are returned (a view). Default: a new array.
         """
         n = len(packets)
-        out = np.empty((n, N_FEATURES), dtype=np.float64)
+        if out is None:
+            out = np.empty((n, N_FEATURES), dtype=np.float64)
+        elif (out.dtype != np.float64 or out.ndim != 2 or out.shape[0] < n
+              or out.shape[1] != N_FEATURES or not out.flags.c_contiguous):
+            raise FediotError(
+                f"out must be a C-contiguous float64 array of ≥ {n} rows × {N_FEATURES}, "
+                f"got {out.dtype} {out.shape}"
+            )
+        else:
+            out = out[:n]
         self._check_input(packets)
         step = self.options.chunk_size
         for start in range(0, n, step):
@@ -133,17 +157,68 @@ class FeatureExtractor:
     ) -> npt.NDArray[np.float64]:
         """Add one packet; return its 115 features (for live detection).
 
-        The scalar fast path: stream keys are looked up on Python values and the compiled
-        kernel runs on preallocated one-row buffers, so no table or array is built per packet.
-        It is the same kernel as :meth:`process`, on the same state, so the two can be mixed
-        and give bit-identical rows. ``ip_proto`` does not enter the features.
+        The keyword form of :meth:`update_packet` (the same path, same state): stream ids are
+        looked up on Python values and the compiled kernel runs on preallocated one-row
+        buffers, so no table or array is built per packet, and the rows are bit-identical to
+        :meth:`process`'s. ``ip_proto`` does not enter the features.
         """
+        return self._update_one(timestamp, frame_len, src_mac, dst_mac, src_ip, dst_ip,
+                                src_port, dst_port, kind, None)
+
+    def update_packet(
+        self, packet: Packet, out: npt.NDArray[np.float64] | None = None
+    ) -> npt.NDArray[np.float64]:
+        """Add one :class:`~fediot.core.features.packets.Packet`; return its 115 features.
+
+        The light per-packet entry point: a packet of a flow seen before costs one dictionary
+        probe for all its stream ids (they never change once given) and one kernel call.
+
+        Parameters
+        ----------
+        packet
+            The packet (its ``ip_proto`` does not enter the features).
+        out
+            Optional float64 array of 115 values to write the features into (and return),
+            so a caller can reuse one buffer; default: a new array per packet.
+        """
+        timestamp, frame_len, src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, kind, _ = (
+            packet
+        )
+        return self._update_one(timestamp, frame_len, src_mac, dst_mac, src_ip, dst_ip,
+                                src_port, dst_port, kind, out)
+
+    def _update_one(
+        self, timestamp: float, frame_len: int, src_mac: int, dst_mac: int, src_ip: str,
+        dst_ip: str, src_port: int, dst_port: int, kind: int,
+        out: npt.NDArray[np.float64] | None,
+    ) -> npt.NDArray[np.float64]:
         timestamp = float(timestamp)
         if not math.isfinite(timestamp):
             raise FediotError(f"packet #{self.packets_seen} has a non-finite timestamp")
         if frame_len < 0:
             raise FediotError(f"packet #{self.packets_seen} has a negative frame length")
-        ids = self._keyer.assign_one(src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, kind)
+        key = (src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, kind)
+        ids = self._ids_seen.get(key)
+        if ids is None:
+            ids = self._new_ids(key)
+        self._one_time[0] = timestamp
+        self._one_size[0] = frame_len
+        if out is None:
+            rows = np.empty((1, N_FEATURES), dtype=np.float64)
+        elif out.shape == (N_FEATURES,) and out.dtype == np.float64:
+            rows = out.reshape(1, N_FEATURES)
+        else:
+            raise FediotError(f"out must be a float64 array of {N_FEATURES} values")
+        self._run_kernel(rows, self._one_time, self._one_size, ids)
+        self.packets_seen += 1
+        row: npt.NDArray[np.float64] = rows[0]
+        return row
+
+    def _new_ids(self, key: tuple[int, int, str, str, int, int, int]) -> npt.NDArray[np.int64]:
+        """Stream ids of a packet key not in the id cache: registered, the state tables grown
+        to hold them, and cached (ids never change once given, so the cache is never stale,
+        only bounded)."""
+        ids = self._keyer.assign_one(*key)
         mi, h, jit, hh, hh_rev, hh_pair, _, hp, hp_rev, hp_pair, _ = ids
         # Growing is rare: compare each id with its table's capacity.
         if mi >= self._mi.capacity:
@@ -160,23 +235,11 @@ class FeatureExtractor:
             self._hh_pairs.reserve(hh_pair + 1)
         if hp_pair >= self._hphp_pairs.capacity:
             self._hphp_pairs.reserve(hp_pair + 1)
-        self._one_time[0] = timestamp
-        self._one_size[0] = frame_len
-        self._one_ids[0] = ids
-        out = np.empty((1, N_FEATURES), dtype=np.float64)
-        self._run_kernel(out, self._one_time, self._one_size, self._one_ids)
-        self.packets_seen += 1
-        row: npt.NDArray[np.float64] = out[0]
+        if len(self._ids_seen) >= _ID_CACHE_LIMIT:
+            self._ids_seen.clear()
+        row = np.array([ids], dtype=np.int64)
+        self._ids_seen[key] = row
         return row
-
-    def update_packet(self, packet: Packet) -> npt.NDArray[np.float64]:
-        """:meth:`update` for a :class:`~fediot.core.features.packets.Packet`."""
-        return self.update(
-            timestamp=packet.timestamp, frame_len=packet.frame_len, src_mac=packet.src_mac,
-            dst_mac=packet.dst_mac, src_ip=packet.src_ip, dst_ip=packet.dst_ip,
-            src_port=packet.src_port, dst_port=packet.dst_port, kind=packet.kind,
-            ip_proto=packet.ip_proto,
-        )
 
     def _check_input(self, packets: PacketTable) -> None:
         if len(packets) == 0:
@@ -212,17 +275,10 @@ class FeatureExtractor:
         sizes: npt.NDArray[np.float64],
         ids: npt.NDArray[np.int64],
     ) -> None:
-        mi, h, jit, hh, hp = self._mi, self._h, self._jit, self._hh, self._hphp
-        hhp, hpp = self._hh_pairs, self._hphp_pairs
         kernel.update_features(
             out, timestamps, sizes, self._lambdas, _DECAY_BASE, self._jitter_epoch, ids,
-            mi.cf1, mi.cf2, mi.w, mi.last,
-            h.cf1, h.cf2, h.w, h.last,
-            jit.cf1, jit.cf2, jit.w, jit.last,
-            hh.cf1, hh.cf2, hh.w, hh.last,
-            hhp.cf3, hhp.w3, hhp.residual, hhp.last,
-            hp.cf1, hp.cf2, hp.w, hp.last,
-            hpp.cf3, hpp.w3, hpp.residual, hpp.last,
+            self._mi.data, self._h.data, self._jit.data, self._hh.data, self._hh_pairs.data,
+            self._hphp.data, self._hphp_pairs.data,
         )
 
 

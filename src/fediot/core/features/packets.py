@@ -37,6 +37,23 @@ IP_PROTO_TCP: Final[int] = 6
 IP_PROTO_UDP: Final[int] = 17
 IP_PROTO_ICMPV6: Final[int] = 58
 
+# Wire numbers the capture parsers share (pcap.py's dissector, fastparse.py's kernels).
+LINKTYPE_ETHERNET: Final[int] = 1
+LINKTYPE_RAW: Final[int] = 101
+LINKTYPE_LINUX_SLL: Final[int] = 113
+LINKTYPE_IPV4: Final[int] = 228
+LINKTYPE_IPV6: Final[int] = 229
+LINKTYPE_LINUX_SLL2: Final[int] = 276
+ETH_TYPE_IPV4: Final[int] = 0x0800
+ETH_TYPE_ARP: Final[int] = 0x0806
+ETH_TYPE_RARP: Final[int] = 0x8035  # tshark dissects RARP with its ARP dissector
+ETH_TYPE_IPV6: Final[int] = 0x86DD
+VLAN_TPIDS: Final[tuple[int, ...]] = (0x8100, 0x88A8, 0x9100, 0x9200)
+"""EtherTypes of a VLAN tag (802.1Q, 802.1ad and two pre-standard QinQ values)."""
+ICMP_ERROR_TYPES: Final[tuple[int, ...]] = (3, 4, 5, 11, 12)
+"""ICMP messages that quote the start of the datagram they report on."""
+ICMPV6_ERROR_TYPES: Final[tuple[int, ...]] = (1, 2, 3, 4)
+
 
 def mac_to_int(mac: str | bytes) -> int:
     """``"aa:bb:cc:dd:ee:ff"`` or 6 raw bytes → a 48-bit integer."""

@@ -6,12 +6,25 @@ dissects every frame into the columns that N-BaIoT's extractor took from tshark 
 occurrence of each field). Link types: Ethernet (1, with 802.1Q / QinQ VLAN tags), Linux cooked
 capture SLL (113) and SLL2 (276), raw IP (101, 228, 229).
 
-Record framing is done here with :mod:`struct` over an :func:`mmap.mmap` of the file: dpkt's
-pcap reader silently returns a short buffer for a cut-off final record, and its pcapng reader
-drops each packet's original (wire) length and honours only the first interface. The link
-layer is a handful of fixed offsets, parsed by hand; IPv4, IPv6 and ARP headers are dissected
-by dpkt. ICMP error messages are read from raw bytes, because the transport header they quote is
-often only 8 bytes long (enough for the ports, too short for dpkt's TCP parser).
+Record framing is done here over an :func:`mmap.mmap` of the file: dpkt's pcap reader silently
+returns a short buffer for a cut-off final record, and its pcapng reader drops each packet's
+original (wire) length and honours only the first interface.
+
+Two parsers give identical results (``read_capture(parser=…)``; the tests hold them to it):
+
+* ``"compiled"`` (default): classic pcap records are framed, and the common frames dissected,
+  by numba kernels reading the mapped file in place (:mod:`fediot.core.features.fastparse`),
+  65,536 records at a time; every frame they do not fully understand goes to
+  :class:`FrameDissector` alone, and from a record the compiled framer cannot frame on, the
+  Python framer takes over (so every error message has one source). pcapng is framed in Python,
+  its frames dissected like a classic pcap's.
+* ``"dpkt"``: the Python framer (:mod:`struct`) and :class:`FrameDissector` for every record,
+  as before the compiled parser existed.
+
+:class:`FrameDissector` parses the link layer by hand (a handful of fixed offsets) and has dpkt
+dissect IPv4, IPv6 and ARP headers. ICMP error messages are read from raw bytes, because the
+transport header they quote is often only 8 bytes long (enough for the ports, too short for
+dpkt's TCP parser).
 
 Where this reader knowingly differs from tshark with default preferences:
 
@@ -30,14 +43,23 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Any, BinaryIO, Final, NamedTuple, TypeAlias
 
-import dpkt
+import numpy as np
+import numpy.typing as npt
 
 from fediot.core.errors import FediotError
+from fediot.core.features import fastparse
 from fediot.core.features.packets import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    ETH_TYPE_RARP,
+    ICMP_ERROR_TYPES,
+    ICMPV6_ERROR_TYPES,
     IP_PROTO_ICMP,
     IP_PROTO_ICMPV6,
     IP_PROTO_TCP,
@@ -46,9 +68,16 @@ from fediot.core.features.packets import (
     KIND_IPV4,
     KIND_IPV6,
     KIND_OTHER,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_RAW,
     PORT_ARP,
     PORT_ICMP,
     PORT_NONE,
+    VLAN_TPIDS,
     Packet,
     PacketTable,
 )
@@ -72,13 +101,6 @@ class CaptureError(FediotError):
 
 
 # --- link types -------------------------------------------------------------------------------
-
-LINKTYPE_ETHERNET: Final[int] = 1
-LINKTYPE_RAW: Final[int] = 101
-LINKTYPE_LINUX_SLL: Final[int] = 113
-LINKTYPE_IPV4: Final[int] = 228
-LINKTYPE_IPV6: Final[int] = 229
-LINKTYPE_LINUX_SLL2: Final[int] = 276
 
 SUPPORTED_LINK_TYPES: Final[frozenset[int]] = frozenset(
     {
@@ -180,8 +202,20 @@ class CaptureReadResult:
 
 # --- framing ----------------------------------------------------------------------------------
 
-_Record: TypeAlias = tuple[int, float, int, int, bytes]
-"""(0-based record index, timestamp, wire length, link type, captured bytes)."""
+class _Record(NamedTuple):
+    """One framed record: its captured bytes are ``data[start:end]`` of the mapped file."""
+
+    number: int  # 0-based record index
+    timestamp: float
+    wire_len: int
+    link_type: int  # _NOT_A_PACKET for a record that is skipped whatever its bytes
+    start: int
+    end: int
+
+
+_NOT_A_PACKET: Final[int] = -1
+"""Link type of a pcapng simple packet block, which has no timestamp and is skipped."""
+_SIMPLE_PACKET_REASON: Final[str] = "pcapng simple packet block (no timestamp)"
 
 _PCAP_MAGICS: Final[dict[bytes, tuple[str, int]]] = {
     b"\xd4\xc3\xb2\xa1": ("<", 1_000_000),
@@ -195,7 +229,7 @@ _PCAP_HEADER_LEN: Final[int] = 24
 _PCAP_RECORD_HEADER_LEN: Final[int] = 16
 _MAX_SANE_CAPLEN: Final[int] = 262_144 * 4
 _PROGRESS_EVERY: Final[int] = 1 << 16  # records between progress reports
-_CHUNK_ROWS: Final[int] = 1 << 16  # rows gathered as Python lists before NumPy conversion
+_CHUNK_ROWS: Final[int] = 1 << 16  # records framed and dissected per step
 
 _BT_IDB: Final[int] = 1
 _BT_PB: Final[int] = 2
@@ -246,14 +280,19 @@ def _cut_short(
     tally.truncated_at = index
 
 
-def _pcap_records(
-    path: Path,
-    data: mmap.mmap,
-    tally: _Tally,
-    allow_truncated: bool,
-    progress: Callable[[int], None] | None,
-) -> Iterator[_Record]:
-    """Frame a classic pcap file record by record (16-byte record headers)."""
+@dataclass(frozen=True)
+class _PcapHeader:
+    """What a classic pcap's global header says about its records."""
+
+    endian: str
+    ticks_per_second: int
+    link_type: int
+    snaplen: int
+    caplen_limit: int
+
+
+def _pcap_header(path: Path, data: mmap.mmap, tally: _Tally) -> _PcapHeader:
+    """Check a classic pcap's 24-byte global header; note its link type in ``tally``."""
     size = len(data)
     if size < _PCAP_HEADER_LEN:
         raise CaptureError(
@@ -273,10 +312,25 @@ def _pcap_records(
     if link_type not in SUPPORTED_LINK_TYPES:
         raise _unsupported_link(path, link_type)
     tally.link_type = link_type
-    caplen_limit = max(snaplen, _MAX_SANE_CAPLEN)
-    record_header = struct.Struct(endian + "IIII")
-    offset = _PCAP_HEADER_LEN
-    index = 0
+    return _PcapHeader(endian, ticks, link_type, snaplen, max(snaplen, _MAX_SANE_CAPLEN))
+
+
+def _pcap_records(
+    path: Path,
+    data: mmap.mmap,
+    tally: _Tally,
+    allow_truncated: bool,
+    progress: Callable[[int], None] | None,
+    header: _PcapHeader,
+    offset: int = _PCAP_HEADER_LEN,
+    index: int = 0,
+) -> Iterator[_Record]:
+    """Frame a classic pcap file record by record (16-byte record headers), from the record
+    ``index`` at byte ``offset`` (the first one by default)."""
+    size = len(data)
+    snaplen, caplen_limit, link_type = header.snaplen, header.caplen_limit, header.link_type
+    ticks = header.ticks_per_second
+    record_header = struct.Struct(header.endian + "IIII")
     while offset < size:
         if offset + _PCAP_RECORD_HEADER_LEN > size:
             _cut_short(path, tally, allow_truncated, index, offset,
@@ -295,7 +349,7 @@ def _pcap_records(
                        f"only {size - start} of its {caplen} captured bytes are present")
             return
         # Integer division is correctly rounded, so the float equals tshark's printed epoch.
-        yield index, (seconds * ticks + fraction) / ticks, wire_len, link_type, data[start:end]
+        yield _Record(index, (seconds * ticks + fraction) / ticks, wire_len, link_type, start, end)
         index += 1
         tally.n_records = index
         offset = end
@@ -305,6 +359,8 @@ def _pcap_records(
 
 def _pcapng_interface(path: Path, block: bytes, endian: str, offset: int) -> _Interface:
     """Parse an Interface Description Block with dpkt (its options are TLV-coded)."""
+    import dpkt  # on first use (see _dpkt_failures)
+
     block_class = (
         dpkt.pcapng.InterfaceDescriptionBlockLE
         if endian == "<"
@@ -409,12 +465,13 @@ def _pcapng_records(
             timestamp = (
                 ((ts_high << 32) | ts_low) + interface.offset_seconds * ticks
             ) / ticks
-            yield index, timestamp, wire_len, interface.link_type, data[start:start + caplen]
+            yield _Record(index, timestamp, wire_len, interface.link_type, start, start + caplen)
             index += 1
             if progress is not None and index % _PROGRESS_EVERY == 0:
                 progress(offset + block_len)
         elif block_type == _BT_SPB:
-            tally.skip(index, "pcapng simple packet block (no timestamp)")
+            # skipped by the consumer, in record order with the frames it dissects
+            yield _Record(index, 0.0, 0, _NOT_A_PACKET, 0, 0)
             index += 1
         elif block_type == _BT_IDB:
             interfaces.append(
@@ -447,20 +504,25 @@ FrameRow: TypeAlias = tuple[int, int, str, str, int, int, int, int]
 _Network: TypeAlias = tuple[str, str, int, int, int, int]
 """(src_ip, dst_ip, src_port, dst_port, kind, ip_proto)."""
 
-_ETH_IPV4: Final[int] = 0x0800
-_ETH_ARP: Final[int] = 0x0806
-_ETH_RARP: Final[int] = 0x8035  # tshark dissects RARP with its ARP dissector
-_ETH_IPV6: Final[int] = 0x86DD
-_VLAN_TYPES: Final[frozenset[int]] = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
-_ICMP_ERRORS: Final[frozenset[int]] = frozenset({3, 4, 5, 11, 12})
-_ICMPV6_ERRORS: Final[frozenset[int]] = frozenset({1, 2, 3, 4})
+_VLAN_TYPES: Final[frozenset[int]] = frozenset(VLAN_TPIDS)
+_ICMP_ERRORS: Final[frozenset[int]] = frozenset(ICMP_ERROR_TYPES)
+_ICMPV6_ERRORS: Final[frozenset[int]] = frozenset(ICMPV6_ERROR_TYPES)
 _IPV6_FRAGMENT: Final[int] = 44
 _NO_NETWORK: Final[_Network] = ("", "", PORT_NONE, PORT_NONE, KIND_OTHER, 0)
 _ADDRESS_CACHE_LIMIT: Final[int] = 1 << 20
-# AttributeError and TypeError: dpkt trips over some malformed extension-header chains.
-_DPKT_FAILURES: Final = (
-    dpkt.Error, struct.error, ValueError, IndexError, KeyError, AttributeError, TypeError
-)
+
+
+def _dpkt_failures() -> tuple[type[Exception], ...]:
+    """What dpkt raises on a malformed header.
+
+    dpkt is imported where it is first used, not with this module: a capture the compiled
+    parser handles whole (the usual case) never needs it, and importing it costs start-up time.
+    """
+    import dpkt
+
+    # AttributeError and TypeError: dpkt trips over some malformed extension-header chains.
+    return (dpkt.Error, struct.error, ValueError, IndexError, KeyError, AttributeError,
+            TypeError)
 
 _U16 = struct.Struct(">H")
 _PORTS = struct.Struct(">HH")
@@ -595,11 +657,11 @@ class FrameDissector:
     # network layers
 
     def _network(self, ether_type: int, payload: bytes) -> _Network:
-        if ether_type == _ETH_IPV4:
+        if ether_type == ETH_TYPE_IPV4:
             return self._ipv4(payload)
-        if ether_type == _ETH_IPV6:
+        if ether_type == ETH_TYPE_IPV6:
             return self._ipv6(payload)
-        if ether_type in (_ETH_ARP, _ETH_RARP):
+        if ether_type in (ETH_TYPE_ARP, ETH_TYPE_RARP):
             return self._arp(payload)
         return _NO_NETWORK
 
@@ -616,9 +678,11 @@ class FrameDissector:
     def _ipv4(self, packet: bytes) -> _Network:
         if len(packet) < 20 or packet[0] >> 4 != 4:
             raise MalformedFrameError("malformed IPv4 header")
+        import dpkt  # on first use (see _dpkt_failures)
+
         try:
             ip = dpkt.ip.IP(packet)
-        except _DPKT_FAILURES as exc:
+        except _dpkt_failures() as exc:
             raise MalformedFrameError("malformed IPv4 header") from exc
         header_len = (packet[0] & 0x0F) * 4
         total_len = ip.len
@@ -649,9 +713,11 @@ class FrameDissector:
     def _ipv6(self, packet: bytes) -> _Network:
         if len(packet) < 40 or packet[0] >> 4 != 6:
             raise MalformedFrameError("malformed IPv6 header")
+        import dpkt  # on first use (see _dpkt_failures)
+
         try:
             ip6 = dpkt.ip6.IP6(packet)
-        except _DPKT_FAILURES as exc:
+        except _dpkt_failures() as exc:
             raise MalformedFrameError("malformed IPv6 header") from exc
         proto = int(getattr(ip6, "p", ip6.nxt))  # upper-layer protocol after extension headers
         src_port = dst_port = PORT_NONE
@@ -680,14 +746,16 @@ class FrameDissector:
         )
 
     def _arp(self, packet: bytes) -> _Network:
+        import dpkt  # on first use (see _dpkt_failures)
+
         try:
             arp = dpkt.arp.ARP(packet)
-        except _DPKT_FAILURES as exc:
+        except _dpkt_failures() as exc:
             raise MalformedFrameError("malformed ARP") from exc
         hw_len = arp.hln
         src_ip = dst_ip = ""
         # tshark's arp.src.proto_ipv4 exists only for IPv4 protocol addresses.
-        if arp.pro == _ETH_IPV4 and arp.pln == 4:
+        if arp.pro == ETH_TYPE_IPV4 and arp.pln == 4:
             if hw_len == 6:
                 src_ip, dst_ip = self._address(arp.spa), self._address(arp.tpa)
             elif len(packet) >= 16 + 2 * hw_len:
@@ -698,27 +766,166 @@ class FrameDissector:
 
 # --- reading ----------------------------------------------------------------------------------
 
+PARSERS: Final[tuple[str, ...]] = ("compiled", "dpkt")
+"""``read_capture(parser=…)``: the compiled parser with dpkt as its per-frame fallback, or
+dpkt (and the Python framer) for every frame, as before the compiled parser existed."""
 
-def _chunk_table(
-    timestamps: list[float], wire_lens: list[int], rows: list[FrameRow]
-) -> PacketTable:
-    if not rows:
-        return PacketTable.empty()
-    src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, kind, ip_proto = zip(
-        *rows, strict=True
-    )
-    return PacketTable.from_columns(
-        timestamp=timestamps,
-        frame_len=wire_lens,
-        src_mac=src_mac,
-        dst_mac=dst_mac,
-        src_ip=src_ip,
-        dst_ip=dst_ip,
-        src_port=src_port,
-        dst_port=dst_port,
-        kind=kind,
-        ip_proto=ip_proto,
-    )
+_BIG_INTEGER_FLOAT: Final[int] = 1 << 53
+"""Integers below this convert to float64 exactly."""
+
+
+def _record_timestamps(
+    seconds: npt.NDArray[np.int64], fractions: npt.NDArray[np.int64], ticks: int
+) -> npt.NDArray[np.float64]:
+    """``(seconds · ticks + fraction) / ticks`` as Python's correctly rounded ``int / int``
+    gives it: one float64 division where the numerator is exact in a float64 (microsecond
+    captures), Python's division for the rest (nanosecond captures)."""
+    numerators = seconds * ticks + fractions  # < 2**32 · 10**9 + 2**32: fits in int64
+    out: npt.NDArray[np.float64] = numerators.astype(np.float64) / ticks
+    big = np.flatnonzero(numerators >= _BIG_INTEGER_FLOAT)
+    if len(big):
+        out[big] = [numerator / ticks for numerator in numerators[big].tolist()]
+    return out
+
+
+class _ChunkDissector:
+    """Dissects framed records a chunk at a time into :class:`PacketTable` pieces.
+
+    Parameters
+    ----------
+    data
+        The mapped capture file.
+    tally
+        Where skipped frames are counted.
+    compiled
+        ``True``: the compiled kernel dissects what it can and :class:`FrameDissector` (dpkt)
+        the rest; ``False``: :class:`FrameDissector` dissects every frame.
+    """
+
+    def __init__(self, data: mmap.mmap, tally: _Tally, compiled: bool) -> None:
+        self.data = data
+        # a zero-copy view for the kernels; release() must drop it before the mmap closes
+        self.view: npt.NDArray[np.uint8] = np.frombuffer(data, dtype=np.uint8)
+        self.tally = tally
+        self.compiled = compiled
+        self.dissector = FrameDissector()
+        self.addresses: dict[tuple[int, int, int], str] = {}
+        self.tables: list[PacketTable] = []
+
+    def release(self) -> None:
+        """Drop the view of the mapped file (a mmap with live views cannot close)."""
+        self.view = np.empty(0, dtype=np.uint8)
+
+    def table(self) -> PacketTable:
+        """Every kept packet so far, in record order."""
+        if not self.tables:
+            return PacketTable.empty()
+        return self.tables[0] if len(self.tables) == 1 else PacketTable.concat(self.tables)
+
+    def add(
+        self,
+        indices: npt.NDArray[np.int64],
+        timestamps: npt.NDArray[np.float64],
+        wire_lens: npt.NDArray[np.int64],
+        link_types: npt.NDArray[np.int64],
+        starts: npt.NDArray[np.int64],
+        caplens: npt.NDArray[np.int64],
+    ) -> None:
+        """Dissect one chunk of records (arrays owned by the caller's chunk, not reused)."""
+        n = len(starts)
+        if n == 0:
+            return
+        frames = fastparse.DissectedFrames(n)
+        if self.compiled:
+            frames.dissect(self.view, starts, caplens, link_types)
+        src_ip = fastparse.address_strings(frames.family, frames.src_hi, frames.src_lo,
+                                           self.addresses)
+        dst_ip = fastparse.address_strings(frames.family, frames.dst_hi, frames.dst_lo,
+                                           self.addresses)
+        keep: npt.NDArray[np.bool_] | None = None
+        dissect = self.dissector.dissect
+        for i in np.flatnonzero(~frames.handled).tolist():
+            start = int(starts[i])
+            try:
+                row = dissect(int(link_types[i]), self.data[start:start + int(caplens[i])])
+            except MalformedFrameError as exc:
+                self.tally.skip(int(indices[i]), str(exc))
+                if keep is None:
+                    keep = np.ones(n, dtype=np.bool_)
+                keep[i] = False
+                continue
+            (frames.src_mac[i], frames.dst_mac[i], src_ip[i], dst_ip[i], frames.src_port[i],
+             frames.dst_port[i], frames.kind[i], frames.ip_proto[i]) = row
+        table = PacketTable(
+            timestamp=timestamps, frame_len=wire_lens, src_mac=frames.src_mac,
+            dst_mac=frames.dst_mac, src_ip=src_ip, dst_ip=dst_ip, src_port=frames.src_port,
+            dst_port=frames.dst_port, kind=frames.kind, ip_proto=frames.ip_proto,
+        )
+        self.tables.append(table if keep is None else table.take(np.flatnonzero(keep)))
+
+    def add_records(self, records: Iterator[_Record]) -> None:
+        """Dissect records framed in Python, gathered into chunks."""
+        chunk: list[_Record] = []
+        for record in records:
+            if record.link_type == _NOT_A_PACKET:
+                self._add_record_list(chunk)  # earlier records first: skips stay in order
+                chunk = []
+                self.tally.skip(record.number, _SIMPLE_PACKET_REASON)
+                continue
+            chunk.append(record)
+            if len(chunk) == _CHUNK_ROWS:
+                self._add_record_list(chunk)
+                chunk = []
+        self._add_record_list(chunk)
+
+    def _add_record_list(self, chunk: list[_Record]) -> None:
+        if not chunk:
+            return
+        index, timestamp, wire_len, link_type, start, end = (
+            np.asarray(column) for column in zip(*chunk, strict=True)
+        )
+        self.add(index.astype(np.int64), timestamp.astype(np.float64),
+                 wire_len.astype(np.int64), link_type.astype(np.int64),
+                 start.astype(np.int64), (end - start).astype(np.int64))
+
+
+def _read_pcap_compiled(
+    path: Path,
+    data: mmap.mmap,
+    chunks: _ChunkDissector,
+    allow_truncated: bool,
+    progress: Callable[[int], None] | None,
+    header: _PcapHeader,
+) -> None:
+    """Frame a classic pcap with the compiled framer, a chunk at a time; from a record it
+    cannot frame on, the Python framer takes over (and raises or notes the truncation)."""
+    # No local name for chunks.view: a traceback would keep it, and the mmap could not close.
+    tally = chunks.tally
+    offset, index = _PCAP_HEADER_LEN, 0
+    while offset < len(data):
+        starts, caplens, wire_lens, seconds, fractions = (
+            np.empty(_CHUNK_ROWS, dtype=np.int64) for _ in range(5)
+        )
+        count, offset, clean = fastparse.frame_pcap_records(
+            chunks.view, offset, header.endian == ">", header.caplen_limit,
+            starts, caplens, wire_lens, seconds, fractions,
+        )
+        if count:
+            chunks.add(
+                np.arange(index, index + count, dtype=np.int64),
+                _record_timestamps(seconds[:count], fractions[:count], header.ticks_per_second),
+                wire_lens[:count].copy(), np.full(count, header.link_type, dtype=np.int64),
+                starts[:count], caplens[:count],
+            )
+            index += count
+            tally.n_records = index
+            if progress is not None and index % _PROGRESS_EVERY == 0:
+                progress(offset)
+        if not clean:
+            chunks.add_records(
+                _pcap_records(path, data, tally, allow_truncated, progress, header, offset, index)
+            )
+            return
 
 
 def _detect_format(path: Path, head: bytes) -> str:
@@ -734,11 +941,30 @@ def _detect_format(path: Path, head: bytes) -> str:
     )
 
 
+@contextmanager
+def _mapped(handle: BinaryIO) -> Iterator[mmap.mmap]:
+    """``handle``'s file mapped read-only, closed afterwards.
+
+    An error on its way out may hold a view of the mapping in its traceback (a compiled
+    kernel's arguments), and closing would then raise BufferError in place of that error: the
+    mapping is left to close when the traceback goes.
+    """
+    data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        yield data
+    except BaseException:
+        with suppress(BufferError):
+            data.close()
+        raise
+    data.close()
+
+
 def read_capture(
     path: str | os.PathLike[str],
     *,
     allow_truncated: bool = False,
     progress: Callable[[int], None] | None = None,
+    parser: str = "compiled",
 ) -> CaptureReadResult:
     """Read a pcap or pcapng file into a :class:`PacketTable`, one row per dissectable frame.
 
@@ -753,6 +979,10 @@ def read_capture(
     progress
         Called with the number of file bytes consumed so far, every 65,536 records and once at
         the end (with the file size), e.g. to drive a progress bar against ``path.stat().st_size``.
+    parser
+        ``"compiled"`` (default): compiled framing (classic pcap) and dissection of the common
+        frames, :class:`FrameDissector` (dpkt) for the rest; ``"dpkt"``: Python framing and
+        :class:`FrameDissector` for every frame. Both give identical results (tested).
 
     Raises
     ------
@@ -761,16 +991,35 @@ def read_capture(
         type, or a file cut short (unless ``allow_truncated``). Frames that merely fail to
         dissect are skipped and counted instead.
     """
+    if parser not in PARSERS:
+        raise ValueError(f"parser must be one of {PARSERS}, got {parser!r}")
+    compiled = parser == "compiled"
     capture = Path(path)
     try:
         with capture.open("rb") as handle:
             size = capture.stat().st_size
             file_format = _detect_format(capture, handle.read(4))
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            with _mapped(handle) as data:
                 tally = _Tally()
-                frame_records = _pcap_records if file_format == "pcap" else _pcapng_records
-                records = frame_records(capture, data, tally, allow_truncated, progress)
-                packets = _dissect_all(records, tally)
+                chunks = _ChunkDissector(data, tally, compiled)
+                try:
+                    if file_format == "pcapng":
+                        chunks.add_records(
+                            _pcapng_records(capture, data, tally, allow_truncated, progress)
+                        )
+                    elif compiled:
+                        header = _pcap_header(capture, data, tally)
+                        _read_pcap_compiled(capture, data, chunks, allow_truncated, progress,
+                                            header)
+                    else:
+                        header = _pcap_header(capture, data, tally)
+                        chunks.add_records(
+                            _pcap_records(capture, data, tally, allow_truncated, progress,
+                                          header)
+                        )
+                finally:
+                    chunks.release()
+                packets = chunks.table()
     except FileNotFoundError:
         raise CaptureError(f"{capture}: no such file") from None
     except OSError as exc:
@@ -788,26 +1037,3 @@ def read_capture(
         first_skip=tally.first_skip,
         truncated_at=tally.truncated_at,
     )
-
-
-def _dissect_all(records: Iterator[_Record], tally: _Tally) -> PacketTable:
-    """Dissect every framed record; columns are gathered per chunk and converted once."""
-    dissect = FrameDissector().dissect
-    chunks: list[PacketTable] = []
-    timestamps: list[float] = []
-    wire_lens: list[int] = []
-    rows: list[FrameRow] = []
-    for index, timestamp, wire_len, link_type, frame in records:
-        try:
-            row = dissect(link_type, frame)
-        except MalformedFrameError as exc:
-            tally.skip(index, str(exc))
-            continue
-        timestamps.append(timestamp)
-        wire_lens.append(wire_len)
-        rows.append(row)
-        if len(rows) == _CHUNK_ROWS:
-            chunks.append(_chunk_table(timestamps, wire_lens, rows))
-            timestamps, wire_lens, rows = [], [], []
-    chunks.append(_chunk_table(timestamps, wire_lens, rows))
-    return chunks[0] if len(chunks) == 1 else PacketTable.concat(chunks)

@@ -21,9 +21,9 @@ from fediot.core.features.packets import (
     KIND_ARP,
     KIND_IPV4,
     KIND_IPV6,
+    LINKTYPE_ETHERNET,
     PORT_ICMP,
 )
-from fediot.core.features.pcap import LINKTYPE_ETHERNET
 from fediot.core.testbed.frames import ICMP_UNREACHABLE, MIN_FRAME, SYN
 from fediot.core.testbed.simulator import Capture
 

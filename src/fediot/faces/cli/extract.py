@@ -27,9 +27,12 @@ def extract(
 ) -> None:
     """Compute the 115 N-BaIoT features of every packet of CAPTURE."""
     # Imported here so that `fediot extract --help` needs neither numba nor pandas.
-    from fediot.core.features.extractor import ExtractorOptions, extract_features
+    import numpy as np
+
+    from fediot.core.catalog import N_FEATURES
+    from fediot.core.features.extractor import ExtractorOptions, FeatureExtractor
     from fediot.core.features.pcap import read_capture
-    from fediot.core.io import format_from_suffix, write_features
+    from fediot.core.io import WRITE_CHUNK_ROWS, FeatureWriter, format_from_suffix
 
     try:
         options = ExtractorOptions(first_jitter=first_jitter)
@@ -41,16 +44,23 @@ def extract(
             reading = progress.add_task("reading", total=size)
             result = read_capture(capture, allow_truncated=allow_truncated,
                                   progress=lambda done: progress.update(reading, completed=done))
-            task = progress.add_task("features", total=len(result.packets))
-            rows = extract_features(result.packets, options=options,
-                                    progress=lambda n: progress.advance(task, n))
-        write_features(output, rows)
+            packets = result.packets
+            task = progress.add_task("features", total=len(packets))
+            # Extracted and written a chunk at a time into one reused buffer: memory stays
+            # flat however long the capture, and the buffer's pages stay warm.
+            extractor = FeatureExtractor(options)
+            buffer = np.empty((min(WRITE_CHUNK_ROWS, len(packets)), N_FEATURES))
+            with FeatureWriter(output) as writer:
+                for start in range(0, len(packets), WRITE_CHUNK_ROWS):
+                    chunk = packets.take(slice(start, start + WRITE_CHUNK_ROWS))
+                    writer.write(extractor.process(chunk, out=buffer))
+                    progress.advance(task, len(chunk))
     except FediotError as error:
         raise fail(str(error)) from None
     elapsed = time.perf_counter() - started
     summary = Table(title=f"{capture.name} → {output}", show_header=False)
-    summary.add_row("packets", f"{len(rows):,}")
+    summary.add_row("packets", f"{writer.rows_written:,}")
     summary.add_row("capture", result.summary())
-    summary.add_row("features", f"{rows.shape[1]} columns ({options.first_jitter} first jitter)")
+    summary.add_row("features", f"{N_FEATURES} columns ({options.first_jitter} first jitter)")
     summary.add_row("time", f"{elapsed:.2f} s")
     console.print(summary)
