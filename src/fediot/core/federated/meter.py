@@ -18,7 +18,8 @@ measures the task itself instead:
   (``ru_maxrss``) is used: a lower bound, 0 when the task stayed under an earlier peak.
   Trimming makes the task fault its memory back in (about a quarter of a default run's time
   when done on every task, measured), so a device trims only on the tasks
-  :func:`exact_memory_round` selects (round 1 and every :data:`EXACT_MEMORY_EVERY`-th); other
+  :func:`exact_memory_round` selects (rounds 1 and 2, the first with the libraries already
+  loaded, and every :data:`EXACT_MEMORY_EVERY`-th); other
   tasks report the rise without trimming, a lower bound, and the faces show each device's
   largest figure over the rounds.
 - **Process peak RSS**: the process's peak resident memory so far, kept as well: in the Flower
@@ -85,13 +86,13 @@ def _reset_high_water_mark() -> bool:
 
 
 EXACT_MEMORY_EVERY = 10
-"""A training task trims the allocator (an exact memory figure) in round 1 and every this many
-rounds; in the others its memory figure is a lower bound (see the module)."""
+"""A training task trims the allocator (an exact memory figure) in rounds 1 and 2 and every this
+many rounds; in the others its memory figure is a lower bound (see the module)."""
 
 
 def exact_memory_round(server_round: int) -> bool:
     """Whether a training task of ``server_round`` measures its memory exactly."""
-    return server_round <= 1 or server_round % EXACT_MEMORY_EVERY == 0
+    return server_round <= 2 or server_round % EXACT_MEMORY_EVERY == 0
 
 
 class TaskMeter:
