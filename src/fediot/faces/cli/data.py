@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -14,8 +14,10 @@ from rich.table import Table
 
 from fediot.core.catalog import BENIGN, DEVICES, GAFGYT_ATTACKS, MIRAI_ATTACKS
 from fediot.core.errors import FediotError
-from fediot.core.testbed.dataset import FILE_FORMATS, TestbedDataset, build_testbed
 from fediot.faces.cli.app import console, data_app, fail
+
+if TYPE_CHECKING:  # the testbed loads numba, pandas and scipy: only `data synth` needs them
+    from fediot.core.testbed.dataset import TestbedDataset
 
 
 @data_app.command("synth")
@@ -36,6 +38,8 @@ def synth(
     ] = None,
 ) -> None:
     """Simulate the nine N-BaIoT devices and ten attacks, and write their 115 features."""
+    from fediot.core.testbed.dataset import FILE_FORMATS, build_testbed
+
     if not math.isfinite(scale) or scale <= 0:
         raise fail(f"--scale must be a number > 0, got {scale}")
     if file_format not in FILE_FORMATS:

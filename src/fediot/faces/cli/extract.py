@@ -26,14 +26,11 @@ def extract(
     ] = False,
 ) -> None:
     """Compute the 115 N-BaIoT features of every packet of CAPTURE."""
-    # Imported here so that `fediot extract --help` needs neither numba nor pandas.
-    from fediot.core.features.extractor import ExtractorOptions, extract_features
+    # Imported here so that `fediot extract --help` needs neither numba nor pandas, and a bad
+    # capture is refused before they load.
     from fediot.core.features.pcap import read_capture
-    from fediot.core.io import format_from_suffix, write_features
 
     try:
-        options = ExtractorOptions(first_jitter=first_jitter)
-        format_from_suffix(output)
         started = time.perf_counter()
         with Progress(*Progress.get_default_columns()[:1], BarColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
@@ -41,6 +38,11 @@ def extract(
             reading = progress.add_task("reading", total=size)
             result = read_capture(capture, allow_truncated=allow_truncated,
                                   progress=lambda done: progress.update(reading, completed=done))
+            from fediot.core.features.extractor import ExtractorOptions, extract_features
+            from fediot.core.io import format_from_suffix, write_features
+
+            options = ExtractorOptions(first_jitter=first_jitter)
+            format_from_suffix(output)
             task = progress.add_task("features", total=len(result.packets))
             rows = extract_features(result.packets, options=options,
                                     progress=lambda n: progress.advance(task, n))

@@ -10,7 +10,6 @@ import typer
 from fediot.core.errors import FediotError
 from fediot.engines.run_folder import find_run
 from fediot.faces.cli.app import app, console, fail
-from fediot.faces.report import report_summary, write_report
 
 
 @app.command("report")
@@ -27,6 +26,9 @@ def report_command(
     federated/centralised/local comparison, in one HTML file."""
     try:
         view = find_run(run, runs_dir)
+        # imported once the run is found: a wrong RUN is refused before the report's modules
+        from fediot.faces.report import report_summary, write_report
+
         path = write_report(view, output)
         summary = report_summary(view)
     except FediotError as error:

@@ -17,7 +17,6 @@ from rich.table import Table
 
 from fediot.core.catalog import client_label
 from fediot.core.errors import FediotError
-from fediot.core.federated.privacy import describe as describe_privacy
 from fediot.engines.run_folder import RunView, find_run, finite_number, list_runs
 from fediot.faces.cli.app import app, console, fail
 from fediot.faces.cli.tables import (
@@ -219,6 +218,8 @@ def show_command(
     privacy = results.get("privacy") if results is not None else None
     if isinstance(privacy, dict):
         with contextlib.suppress(KeyError, TypeError, ValueError):  # a foreign results.json
+            from fediot.core.federated.privacy import describe as describe_privacy  # torch
+
             console.print(describe_privacy(privacy), highlight=False)
     if logs:
         _print(*_logs_table(lines[-logs:], len(lines)))

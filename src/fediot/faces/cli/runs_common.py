@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,11 +14,13 @@ from rich.table import Table
 
 from fediot.core.catalog import client_label
 from fediot.core.config import Config, ConfigError, load_config
-from fediot.core.federated.evaluation import EvaluationSummary
-from fediot.core.federated.messages import LogLine
-from fediot.core.federated.server import RoundRecord
 from fediot.core.safe_yaml import UnsafeInputError, load_yaml
 from fediot.faces.cli.tables import Column, fitted_table
+
+if TYPE_CHECKING:  # these import torch: the commands check their input before loading it
+    from fediot.core.federated.evaluation import EvaluationSummary
+    from fediot.core.federated.messages import LogLine
+    from fediot.core.federated.server import RoundRecord
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c",
                                                    help="fedml_config.yaml to start from")]
