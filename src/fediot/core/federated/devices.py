@@ -87,6 +87,8 @@ def load_client_data(config: Config, client_id: str,
 
 def pooled_client_data(clients: list[ClientData]) -> ClientData:
     """All devices' training and threshold rows as one client (the centralised baseline)."""
+    from fediot.core.federated.client import ClientData
+
     return ClientData(
         client_id="centralised",
         uci_id=0,

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from fediot.core.catalog import BENIGN, DEVICES, GAFGYT_ATTACKS, MIRAI_ATTACKS
 from fediot.core.errors import FediotError
+from fediot.core.paths import describe_cache_dir
 from fediot.faces.cli.app import console, data_app, fail
 
 if TYPE_CHECKING:  # the testbed loads numba, pandas and scipy: only `data synth` needs them
@@ -34,7 +35,8 @@ def synth(
     ] = "parquet",
     pcap: Annotated[bool, typer.Option(help="also write every capture as a pcap")] = False,
     cache_dir: Annotated[
-        Path | None, typer.Option(help="folder of cached testbeds (default ~/.cache/fediot)")
+        Path | None, typer.Option(
+            help=f"folder of cached testbeds (default: {describe_cache_dir('testbed')})")
     ] = None,
 ) -> None:
     """Simulate the nine N-BaIoT devices and ten attacks, and write their 115 features."""

@@ -28,11 +28,12 @@ from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.features.pcap import CaptureReadResult, read_capture
 from fediot.faces.cli.app import app, err_console, fail
+from fediot.faces.cli.lazy import command
 
 DEFAULT_RUNS_DIR = Path(Config().tracking_args.log_file_dir)
 
 
-@app.command()
+@command(app, "detect")
 def detect(
     capture: Annotated[Path | None, typer.Argument(
         help="pcap or pcapng file (or use --interface)", show_default=False)] = None,
@@ -81,9 +82,7 @@ def detect(
                     "only loses time to thread hand-offs; torch's default for files)",
         show_default=False)] = None,
 ) -> None:
-    """Judge CAPTURE's packets (or live traffic on --interface) with a run's model; write an
-    EVE-style JSON line per alert (window vote says attack) to stdout or --output, then a
-    summary table on stderr."""
+    # its help is its line in fediot.faces.cli.lazy.COMMANDS
     if (capture is None) == (interface is None):
         raise fail("give either a capture file or --interface, not both or neither")
     if device is not None and devices is not None:

@@ -12,9 +12,10 @@ from rich.table import Table
 
 from fediot.core.errors import FediotError
 from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.lazy import command
 
 
-@app.command()
+@command(app, "extract")
 def extract(
     capture: Annotated[Path, typer.Argument(help="pcap or pcapng file")],
     output: Annotated[Path, typer.Option("--output", "-o", help="features.parquet or .csv")],
@@ -25,7 +26,7 @@ def extract(
         bool, typer.Option(help="keep the packets before a truncated final record")
     ] = False,
 ) -> None:
-    """Compute the 115 N-BaIoT features of every packet of CAPTURE."""
+    # its help is its line in fediot.faces.cli.lazy.COMMANDS
     # Imported here so that `fediot extract --help` needs neither numba nor pandas, and a bad
     # capture is refused before they load.
     from fediot.core.features.pcap import read_capture

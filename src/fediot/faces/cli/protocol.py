@@ -25,6 +25,7 @@ from fediot.core.nbaiot_protocol import (
     training_length_sweep,
 )
 from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.lazy import command
 
 FLOODS = ("gafgyt.tcp", "gafgyt.udp")
 """The spoofed-source floods whose rows look like a new host's first packet."""
@@ -90,7 +91,7 @@ def _write(path: Path, payload: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
 
 
-@app.command("protocol")
+@command(app, "protocol")
 def protocol_command(
     dataset: Annotated[str, typer.Option(
         help="testbed (built or cached) or N-BaIoT (the real files at --data-dir)")] = "testbed",
@@ -116,9 +117,7 @@ def protocol_command(
         "--output", "-o", help="JSON results file (default runs/protocol-<time>.json)",
         show_default=False)] = None,
 ) -> None:
-    """N-BaIoT's evaluation protocol: one autoencoder per device on its first benign third,
-    threshold mean + k·std on the second, window ws* with no false alarm on the second, FPR
-    on the last third and TPR on every attack file, single-instance and windowed."""
+    # its help is its line in fediot.faces.cli.lazy.COMMANDS
     try:
         if dataset == "testbed":
             from fediot.core.testbed import build_testbed  # heavy: only when used

@@ -19,6 +19,7 @@ from fediot.core.catalog import client_label
 from fediot.core.errors import FediotError
 from fediot.engines.run_folder import RunView, find_run, finite_number, list_runs
 from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.lazy import group_help
 from fediot.faces.cli.tables import (
     Column,
     FormatOption,
@@ -28,7 +29,7 @@ from fediot.faces.cli.tables import (
     write_records,
 )
 
-runs_app = typer.Typer(help="Run folders: list them (default) or show one.")
+runs_app = typer.Typer(help=group_help("runs"))
 app.add_typer(runs_app, name="runs")
 
 RunsDirOption = Annotated[Path | None, typer.Option(

@@ -23,6 +23,7 @@ from fediot.core.model.export import (
 from fediot.engines.run_folder import find_run
 from fediot.faces.access import binding_problem
 from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.lazy import command
 from fediot.faces.serve import DEFAULT_MAX_ROWS, create_app
 from fediot.faces.serve.models import LoadedModel, load_model
 
@@ -31,7 +32,7 @@ RunOption = Annotated[str, typer.Option(
 RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="where run folders are")]
 
 
-@app.command("serve")
+@command(app, "serve")
 def serve_command(
     run: RunOption = "latest",
     runs_dir: RunsDirOption = Path("runs"),
@@ -53,9 +54,7 @@ def serve_command(
     threads: Annotated[int, typer.Option(
         help="torch threads per scoring call; concurrent requests add parallelism")] = 1,
 ) -> None:
-    """Serve the run's global model over HTTP: POST /score, GET /healthz, GET /metrics.
-
-    A newer model saved in the run folder (or, with --run latest, a later run's model) is
+    """A newer model saved in the run folder (or, with --run latest, a later run's model) is
     picked up without a restart. Without --token only loopback addresses may be bound, and
     only requests addressed to a loopback name are answered.
     """
@@ -113,7 +112,7 @@ def sidecar_path(model_file: Path) -> Path:
     return model_file.with_name(model_file.name + ".json")
 
 
-@app.command("export")
+@command(app, "export")
 def export_command(
     file_format: Annotated[str, typer.Option(
         "--format", help=f"{' or '.join(EXPORT_FORMATS)}")],
@@ -122,9 +121,7 @@ def export_command(
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="model file (default: <run>/export/scorer.pt or .onnx)")] = None,
 ) -> None:
-    """Write the global model as one graph: raw 115-feature float32 rows → per-row scores.
-
-    The graph holds the scaler (signed log1p, standardisation) and the autoencoder; a JSON
+    """The graph holds the scaler (signed log1p, standardisation) and the autoencoder; a JSON
     file beside it (the graph's name + .json, e.g. scorer.onnx.json) holds the thresholds,
     window and column order.
     """

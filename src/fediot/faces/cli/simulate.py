@@ -15,12 +15,13 @@ import typer
 from rich.markup import escape
 
 from fediot.core.catalog import client_label
-from fediot.core.config import Config
+from fediot.core.config import Config, check_simulation
 from fediot.core.data.layouts import open_dataset
 from fediot.core.errors import FediotError
 from fediot.core.federated.devices import dataset_root
 from fediot.faces.cli.app import app, console, err_console, fail
 from fediot.faces.cli.dashboard import DashboardHostOption, DashboardOption, live_dashboard
+from fediot.faces.cli.lazy import command
 from fediot.faces.cli.runs_common import (
     ClientsOption,
     ConfigOption,
@@ -75,7 +76,9 @@ def _config(config: Any, rounds: Any, workers: Any, clients: Any, per_round: Any
 
 def check_inputs(config: Config) -> None:
     """What can be checked of a run's input without torch or Flower: the configuration is
-    already checked; here the N-BaIoT folder's layout (the testbed is built later, on use)."""
+    already checked; here that it is meant for this machine, and the N-BaIoT folder's layout
+    (the testbed is built later, on use)."""
+    check_simulation(config)
     if config.data_args.dataset == "N-BaIoT":
         open_dataset(dataset_root(config))
 
@@ -88,7 +91,7 @@ def _describe(config: Config) -> str:
             f"engine {config.comm_args.backend}")
 
 
-@app.command("simulate")
+@command(app, "simulate")
 def simulate_command(
     config: ConfigOption = None, rounds: RoundsOption = None, workers: WorkersOption = None,
     clients: ClientsOption = None, per_round: PerRoundOption = None,
@@ -100,8 +103,7 @@ def simulate_command(
     dashboard: DashboardOption = None, dashboard_host: DashboardHostOption = "127.0.0.1",
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
-    """Federated training of the devices on this machine; prints the per-device table (or,
-    with --format json / csv, its figures on stdout, everything else on stderr)."""
+    # its help is its line in fediot.faces.cli.lazy.COMMANDS
     chatter = console if output_format is OutputFormat.table else err_console
     try:
         if resume is not None:
@@ -171,20 +173,23 @@ def _f1(summary: EvaluationSummary, device: str | None, key: str) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
 
 
-@app.command("compare")
+@command(app, "compare")
 def compare_command(
     config: ConfigOption = None, rounds: RoundsOption = None, workers: WorkersOption = None,
-    clients: ClientsOption = None, optimizer: OptimizerOption = None,
-    dataset: DatasetOption = None, data_dir: DataDirOption = None, seed: SeedOption = None,
-    runs_dir: OutOption = None, set_: SetOption = None,
+    clients: ClientsOption = None, per_round: PerRoundOption = None,
+    optimizer: OptimizerOption = None, dataset: DatasetOption = None,
+    data_dir: DataDirOption = None, seed: SeedOption = None, runs_dir: OutOption = None,
+    engine: EngineOption = None, ray_address: RayAddressOption = None, set_: SetOption = None,
+    dashboard: DashboardOption = None, dashboard_host: DashboardHostOption = "127.0.0.1",
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
-    """Federated vs centralised vs local-only training on identical splits and evaluation
-    (--format json / csv: the figures on stdout, everything else on stderr)."""
+    """The options are simulate's (but --resume): --per-round, --engine and --ray-address apply
+    to the federated run; centralised and local-only training run in this process.
+    """
     chatter = console if output_format is OutputFormat.table else err_console
     try:
-        cfg = _config(config, rounds, workers, clients, None, optimizer, dataset, data_dir,
-                      seed, runs_dir, set_)
+        cfg = _config(config, rounds, workers, clients, per_round, optimizer, dataset, data_dir,
+                      seed, runs_dir, set_, engine, ray_address)
         check_inputs(cfg)
         from fediot.engines.simulation import (
             local_summary,
@@ -210,12 +215,14 @@ def compare_command(
 
         runs: dict[str, Callable[[ProgressObserver], EvaluationSummary]] = {
             "federated": federated, "centralised": centralised, "local": local}
-        for name, run in runs.items():
-            with progress_bar(chatter) as progress:
-                total = cfg.train_args.comm_round * (
-                    cfg.train_args.client_num_in_total if name == "local" else 1)
-                progress.console.print(f"[dim]{name}…[/]")
-                summaries[name] = run(ProgressObserver(progress, total))
+        shown = Path(cfg.tracking_args.log_file_dir).expanduser()
+        with live_dashboard(shown, dashboard, dashboard_host):
+            for name, run in runs.items():
+                with progress_bar(chatter) as progress:
+                    total = cfg.train_args.comm_round * (
+                        cfg.train_args.client_num_in_total if name == "local" else 1)
+                    progress.console.print(f"[dim]{name}…[/]")
+                    summaries[name] = run(ProgressObserver(progress, total))
         folders[0].save_comparison(summaries)
     except FediotError as error:
         raise fail(str(error)) from None
