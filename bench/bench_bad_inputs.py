@@ -5,11 +5,12 @@ Run on demand: ``.venv/bin/python bench/bench_bad_inputs.py``. Prints a table an
 
 Every command case runs the ``fediot`` command in a fresh process (``python -m fediot …``, what
 the ``.venv/bin/fediot`` entry point runs, with this checkout's ``src`` first on the path), so
-start-up and imports are counted. Per case: wall time from start to exit; peak RSS of that
-process (``ru_maxrss`` from :func:`os.wait4` for that one child); exit code; stderr line count;
-whether a Python traceback appears; the error line. The ``/score`` cases go to one real
-``fediot serve`` process over HTTP: wall time of the request, and the growth of the server's
-peak RSS (``VmHWM`` in ``/proc/PID/status``) and of its RSS across the request.
+start-up and imports are counted. Per case, under GNU ``/usr/bin/time``: wall time from start
+to exit; CPU seconds (user + system: what the case costs, less sensitive than wall time to
+other load on the machine); peak RSS of that process; exit code; stderr line count; whether a
+Python traceback appears; the error line. The ``/score`` cases go to one real ``fediot serve``
+process over HTTP: wall time of the request (also given as its CPU figure), and the growth of
+the server's peak RSS (``VmHWM`` in ``/proc/PID/status``) and of its RSS across the request.
 
 A case passes when the command exits non-zero (the request gets a 4xx) with exactly one stderr
 line (one error detail), no traceback, within :data:`MAX_SECONDS` and :data:`MAX_RSS_MB`.
@@ -56,6 +57,7 @@ class Outcome:
     case: str
     how: str
     seconds: float
+    cpu_seconds: float
     rss_mb: float
     exit_code: int
     stderr_lines: int
@@ -74,8 +76,11 @@ def fediot_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "fediot", *args]
 
 
+SOURCE = REPO / "src"  # the FedIoT the cases run (--src: another checkout's, for a before/after)
+
+
 def child_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), COLUMNS="200", NO_COLOR="1")
+    env = dict(os.environ, PYTHONPATH=str(SOURCE), COLUMNS="200", NO_COLOR="1")
     env.pop("FORCE_COLOR", None)
     return env
 
@@ -87,7 +92,7 @@ def run_command(case: str, args: list[str], cwd: Path) -> Outcome:
     peak = cwd / "peak-rss.txt"
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = subprocess.Popen([GNU_TIME, "-q", "-f", "%M", "-o", str(peak),
+        process = subprocess.Popen([GNU_TIME, "-q", "-f", "%M %U %S", "-o", str(peak),
                                     *fediot_argv(*args)], cwd=cwd, env=child_env(),
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         try:
@@ -98,10 +103,13 @@ def run_command(case: str, args: list[str], cwd: Path) -> Outcome:
         seconds = time.perf_counter() - started
         err.seek(0)
         text = ANSI.sub("", err.read().decode(errors="replace"))
-    peak_kb = int(peak.read_text().split()[-1]) if peak.is_file() else 0
+    # GNU time's last line: peak RSS (kB), user and system CPU seconds
+    peak_kb, user, system = (peak.read_text().splitlines()[-1].split() if peak.is_file()
+                             else ("0", "0", "0"))
     lines = [line for line in text.splitlines() if line.strip()]
     shown = " ".join(a if len(a) < 40 else a[:37] + "…" for a in args)
-    return Outcome(case, f"fediot {shown}", round(seconds, 2), round(peak_kb / 1024, 1),
+    return Outcome(case, f"fediot {shown}", round(seconds, 2),
+                   round(float(user) + float(system), 2), round(int(peak_kb) / 1024, 1),
                    process.returncode, len(lines), "Traceback" in text,
                    lines[-1][:300] if lines else "")
 
@@ -270,7 +278,8 @@ def serve_outcomes(work: Path, run_root: Path) -> list[Outcome]:
                 grown = max(after["VmHWM"] - before["VmHWM"], after["VmRSS"] - before["VmRSS"])
                 outcomes.append(Outcome(
                     case, f"POST {case.split(':')[0].split('?')[0]} ({len(body):,} bytes)",
-                    round(seconds, 3), round(grown / 1024, 1), reply.status_code,
+                    round(seconds, 3), round(seconds, 3), round(grown / 1024, 1),
+                    reply.status_code,
                     len(text.splitlines()), "Traceback" in text, text[:300]).judge(True))
     finally:
         server.terminate()
@@ -288,9 +297,15 @@ def load() -> str:
 
 
 def main() -> None:
+    global SOURCE  # the cases' processes read it; set once, from --src
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", default="", help="only the cases whose name contains this")
+    parser.add_argument("--src", type=Path, default=SOURCE,
+                        help="the src folder of the FedIoT to run (default: this checkout's)")
+    parser.add_argument("--result", default="bad_inputs",
+                        help="name of the result file in bench/results (without .json)")
     options = parser.parse_args()
+    SOURCE = options.src.resolve()
     console = Console(width=200)
     load_before = load()
     outcomes: list[Outcome] = []
@@ -308,16 +323,18 @@ def main() -> None:
     load_after = load()
     table = Table(title=f"bad inputs (pass: one error line, no traceback, ≤ {MAX_SECONDS:g} s, "
                         f"≤ {MAX_RSS_MB:g} MB)")
-    for column in ("case", "s", "MB", "exit", "lines", "tb", "ok", "error line"):
+    for column in ("case", "s", "CPU s", "MB", "exit", "lines", "tb", "ok", "error line"):
         table.add_column(column, overflow="fold")
     for o in outcomes:
-        table.add_row(o.case, f"{o.seconds:.2f}", f"{o.rss_mb:.0f}", str(o.exit_code),
+        table.add_row(o.case, f"{o.seconds:.2f}", f"{o.cpu_seconds:.2f}", f"{o.rss_mb:.0f}",
+                      str(o.exit_code),
                       str(o.stderr_lines), "yes" if o.traceback else "no",
                       "[green]yes[/]" if o.passed else "[red]NO[/]", o.error[:120])
     console.print(table)
-    path = write_result("bad_inputs", {
-        "command": "python bench/bench_bad_inputs.py" + (f" -k {options.k!r}" if options.k
-                                                         else ""),
+    argv = " ".join(sys.argv[1:])
+    path = write_result(options.result, {
+        "command": f"python bench/bench_bad_inputs.py {argv}".strip(),
+        "source": str(SOURCE),
         "load_before": load_before, "load_after": load_after,
         "limits": {"seconds": MAX_SECONDS, "rss_mb": MAX_RSS_MB},
         "rss": "command: the process's peak RSS (wait4 ru_maxrss); request: growth of the "

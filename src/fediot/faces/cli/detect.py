@@ -28,6 +28,7 @@ from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.features.pcap import CaptureReadResult, read_capture
 from fediot.faces.cli.app import app, err_console, fail
+from fediot.faces.cli.extract import FirstJitterOption
 from fediot.faces.cli.lazy import command
 
 DEFAULT_RUNS_DIR = Path(Config().tracking_args.log_file_dir)
@@ -69,8 +70,7 @@ def detect(
     live_batch: Annotated[int, typer.Option(
         min=1, help="live: packets already queued that are scored together (a quiet link "
                     "is scored packet by packet, a flood in batches that keep up)")] = 256,
-    first_jitter: Annotated[str, typer.Option(
-        help="'epoch' (N-BaIoT) or 'zero'; must match the run's training data")] = "epoch",
+    first_jitter: FirstJitterOption = "epoch",
     allow_truncated: Annotated[bool, typer.Option(
         help="file: keep the packets before a truncated final record")] = False,
     settle: Annotated[float | None, typer.Option(

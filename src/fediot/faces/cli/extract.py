@@ -10,18 +10,21 @@ import typer
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from fediot.core.catalog import FIRST_JITTER_CHOICES
 from fediot.core.errors import FediotError
 from fediot.faces.cli.app import app, console, fail
 from fediot.faces.cli.lazy import command
+
+FirstJitterOption = Annotated[str, typer.Option(
+    help=f"a new channel's first jitter: {' or '.join(FIRST_JITTER_CHOICES)} (N-BaIoT: epoch); "
+         "must match the training data's")]
 
 
 @command(app, "extract")
 def extract(
     capture: Annotated[Path, typer.Argument(help="pcap or pcapng file")],
     output: Annotated[Path, typer.Option("--output", "-o", help="features.parquet or .csv")],
-    first_jitter: Annotated[
-        str, typer.Option(help="'epoch' (N-BaIoT) or 'zero' for a new channel's first jitter")
-    ] = "epoch",
+    first_jitter: FirstJitterOption = "epoch",
     allow_truncated: Annotated[
         bool, typer.Option(help="keep the packets before a truncated final record")
     ] = False,
