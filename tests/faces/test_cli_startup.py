@@ -144,3 +144,18 @@ def test_a_lazily_loaded_command_shows_its_own_help(name: str) -> None:
     result = CliRunner().invoke(app, [name, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
+
+
+def test_a_command_help_is_its_table_line_then_its_details() -> None:
+    """`fediot export --help` shows the line `fediot --help` lists (one source: COMMANDS), then
+    what the command's docstring adds; `fediot --help` shows the line alone."""
+    from typer.testing import CliRunner
+
+    load_all()
+    command = typer.main.get_group(app).commands["export"]
+    line, _, details = (command.help or "").partition("\n\n")
+    assert line == COMMANDS["export"][1]
+    assert details.startswith("The graph holds the scaler") and "\n" not in details
+    top = CliRunner().invoke(app, ["--help"], terminal_width=500)
+    assert " ".join(COMMANDS["export"][1].split()) in " ".join(top.output.split())
+    assert "The graph holds the scaler" not in top.output

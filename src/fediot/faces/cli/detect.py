@@ -4,8 +4,8 @@ Packets go through the streaming feature extractor, a run's detector and N-BaIoT
 per device (:class:`fediot.core.detection.StreamingDetector`); each verdict worth reporting is
 one JSON line (Suricata EVE conventions, :func:`fediot.core.detection.eve_record`) on stdout or
 appended to ``--output``, so a SIEM can tail it. The summary table goes to stderr, which keeps
-stdout pure JSON lines. The capture file is read (and a bad one refused) before the run's
-model, torch and the compiled extractor are loaded (:mod:`.detect_stream`).
+stdout pure JSON lines. The run is found and the capture file read (a bad one refused) before
+the run's model, torch and the compiled extractor are loaded (:mod:`.detect_stream`).
 
 Which device a packet belongs to: ``--device NAME`` (the whole capture is that device's traffic,
 N-BaIoT's port-mirror setting), ``--devices FILE`` (a JSON/YAML mapping of MAC or IP address to

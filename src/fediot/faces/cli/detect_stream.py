@@ -1,19 +1,10 @@
 """``fediot detect``'s model side: a run's streaming detector → EVE-style JSON alert lines.
 
-Imported by :mod:`fediot.faces.cli.detect` once the command's input is checked (it loads
-torch and the compiled extractor).
-
-Packets go through the streaming feature extractor, a run's detector and N-BaIoT's window vote
-per device (:class:`fediot.core.detection.StreamingDetector`); each verdict worth reporting is
-one JSON line (Suricata EVE conventions, :func:`fediot.core.detection.eve_record`) on stdout or
-appended to ``--output``, so a SIEM can tail it. The summary table goes to stderr, which keeps
-stdout pure JSON lines.
-
-Which device a packet belongs to: ``--device NAME`` (the whole capture is that device's traffic,
-N-BaIoT's port-mirror setting), ``--devices FILE`` (a JSON/YAML mapping of MAC or IP address to
-device name; source address first, then destination), or neither (every packet is device
-``unknown``, judged with the run's global threshold). Device names are N-BaIoT folder names
-(any case) or the run's client ids; the run must have a threshold for each.
+Imported by :mod:`fediot.faces.cli.detect` (which describes the command) once the command's
+input is checked: it loads torch and the compiled extractor. Packets go through the streaming
+feature extractor, the run's detector and N-BaIoT's window vote per device
+(:class:`fediot.core.detection.StreamingDetector`); :class:`EveWriter` writes each verdict worth
+reporting as one JSON line (:func:`fediot.core.detection.eve_record`).
 """
 
 from __future__ import annotations
