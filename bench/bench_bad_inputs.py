@@ -210,6 +210,8 @@ def write_inputs(work: Path, run_root: Path) -> dict[str, list[str]]:
     cases["detect: no run with a model"] = ["detect", str(corrupt), *no_runs]
     cases["report: no run"] = ["report", "latest", *no_runs]
     cases["runs show: no run"] = ["runs", "show", "latest", *no_runs]
+    cases["export: no run"] = ["export", "--format", "onnx", *no_runs]
+    cases["serve: --port 70000"] = ["serve", "--run", str(run_root), "--port", "70000"]
     return cases
 
 

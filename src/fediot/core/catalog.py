@@ -250,6 +250,3 @@ assert len(OFFICIAL_ROW_COUNTS) == 89
 FIRST_JITTER_CHOICES: Final[tuple[str, ...]] = ("epoch", "zero")
 """A new channel's first jitter: ``epoch`` (the absolute time, as in N-BaIoT's rows) or
 ``zero`` (the quirk turned off); :class:`~fediot.core.features.extractor.ExtractorOptions`."""
-
-FEATURE_FILE_FORMATS: Final[tuple[str, ...]] = ("parquet", "csv")
-"""Formats the testbed writes its feature files in (``fediot data synth --format``)."""

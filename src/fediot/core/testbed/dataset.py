@@ -51,13 +51,13 @@ import pyarrow.parquet as pq
 from fediot.core.catalog import (
     BENIGN,
     DEVICES,
-    FEATURE_FILE_FORMATS,
     FEATURE_NAMES,
     N_FEATURES,
     device_by_id,
 )
 from fediot.core.errors import FediotError
 from fediot.core.features.extractor import extract_features
+from fediot.core.formats import FEATURE_FILE_FORMATS
 from fediot.core.io import write_features
 from fediot.core.limits import MAX_SEED, MAX_TESTBED_SCALE
 from fediot.core.liveness import STALE_SECONDS, owner_tag, remove_stale

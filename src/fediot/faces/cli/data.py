@@ -15,11 +15,11 @@ from rich.table import Table
 from fediot.core.catalog import (
     BENIGN,
     DEVICES,
-    FEATURE_FILE_FORMATS,
     GAFGYT_ATTACKS,
     MIRAI_ATTACKS,
 )
 from fediot.core.errors import FediotError
+from fediot.core.formats import FEATURE_FILE_FORMATS
 from fediot.core.paths import describe_cache_dir
 from fediot.faces.cli.app import console, data_app, fail
 

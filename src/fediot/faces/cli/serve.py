@@ -5,27 +5,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from fediot.core.catalog import FEATURE_NAMES, N_FEATURES
 from fediot.core.errors import FediotError
-from fediot.core.io import atomic_path
-from fediot.core.model.export import (
-    EXPORT_FORMATS,
-    EXPORT_SUFFIXES,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    export_scorer,
-)
+from fediot.core.formats import EXPORT_FORMATS, EXPORT_SUFFIXES
+from fediot.core.limits import MAX_SCORE_ROWS
 from fediot.engines.run_folder import find_run
 from fediot.faces.access import binding_problem
 from fediot.faces.cli.app import app, console, fail
 from fediot.faces.cli.lazy import command
-from fediot.faces.serve import DEFAULT_MAX_ROWS, create_app
-from fediot.faces.serve.models import LoadedModel, load_model
+
+if TYPE_CHECKING:  # torch, FastAPI: loaded once the options are checked
+    from fediot.faces.serve.models import LoadedModel
 
 RunOption = Annotated[str, typer.Option(
     "--run", help="run folder, id, unique id prefix, or 'latest'")]
@@ -45,7 +39,7 @@ def serve_command(
     max_body_mb: Annotated[float, typer.Option(
         help="largest /score body in MiB (larger → 413)")] = 64.0,
     max_rows: Annotated[int, typer.Option(
-        help="most rows per /score request (more → 413)")] = DEFAULT_MAX_ROWS,
+        help="most rows per /score request (more → 413)")] = MAX_SCORE_ROWS,
     token: Annotated[str | None, typer.Option(
         help="require 'Authorization: Bearer TOKEN' (at least 16 characters) in every request",
         envvar="FEDIOT_SERVE_TOKEN")] = None,
@@ -71,6 +65,10 @@ def serve_command(
         raise fail(problem)
     if threads < 1:
         raise fail(f"--threads must be ≥ 1; got {threads}")
+    import torch
+
+    from fediot.faces.serve import create_app
+
     # One thread per call by default: the server's threadpool scores requests side by side, and
     # intra-op threads on top of that oversubscribe the CPUs (OpenMP then spins: measured 25×
     # the CPU time of one thread on a busy 2-CPU machine).
@@ -93,6 +91,8 @@ def serve_command(
 
 
 def _sidecar(model: LoadedModel, file_format: str, model_path: Path) -> dict[str, Any]:
+    from fediot.core.model.export import INPUT_NAME, OUTPUT_NAME
+
     return {
         "run": model.run_id, "model_version": model.version, "format": file_format,
         "model": model_path.name,
@@ -132,6 +132,11 @@ def export_command(
         target = output or view.root / "export" / f"scorer{EXPORT_SUFFIXES[file_format]}"
         if target.suffix == ".json":
             raise FediotError(f"{target}: the .json name is the sidecar's; pick another suffix")
+        # loaded once the run is found: a wrong --run is refused before torch loads
+        from fediot.core.io import atomic_path
+        from fediot.core.model.export import export_scorer
+        from fediot.faces.serve.models import load_model
+
         model = load_model(view)  # one snapshot for the graph and the sidecar
         export_scorer(model.detector, target, file_format)
         sidecar = sidecar_path(target)
