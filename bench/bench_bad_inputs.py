@@ -206,6 +206,8 @@ def write_inputs(work: Path, run_root: Path) -> dict[str, list[str]]:
     cases["data: missing folder"] = ["data", "info", str(work / "absent"), *cache]
     cases["simulate: --data-dir missing"] = ["simulate", "--dataset", "N-BaIoT", "--data-dir",
                                              str(work / "absent")]
+    cases["protocol: --data-dir missing"] = ["protocol", "--dataset", "N-BaIoT", "--data-dir",
+                                             str(work / "absent")]
 
     corrupt = work / "corrupt.pcap"
     real = SHARED / "data" / "pcap"

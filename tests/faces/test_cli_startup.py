@@ -101,12 +101,15 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "export without a run": (["export", "--format", "onnx", "--runs-dir", str(tmp)],
                                  "no runs under"),
         "serve on a bad port": (["serve", "--port", "70000"], "--port must be in 1–65535"),
+        "protocol without data": (["protocol", "--dataset", "N-BaIoT", "--data-dir",
+                                   str(tmp / "absent")], "absent: no such folder"),
     }
 
 
 @pytest.mark.parametrize("case", ["alias bomb", "misspelt key", "misspelt --set",
                                   "deployment config", "missing data folder", "missing capture",
-                                  "NaN row", "export without a run", "serve on a bad port"])
+                                  "NaN row", "export without a run", "serve on a bad port",
+                                  "protocol without data"])
 def test_bad_input_is_one_error_line_before_any_heavy_import(case: str, tmp_path: Path) -> None:
     """As a user meets it: a fresh `fediot` process, one error line, exit code 2, no traceback,
     and neither torch nor Flower loaded first (their import alone costs ~2 s and ~330 MB)."""
