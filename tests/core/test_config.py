@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from fediot.core.config import Config, ConfigError, dump_config, load_config, parse_config
+from fediot.core.config import (
+    Config,
+    ConfigError,
+    check_simulation,
+    dump_config,
+    load_config,
+    parse_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,6 +88,55 @@ def test_overrides_are_checked_too() -> None:
         Config().with_overrides({"train_args.comm_round": -3})
     with pytest.raises(ConfigError, match="nosuch"):
         Config().with_overrides({"nosuch": 1})
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"train_args": {"epoch": 3}}, "cfg.yaml: unknown key train_args.epoch (did you mean "
+                                   "train_args.epochs?)"),
+    ({"train_args": {"learningrate": 0.1}}, "(did you mean train_args.learning_rate or "
+                                            "train_args.server_learning_rate?)"),
+    ({"data_args": {"epochs": 3}}, "unknown key data_args.epochs (did you mean "
+                                   "train_args.epochs?)"),  # the right key, the wrong section
+    ({"train_arg": {"epochs": 3}}, "unknown section 'train_arg' (did you mean train_args"),
+    ({"environment_args": {"bootstrp": 1}}, "(did you mean environment_args.bootstrap?)"),
+])
+def test_a_misspelt_key_gets_the_closest_known_keys(raw: dict[str, object],
+                                                    message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, source="cfg.yaml")
+    assert message in str(caught.value), str(caught.value)
+
+
+def test_an_unlike_key_gets_no_suggestion() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"train_args": {"zzz": 1}}, source="cfg.yaml")
+    assert str(caught.value) == "cfg.yaml: unknown key train_args.zzz"
+
+
+def test_set_and_file_keys_get_suggestions(tmp_path: Path) -> None:
+    from fediot.faces.cli.runs_common import resolve_config
+
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(None, {}, ["train_args.epoch=3"])
+    assert str(caught.value) == ("overrides: unknown key train_args.epoch (did you mean "
+                                 "train_args.epochs?)")
+    with pytest.raises(ConfigError, match=r"did you mean train_args\.epochs\?"):
+        resolve_config(None, {}, ["train_arg.epochs=3"])
+    path = tmp_path / "typo.yaml"
+    path.write_text("validation_args:\n  early_stoping_patience: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(
+        f"{path}: unknown key validation_args.early_stoping_patience (did you mean "
+        "validation_args.early_stopping_patience or")
+
+
+def test_cross_silo_is_refused_here_naming_the_deployment_commands() -> None:
+    check_simulation(Config())
+    with pytest.raises(ConfigError) as caught:
+        check_simulation(Config().with_overrides({"common_args.training_type": "cross_silo"}))
+    assert str(caught.value).startswith("common_args.training_type: 'cross_silo' runs on a "
+                                        "real server and real devices: start `fediot server`")
 
 
 # --- hardened inputs: every number bounded, every section a mapping, names safe -------------

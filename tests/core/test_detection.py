@@ -14,6 +14,7 @@ import pytest
 
 from fediot.core.detection import (
     UNKNOWN_DEVICE,
+    WINDOW_VOTE_SIGNATURE_ID,
     DetectionError,
     DeviceMap,
     StreamingDetector,
@@ -282,12 +283,16 @@ def test_eve_records() -> None:
         CAMERA, 4000, "10.0.0.9", 80)
     assert alert["proto"] == "TCP"
     assert alert["ether"] == {"src_mac": CAMERA_MAC, "dest_mac": "00:00:00:00:00:02"}
-    assert alert["alert"]["action"] == "allowed" and "Danmini_Doorbell" in alert["alert"][
-        "signature"]
+    assert alert["alert"]["action"] == "allowed" and alert["alert"]["signature"] == (
+        "FEDIOT window vote: most of the last 5 packets of device Danmini_Doorbell scored above "
+        "its threshold")
+    assert alert["alert"]["signature_id"] == WINDOW_VOTE_SIGNATURE_ID == 1_000_001
+    assert (alert["alert"]["gid"], alert["alert"]["rev"]) == (1, 1)
     assert alert["fediot"] == {
-        "device": "Danmini_Doorbell", "score": 3.5, "threshold": 1.25, "verdict": "attack",
-        "anomalous": True, "window_vote": {"anomalous": 4, "packets": 5}, "window": 5,
-        "packet": 41, "model_version": "v9", "run": "run-1"}
+        "device": "Danmini_Doorbell", "packet": 41, "score": 3.5, "threshold": 1.25,
+        "score_above_threshold": True,
+        "window_vote": {"attack": True, "above_threshold": 4, "packets": 5, "window": 5},
+        "model_version": "v9", "run": "run-1"}
     json.dumps(alert)
 
     arp = eve_record(verdict(packet(kind=KIND_ARP, src_port=PORT_ARP, dst_port=PORT_ARP,
@@ -295,7 +300,7 @@ def test_eve_records() -> None:
                      run_id="r", model_version=None, suppressed=3)
     assert arp["event_type"] == "verdict" and "alert" not in arp and "in_iface" not in arp
     assert arp["proto"] == "ARP" and "src_port" not in arp and "dest_port" not in arp
-    assert arp["fediot"]["verdict"] == "benign" and arp["fediot"]["suppressed"] == 3
+    assert arp["fediot"]["window_vote"]["attack"] is False and arp["fediot"]["suppressed"] == 3
     other = eve_record(verdict(packet(kind=KIND_OTHER, src_ip="", dst_ip="", src_port=PORT_NONE,
                                       dst_port=PORT_NONE, ip_proto=0), attack=True),
                        run_id="r", model_version=None)

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from federated_data import small_run_config, write_uci_dataset
-from fediot.core.config import Config
+from fediot.core.config import Config, load_config
 from fediot.core.federated.devices import load_client_data
 from fediot.core.metrics.window import smallest_quiet_window
 from fediot.core.model import FeatureScaler, build_autoencoder, reconstruction_errors, set_weights
@@ -226,7 +226,7 @@ def test_intermediate_evaluation_follows_frequency_of_the_test(dataset: Path,
 def test_cross_silo_is_refused_with_the_key(dataset: Path, tmp_path: Path) -> None:
     from fediot.core.errors import FediotError
 
-    with pytest.raises(FediotError, match=r"common_args\.training_type"):
+    with pytest.raises(FediotError, match=r"common_args\.training_type.*`fediot server`"):
         run_federated(config(dataset, tmp_path, **{"common_args.training_type": "cross_silo"}))
 
 
@@ -331,6 +331,22 @@ def test_run_view_reads_the_run_and_its_detector_gives_the_runs_verdicts(
         find_run("nope", tmp_path / "runs")
 
 
+def test_compare_takes_every_option_of_simulate_but_resume() -> None:
+    """The README says compare takes simulate's options: the same names, from one source."""
+    import typer.main
+
+    from fediot.faces.cli.lazy import load_all
+
+    load_all()
+    commands = typer.main.get_group(app).commands
+
+    def options(name: str) -> set[str]:
+        return {opt for p in commands[name].params for opt in p.opts}
+
+    assert options("simulate") - options("compare") == {"--resume"}
+    assert options("compare") == options("simulate") - {"--resume"}
+
+
 def test_cli_compare_prints_and_records_the_three_modes(dataset: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from fediot.faces.cli.app import console
@@ -340,12 +356,17 @@ def test_cli_compare_prints_and_records_the_three_modes(dataset: Path, tmp_path:
         "compare", "--dataset", "N-BaIoT", "--data-dir", str(dataset), "--clients", "2",
         "--rounds", "1", "--runs-dir", str(tmp_path / "runs"),
         "--set", "detection_args.window=3",
+        "--per-round", "1", "--engine", "MPI", "--dashboard", "0",  # simulate's options
     ])
     assert result.exit_code == 0, result.output
+    assert "live dashboard: http://127.0.0.1:" in result.output
     assert "Danmini" in result.output and "Ecobee" in result.output
     table = result.stdout[result.stdout.index("F1 / TPR / FPR"):]  # ("federated…" precedes)
     assert "…" not in table and max(map(len, table.splitlines())) <= 80
     (run,) = (tmp_path / "runs").iterdir()
+    resolved = load_config(run / "config.yaml")
+    assert resolved.train_args.client_num_per_round == 1
+    assert resolved.comm_args.backend == "MPI"
     comparison = json.loads((run / "comparison.json").read_text())
     assert set(comparison) == {"federated", "centralised", "local"}
     assert set(comparison["local"]["devices"]) == {"Danmini_Doorbell", "Ecobee_Thermostat"}

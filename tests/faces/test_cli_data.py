@@ -74,3 +74,39 @@ def test_a_foreign_out_folder_is_refused(tmp_path: Path) -> None:
                          "--cache-dir", str(tmp_path / "c"))
     assert code == 2 and "not empty" in err
     assert (out_dir / "todo.txt").read_text() == "keep me"
+
+
+def test_info_names_the_folders_it_skips_and_why(tmp_path: Path) -> None:
+    import fediot.faces.cli.nbaiot  # noqa: F401  (registers `data info`)
+    from fediot.core.catalog import FEATURE_NAMES, N_FEATURES
+    from fediot.core.data import open_dataset
+
+    root = tmp_path / "nbaiot"
+    (root / "Danmini_Doorbell" / "gafgyt_attacks").mkdir(parents=True)
+    (root / "Danmini_Doorbell" / "captures").mkdir()
+    (root / "Fridge").mkdir()
+    (root / "Danmini_Doorbell" / "benign_traffic.csv").write_text(
+        ",".join(FEATURE_NAMES) + "\n" + ",".join(["1"] * N_FEATURES) + "\n")
+    assert dict(open_dataset(root).skipped) == {
+        "Danmini_Doorbell/captures/": "not one of gafgyt_attacks, mirai_attacks",
+        "Fridge/": "not a catalogued device's folder (expected e.g. Danmini_Doorbell)"}
+    result = CliRunner().invoke(app, ["data", "info", str(root), "--cache-dir",
+                                      str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "skipped Danmini_Doorbell/captures/: not one of gafgyt_attacks, mirai_attacks" in (
+        result.stdout)
+    assert "skipped Fridge/: not a catalogued device's folder" in result.stdout
+    assert "1 file, 1 rows" in result.stdout
+
+
+def test_info_skips_nothing_in_a_clean_folder(tmp_path: Path) -> None:
+    from fediot.core.catalog import FEATURE_NAMES, N_FEATURES
+    from fediot.core.data import open_dataset
+
+    (tmp_path / "1.benign.csv").write_text(
+        ",".join(FEATURE_NAMES) + "\n" + ",".join(["1"] * N_FEATURES) + "\n")
+    assert dict(open_dataset(tmp_path).skipped) == {}
+    (tmp_path / "extra").mkdir()
+    assert dict(open_dataset(tmp_path).skipped) == {
+        "extra/": "the Kaggle layout reads only <id>.<class>.csv files in the dataset folder "
+                  "itself"}

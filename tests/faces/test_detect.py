@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from federated_data import small_run_config, write_uci_dataset
+from fediot.core.detection import WINDOW_VOTE_SIGNATURE_ID
 from fediot.core.features.extractor import extract_features
 from fediot.core.features.packets import KIND_IPV4, KIND_OTHER
 from fediot.core.features.pcap import read_capture
@@ -119,7 +120,7 @@ def test_every_packet_of_the_real_capture(real_pcap: Path, runs_dir: Path,
         assert record["fediot"]["device"] == "Danmini_Doorbell"
         assert record["fediot"]["run"] == "cam"
         assert record["fediot"]["model_version"] == view.model_version()
-        assert record["fediot"]["window"] == WINDOW
+        assert record["fediot"]["window_vote"]["window"] == WINDOW
     assert [r["fediot"]["packet"] for r in records] == list(range(2000))
     assert records[0]["timestamp"].endswith("+0000") and "." in records[0]["timestamp"]
 
@@ -131,16 +132,17 @@ def test_every_packet_of_the_real_capture(real_pcap: Path, runs_dir: Path,
     assert {r["fediot"]["threshold"] for r in records} == {detector.threshold_}
     # verdicts: the core window vote over the per-packet flags
     flags = scores > detector.threshold_
-    assert [r["fediot"]["anomalous"] for r in records] == flags.tolist()
+    assert [r["fediot"]["score_above_threshold"] for r in records] == flags.tolist()
     # alerts are held back while the extractor settles (the run's warm-up settle time)
     settling = packets.timestamp - packets.timestamp[0] < 20
     assert 0 < settling.sum() < 2000
     assert [r["fediot"].get("settling", False) for r in records] == settling.tolist()
     voted = window_vote(flags, WINDOW)
     attack = voted & ~settling
-    assert [r["fediot"]["verdict"] == "attack" for r in records] == attack.tolist()
+    assert [r["fediot"]["window_vote"]["attack"] for r in records] == attack.tolist()
     assert [r["event_type"] == "alert" for r in records] == attack.tolist()
-    votes = [(r["fediot"]["window_vote"]["anomalous"], r["fediot"]["window_vote"]["packets"])
+    votes = [(r["fediot"]["window_vote"]["above_threshold"],
+              r["fediot"]["window_vote"]["packets"])
              for r in records]
     assert [2 * a > n for a, n in votes] == voted.tolist()
     assert attack.mean() < 0.01  # benign traffic the model was trained on: few alerts
@@ -157,8 +159,8 @@ def test_a_syn_flood_raises_alerts_naming_it(flood_pcap: Path, runs_dir: Path) -
                                   str(runs_dir), "--device", "Danmini_Doorbell", "--settle", "0")
     assert code == 0, stderr
     alerts = lines_of(stdout)  # stdout holds JSON lines and nothing else
-    assert all(a["event_type"] == "alert" and a["fediot"]["verdict"] == "attack"
-               for a in alerts)
+    assert all(a["event_type"] == "alert" and a["fediot"]["window_vote"]["attack"]
+               and a["alert"]["signature_id"] == WINDOW_VOTE_SIGNATURE_ID for a in alerts)
     in_flood = [a for a in alerts if a["fediot"]["packet"] >= 2000]
     assert len(in_flood) > 0.9 * FLOOD
     assert len(alerts) - len(in_flood) < 0.01 * 2000
@@ -207,7 +209,7 @@ def test_a_device_map_attributes_packets(flood_pcap: Path, runs_dir: Path,
         expected = (thresholds.global_threshold if device == "unknown"
                     else thresholds.per_device[device])
         assert {r["fediot"]["threshold"] for r in mine} == {expected}
-        flags = np.array([r["fediot"]["anomalous"] for r in mine])
+        flags = np.array([r["fediot"]["score_above_threshold"] for r in mine])
         assert [r["event_type"] == "alert" for r in mine] == window_vote(flags, WINDOW).tolist()
     assert "Danmini doorbell" in stderr and "Ecobee thermostat" in stderr
 

@@ -245,3 +245,8 @@ OFFICIAL_ROW_COUNTS: Final[Mapping[tuple[int, str], int]] = MappingProxyType({
 })
 """Official row count of each of the 89 N-BaIoT files, keyed by (UCI device id, traffic class)."""
 assert len(OFFICIAL_ROW_COUNTS) == 89
+
+
+FIRST_JITTER_CHOICES: Final[tuple[str, ...]] = ("epoch", "zero")
+"""A new channel's first jitter: ``epoch`` (the absolute time, as in N-BaIoT's rows) or
+``zero`` (the quirk turned off); :class:`~fediot.core.features.extractor.ExtractorOptions`."""

@@ -15,6 +15,7 @@ naming its key, instead of hanging or crashing the run later. The file itself is
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import reprlib
 import typing
@@ -473,7 +474,8 @@ class Config:
         for dotted, value in overrides.items():
             section, _, key = dotted.partition(".")
             if section not in raw or not key:
-                raise ConfigError(f"{_key_name(dotted)}: not a section.key of the configuration")
+                raise ConfigError(f"{_key_name(dotted)}: not a section.key of the configuration"
+                                  f"{closest_keys(dotted) if dotted.isprintable() else ''}")
             raw[section][key] = value
         return parse_config(raw, source="overrides")
 
@@ -503,7 +505,7 @@ MLFLOW_URI_SCHEMES = ("file", "sqlite", "http", "https")
 """Tracking stores ``tracking_args.mlflow_tracking_uri`` accepts (besides a plain folder path):
 stores on the user's own machines, never a hosted service."""
 
-_CHOICES: dict[str, tuple[str, ...]] = {
+CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "common_args.training_type": ("simulation", "cross_silo"),
     "data_args.dataset": ("testbed", "N-BaIoT"),
     "model_args.model": ("autoencoder",),
@@ -515,6 +517,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "detection_args.threshold_mode": ("global", "per_device", "quantile"),
     "comm_args.backend": ("inprocess", "MPI", "ray"),
 }
+"""The values each text key accepts: the one list the checks, the CLI's help and the strategy
+registry (:func:`fediot.engines.strategies.strategy_for`, which builds every optimiser named
+here; tested) all use."""
 
 
 MAX_DEVICES: Final[int] = len(DEVICES) * MAX_VIRTUAL_DEVICES_PER_DEVICE
@@ -641,6 +646,40 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                       f"{_shown.repr(value)}{hint}")
 
 
+def known_keys() -> list[str]:
+    """Every ``section.key`` a configuration may hold (those it ignores included)."""
+    keys = [f"{section}.{f.name}" for section, section_type in _section_types().items()
+            for f in fields(section_type)]
+    return keys + list(IGNORED_KEYS)
+
+
+def closest_keys(key: str, limit: int = 3) -> str:
+    """`` (did you mean …?)`` naming the known keys closest to the misspelt ``key``, or ``""``:
+    close names in the same section first, else close names in any section.
+
+    Parameters
+    ----------
+    key
+        The unknown ``section.key`` (or a bare section name) as written.
+    limit
+        Most suggestions shown. Default 3.
+    """
+    if len(key) > 100:  # difflib is quadratic in the length; no key is that long
+        return ""
+    if "." not in key:
+        close = difflib.get_close_matches(key, list(_section_types()), n=limit)
+    else:
+        section, _, name = key.partition(".")
+        known = known_keys()
+        same = [k.partition(".")[2] for k in known if k.partition(".")[0] == section]
+        close = [f"{section}.{n}" for n in difflib.get_close_matches(name, same, n=limit)]
+        if not close:  # a key under the wrong section, or a misspelt section
+            by_name = {k.partition(".")[2]: k for k in reversed(known)}
+            close = [by_name[n] for n in difflib.get_close_matches(name, list(by_name),
+                                                                 n=limit, cutoff=0.8)]
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
 def _section_types() -> dict[str, type[Any]]:
     hints = typing.get_type_hints(Config)
     return {f.name: hints[f.name] for f in fields(Config)}
@@ -656,7 +695,8 @@ def parse_config(raw: Any, source: str = "config") -> Config:
     built: dict[str, Any] = {}
     for section_name, values in raw.items():
         if section_name != "environment_args" and section_name not in sections:
-            raise ConfigError(f"{source}: unknown section {_shown.repr(section_name)}; "
+            hint = closest_keys(section_name) if isinstance(section_name, str) else ""
+            raise ConfigError(f"{source}: unknown section {_shown.repr(section_name)}{hint}; "
                               f"expected one of {sorted(sections)}")
         if values is None:
             values = {}
@@ -666,8 +706,8 @@ def parse_config(raw: Any, source: str = "config") -> Config:
         if section_name == "environment_args":
             for key in values:
                 if f"environment_args.{key}" not in IGNORED_KEYS:
-                    raise ConfigError(f"{source}: unknown key "
-                                      f"environment_args.{_key_name(key)}")
+                    dotted = f"environment_args.{_key_name(key)}"
+                    raise ConfigError(f"{source}: unknown key {dotted}{closest_keys(dotted)}")
             continue
         section_type = sections[section_name]
         hints = typing.get_type_hints(section_type)
@@ -679,7 +719,7 @@ def parse_config(raw: Any, source: str = "config") -> Config:
                     if dotted == "tracking_args.enable_wandb" and value:
                         raise ConfigError(f"{source}: {dotted}: hosted tracking is not supported")
                     continue
-                raise ConfigError(f"{source}: unknown key {dotted}")
+                raise ConfigError(f"{source}: unknown key {dotted}{closest_keys(dotted)}")
             kwargs[key] = _coerce(value, hints[key], f"{source}: {section_name}.{key}")
         built[section_name] = section_type(**kwargs)
     config = Config(**built)
@@ -750,7 +790,7 @@ def _check(config: Config, source: str) -> None:
         return ConfigError(f"{source}: {key}: {message}")
 
     flat = {f"{s}.{k}": v for s, d in config.to_dict().items() for k, v in d.items()}
-    for key, choices in _CHOICES.items():
+    for key, choices in CHOICES.items():
         if flat[key] not in choices:
             raise fail(key, f"must be one of {list(choices)}, got {_shown.repr(flat[key])}")
     for key, (low, high) in INT_RANGES.items():
@@ -856,6 +896,16 @@ def _check_tracking(tracking: TrackingArgs,
             raise fail("tracking_args.mlflow_tracking_uri", f"{_shown.repr(uri)} names no store")
     if not tracking.mlflow_experiment.strip():
         raise fail("tracking_args.mlflow_experiment", "must not be empty")
+
+
+def check_simulation(config: Config) -> None:
+    """Refuse, for a run on this machine, a configuration meant for a real deployment (one
+    error naming the key and the commands that run it)."""
+    if config.common_args.training_type != "simulation":
+        raise ConfigError(
+            "common_args.training_type: 'cross_silo' runs on a real server and real devices: "
+            "start `fediot server` (./run_server.sh) and one `fediot client` per device "
+            "(./run_client.sh N); use 'simulation' to run on this machine")
 
 
 def load_config(path: Path) -> Config:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -432,6 +432,12 @@ def eve_timestamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f%z")
 
 
+WINDOW_VOTE_SIGNATURE_ID: Final[int] = 1_000_001
+"""The ``signature_id`` of FedIoT's one alert rule, the window vote (more than half of a
+device's last ``window`` packets scored above its threshold), in Suricata's range for local
+rules (1,000,000–1,999,999): stable, so a SIEM can key on it."""
+
+
 def eve_record(
     verdict: Verdict,
     *,
@@ -446,11 +452,13 @@ def eve_record(
     object), ``"verdict"`` otherwise. The standard fields (``timestamp`` of the packet,
     ``in_iface``, ``src_ip``, ``src_port``, ``dest_ip``, ``dest_port``, ``proto``, ``ether``)
     appear when the packet has them: no ports without TCP/UDP, no IPs without IP or ARP (ARP
-    carries its sender and target protocol addresses). Ours are under ``"fediot"``: device,
-    score, threshold, verdict (``"attack"``/``"benign"``, the window vote's), the packet's own
-    ``anomalous`` flag, ``window_vote`` (anomalous packets among the device's last
-    ``packets``), window, packet number, model version and run; ``suppressed`` counts the
-    alerts of this device not written since its previous line (rate limiting).
+    carries its sender and target protocol addresses). The alert names its rule, the window
+    vote, by :data:`WINDOW_VOTE_SIGNATURE_ID`. Ours are under ``"fediot"``: ``device``,
+    ``packet`` (its number), the per-packet rule (``score``, ``threshold``,
+    ``score_above_threshold``), the window vote (``window_vote``: ``attack``, and
+    ``above_threshold`` packets among the device's last ``packets``, of at most ``window``),
+    ``model_version`` and ``run``; ``suppressed`` counts the alerts of this device not written
+    since its previous line (rate limiting), ``settling`` marks a held-back alert.
     """
     packet = verdict.packet
     record: dict[str, Any] = {
@@ -477,20 +485,22 @@ def eve_record(
     if verdict.attack:
         record["alert"] = {
             "action": "allowed",
-            "signature": f"FEDIOT anomalous traffic of device {verdict.device} "
-                         f"(autoencoder score above threshold in the window vote)",
+            "gid": 1,
+            "signature_id": WINDOW_VOTE_SIGNATURE_ID,
+            "rev": 1,
+            "signature": f"FEDIOT window vote: most of the last {verdict.voters} packets of "
+                         f"device {verdict.device} scored above its threshold",
             "category": "Anomalous IoT device traffic",
             "severity": 2,
         }
     fediot: dict[str, Any] = {
         "device": verdict.device,
+        "packet": verdict.index,
         "score": verdict.score,
         "threshold": verdict.threshold,
-        "verdict": "attack" if verdict.attack else "benign",
-        "anomalous": verdict.anomalous,
-        "window_vote": {"anomalous": verdict.votes, "packets": verdict.voters},
-        "window": verdict.window,
-        "packet": verdict.index,
+        "score_above_threshold": verdict.anomalous,
+        "window_vote": {"attack": verdict.attack, "above_threshold": verdict.votes,
+                        "packets": verdict.voters, "window": verdict.window},
         "model_version": model_version,
         "run": run_id,
     }

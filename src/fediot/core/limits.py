@@ -54,3 +54,7 @@ MAX_NESTING: Final[int] = 64
 MAX_INT_DIGITS: Final[int] = 100
 """Longest integer literal in such a document: Python refuses decimal literals of more than
 4,300 digits, and YAML's base-60 integers (``1:30:00``) cost time quadratic in their length."""
+
+MAX_SCORE_ROWS: Final[int] = 100_000
+"""Default most rows one ``/score`` request may carry (``fediot serve --max-rows``; about 90 MB
+as float64 once decoded)."""

@@ -42,23 +42,24 @@ import weakref
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
 from fediot.core.config import Config, dump_config, load_config, run_name_problem
 from fediot.core.errors import FediotError
-from fediot.core.federated.evaluation import (
-    EvaluationSummary,
-    Thresholds,
-    threshold_row_rates,
-)
-from fediot.core.federated.messages import DataReport, LogLine, ModelState
-from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
-from fediot.core.federated.validation import Rejection
 from fediot.core.io import atomic_path
 from fediot.core.liveness import ProcessIdentity
-from fediot.core.model import AutoencoderDetector, FeatureScaler, ScalerStats
+
+if TYPE_CHECKING:
+    # These load torch (about 1–2 s and 200 MB): imported where a model is read or written,
+    # so that listing and finding runs (`fediot runs`, `status`, `detect`'s run lookup) and
+    # refusing a bad one stay light.
+    from fediot.core.federated.evaluation import EvaluationSummary, Thresholds
+    from fediot.core.federated.messages import LogLine, ModelState
+    from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
+    from fediot.core.federated.validation import Rejection
+    from fediot.core.model import AutoencoderDetector
 
 _ID_STAMP: Final[re.Pattern[str]] = re.compile(r"^(\d{8}-\d{6})(?:-|$)")
 
@@ -173,6 +174,10 @@ class RunFolder:
 
     def load_checkpoint(self) -> ServerState:
         """The state :meth:`save_checkpoint` wrote; a clear error if there is none."""
+        from fediot.core.federated.messages import DataReport, ModelState
+        from fediot.core.federated.server import RoundRecord, ServerState
+        from fediot.core.model import ScalerStats
+
         path = self.root / "checkpoint.npz"
         if not path.is_file():
             raise FediotError(f"{self.root}: no checkpoint.npz to resume from")
@@ -209,6 +214,8 @@ class RunFolder:
 
     def save_results(self, result: RunResult, extra: dict[str, Any] | None = None) -> None:
         """``results.json`` and the model files."""
+        from fediot.core.federated.evaluation import threshold_row_rates
+
         self.save_model(result.model, result.thresholds)
         _write_json(self.root / "results.json", {
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -595,6 +602,10 @@ class RunView:
 
     def load_model(self) -> tuple[ModelState, Thresholds]:
         """The saved global model (weights, pooled scaler statistics) and thresholds."""
+        from fediot.core.federated.evaluation import Thresholds
+        from fediot.core.federated.messages import ModelState
+        from fediot.core.model import ScalerStats
+
         folder = self.root / "model"
         if not (folder / "weights.npz").is_file():
             raise FediotError(f"{self.root}: no model saved yet (model/weights.npz)")
@@ -616,6 +627,9 @@ class RunView:
 
     def load_round_model(self, server_round: int) -> ModelState:
         """The global model (weights, pooled scaler statistics) after ``server_round``."""
+        from fediot.core.federated.messages import ModelState
+        from fediot.core.model import ScalerStats
+
         path = self.root / "models" / f"round-{server_round:04d}.npz"
         if not path.is_file():
             raise FediotError(f"{self.root}: no model kept for round {server_round} "
@@ -633,6 +647,8 @@ class RunView:
     def detector(self, device: str | None = None) -> AutoencoderDetector:
         """The run's detector: global weights and scaler, the threshold of ``device`` (default:
         the global threshold) and its window (:meth:`Thresholds.window`)."""
+        from fediot.core.model import AutoencoderDetector, FeatureScaler
+
         model, thresholds = self.load_model()
         if device is None:
             threshold = thresholds.global_threshold

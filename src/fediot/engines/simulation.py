@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from fediot.core.config import Config
+from fediot.core.config import Config, check_simulation
 from fediot.core.data.layouts import open_dataset
-from fediot.core.errors import FediotError
 from fediot.core.federated.client import ClientData, DeviceGuards
 from fediot.core.federated.devices import (
     client_ids,
@@ -33,15 +32,6 @@ from fediot.engines.inprocess import SequentialPool, make_pool
 from fediot.engines.run_folder import RunFolder
 from fediot.engines.strategies import strategy_for
 from fediot.engines.tracking import record_run
-
-
-def check_simulation(config: Config) -> None:
-    """Refuse configurations meant for a real deployment (one error naming the key)."""
-    if config.common_args.training_type != "simulation":
-        raise FediotError(
-            "common_args.training_type: 'cross_silo' runs on a real server and real devices "
-            "(the Flower deployment engine, not built yet); use 'simulation' to run here"
-        )
 
 
 def run_federated(config: Config, observer: RunObserver | None = None, *,

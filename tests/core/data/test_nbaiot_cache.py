@@ -36,6 +36,24 @@ def test_default_root_follows_the_environment(
     assert default_cache_root() == Path.home() / ".cache" / "fediot" / "nbaiot"
 
 
+def test_the_help_text_names_the_folders_cache_dir_chooses(
+    private_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data info --help` / `data synth --help` describe the same order cache_dir follows."""
+    from fediot.core.paths import cache_dir, describe_cache_dir
+
+    described = describe_cache_dir("nbaiot").split(", else ")
+    assert described == ["$FEDIOT_CACHE_DIR/nbaiot", "$XDG_CACHE_HOME/fediot/nbaiot",
+                         "~/.cache/fediot/nbaiot"]
+    monkeypatch.setenv(CACHE_ENV, "/first")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/second")
+    assert cache_dir("nbaiot") == Path("/first/nbaiot")
+    monkeypatch.delenv(CACHE_ENV)
+    assert cache_dir("nbaiot") == Path("/second/fediot/nbaiot")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir("nbaiot") == Path(described[2]).expanduser()
+
+
 def test_second_load_is_a_hit_without_reparse(tmp_path: Path) -> None:
     source, rows = _csv(tmp_path)
     first_cache = FeatureCache(tmp_path / "cache")

@@ -79,6 +79,10 @@ class NBaIoTSource:
         Where parsed matrices are kept; default a :class:`FeatureCache` at its default root.
     manifest
         The parsed ``testbed.json`` of a testbed layout; None otherwise.
+    skipped
+        Folders under ``root`` the layout does not read, relative path → why (a folder that is
+        not a catalogued device, a device's subfolder that is not ``<botnet>_attacks``). Empty
+        by default.
     """
 
     root: Path
@@ -86,6 +90,7 @@ class NBaIoTSource:
     files: Mapping[FileKey, Path]
     cache: FeatureCache = field(default_factory=FeatureCache, compare=False, repr=False)
     manifest: Mapping[str, object] | None = None
+    skipped: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def is_official(self) -> bool:
@@ -156,7 +161,8 @@ def open_dataset(root: Path | str, cache: FeatureCache | None = None) -> NBaIoTS
                 "<root>/<device>/{gafgyt,mirai}_attacks/<attack>.parquet (or .csv)"
             )
         manifest = _read_manifest(manifest_path)
-        return NBaIoTSource(root, "testbed", MappingProxyType(files), cache, manifest)
+        return NBaIoTSource(root, "testbed", MappingProxyType(files), cache, manifest,
+                            _skipped_folders(root, "testbed"))
 
     uci_files = _scan_uci(root, (CSV_SUFFIX,), strict_catalog=True)
     kaggle_files = _scan_kaggle(root)
@@ -166,10 +172,32 @@ def open_dataset(root: Path | str, cache: FeatureCache | None = None) -> NBaIoTS
             f"(e.g. {next(iter(kaggle_files.values())).name}); keep one per folder"
         )
     if uci_files:
-        return NBaIoTSource(root, "uci", MappingProxyType(uci_files), cache)
+        return NBaIoTSource(root, "uci", MappingProxyType(uci_files), cache,
+                            skipped=_skipped_folders(root, "uci"))
     if kaggle_files:
-        return NBaIoTSource(root, "kaggle", MappingProxyType(kaggle_files), cache)
+        return NBaIoTSource(root, "kaggle", MappingProxyType(kaggle_files), cache,
+                            skipped=_skipped_folders(root, "kaggle"))
     raise DataError(f"{root}: no N-BaIoT data found; {EXPECTED_LAYOUTS}")
+
+
+def _skipped_folders(root: Path, layout: Layout) -> Mapping[str, str]:
+    """The folders under ``root`` that ``layout`` does not read, each with the reason."""
+    skipped: dict[str, str] = {}
+    devices = {device.name.lower() for device in DEVICES}
+    attack_folders = {f"{botnet}_attacks" for botnet in BOTNETS}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if layout == "kaggle":
+            skipped[f"{folder.name}/"] = "the Kaggle layout reads only <id>.<class>.csv files " \
+                                         "in the dataset folder itself"
+        elif folder.name.lower() not in devices:
+            skipped[f"{folder.name}/"] = ("not a catalogued device's folder (expected e.g. "
+                                          f"{DEVICES[0].name})")
+        else:
+            for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+                if sub.name not in attack_folders:
+                    skipped[f"{folder.name}/{sub.name}/"] = (
+                        f"not one of {', '.join(sorted(attack_folders))}")
+    return MappingProxyType(skipped)
 
 
 def _read_manifest(path: Path) -> Mapping[str, object]:

@@ -31,13 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fediot.core.catalog import LAMBDAS, N_FEATURES
+from fediot.core.catalog import FIRST_JITTER_CHOICES, LAMBDAS, N_FEATURES
 from fediot.core.errors import FediotError
 from fediot.core.features import kernel
 from fediot.core.features.packets import Packet, PacketTable
 from fediot.core.features.streams import StreamKeyer
 
-FIRST_JITTER_CHOICES = ("epoch", "zero")
 _ID_CACHE_LIMIT = 1 << 16
 """Packet keys whose stream ids :meth:`FeatureExtractor.update_packet` remembers (a flood of
 new sockets would otherwise grow the cache without bound)."""

@@ -9,6 +9,7 @@ federation of hundreds of devices can be simulated from N-BaIoT's nine.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,7 +19,9 @@ from fediot.core.data.layouts import NBaIoTSource, open_dataset
 from fediot.core.data.reader import FeatureMatrix
 from fediot.core.data.splits import split_device
 from fediot.core.errors import FediotError
-from fediot.core.federated.client import ClientData
+
+if TYPE_CHECKING:  # the client imports torch; dataset_root and client_ids must stay light
+    from fediot.core.federated.client import ClientData
 
 
 def client_ids(config: Config) -> list[str]:
@@ -47,6 +50,8 @@ def _part(rows: FeatureMatrix, part: int, parts: int) -> FeatureMatrix:
 def load_client_data(config: Config, client_id: str,
                      source: NBaIoTSource | None = None) -> ClientData:
     """One device's data as its client holds it (splits in time order, attacks test-only)."""
+    from fediot.core.federated.client import ClientData
+
     name, _, part_text = client_id.partition("#")
     try:
         device = device_by_name(name)
@@ -82,6 +87,8 @@ def load_client_data(config: Config, client_id: str,
 
 def pooled_client_data(clients: list[ClientData]) -> ClientData:
     """All devices' training and threshold rows as one client (the centralised baseline)."""
+    from fediot.core.federated.client import ClientData
+
     return ClientData(
         client_id="centralised",
         uci_id=0,

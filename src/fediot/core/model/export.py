@@ -24,19 +24,17 @@ are silenced here, not elsewhere.
 import copy
 import warnings
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 
 import torch
 from torch import nn
 
+from fediot.core.formats import EXPORT_FORMATS
 from fediot.core.io import atomic_path
 from fediot.core.model.autoencoder import Autoencoder
 from fediot.core.model.detector import AutoencoderDetector
 from fediot.core.model.transform import ModelInputError
 
-ExportFormat = Literal["torchscript", "onnx"]
-EXPORT_FORMATS: Final[tuple[ExportFormat, ...]] = ("torchscript", "onnx")
-EXPORT_SUFFIXES: Final[dict[str, str]] = {"torchscript": ".pt", "onnx": ".onnx"}
 INPUT_NAME: Final[str] = "features"
 """Name of the graph's input: float32[rows, n_features] raw feature values."""
 OUTPUT_NAME: Final[str] = "scores"

@@ -48,9 +48,16 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from fediot.core.catalog import BENIGN, DEVICES, FEATURE_NAMES, N_FEATURES, device_by_id
+from fediot.core.catalog import (
+    BENIGN,
+    DEVICES,
+    FEATURE_NAMES,
+    N_FEATURES,
+    device_by_id,
+)
 from fediot.core.errors import FediotError
 from fediot.core.features.extractor import extract_features
+from fediot.core.formats import FEATURE_FILE_FORMATS
 from fediot.core.io import write_features
 from fediot.core.limits import MAX_SEED, MAX_TESTBED_SCALE
 from fediot.core.liveness import STALE_SECONDS, owner_tag, remove_stale
@@ -59,7 +66,7 @@ from fediot.core.testbed.pcap_writer import write_pcap
 from fediot.core.testbed.simulator import GENERATOR_VERSION, packet_count, simulate_capture
 
 MANIFEST_NAME: Final[str] = "testbed.json"
-FILE_FORMATS: Final[tuple[str, ...]] = ("parquet", "csv")
+FILE_FORMATS: Final[tuple[str, ...]] = FEATURE_FILE_FORMATS
 
 ProgressCallback = Callable[[int, int, str], None]
 """Called after each file as ``progress(rows_done, rows_total, "<device>/<class>")``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from fediot.faces.cli.lazy import LazyGroup
+from fediot.faces.cli.lazy import LazyGroup, group_help
 
 app = typer.Typer(
     name="fediot",
@@ -15,7 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=LazyGroup,  # imports a command's module only when that command runs
 )
-data_app = typer.Typer(help="Datasets: the embedded testbed and N-BaIoT.", no_args_is_help=True)
+data_app = typer.Typer(help=group_help("data"), no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 console = Console()

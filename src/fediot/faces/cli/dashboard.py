@@ -18,6 +18,7 @@ from rich.console import Console
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.lazy import command
 
 DEFAULT_RUNS_DIR = Path(Config().tracking_args.log_file_dir)
 
@@ -87,7 +88,7 @@ def live_dashboard(runs_dir: Path, port: int | None, host: str = "127.0.0.1",
         handle.stop(linger=0.0)
 
 
-@app.command("dashboard")
+@command(app, "dashboard")
 def dashboard_command(
     runs_dir: Annotated[Path, typer.Option(help="the runs folder to show")] = DEFAULT_RUNS_DIR,
     host: Annotated[str, typer.Option(
@@ -101,8 +102,7 @@ def dashboard_command(
         "--new-token", help="make a random access token and print the URL holding it")
     ] = False,
 ) -> None:
-    """Serve the read-only live dashboard of the runs under --runs-dir until Ctrl-C: devices,
-    round progress, live metric charts, system figures per device, recent logs."""
+    # its help is its line in fediot.faces.cli.lazy.COMMANDS
     from fediot.faces.dashboard import new_token as make_token
     from fediot.faces.dashboard import serve_dashboard
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -12,10 +12,19 @@ from rich.console import Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fediot.core.catalog import BENIGN, DEVICES, GAFGYT_ATTACKS, MIRAI_ATTACKS
+from fediot.core.catalog import (
+    BENIGN,
+    DEVICES,
+    GAFGYT_ATTACKS,
+    MIRAI_ATTACKS,
+)
 from fediot.core.errors import FediotError
-from fediot.core.testbed.dataset import FILE_FORMATS, TestbedDataset, build_testbed
+from fediot.core.formats import FEATURE_FILE_FORMATS
+from fediot.core.paths import describe_cache_dir
 from fediot.faces.cli.app import console, data_app, fail
+
+if TYPE_CHECKING:  # the testbed loads numba, pandas and scipy: only `data synth` needs them
+    from fediot.core.testbed.dataset import TestbedDataset
 
 
 @data_app.command("synth")
@@ -27,19 +36,23 @@ def synth(
     out: Annotated[
         Path | None, typer.Option(help="put the dataset in this folder (default: the cache)")
     ] = None,
-    file_format: Annotated[
-        str, typer.Option("--format", help="feature file format: parquet or csv")
+    file_format: Annotated[str, typer.Option(
+        "--format", help=f"feature file format: {' or '.join(FEATURE_FILE_FORMATS)}")
     ] = "parquet",
     pcap: Annotated[bool, typer.Option(help="also write every capture as a pcap")] = False,
     cache_dir: Annotated[
-        Path | None, typer.Option(help="folder of cached testbeds (default ~/.cache/fediot)")
+        Path | None, typer.Option(
+            help=f"folder of cached testbeds (default: {describe_cache_dir('testbed')})")
     ] = None,
 ) -> None:
     """Simulate the nine N-BaIoT devices and ten attacks, and write their 115 features."""
+    from fediot.core.testbed.dataset import build_testbed
+
     if not math.isfinite(scale) or scale <= 0:
         raise fail(f"--scale must be a number > 0, got {scale}")
-    if file_format not in FILE_FORMATS:
-        raise fail(f"--format must be one of {', '.join(FILE_FORMATS)}, got {file_format!r}")
+    if file_format not in FEATURE_FILE_FORMATS:
+        raise fail(f"--format must be one of {', '.join(FEATURE_FILE_FORMATS)}, "
+                   f"got {file_format!r}")
     if seed < 0:
         raise fail(f"--seed must be ≥ 0, got {seed}")
     try:

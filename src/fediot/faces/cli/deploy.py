@@ -32,12 +32,10 @@ from fediot.faces.cli.dashboard import (
     ExitWhenDoneOption,
     live_dashboard,
 )
+from fediot.faces.cli.lazy import command, group_help
 from fediot.faces.cli.runs_common import ConfigOption, SetOption, resolve_config, results_table
 
-certs_app = typer.Typer(
-    help="TLS certificates and device keys for `fediot server` / `fediot client` "
-         "(scripts/make-certs.sh DIR HOST… makes all of them).",
-    no_args_is_help=True)
+certs_app = typer.Typer(help=group_help("certs"), no_args_is_help=True)
 app.add_typer(certs_app, name="certs")
 
 DEFAULT_CERTIFICATES = Path("certs")
@@ -96,7 +94,7 @@ def _node_security(host: str, insecure: bool, root_certificates: Path, node_key:
     return tls.NodeSecurity.load(root_certificates, node_key)
 
 
-@app.command("server")
+@command(app, "server")
 def server_command(
     config: ConfigOption = Path("config/fedml_config.yaml"),
     host: Annotated[str, typer.Option(help="address the SuperLink listens on")] = "127.0.0.1",
@@ -117,10 +115,7 @@ def server_command(
     dashboard: DashboardOption = None, dashboard_host: DashboardHostOption = "127.0.0.1",
     exit_when_done: ExitWhenDoneOption = False,
 ) -> None:
-    """Start a SuperLink (TLS + node authentication), run FedDetect on the devices that
-    connect, print the table.
-
-    With --dashboard the dashboard then keeps showing the finished run until Ctrl-C, unless
+    """With --dashboard the dashboard keeps showing the finished run until Ctrl-C, unless
     --exit-when-done."""
     _stop_on_sigterm()
     with ExitStack() as dashboard_serving:  # holds the dashboard open past the table
@@ -179,7 +174,7 @@ def server_command(
                       f"{traffic.get('total-bytes', 0):,} bytes; run folder: {folders[-1]}")
 
 
-@app.command("client")
+@command(app, "client")
 def client_command(
     device: Annotated[int, typer.Option(help="N-BaIoT device id, 1–9")],
     server: Annotated[str, typer.Option(help="the SuperLink, host:port")] = "127.0.0.1:9092",
@@ -193,7 +188,7 @@ def client_command(
     flwr_home: Annotated[Path | None, typer.Option(help="this device's Flower state")] = None,
     wait: Annotated[float, typer.Option(help="seconds to keep retrying the server")] = 3600.0,
 ) -> None:
-    """Serve one device's data to the federation (a SuperNode); runs until stopped."""
+    # its help is its line in fediot.faces.cli.lazy.COMMANDS
     _stop_on_sigterm()
     try:
         name = device_by_id(device).name

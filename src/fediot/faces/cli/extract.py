@@ -10,33 +10,31 @@ import typer
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from fediot.core.catalog import FIRST_JITTER_CHOICES
 from fediot.core.errors import FediotError
 from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.lazy import command
+
+FirstJitterOption = Annotated[str, typer.Option(
+    help=f"a new channel's first jitter: {' or '.join(FIRST_JITTER_CHOICES)} (N-BaIoT: epoch); "
+         "must match the training data's")]
 
 
-@app.command()
+@command(app, "extract")
 def extract(
     capture: Annotated[Path, typer.Argument(help="pcap or pcapng file")],
     output: Annotated[Path, typer.Option("--output", "-o", help="features.parquet or .csv")],
-    first_jitter: Annotated[
-        str, typer.Option(help="'epoch' (N-BaIoT) or 'zero' for a new channel's first jitter")
-    ] = "epoch",
+    first_jitter: FirstJitterOption = "epoch",
     allow_truncated: Annotated[
         bool, typer.Option(help="keep the packets before a truncated final record")
     ] = False,
 ) -> None:
-    """Compute the 115 N-BaIoT features of every packet of CAPTURE."""
-    # Imported here so that `fediot extract --help` needs neither numba nor pandas.
-    import numpy as np
-
-    from fediot.core.catalog import N_FEATURES
-    from fediot.core.features.extractor import ExtractorOptions, FeatureExtractor
+    # its help is its line in fediot.faces.cli.lazy.COMMANDS
+    # Imported here so that `fediot extract --help` needs neither numba nor pandas, and a bad
+    # capture is refused before they load.
     from fediot.core.features.pcap import read_capture
-    from fediot.core.io import WRITE_CHUNK_ROWS, FeatureWriter, format_from_suffix
 
     try:
-        options = ExtractorOptions(first_jitter=first_jitter)
-        format_from_suffix(output)
         started = time.perf_counter()
         with Progress(*Progress.get_default_columns()[:1], BarColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
@@ -44,6 +42,14 @@ def extract(
             reading = progress.add_task("reading", total=size)
             result = read_capture(capture, allow_truncated=allow_truncated,
                                   progress=lambda done: progress.update(reading, completed=done))
+            import numpy as np
+
+            from fediot.core.catalog import N_FEATURES
+            from fediot.core.features.extractor import ExtractorOptions, FeatureExtractor
+            from fediot.core.io import WRITE_CHUNK_ROWS, FeatureWriter, format_from_suffix
+
+            options = ExtractorOptions(first_jitter=first_jitter)
+            format_from_suffix(output)
             packets = result.packets
             task = progress.add_task("features", total=len(packets))
             # Extracted and written a chunk at a time into one reused buffer: memory stays

@@ -4,16 +4,25 @@ Each command module registers its commands on :data:`fediot.faces.cli.app.app` w
 some import torch, numba or Flower. :class:`LazyGroup` (the top-level group's class) knows each
 command's module and one-line help from :data:`COMMANDS`, lists the commands from that table, and
 imports a command's module only when the command itself is resolved.
-``tests/faces/test_cli_startup.py`` checks the table against what the modules register.
+
+The table is the one source of each command's help line: the modules register their commands
+with :func:`command` (and their groups with :func:`group_help`), which take the line from it;
+a command's docstring holds only what its ``--help`` adds below that line.
+``tests/faces/test_cli_startup.py`` checks that the modules register exactly the table's names.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
+import typer
 from typer.core import TyperGroup
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _CLI = "fediot.faces.cli."
 
@@ -54,6 +63,25 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
               "\n(scripts/make-certs.sh DIR HOST… makes all of them)."),
     "runs": (("runs",), "Run folders: list them (default) or show one."),
 }
+
+
+def group_help(name: str) -> str:
+    """The help line of command (or command group) ``name``, from :data:`COMMANDS`."""
+    return COMMANDS[name][1]
+
+
+def command(typer_app: typer.Typer, name: str) -> Callable[[F], F]:
+    """Register the decorated function as command ``name`` of ``typer_app``; its help is its
+    line in :data:`COMMANDS`, then the function's docstring (details), if it has one."""
+    def register(function: F) -> F:
+        # paragraphs joined into lines: the help formatter wraps them to the terminal
+        paragraphs = inspect.cleandoc(function.__doc__ or "").split("\n\n")
+        details = "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+        help_text = group_help(name) + (f"\n\n{details}" if details else "")
+        typer_app.command(name, help=help_text)(function)
+        return function
+
+    return register
 
 
 def load_all() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -31,6 +32,7 @@ from fediot.core.data import (
 )
 from fediot.core.data import Progress as DataProgress
 from fediot.core.errors import FediotError
+from fediot.core.paths import describe_cache_dir
 from fediot.faces.cli.app import console, data_app, err_console, fail
 
 
@@ -122,7 +124,7 @@ def info(
     cache_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Parsed-file cache (default: $FEDIOT_CACHE_DIR/nbaiot or ~/.cache/fediot/nbaiot)."
+            help=f"Parsed-file cache (default: {describe_cache_dir('nbaiot')})."
         ),
     ] = None,
 ) -> None:
@@ -134,6 +136,8 @@ def info(
         raise fail(str(error)) from None
     console.print(_info_table(source, counts))
     console.print(_info_summary(source, counts))
+    for folder, reason in source.skipped.items():
+        console.print(f"[yellow]skipped[/] {escape(folder)}: {escape(reason)}", highlight=False)
 
 
 def _row_counts(source: NBaIoTSource) -> dict[tuple[int, str], int]:

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -15,16 +15,11 @@ from fediot.core.catalog import client_label, device_by_name
 from fediot.core.data.layouts import open_dataset
 from fediot.core.errors import FediotError
 from fediot.core.features.warmup import WarmupRule
-from fediot.core.io import atomic_path
-from fediot.core.nbaiot_protocol import (
-    DeviceProtocolResult,
-    ProtocolSettings,
-    SweepPoint,
-    mean_over_devices,
-    run_protocol,
-    training_length_sweep,
-)
 from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.lazy import command
+
+if TYPE_CHECKING:  # the protocol trains with torch: loaded once the input is checked
+    from fediot.core.nbaiot_protocol import DeviceProtocolResult, SweepPoint
 
 FLOODS = ("gafgyt.tcp", "gafgyt.udp")
 """The spoofed-source floods whose rows look like a new host's first packet."""
@@ -45,6 +40,8 @@ def _min(values: dict[str, float]) -> float:
 
 def device_table(results: list[DeviceProtocolResult], title: str) -> Table:
     """One row per device, then the mean over devices."""
+    from fediot.core.nbaiot_protocol import mean_over_devices
+
     table = Table(title=title, caption="percent; ·w: with the device's ws* window vote; "
                   "TPR min: the lowest TPR over the device's attack classes")
     for name, justify in (("device", "left"), ("train/opt rows", "right"),
@@ -68,6 +65,8 @@ def device_table(results: list[DeviceProtocolResult], title: str) -> Table:
 
 def sweep_table(points: list[SweepPoint]) -> Table:
     """One row per training length: means over devices, and the worst device's flood TPR."""
+    from fediot.core.nbaiot_protocol import mean_over_devices
+
     table = Table(title="training-length sweep (fixed epochs, no early stopping)",
                   caption="percent, mean over devices; floods: Gafgyt TCP and UDP "
                           "single-instance TPR, worst device")
@@ -86,11 +85,13 @@ def sweep_table(points: list[SweepPoint]) -> Table:
 
 
 def _write(path: Path, payload: dict[str, Any]) -> None:
+    from fediot.core.io import atomic_path
+
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
 
 
-@app.command("protocol")
+@command(app, "protocol")
 def protocol_command(
     dataset: Annotated[str, typer.Option(
         help="testbed (built or cached) or N-BaIoT (the real files at --data-dir)")] = "testbed",
@@ -116,9 +117,7 @@ def protocol_command(
         "--output", "-o", help="JSON results file (default runs/protocol-<time>.json)",
         show_default=False)] = None,
 ) -> None:
-    """N-BaIoT's evaluation protocol: one autoencoder per device on its first benign third,
-    threshold mean + k·std on the second, window ws* with no false alarm on the second, FPR
-    on the last third and TPR on every attack file, single-instance and windowed."""
+    # its help is its line in fediot.faces.cli.lazy.COMMANDS
     try:
         if dataset == "testbed":
             from fediot.core.testbed import build_testbed  # heavy: only when used
@@ -132,10 +131,16 @@ def protocol_command(
             raise FediotError(f"--dataset must be testbed or N-BaIoT, got {dataset!r}")
         source = open_dataset(root)
         chosen = None if not devices else [device_by_name(name).uci_id for name in devices]
+        lengths = [int(item) for item in sweep.split(",")] if sweep else []
+        from fediot.core.nbaiot_protocol import (
+            ProtocolSettings,
+            run_protocol,
+            training_length_sweep,
+        )
+
         settings = ProtocolSettings(epochs=epochs, threshold_k=k, max_window=max_window,
                                     seed=seed, warmup=WarmupRule() if warmup
                                     else WarmupRule.off())
-        lengths = [int(item) for item in sweep.split(",")] if sweep else []
         with console.status("N-BaIoT protocol…") as status:
             results = run_protocol(source, chosen, settings,
                                    lambda name: status.update(f"protocol: {name}"))

@@ -10,10 +10,10 @@ import typer
 from fediot.core.errors import FediotError
 from fediot.engines.run_folder import find_run
 from fediot.faces.cli.app import app, console, fail
-from fediot.faces.report import report_summary, write_report
+from fediot.faces.cli.lazy import command
 
 
-@app.command("report")
+@command(app, "report")
 def report_command(
     run: Annotated[str, typer.Argument(
         help="a run folder, a run id, a unique id prefix, or 'latest'")],
@@ -22,11 +22,12 @@ def report_command(
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="the HTML file to write (default: RUN_FOLDER/report.html)")] = None,
 ) -> None:
-    """Write RUN's report (RUN: a run folder, id, unique id prefix or 'latest'): metrics,
-    per-round charts, ROC curves, score histograms, system figures and the
-    federated/centralised/local comparison, in one HTML file."""
+    # its help is its line in fediot.faces.cli.lazy.COMMANDS
     try:
         view = find_run(run, runs_dir)
+        # imported once the run is found: a wrong RUN is refused before the report's modules
+        from fediot.faces.report import report_summary, write_report
+
         path = write_report(view, output)
         summary = report_summary(view)
     except FediotError as error:

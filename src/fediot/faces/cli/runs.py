@@ -17,9 +17,9 @@ from rich.table import Table
 
 from fediot.core.catalog import client_label
 from fediot.core.errors import FediotError
-from fediot.core.federated.privacy import describe as describe_privacy
 from fediot.engines.run_folder import RunView, find_run, finite_number, list_runs
 from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.lazy import group_help
 from fediot.faces.cli.tables import (
     Column,
     FormatOption,
@@ -29,7 +29,7 @@ from fediot.faces.cli.tables import (
     write_records,
 )
 
-runs_app = typer.Typer(help="Run folders: list them (default) or show one.")
+runs_app = typer.Typer(help=group_help("runs"))
 app.add_typer(runs_app, name="runs")
 
 RunsDirOption = Annotated[Path | None, typer.Option(
@@ -219,6 +219,8 @@ def show_command(
     privacy = results.get("privacy") if results is not None else None
     if isinstance(privacy, dict):
         with contextlib.suppress(KeyError, TypeError, ValueError):  # a foreign results.json
+            from fediot.core.federated.privacy import describe as describe_privacy  # torch
+
             console.print(describe_privacy(privacy), highlight=False)
     if logs:
         _print(*_logs_table(lines[-logs:], len(lines)))

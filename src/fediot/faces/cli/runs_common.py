@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,12 +13,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fediot.core.catalog import client_label
-from fediot.core.config import Config, ConfigError, load_config
-from fediot.core.federated.evaluation import EvaluationSummary
-from fediot.core.federated.messages import LogLine
-from fediot.core.federated.server import RoundRecord
+from fediot.core.config import CHOICES, Config, ConfigError, load_config
 from fediot.core.safe_yaml import UnsafeInputError, load_yaml
 from fediot.faces.cli.tables import Column, fitted_table
+
+if TYPE_CHECKING:  # these import torch: the commands check their input before loading it
+    from fediot.core.federated.evaluation import EvaluationSummary
+    from fediot.core.federated.messages import LogLine
+    from fediot.core.federated.server import RoundRecord
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c",
                                                    help="fedml_config.yaml to start from")]
@@ -29,16 +31,25 @@ ClientsOption = Annotated[int | None, typer.Option("--clients",
                                                    help="train_args.client_num_in_total")]
 PerRoundOption = Annotated[int | None, typer.Option("--per-round",
                                                     help="train_args.client_num_per_round")]
+
+
+def key_help(key: str, note: str = "") -> str:
+    """A flag's help: the configuration key it sets and the values it takes, listed from
+    :data:`fediot.core.config.CHOICES` (never by hand), then ``note``."""
+    return f"{key}: {', '.join(CHOICES[key])}{note}"
+
+
 OptimizerOption = Annotated[str | None, typer.Option(
-    "--optimizer", help="train_args.federated_optimizer: FedAvg, FedProx or FedAdam")]
-DatasetOption = Annotated[str | None, typer.Option("--dataset",
-                                                   help="data_args.dataset: testbed or N-BaIoT")]
+    "--optimizer", help=key_help("train_args.federated_optimizer"))]
+DatasetOption = Annotated[str | None, typer.Option(
+    "--dataset", help=key_help("data_args.dataset"))]
 DataDirOption = Annotated[str | None, typer.Option("--data-dir",
                                                    help="data_args.data_cache_dir")]
 SeedOption = Annotated[int | None, typer.Option("--seed", help="common_args.random_seed")]
 OutOption = Annotated[str | None, typer.Option("--runs-dir", help="tracking_args.log_file_dir")]
 EngineOption = Annotated[str | None, typer.Option(
-    "--engine", help="comm_args.backend: inprocess, or ray (Flower's simulation runtime)")]
+    "--engine", help=key_help("comm_args.backend", " (MPI: the seed's name for inprocess; ray: "
+                                                   "Flower's simulation runtime)"))]
 RayAddressOption = Annotated[str | None, typer.Option(
     "--ray-address", help="comm_args.ray_address: attach to this Ray cluster")]
 SetOption = Annotated[list[str] | None, typer.Option(

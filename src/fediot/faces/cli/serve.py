@@ -5,33 +5,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from fediot.core.catalog import FEATURE_NAMES, N_FEATURES
 from fediot.core.errors import FediotError
-from fediot.core.io import atomic_path
-from fediot.core.model.export import (
-    EXPORT_FORMATS,
-    EXPORT_SUFFIXES,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    export_scorer,
-)
+from fediot.core.formats import EXPORT_FORMATS, EXPORT_SUFFIXES
+from fediot.core.limits import MAX_SCORE_ROWS
 from fediot.engines.run_folder import find_run
 from fediot.faces.access import binding_problem
 from fediot.faces.cli.app import app, console, fail
-from fediot.faces.serve import DEFAULT_MAX_ROWS, create_app
-from fediot.faces.serve.models import LoadedModel, load_model
+from fediot.faces.cli.lazy import command
+
+if TYPE_CHECKING:  # torch, FastAPI: loaded once the options are checked
+    from fediot.faces.serve.models import LoadedModel
 
 RunOption = Annotated[str, typer.Option(
     "--run", help="run folder, id, unique id prefix, or 'latest'")]
 RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="where run folders are")]
 
 
-@app.command("serve")
+@command(app, "serve")
 def serve_command(
     run: RunOption = "latest",
     runs_dir: RunsDirOption = Path("runs"),
@@ -44,7 +39,7 @@ def serve_command(
     max_body_mb: Annotated[float, typer.Option(
         help="largest /score body in MiB (larger → 413)")] = 64.0,
     max_rows: Annotated[int, typer.Option(
-        help="most rows per /score request (more → 413)")] = DEFAULT_MAX_ROWS,
+        help="most rows per /score request (more → 413)")] = MAX_SCORE_ROWS,
     token: Annotated[str | None, typer.Option(
         help="require 'Authorization: Bearer TOKEN' (at least 16 characters) in every request",
         envvar="FEDIOT_SERVE_TOKEN")] = None,
@@ -53,9 +48,7 @@ def serve_command(
     threads: Annotated[int, typer.Option(
         help="torch threads per scoring call; concurrent requests add parallelism")] = 1,
 ) -> None:
-    """Serve the run's global model over HTTP: POST /score, GET /healthz, GET /metrics.
-
-    A newer model saved in the run folder (or, with --run latest, a later run's model) is
+    """A newer model saved in the run folder (or, with --run latest, a later run's model) is
     picked up without a restart. Without --token only loopback addresses may be bound, and
     only requests addressed to a loopback name are answered.
     """
@@ -72,6 +65,10 @@ def serve_command(
         raise fail(problem)
     if threads < 1:
         raise fail(f"--threads must be ≥ 1; got {threads}")
+    import torch
+
+    from fediot.faces.serve import create_app
+
     # One thread per call by default: the server's threadpool scores requests side by side, and
     # intra-op threads on top of that oversubscribe the CPUs (OpenMP then spins: measured 25×
     # the CPU time of one thread on a busy 2-CPU machine).
@@ -94,6 +91,8 @@ def serve_command(
 
 
 def _sidecar(model: LoadedModel, file_format: str, model_path: Path) -> dict[str, Any]:
+    from fediot.core.model.export import INPUT_NAME, OUTPUT_NAME
+
     return {
         "run": model.run_id, "model_version": model.version, "format": file_format,
         "model": model_path.name,
@@ -113,7 +112,7 @@ def sidecar_path(model_file: Path) -> Path:
     return model_file.with_name(model_file.name + ".json")
 
 
-@app.command("export")
+@command(app, "export")
 def export_command(
     file_format: Annotated[str, typer.Option(
         "--format", help=f"{' or '.join(EXPORT_FORMATS)}")],
@@ -122,9 +121,7 @@ def export_command(
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="model file (default: <run>/export/scorer.pt or .onnx)")] = None,
 ) -> None:
-    """Write the global model as one graph: raw 115-feature float32 rows → per-row scores.
-
-    The graph holds the scaler (signed log1p, standardisation) and the autoencoder; a JSON
+    """The graph holds the scaler (signed log1p, standardisation) and the autoencoder; a JSON
     file beside it (the graph's name + .json, e.g. scorer.onnx.json) holds the thresholds,
     window and column order.
     """
@@ -135,6 +132,11 @@ def export_command(
         target = output or view.root / "export" / f"scorer{EXPORT_SUFFIXES[file_format]}"
         if target.suffix == ".json":
             raise FediotError(f"{target}: the .json name is the sidecar's; pick another suffix")
+        # loaded once the run is found: a wrong --run is refused before torch loads
+        from fediot.core.io import atomic_path
+        from fediot.core.model.export import export_scorer
+        from fediot.faces.serve.models import load_model
+
         model = load_model(view)  # one snapshot for the graph and the sidecar
         export_scorer(model.detector, target, file_format)
         sidecar = sidecar_path(target)

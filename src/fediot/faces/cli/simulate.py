@@ -1,4 +1,8 @@
-"""``fediot simulate`` and ``fediot compare``: federated runs on this machine."""
+"""``fediot simulate`` and ``fediot compare``: federated runs on this machine.
+
+The configuration (and an N-BaIoT folder's layout) is checked before torch, Ray or Flower is
+imported: a bad input costs a second and one error line, not the heavy imports first.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,17 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from fediot.core.catalog import client_label
-from fediot.core.config import Config
+from fediot.core.config import Config, check_simulation
+from fediot.core.data.layouts import open_dataset
 from fediot.core.errors import FediotError
-from fediot.core.federated.evaluation import EvaluationSummary
-from fediot.core.federated.privacy import describe as describe_privacy
-from fediot.core.federated.server import RunResult
-from fediot.engines.run_folder import RunFolder
-from fediot.engines.simulation import local_summary, run_centralised, run_local, simulate
+from fediot.core.federated.devices import dataset_root
 from fediot.faces.cli.app import app, console, err_console, fail
 from fediot.faces.cli.dashboard import (
     DashboardHostOption,
@@ -27,6 +28,7 @@ from fediot.faces.cli.dashboard import (
     ExitWhenDoneOption,
     live_dashboard,
 )
+from fediot.faces.cli.lazy import command
 from fediot.faces.cli.runs_common import (
     ClientsOption,
     ConfigOption,
@@ -55,6 +57,11 @@ from fediot.faces.cli.tables import (
     write_records,
 )
 
+if TYPE_CHECKING:
+    from fediot.core.federated.evaluation import EvaluationSummary
+    from fediot.core.federated.server import RunResult
+    from fediot.engines.run_folder import RunFolder
+
 
 def _config(config: Any, rounds: Any, workers: Any, clients: Any, per_round: Any,
             optimizer: Any, dataset: Any, data_dir: Any, seed: Any, runs_dir: Any,
@@ -74,6 +81,15 @@ def _config(config: Any, rounds: Any, workers: Any, clients: Any, per_round: Any
     }, sets)
 
 
+def check_inputs(config: Config) -> None:
+    """What can be checked of a run's input without torch or Flower: the configuration is
+    already checked; here that it is meant for this machine, and the N-BaIoT folder's layout
+    (the testbed is built later, on use)."""
+    check_simulation(config)
+    if config.data_args.dataset == "N-BaIoT":
+        open_dataset(dataset_root(config))
+
+
 def _describe(config: Config) -> str:
     t, d = config.train_args, config.data_args
     return (f"{t.client_num_in_total} devices ({t.client_num_per_round} per round), "
@@ -82,7 +98,7 @@ def _describe(config: Config) -> str:
             f"engine {config.comm_args.backend}")
 
 
-@app.command("simulate")
+@command(app, "simulate")
 def simulate_command(
     config: ConfigOption = None, rounds: RoundsOption = None, workers: WorkersOption = None,
     clients: ClientsOption = None, per_round: PerRoundOption = None,
@@ -95,19 +111,21 @@ def simulate_command(
     exit_when_done: ExitWhenDoneOption = False,
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
-    """Federated training of the devices on this machine; prints the per-device table (or,
-    with --format json / csv, its figures on stdout, everything else on stderr).
-
-    With --dashboard the dashboard then keeps showing the finished run until Ctrl-C, unless
+    """With --dashboard the dashboard keeps showing the finished run until Ctrl-C, unless
     --exit-when-done."""
     chatter = console if output_format is OutputFormat.table else err_console
     with ExitStack() as dashboard_serving:  # holds the dashboard open past the results
         try:
             if resume is not None:
+                from fediot.engines.run_folder import RunFolder
+
                 cfg = RunFolder(resume).load_config()
             else:
                 cfg = _config(config, rounds, workers, clients, per_round, optimizer, dataset,
                               data_dir, seed, runs_dir, set_, engine, ray_address)
+            check_inputs(cfg)
+            from fediot.engines.simulation import simulate  # torch, and Flower for engine ray
+
             chatter.print(f"[bold]FedDetect[/]: {_describe(cfg)}")
             started = time.perf_counter()
             shown = (resume.parent if resume
@@ -140,6 +158,8 @@ def _print_results(cfg: Config, result: RunResult, folder: RunFolder,
                   f"{time.perf_counter() - started:.1f} s; run folder: {folder.root}")
     chatter.print(model_choice(result))
     if result.privacy is not None:
+        from fediot.core.federated.privacy import describe as describe_privacy
+
         chatter.print(describe_privacy(result.privacy), highlight=False)
 
 
@@ -172,46 +192,68 @@ def _f1(summary: EvaluationSummary, device: str | None, key: str) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
 
 
-@app.command("compare")
+@command(app, "compare")
 def compare_command(
     config: ConfigOption = None, rounds: RoundsOption = None, workers: WorkersOption = None,
-    clients: ClientsOption = None, optimizer: OptimizerOption = None,
-    dataset: DatasetOption = None, data_dir: DataDirOption = None, seed: SeedOption = None,
-    runs_dir: OutOption = None, set_: SetOption = None,
+    clients: ClientsOption = None, per_round: PerRoundOption = None,
+    optimizer: OptimizerOption = None, dataset: DatasetOption = None,
+    data_dir: DataDirOption = None, seed: SeedOption = None, runs_dir: OutOption = None,
+    engine: EngineOption = None, ray_address: RayAddressOption = None, set_: SetOption = None,
+    dashboard: DashboardOption = None, dashboard_host: DashboardHostOption = "127.0.0.1",
+    exit_when_done: ExitWhenDoneOption = False,
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
-    """Federated vs centralised vs local-only training on identical splits and evaluation
-    (--format json / csv: the figures on stdout, everything else on stderr)."""
+    """The options are simulate's (but --resume): --per-round, --engine and --ray-address apply
+    to the federated run; centralised and local-only training run in this process.
+    """
     chatter = console if output_format is OutputFormat.table else err_console
-    try:
-        cfg = _config(config, rounds, workers, clients, None, optimizer, dataset, data_dir,
-                      seed, runs_dir, set_)
-        chatter.print(f"[bold]compare[/]: {_describe(cfg)}")
-        summaries: dict[str, EvaluationSummary] = {}
-        folders: list[RunFolder] = []
+    with ExitStack() as dashboard_serving:  # holds the dashboard open past the table
+        try:
+            cfg = _config(config, rounds, workers, clients, per_round, optimizer, dataset,
+                          data_dir, seed, runs_dir, set_, engine, ray_address)
+            check_inputs(cfg)
+            from fediot.engines.simulation import (
+                local_summary,
+                run_centralised,
+                run_local,
+                simulate,
+            )
 
-        def federated(observer: ProgressObserver) -> EvaluationSummary:
-            result, folder = simulate(cfg, observer)
-            folders.append(folder)
-            return result.evaluation
+            chatter.print(f"[bold]compare[/]: {_describe(cfg)}")
+            summaries: dict[str, EvaluationSummary] = {}
+            folders: list[RunFolder] = []
 
-        def centralised(observer: ProgressObserver) -> EvaluationSummary:
-            return run_centralised(cfg, observer).evaluation
+            def federated(observer: ProgressObserver) -> EvaluationSummary:
+                result, folder = simulate(cfg, observer)
+                folders.append(folder)
+                return result.evaluation
 
-        def local(observer: ProgressObserver) -> EvaluationSummary:
-            return local_summary(run_local(cfg, observer))
+            def centralised(observer: ProgressObserver) -> EvaluationSummary:
+                return run_centralised(cfg, observer).evaluation
 
-        runs: dict[str, Callable[[ProgressObserver], EvaluationSummary]] = {
-            "federated": federated, "centralised": centralised, "local": local}
-        for name, run in runs.items():
-            with progress_bar(chatter) as progress:
-                total = cfg.train_args.comm_round * (
-                    cfg.train_args.client_num_in_total if name == "local" else 1)
-                progress.console.print(f"[dim]{name}…[/]")
-                summaries[name] = run(ProgressObserver(progress, total))
-        folders[0].save_comparison(summaries)
-    except FediotError as error:
-        raise fail(str(error)) from None
+            def local(observer: ProgressObserver) -> EvaluationSummary:
+                return local_summary(run_local(cfg, observer))
+
+            runs: dict[str, Callable[[ProgressObserver], EvaluationSummary]] = {
+                "federated": federated, "centralised": centralised, "local": local}
+            shown = Path(cfg.tracking_args.log_file_dir).expanduser()
+            dashboard_serving.enter_context(
+                live_dashboard(shown, dashboard, dashboard_host, exit_when_done, chatter))
+            for name, run in runs.items():
+                with progress_bar(chatter) as progress:
+                    total = cfg.train_args.comm_round * (
+                        cfg.train_args.client_num_in_total if name == "local" else 1)
+                    progress.console.print(f"[dim]{name}…[/]")
+                    summaries[name] = run(ProgressObserver(progress, total))
+            folders[0].save_comparison(summaries)
+        except FediotError as error:
+            raise fail(str(error)) from None
+        _print_comparison(cfg, summaries, folders[0], output_format)
+
+
+def _print_comparison(cfg: Config, summaries: dict[str, EvaluationSummary], folder: RunFolder,
+                      output_format: OutputFormat) -> None:
+    """What ``fediot compare`` prints at the end: F1 and TPR/FPR of each training kind."""
     devices: list[str | None] = [*summaries["federated"].devices, None]
     if output_format is not OutputFormat.table:
         records = [{"device": device, "label": client_label(device) if device else
@@ -220,7 +262,7 @@ def compare_command(
                                       for key, source in (("f1", "f1"), ("tpr", "recall"),
                                                           ("fpr", "fpr"))}}
                    for device in devices]
-        write_records(records, output_format, {"run": folders[0].root.name,
+        write_records(records, output_format, {"run": folder.root.name,
                                                "window": cfg.detection_args.describe_window(),
                                                "devices": records})
         return

@@ -14,6 +14,7 @@ from fediot.core.catalog import client_label
 from fediot.core.errors import FediotError
 from fediot.engines.run_folder import RunView, latest_run
 from fediot.faces.cli.app import app, console, fail
+from fediot.faces.cli.lazy import command
 from fediot.faces.cli.tables import Column, print_table
 
 STATE_STYLES = {"failed": "red", "interrupted": "magenta", "running": "yellow"}
@@ -26,13 +27,12 @@ def newest_run(runs_dir: Path) -> Path | None:
     return view.root if view is not None else None
 
 
-@app.command("status")
+@command(app, "status")
 def status_command(
     run: Annotated[Path | None, typer.Argument(help="a run folder (default: the newest)")] = None,
     runs_dir: Annotated[Path, typer.Option(help="where run folders are")] = Path("runs"),
 ) -> None:
-    """Show RUN's state and round, and each device's state and last contact (RUN: a run
-    folder; default: the newest under --runs-dir)."""
+    # its help is its line in fediot.faces.cli.lazy.COMMANDS
     folder = run or newest_run(runs_dir)
     if folder is None:
         raise fail(f"no run with a status.json under {runs_dir}")

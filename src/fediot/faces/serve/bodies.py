@@ -38,7 +38,7 @@ import pyarrow.parquet as pa_parquet
 from fediot.core.catalog import FEATURE_NAMES, N_FEATURES
 from fediot.core.data.reader import csv_value_problem, feature_name_mismatch, first_csv_problem
 from fediot.core.errors import FediotError
-from fediot.core.limits import MAX_WINDOW
+from fediot.core.limits import MAX_SCORE_ROWS, MAX_WINDOW
 
 Rows = npt.NDArray[np.float64]
 WindowChoice = int | Literal["run"] | None
@@ -52,8 +52,9 @@ BODY_TYPES: Final[tuple[str, ...]] = (JSON_TYPE, CSV_TYPE, *PARQUET_TYPES)
 _FEATURE_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _JSON_KEYS: Final[tuple[str, ...]] = ("rows", "device", "window")
 
-DEFAULT_MAX_ROWS: Final[int] = 100_000
-"""Most rows one ``/score`` request may carry (about 90 MB as float64 once decoded)."""
+DEFAULT_MAX_ROWS: Final[int] = MAX_SCORE_ROWS
+"""Most rows one ``/score`` request may carry by default
+(:data:`fediot.core.limits.MAX_SCORE_ROWS`)."""
 _DECODED_BYTES_PER_ROW: Final[int] = 4 * 8 * N_FEATURES
 """Parquet bytes per row a file may declare once decompressed: 8-byte values with generous
 room for levels, dictionaries and page headers; a file declaring more is a decompression
