@@ -8,7 +8,6 @@ stopped by its PID.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,14 +22,9 @@ from fediot.core.config import load_config
 from fediot.engines.flower import deployment
 from fediot.engines.run_folder import RunView
 from fediot.engines.simulation import run_federated
+from ports import free_port
 
 FEDIOT = Path(sys.executable).with_name("fediot")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from fediot.core.catalog import DEVICES
 from fediot.core.federated.messages import FitReport, FitTask, ModelState, SystemStats
 from fediot.core.federated.secure_aggregation import SecAggReply, SecAggTask
 from fediot.core.model import ScalerStats
-from fediot.engines.flower import deployment
 from fediot.engines.flower.records import decode_reply, decode_task, encode_reply, encode_task
+from ports import free_port
 
 
 def test_secagg_messages_round_trip() -> None:
@@ -48,7 +48,7 @@ def test_secagg_deployment_survives_a_device_killed_mid_round(tmp_path: Path) ->
     config = write_config(tmp_path, comm_round=2, client_num_min_replies=2)
     text = config.read_text() + "comm_args:\n  secure_aggregation: true\n"
     config.write_text(text)
-    port = deployment.free_port()
+    port = free_port()
     node = start_nodes(tmp_path, port)
     victim = DEVICES[2].name
     server = start_server(config, port, tmp_path / "server")

@@ -29,6 +29,7 @@ from fediot.core.catalog import DEVICES
 from fediot.core.errors import FediotError
 from fediot.engines.flower import certificates as tls
 from fediot.engines.flower import deployment
+from ports import free_port
 
 FEDIOT = Path(sys.executable).with_name("fediot")
 REPO = Path(__file__).resolve().parents[2]
@@ -240,11 +241,11 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
         made = fediot("certs", *args)
         assert made.returncode == 0, made.stdout + made.stderr
     config = write_config(tmp, n_devices=len(ADMITTED), rounds=1)
-    port = deployment.free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     nodes = [
         deployment.supernode(
-            tmp / f"node{d.uci_id}", address, d.name, deployment.free_port(),
+            tmp / f"node{d.uci_id}", address, d.name, free_port(),
             security=tls.NodeSecurity.load(
                 certs / "ca.crt", tls.device_key_paths(certs, d.uci_id)[0]),
             max_wait_seconds=600).start()
@@ -272,7 +273,7 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
         rogue = subprocess.Popen(
             [str(FEDIOT), "client", "--device", str(ROGUE.uci_id), "--server", address,
              "--root-certificates", str(certs / "ca.crt"), "--node-key", str(rogue_key),
-             "--port", str(deployment.free_port()), "--flwr-home", str(tmp / "rogue"),
+             "--port", str(free_port()), "--flwr-home", str(tmp / "rogue"),
              "--wait", "300"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "COLUMNS": "200"})
