@@ -41,6 +41,7 @@ def cross_silo_config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_superlink_and_three_supernodes_complete_two_rounds(
     cross_silo_config: Path, tmp_path: Path
 ) -> None:
@@ -99,6 +100,7 @@ def test_superlink_and_three_supernodes_complete_two_rounds(
     assert results["evaluation"] == json.loads(json.dumps(in_process.evaluation.to_dict()))
 
 
+@pytest.mark.slow
 def test_server_refuses_a_non_loopback_address_without_tls(cross_silo_config: Path) -> None:
     refused = subprocess.run(
         [str(FEDIOT), "server", "--config", str(cross_silo_config), "--host", "0.0.0.0",

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
 import yaml
 
 from federated_data import write_uci_dataset
@@ -79,6 +80,7 @@ def wait_until(condition: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_a_killed_device_is_skipped_and_rejoins_after_restart(tmp_path: Path) -> None:
     config = write_config(tmp_path, comm_round=4, client_num_min_replies=2)
     port = free_port()
@@ -108,6 +110,7 @@ def test_a_killed_device_is_skipped_and_rejoins_after_restart(tmp_path: Path) ->
     assert rejoined, (rounds, list(results["evaluation"]["devices"]))
 
 
+@pytest.mark.slow
 def test_a_restarted_server_resumes_at_the_next_round(tmp_path: Path) -> None:
     config = write_config(tmp_path, comm_round=3)
     port = free_port()

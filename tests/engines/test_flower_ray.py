@@ -61,6 +61,7 @@ def test_ray_simulation_reaches_the_in_process_model(dataset: Path, tmp_path: Pa
             assert model_bytes <= figures["bytes_up"] < 2 * model_bytes
 
 
+@pytest.mark.slow
 def test_attaches_to_a_running_ray_cluster(dataset: Path, tmp_path: Path) -> None:
     port = free_port()
     # a short temp dir: Ray's socket paths must stay under the 107-byte limit

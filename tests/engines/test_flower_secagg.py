@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fediot.core.catalog import DEVICES
 from fediot.core.federated.messages import FitReport, FitTask, ModelState, SystemStats
@@ -35,6 +36,7 @@ def test_secagg_messages_round_trip() -> None:
     assert decode_reply("secagg", encode_reply("secagg", "d", keys), "d").payload == keys.payload
 
 
+@pytest.mark.slow
 def test_secagg_deployment_survives_a_device_killed_mid_round(tmp_path: Path) -> None:
     from test_flower_faults import (
         rounds_done,

@@ -68,6 +68,7 @@ def write_config(tmp: Path, n_devices: int, rounds: int) -> Path:
 # --- certificates and keys ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_make_certs_writes_a_ca_a_server_certificate_and_a_key_pair_per_device(
     tmp_path: Path,
 ) -> None:
@@ -170,6 +171,7 @@ def test_the_server_refuses_plain_http_or_missing_certificates_off_loopback(
     assert not (tmp_path / "home").exists()  # refused before anything started
 
 
+@pytest.mark.slow
 def test_a_device_refuses_plain_http_off_loopback_and_needs_the_ca(tmp_path: Path) -> None:
     done = fediot("client", "--device", "1", "--server", "192.0.2.7:9092", "--insecure",
                   "--flwr-home", tmp_path / "home")
@@ -308,6 +310,7 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
     server_err.close()
 
 
+@pytest.mark.slow
 def test_tls_and_node_authentication_complete_a_run_of_the_admitted_devices(
     secure_run: SecureRun,
 ) -> None:
@@ -323,6 +326,7 @@ def test_tls_and_node_authentication_complete_a_run_of_the_admitted_devices(
     assert {json.loads(line)["round"] for line in secure_run.metrics} == {1}
 
 
+@pytest.mark.slow
 def test_a_device_whose_key_was_not_admitted_is_refused(secure_run: SecureRun) -> None:
     rogue = secure_run.rogue
     assert rogue.returncode == 1, rogue.stdout + rogue.stderr

@@ -331,6 +331,7 @@ def test_server_command_reports_a_busy_dashboard_port_before_starting_flower(
     assert "SuperLink on" not in result.stdout
 
 
+@pytest.mark.slow
 def test_dashboard_command_serves_in_the_foreground_until_stopped(runs_dir: Path) -> None:
     process = subprocess.Popen(
         [str(FEDIOT), "dashboard", "--runs-dir", str(runs_dir), "--port", "0", "--new-token"],
@@ -367,6 +368,7 @@ def _drain(lines: queue.Queue[str], printed: list[str]) -> str:
     return "".join(printed)
 
 
+@pytest.mark.slow
 def test_the_page_follows_a_running_simulation(browser_page: Any, dataset: Path,
                                                tmp_path: Path) -> None:
     """A real ``fediot simulate --dashboard 0`` in a subprocess, watched in Chromium."""
@@ -425,6 +427,7 @@ def test_the_page_follows_a_running_simulation(browser_page: Any, dataset: Path,
             process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_killed_run_shows_as_interrupted_and_is_not_followed(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     _, pid = killed_run(runs, "killed")

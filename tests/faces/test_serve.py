@@ -852,6 +852,7 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(err_console, "width", 5000)
 
 
+@pytest.mark.slow
 def test_fediot_serve_command_serves_the_run(run_root: Path) -> None:
     port = free_port()
     process = subprocess.Popen(

@@ -100,6 +100,7 @@ def test_the_project_reader_opens_it_as_the_testbed_layout(dataset: TestbedDatas
     np.testing.assert_allclose(matrix, expected.astype(np.float32), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_other_bytes(dataset: TestbedDataset,
                                                      tmp_path: Path) -> None:
     again = build_testbed(seed=0, scale=SCALE, cache_dir=tmp_path / "a")
@@ -152,6 +153,7 @@ def test_out_gets_a_copy_of_the_cached_dataset(dataset: TestbedDataset, cache: P
     assert build_testbed(out, seed=0, scale=SCALE, cache_dir=cache).from_cache
 
 
+@pytest.mark.slow
 def test_out_is_built_directly_when_the_cache_is_cold(tmp_path: Path) -> None:
     out = tmp_path / "direct"
     out.mkdir()  # an empty folder is fine
@@ -214,6 +216,7 @@ def test_partial_builds_of_killed_processes_are_removed_on_the_next_start(
     assert remove_build_leftovers(cache_dir) == [busy]  # its process has ended now
 
 
+@pytest.mark.slow
 def test_builds_of_one_testbed_finishing_together_keep_the_first(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two commands (or test workers) building the same testbed at once: each finished build
