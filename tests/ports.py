@@ -41,7 +41,8 @@ _lock = threading.Lock()
 _candidates: Iterator[int] | None = None
 
 
-def _ephemeral_low() -> int:
+def ephemeral_low() -> int:
+    """The first port of the range the OS hands out to ``bind(0)`` and outgoing connections."""
     try:
         return int(_EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -64,7 +65,7 @@ def worker_block(worker: str | None = None, workers: str | None = None) -> range
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") if workers is None else workers
     index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
     count = max(int(workers) if workers.isdigit() else 1, index + 1)
-    size = (_ephemeral_low() - RESERVED_LOW) // count
+    size = (ephemeral_low() - RESERVED_LOW) // count
     if size < _MIN_BLOCK:
         return range(0)
     start = RESERVED_LOW + index * size
