@@ -39,6 +39,7 @@ def assert_same(a: object, b: object) -> None:
     assert a.evaluation.to_dict() == b.evaluation.to_dict()  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_ray_simulation_reaches_the_in_process_model(dataset: Path, tmp_path: Path) -> None:
     on_ray, folder = simulate(config(dataset, **{
         "comm_args.backend": "ray", "tracking_args.log_file_dir": str(tmp_path / "runs")}))
