@@ -1,4 +1,5 @@
-"""Shared test fixtures: where the shared real data lives (``../shared`` beside the repo)."""
+"""Shared test fixtures: where the shared real data lives (``../shared`` beside the repo); the
+Hypothesis profile of the whole suite."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The suite runs in parallel (./run_tests.sh, pytest-xdist) on a machine other work may load:
+# Hypothesis's default 200 ms per-example deadline would turn that load into failures. Hangs
+# are caught where they matter by the fuzz suite's own guard (tests/fuzz/conftest.py).
+settings.register_profile("fediot", deadline=None)
+settings.load_profile("fediot")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FEDIOT_SHARED", REPO.parent / "shared"))

@@ -152,6 +152,7 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (4 * 1024**3, 4 * 1024**3))
 
 
+@pytest.mark.slow
 def test_an_alias_bomb_is_refused_everywhere_yaml_comes_in(tmp_path: Path) -> None:
     (tmp_path / "bomb.yaml").write_text(alias_bomb())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(

@@ -8,7 +8,6 @@ stopped by its PID.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,14 +22,9 @@ from fediot.core.config import load_config
 from fediot.engines.flower import deployment
 from fediot.engines.run_folder import RunView
 from fediot.engines.simulation import run_federated
+from ports import free_port
 
 FEDIOT = Path(sys.executable).with_name("fediot")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -47,6 +41,7 @@ def cross_silo_config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_superlink_and_three_supernodes_complete_two_rounds(
     cross_silo_config: Path, tmp_path: Path
 ) -> None:
@@ -105,6 +100,7 @@ def test_superlink_and_three_supernodes_complete_two_rounds(
     assert results["evaluation"] == json.loads(json.dumps(in_process.evaluation.to_dict()))
 
 
+@pytest.mark.slow
 def test_server_refuses_a_non_loopback_address_without_tls(cross_silo_config: Path) -> None:
     refused = subprocess.run(
         [str(FEDIOT), "server", "--config", str(cross_silo_config), "--host", "0.0.0.0",

@@ -13,11 +13,13 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
 import yaml
 
 from federated_data import write_uci_dataset
 from fediot.core.catalog import DEVICES
 from fediot.engines.flower import deployment
+from ports import free_port
 
 FEDIOT = Path(sys.executable).with_name("fediot")
 
@@ -54,7 +56,7 @@ def start_server(config: Path, port: int, home: Path) -> subprocess.Popen[str]:
 def start_nodes(tmp_path: Path, port: int) -> dict[str, deployment.FlowerProcess]:
     """One running SuperNode for each of the first three devices, by device name."""
     return {d.name: deployment.supernode(tmp_path / f"node{d.uci_id}", f"127.0.0.1:{port}",
-                                         d.name, deployment.free_port()).start()
+                                         d.name, free_port()).start()
             for d in DEVICES[:3]}
 
 
@@ -78,9 +80,10 @@ def wait_until(condition: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_a_killed_device_is_skipped_and_rejoins_after_restart(tmp_path: Path) -> None:
     config = write_config(tmp_path, comm_round=4, client_num_min_replies=2)
-    port = deployment.free_port()
+    port = free_port()
     node = start_nodes(tmp_path, port)
     victim = DEVICES[2].name
     server = start_server(config, port, tmp_path / "server")
@@ -92,7 +95,7 @@ def test_a_killed_device_is_skipped_and_rejoins_after_restart(tmp_path: Path) ->
                                for r in rounds_done(tmp_path / "runs")), 600,
                    "a round completed without the killed device")
         restarted = deployment.supernode(tmp_path / "node3-again", f"127.0.0.1:{port}",
-                                         victim, deployment.free_port()).start()
+                                         victim, free_port()).start()
         output, _ = server.communicate(timeout=900)
         assert server.returncode == 0, output
     finally:
@@ -107,11 +110,12 @@ def test_a_killed_device_is_skipped_and_rejoins_after_restart(tmp_path: Path) ->
     assert rejoined, (rounds, list(results["evaluation"]["devices"]))
 
 
+@pytest.mark.slow
 def test_a_restarted_server_resumes_at_the_next_round(tmp_path: Path) -> None:
     config = write_config(tmp_path, comm_round=3)
-    port = deployment.free_port()
+    port = free_port()
     nodes = [deployment.supernode(tmp_path / f"node{d.uci_id}", f"127.0.0.1:{port}", d.name,
-                                  deployment.free_port(), max_wait_seconds=900).start()
+                                  free_port(), max_wait_seconds=900).start()
              for d in DEVICES[:3]]
     try:
         first = start_server(config, port, tmp_path / "server")

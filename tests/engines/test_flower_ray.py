@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,11 @@ import pytest
 
 from federated_data import small_run_config, write_uci_dataset
 from fediot.core.config import Config
+from fediot.core.liveness import pid_alive
+from fediot.engines.flower import deployment
 from fediot.engines.run_folder import RunView
 from fediot.engines.simulation import run_federated, simulate
+from ports import free_port
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -35,6 +39,7 @@ def assert_same(a: object, b: object) -> None:
     assert a.evaluation.to_dict() == b.evaluation.to_dict()  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_ray_simulation_reaches_the_in_process_model(dataset: Path, tmp_path: Path) -> None:
     on_ray, folder = simulate(config(dataset, **{
         "comm_args.backend": "ray", "tracking_args.log_file_dir": str(tmp_path / "runs")}))
@@ -57,33 +62,35 @@ def test_ray_simulation_reaches_the_in_process_model(dataset: Path, tmp_path: Pa
             assert model_bytes <= figures["bytes_up"] < 2 * model_bytes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
+@pytest.mark.slow
 def test_attaches_to_a_running_ray_cluster(dataset: Path, tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     # a short temp dir: Ray's socket paths must stay under the 107-byte limit
-    temp = Path("/tmp") / f"fediot-ray-{port}"
-    started = subprocess.run(
-        [str(RAY), "start", "--head", "--port", str(port), "--temp-dir", str(temp),
-         "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert started.returncode == 0, started.stderr
+    temp = Path(tempfile.mkdtemp(prefix="fediot-ray-", dir="/tmp"))
+    # --block keeps `ray start` as the parent of the cluster's processes, so the cluster is
+    # stopped by its PID (never `ray stop`, which ends every Ray runtime of the machine,
+    # other test workers' included)
+    head = deployment.FlowerProcess(
+        "ray head",
+        [str(RAY), "start", "--head", "--block", "--port", str(port), "--temp-dir", str(temp),
+         "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats",
+         # the fixed defaults (10001, 52365) would clash with another worker's Ray
+         "--ray-client-server-port", str(free_port()),
+         "--dashboard-agent-listen-port", str(free_port())],
+        {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, tmp_path / "ray-head.log").start()
     try:
+        deployment.wait_for_port("127.0.0.1", port, 120, "the Ray head")
         result = run_federated(config(dataset, **{
             "comm_args.backend": "ray", "comm_args.ray_address": f"127.0.0.1:{port}"}))
         status = subprocess.run([str(RAY), "status", "--address", f"127.0.0.1:{port}"],
-                                env=env, capture_output=True, text=True, timeout=60,
+                                env=head.env, capture_output=True, text=True, timeout=60,
                                 check=False)
         assert status.returncode == 0, "the cluster must outlive the run that attached to it"
+        cluster = deployment.descendants(head.pid)
     finally:
-        subprocess.run([str(RAY), "stop"], env=env, capture_output=True, timeout=120,
-                       check=False)
+        head.stop(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert cluster and not [pid for pid in cluster if pid_alive(pid)]
     in_process = run_federated(config(dataset, **{"device_args.worker_num": 1}))
     assert_same(result, in_process)
 

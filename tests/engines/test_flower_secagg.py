@@ -25,7 +25,6 @@ from fediot.core.federated.messages import (
 from fediot.core.federated.secure_aggregation import SUM_ID, SecAggReply, SecAggTask
 from fediot.core.federated.secure_statistics import sum_error_bound
 from fediot.core.model import ScalerStats
-from fediot.engines.flower import deployment
 from fediot.engines.flower.records import (
     RecordError,
     decode_reply,
@@ -34,6 +33,7 @@ from fediot.engines.flower.records import (
     encode_task,
 )
 from fediot.engines.run_folder import RunView
+from ports import free_port
 
 
 def test_secagg_messages_round_trip() -> None:
@@ -73,6 +73,7 @@ def test_secagg_statistics_messages_round_trip() -> None:
     assert decode_reply("secagg", encode_reply("secagg", "d", bare), "d").report is None
 
 
+@pytest.mark.slow
 def test_secagg_deployment_survives_a_device_killed_mid_round(tmp_path: Path) -> None:
     """Every step goes through secure aggregation (the scaler, the rounds, the global
     threshold); the victim is killed in the first one, the scaler step, after sharing its keys:
@@ -90,7 +91,7 @@ def test_secagg_deployment_survives_a_device_killed_mid_round(tmp_path: Path) ->
     text = config.read_text().replace("detection_args:\n",
                                       "detection_args:\n  threshold_mode: global\n")
     config.write_text(text + "comm_args:\n  secure_aggregation: true\n")
-    port = deployment.free_port()
+    port = free_port()
     node = start_nodes(tmp_path, port)
     victim = DEVICES[2].name
     server = start_server(config, port, tmp_path / "server")

@@ -29,6 +29,7 @@ from fediot.core.catalog import DEVICES
 from fediot.core.errors import FediotError
 from fediot.engines.flower import certificates as tls
 from fediot.engines.flower import deployment
+from ports import free_port
 
 FEDIOT = Path(sys.executable).with_name("fediot")
 REPO = Path(__file__).resolve().parents[2]
@@ -67,6 +68,7 @@ def write_config(tmp: Path, n_devices: int, rounds: int) -> Path:
 # --- certificates and keys ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_make_certs_writes_a_ca_a_server_certificate_and_a_key_pair_per_device(
     tmp_path: Path,
 ) -> None:
@@ -169,6 +171,7 @@ def test_the_server_refuses_plain_http_or_missing_certificates_off_loopback(
     assert not (tmp_path / "home").exists()  # refused before anything started
 
 
+@pytest.mark.slow
 def test_a_device_refuses_plain_http_off_loopback_and_needs_the_ca(tmp_path: Path) -> None:
     done = fediot("client", "--device", "1", "--server", "192.0.2.7:9092", "--insecure",
                   "--flwr-home", tmp_path / "home")
@@ -240,11 +243,11 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
         made = fediot("certs", *args)
         assert made.returncode == 0, made.stdout + made.stderr
     config = write_config(tmp, n_devices=len(ADMITTED), rounds=1)
-    port = deployment.free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     nodes = [
         deployment.supernode(
-            tmp / f"node{d.uci_id}", address, d.name, deployment.free_port(),
+            tmp / f"node{d.uci_id}", address, d.name, free_port(),
             security=tls.NodeSecurity.load(
                 certs / "ca.crt", tls.device_key_paths(certs, d.uci_id)[0]),
             max_wait_seconds=600).start()
@@ -272,7 +275,7 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
         rogue = subprocess.Popen(
             [str(FEDIOT), "client", "--device", str(ROGUE.uci_id), "--server", address,
              "--root-certificates", str(certs / "ca.crt"), "--node-key", str(rogue_key),
-             "--port", str(deployment.free_port()), "--flwr-home", str(tmp / "rogue"),
+             "--port", str(free_port()), "--flwr-home", str(tmp / "rogue"),
              "--wait", "300"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "COLUMNS": "200"})
@@ -307,6 +310,7 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
     server_err.close()
 
 
+@pytest.mark.slow
 def test_tls_and_node_authentication_complete_a_run_of_the_admitted_devices(
     secure_run: SecureRun,
 ) -> None:
@@ -322,6 +326,7 @@ def test_tls_and_node_authentication_complete_a_run_of_the_admitted_devices(
     assert {json.loads(line)["round"] for line in secure_run.metrics} == {1}
 
 
+@pytest.mark.slow
 def test_a_device_whose_key_was_not_admitted_is_refused(secure_run: SecureRun) -> None:
     rogue = secure_run.rogue
     assert rogue.returncode == 1, rogue.stdout + rogue.stderr

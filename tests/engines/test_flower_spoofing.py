@@ -18,10 +18,12 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from test_flower_faults import rounds_done, start_server, stop_all, write_config
 
 from fediot.core.catalog import DEVICES
 from fediot.engines.flower import deployment
+from ports import free_port
 
 SPOOFER, CLAIMED, HONEST = DEVICES[1].name, DEVICES[0].name, DEVICES[2].name
 
@@ -43,16 +45,17 @@ if _claimed:
 '''
 
 
+@pytest.mark.slow
 def test_a_reply_naming_another_device_is_bound_to_its_node(tmp_path: Path) -> None:
     config = write_config(tmp_path, comm_round=1, client_num_min_replies=2)
     hook = tmp_path / "adversary"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(HOOK)
-    port = deployment.free_port()
+    port = free_port()
     nodes = {}
     for device in DEVICES[:3]:
         node = deployment.supernode(tmp_path / f"node{device.uci_id}", f"127.0.0.1:{port}",
-                                    device.name, deployment.free_port())
+                                    device.name, free_port())
         if device.name == SPOOFER:
             path = [str(hook), node.env.get("PYTHONPATH", "")]
             node.env = {**node.env, "FEDIOT_TEST_CLAIMED_DEVICE": CLAIMED,

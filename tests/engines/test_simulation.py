@@ -36,6 +36,7 @@ def config(dataset: Path, tmp_path: Path, **overrides: object) -> Config:
         "train_args.learning_rate": 0.003, **overrides})
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_model(dataset: Path, tmp_path: Path) -> None:
     sequential = run_federated(config(dataset, tmp_path, **{
         "train_args.client_num_per_round": 2}))

@@ -42,7 +42,7 @@ def assert_every_device_logged(view: RunView, rounds: int) -> None:
     assert any("trained 200 rows" in line["message"] for line in lines)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_in_process_runs_record_device_logs_and_bytes(dataset: Path, tmp_path: Path,
                                                       workers: int) -> None:
     _, folder = simulate(config(dataset, tmp_path, **{"device_args.worker_num": workers}))
@@ -122,6 +122,7 @@ def test_without_mlflow_installed_the_error_says_how_to_get_it(
 
 # --- MLflow, on a local store ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_is_mirrored_to_a_local_mlflow_store(dataset: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow.tracking import MlflowClient

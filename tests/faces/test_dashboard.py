@@ -124,7 +124,8 @@ def dashboard(runs_dir: Path) -> Iterator[DashboardHandle]:
     try:
         yield handle
     finally:
-        handle.stop()
+        # no page is left to see the end: waiting for one (15 s by default) only slows the suite
+        handle.stop(linger=0)
 
 
 def client(handle: DashboardHandle, **options: Any) -> httpx.Client:
@@ -313,7 +314,7 @@ def test_a_token_is_required_in_every_request(runs_dir: Path) -> None:
         with client(handle, cookies={"fediot_dashboard_token": TOKEN}) as http:
             assert http.get("/api/runs/finished-run/state").status_code == 200
     finally:
-        handle.stop()
+        handle.stop(linger=0)  # no page is left to see the end
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "dashboard.example"])
@@ -419,6 +420,7 @@ def test_server_command_reports_a_busy_dashboard_port_before_starting_flower(
     assert "SuperLink on" not in result.stdout
 
 
+@pytest.mark.slow
 def test_dashboard_command_serves_in_the_foreground_until_stopped(runs_dir: Path) -> None:
     process = subprocess.Popen(
         [str(FEDIOT), "dashboard", "--runs-dir", str(runs_dir), "--port", "0", "--new-token"],
@@ -739,6 +741,7 @@ def test_the_page_follows_a_running_simulation_and_keeps_the_finished_run(
             process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_simulate_with_exit_when_done_ends_by_itself(tmp_path: Path) -> None:
     dataset = write_uci_dataset(tmp_path / "nbaiot", n_devices=3)
     process = _simulate(dataset, tmp_path / "runs", 2, "--exit-when-done")
@@ -752,6 +755,7 @@ def test_simulate_with_exit_when_done_ends_by_itself(tmp_path: Path) -> None:
     assert "live dashboard: http://127.0.0.1:" in out and "Ctrl-C" not in out
 
 
+@pytest.mark.slow
 def test_a_killed_run_shows_as_interrupted_and_is_not_followed(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     _, pid = killed_run(runs, "killed")

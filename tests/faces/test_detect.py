@@ -260,10 +260,12 @@ def _fediot(*args: str, sigint_ignored: bool = False) -> subprocess.Popen[str]:
 
 
 def _send_until_done(process: subprocess.Popen[str], port: int, stop: Path | None = None,
-                     lines: int = 0, timeout: float = 120.0,
+                     lines: int = 0, timeout: float = 600.0,
                      stop_signal: int = signal.SIGINT) -> None:
     """UDP datagrams to ``port`` on loopback every 5 ms until ``process`` exits (or, with
-    ``stop``, until that file holds ``lines`` lines, then ``stop_signal``: Ctrl-C)."""
+    ``stop``, until that file holds ``lines`` lines, then ``stop_signal``: Ctrl-C).
+    ``timeout`` only guards against a hang: ``fediot detect`` took over 120 s to start
+    while parallel test workers loaded the machine."""
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     deadline = time.monotonic() + timeout
     try:
@@ -293,6 +295,7 @@ needs_root = pytest.mark.skipif(
     reason="live capture needs root (or CAP_NET_RAW) for a raw AF_PACKET socket")
 
 
+@pytest.mark.slow
 @needs_root
 def test_live_capture_on_loopback(runs_dir: Path, tmp_path: Path, udp_port: int) -> None:
     out = tmp_path / "live.json"
@@ -311,6 +314,7 @@ def test_live_capture_on_loopback(runs_dir: Path, tmp_path: Path, udp_port: int)
     assert "interface lo" in stderr and "40" in stderr
 
 
+@pytest.mark.slow
 @needs_root
 @pytest.mark.parametrize(("stop_signal", "sigint_ignored"), [
     (signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],

@@ -45,6 +45,7 @@ from fediot.faces.cli.app import app as cli
 from fediot.faces.cli.app import console, err_console
 from fediot.faces.serve import RequestError, create_app, parse_body
 from fediot.faces.serve.metrics import Registry
+from ports import free_port
 
 DEVICE_IDS = [d.name for d in DEVICES[:3]]
 
@@ -851,13 +852,7 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(err_console, "width", 5000)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
+@pytest.mark.slow
 def test_fediot_serve_command_serves_the_run(run_root: Path) -> None:
     port = free_port()
     process = subprocess.Popen(

@@ -331,6 +331,7 @@ def test_valid_pcapng_reads_completely(
     check_read(path, allow_truncated)
 
 
+@pytest.mark.slow
 @fuzz(700)
 @given(data=st.data(), pcapng=st.booleans(), allow_truncated=st.booleans())
 def test_mutated_captures(
@@ -342,6 +343,7 @@ def test_mutated_captures(
     check_read(path, allow_truncated)
 
 
+@pytest.mark.slow
 @fuzz(2200)
 @given(data=st.data(), link_type=st.sampled_from(LINK_TYPES))
 def test_frame_dissector(data: st.DataObject, link_type: int) -> None:

@@ -160,6 +160,7 @@ def documents(draw: st.DrawFn) -> dict[Any, Any]:
 @given(raw=st.one_of(documents(), VALUES))
 # regressions: an integer beyond repr's 4,300 digits crashed the error message, and a key
 # holding a line break split it
+@pytest.mark.slow
 @example(raw={"train_args": {"epochs": Huge(1)}})
 @example(raw={"train_args": {"learning_rate": Huge(-1)}})
 @example(raw={"tracking_args": {"run_name": Huge(1)}})
@@ -171,6 +172,7 @@ def test_parse_config(raw: Any) -> None:
     check_parse(raw)
 
 
+@pytest.mark.slow
 @fuzz(300)
 @given(raw=documents(), overrides=st.dictionaries(
     st.one_of(st.builds(lambda s, k: f"{s}.{k}", st.sampled_from(SECTION_NAMES),

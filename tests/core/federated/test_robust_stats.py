@@ -74,7 +74,8 @@ def test_one_lying_device_breaks_fedavg(lie: dict[str, Any], mode: str) -> None:
     assert f1("FedAvg", mode, **lie) < f1("FedAvg", mode) - 0.5
 
 
-@pytest.mark.parametrize("optimizer", ["FedMedian", "FedTrimmedAvg", "Krum", "Bulyan"])
+@pytest.mark.parametrize("optimizer", ["FedMedian", "FedTrimmedAvg", "Krum",
+                                       pytest.param("Bulyan", marks=pytest.mark.slow)])
 @pytest.mark.parametrize(("lie", "mode"), LIES)
 def test_robust_strategies_keep_f1_within_5_points(optimizer: str, lie: dict[str, Any],
                                                    mode: str) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +30,7 @@ from fediot.core.testbed import (
     open_testbed,
     packet_count,
 )
+from fediot.core.testbed import dataset as testbed_dataset
 from fediot.core.testbed.dataset import read_features, remove_build_leftovers
 from fediot.core.testbed.network import DEVICE_HOSTS
 
@@ -96,6 +100,7 @@ def test_the_project_reader_opens_it_as_the_testbed_layout(dataset: TestbedDatas
     np.testing.assert_allclose(matrix, expected.astype(np.float32), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_other_bytes(dataset: TestbedDataset,
                                                      tmp_path: Path) -> None:
     again = build_testbed(seed=0, scale=SCALE, cache_dir=tmp_path / "a")
@@ -148,6 +153,7 @@ def test_out_gets_a_copy_of_the_cached_dataset(dataset: TestbedDataset, cache: P
     assert build_testbed(out, seed=0, scale=SCALE, cache_dir=cache).from_cache
 
 
+@pytest.mark.slow
 def test_out_is_built_directly_when_the_cache_is_cold(tmp_path: Path) -> None:
     out = tmp_path / "direct"
     out.mkdir()  # an empty folder is fine
@@ -208,6 +214,45 @@ def test_partial_builds_of_killed_processes_are_removed_on_the_next_start(
         assert not any(path.exists() for path in leftovers)
         assert all(path.is_dir() for path in [*kept, busy])
     assert remove_build_leftovers(cache_dir) == [busy]  # its process has ended now
+
+
+@pytest.mark.slow
+def test_builds_of_one_testbed_finishing_together_keep_the_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two commands (or test workers) building the same testbed at once: each finished build
+    finds no testbed in place, then they publish one after the other (the worst interleaving,
+    forced here). The first published testbed stays, untouched; the others return it; no
+    temporary folder is left behind."""
+    builders = 3
+    checked_together = threading.Barrier(builders, timeout=900)
+    generate, complete_manifest = testbed_dataset._generate, testbed_dataset._complete_manifest
+    mine = threading.local()  # this builder's build folder (its inode survives the rename)
+    order_of_build: dict[int, int] = {}
+
+    def generate_and_note(root: Path, *args: Any) -> dict[str, Any]:
+        manifest = generate(root, *args)
+        mine.build = root.stat().st_ino
+        return manifest
+
+    def check_then_wait(root: Path, expected: Any = None) -> dict[str, Any] | None:
+        found = complete_manifest(root, expected)
+        if getattr(mine, "build", None) is not None and mine.build not in order_of_build:
+            # every builder has seen "nothing there yet"; then they go in turn
+            order_of_build[mine.build] = checked_together.wait()
+            time.sleep(0.5 * order_of_build[mine.build])
+        return found
+
+    monkeypatch.setattr(testbed_dataset, "_generate", generate_and_note)
+    monkeypatch.setattr(testbed_dataset, "_complete_manifest", check_then_wait)
+    with ThreadPoolExecutor(builders) as pool:
+        built = list(pool.map(lambda _: build_testbed(seed=0, scale=0.001, cache_dir=tmp_path),
+                              range(builders)))
+    first = next(build for build, order in order_of_build.items() if order == 0)
+    kept = open_testbed(built[0].root)
+    assert kept.root.stat().st_ino == first
+    assert [path.name for path in tmp_path.iterdir()] == [kept.root.name]
+    assert all(dataset.root == kept.root and dict(dataset.manifest) == dict(kept.manifest)
+               for dataset in built)
 
 
 def test_csv_format_holds_the_same_numbers(dataset: TestbedDataset, tmp_path: Path) -> None:

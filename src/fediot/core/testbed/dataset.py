@@ -28,6 +28,8 @@ killed process left behind are removed by the next :func:`build_testbed` beside 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -329,8 +331,14 @@ def remove_build_leftovers(parent: Path, max_age: float = STALE_SECONDS) -> list
 
 def _publish(target: Path, fill: Callable[[Path], dict[str, Any]],
              expected: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill a temporary folder beside ``target``, then rename it into place (an empty or
-    testbed folder already there is moved aside first and deleted after)."""
+    """Fill a temporary folder beside ``target``, then rename it into place (over an empty
+    folder; another or an incomplete testbed there is moved aside first and deleted).
+
+    Safe against concurrent builds of the same testbed (two commands, two test workers): the
+    rename into place is atomic and fails while ``target`` holds anything, so whoever renames
+    first wins and the others return the winner's testbed; a complete matching testbed is
+    never moved aside, and one caught while being moved aside is put back.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{owner_tag()}-{uuid.uuid4().hex[:8]}"
     building = target.parent / f".{target.name}.building-{tag}"
@@ -338,17 +346,33 @@ def _publish(target: Path, fill: Callable[[Path], dict[str, Any]],
     building.mkdir()
     try:
         manifest = fill(building)
-        finished = _complete_manifest(target, expected)
-        if finished is not None:  # a concurrent build of the same testbed won the race
-            return finished
-        if target.exists():
-            target.rename(retired)
-        building.rename(target)
-        return manifest
+        while (finished := _complete_manifest(target, expected)) is None:
+            try:
+                building.rename(target)  # atomic; replaces nothing but an absent or empty folder
+                return manifest
+            except OSError as error:
+                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            if _complete_manifest(target, expected) is None:
+                _retire(target, retired, expected)
+        return finished  # a concurrent build of the same testbed won the race
     finally:
         for leftover in (building, retired):
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _retire(target: Path, retired: Path, expected: Mapping[str, Any]) -> None:
+    """Move the folder at ``target`` (another testbed, or an incomplete one) aside and delete
+    it; one that a concurrent build completed meanwhile is put back instead."""
+    try:
+        target.rename(retired)
+    except FileNotFoundError:  # a concurrent build moved it first
+        return
+    if _complete_manifest(retired, expected) is not None:
+        with contextlib.suppress(OSError):  # unless yet another build took the place
+            retired.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _copy_tree(source: Path, destination: Path) -> dict[str, Any]:
