@@ -4,6 +4,7 @@ Hypothesis profile of the whole suite."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,27 @@ settings.load_profile("fediot")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FEDIOT_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Feature-file caches of the suite's throw-away data sets go to a temporary folder (each
+    run would otherwise leave ~200 entries, keyed on files that are gone, in the user's cache);
+    the testbed, costly to build and the same every run, stays shared with the user's cache.
+    Set for this process and every command the tests start."""
+    from fediot.core.paths import CACHE_ENV, cache_dir
+
+    testbed = cache_dir("testbed")
+    testbed.mkdir(parents=True, exist_ok=True)
+    root = tmp_path_factory.mktemp("cache")
+    (root / "testbed").symlink_to(testbed, target_is_directory=True)
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(root)
+    yield
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous
 
 
 def _shared_path(relative: str) -> Path:

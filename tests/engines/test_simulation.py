@@ -358,6 +358,7 @@ def test_cli_compare_prints_and_records_the_three_modes(dataset: Path, tmp_path:
         "--rounds", "1", "--runs-dir", str(tmp_path / "runs"),
         "--set", "detection_args.window=3",
         "--per-round", "1", "--engine", "MPI", "--dashboard", "0",  # simulate's options
+        "--exit-when-done",
     ])
     assert result.exit_code == 0, result.output
     assert "live dashboard: http://127.0.0.1:" in result.output
