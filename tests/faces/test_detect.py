@@ -354,3 +354,11 @@ def test_live_capture_drains_queued_packets_in_batches(udp_port: int) -> None:
     # Ethernet 14 + IPv4 20 + UDP 8 + i payload bytes, on the wire
     assert {p.frame_len for p in ours} <= {14 + 20 + 8 + i for i in range(30)}
     assert all(abs(p.timestamp - time.time()) < 60 for p in packets)
+
+
+def test_a_window_beyond_the_largest_vote_is_refused_before_any_work(tmp_path: Path) -> None:
+    from fediot.core.limits import MAX_WINDOW
+
+    code, _, stderr = detect(str(tmp_path / "absent.pcap"), "--window", str(MAX_WINDOW + 1))
+    assert code == 2
+    assert "--window" in stderr and f"{MAX_WINDOW}" in stderr.replace(",", "")

@@ -27,6 +27,7 @@ import typer
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.features.pcap import CaptureReadResult, read_capture
+from fediot.core.limits import MAX_WINDOW
 from fediot.faces.cli.app import app, err_console, fail
 from fediot.faces.cli.extract import FirstJitterOption
 from fediot.faces.cli.lazy import command
@@ -62,7 +63,7 @@ def detect(
     seconds: Annotated[float | None, typer.Option(
         min=0, help="live: stop after S seconds", show_default=False)] = None,
     window: Annotated[int | None, typer.Option(
-        min=1, help="packets per majority vote (default: the run's window, or each "
+        min=1, max=MAX_WINDOW, help="packets per majority vote (default: the run's window, or each "
                     "device's own when the run chose them)",
         show_default=False)] = None,
     batch: Annotated[int, typer.Option(
