@@ -57,9 +57,12 @@ _MALLOC_TRIM = _glibc_trim()
 
 
 def process_peak_rss_bytes() -> int:
-    """The process's peak resident memory since it started (``ru_maxrss``), in bytes."""
+    """The process's peak resident memory since it started, in bytes: ``ru_maxrss``, which
+    on Linux only reaches back to the last reset of the peak mark, and the highest mark a
+    :class:`TaskMeter` saw before resetting it."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) * (1 if sys.platform == "darwin" else 1024)  # macOS counts bytes
+    return max(int(peak) * (1 if sys.platform == "darwin" else 1024),  # macOS counts bytes
+               _peak_before_resets)
 
 
 def _proc_status_bytes() -> dict[str, int] | None:
@@ -76,13 +79,25 @@ def _proc_status_bytes() -> dict[str, int] | None:
     return found if len(found) == 2 else None
 
 
-def _reset_high_water_mark() -> bool:
-    """Reset the kernel's peak-RSS mark to the current RSS; False where that is impossible."""
+_peak_before_resets = 0
+"""The highest peak-RSS mark (bytes) this process had when a meter reset it: resetting the
+mark also resets what ``ru_maxrss`` reports, so the lifetime peak is kept here."""
+
+
+def _reset_high_water_mark() -> int | None:
+    """Reset the kernel's peak-RSS mark to the current RSS, first keeping the mark in
+    :data:`_peak_before_resets`; the RSS it was reset to (bytes), or None where that is
+    impossible."""
+    global _peak_before_resets
+    status = _proc_status_bytes()
+    if status is None:
+        return None
+    _peak_before_resets = max(_peak_before_resets, status["VmHWM"])
     try:
         _CLEAR_REFS.write_text(_RESET_PEAK)
     except OSError:
-        return False
-    return True
+        return None
+    return status["VmRSS"]
 
 
 EXACT_MEMORY_EVERY = 10
@@ -115,8 +130,7 @@ class TaskMeter:
     def __enter__(self) -> TaskMeter:
         if _MALLOC_TRIM is not None and self._exact_memory:
             _MALLOC_TRIM(0)  # the allocator's free pages back to the system: a fair baseline
-        status = _proc_status_bytes() if _reset_high_water_mark() else None
-        self._start_rss = status["VmRSS"] if status else None
+        self._start_rss = _reset_high_water_mark()
         self._start_peak = process_peak_rss_bytes()
         self._wall = time.perf_counter()
         self._cpu = time.thread_time()
