@@ -205,3 +205,37 @@ def test_an_unreadable_reply_becomes_a_refusal_not_a_crash() -> None:
 def test_a_device_refusal_travels_as_a_refusal(method: str) -> None:
     content = encode_reply(method, "a", Refusal("refused: epochs 0 outside 1…10000"))
     assert decode_reply(method, content) == Refusal("refused: epochs 0 outside 1…10000")
+
+
+class UnavailableGrid(FakeGrid):
+    """Node 3 is gone after identifying: the SuperLink answers its task itself (Flower's own
+    error reply, sent from the SuperLink's node id), as for a device killed mid-run. Messages
+    get their ids as Flower's grids give them on push."""
+
+    def send_and_receive(self, messages: Iterable[Message], timeout: float) -> list[Any]:
+        from flwr.server.superlink.linkstate.utils import (
+            create_message_error_unavailable_res_message,
+        )
+
+        messages = list(messages)
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = message.object_id
+        gone = [m for m in messages if m.metadata.dst_node_id == 3
+                and m.metadata.message_type != "query.identify"]  # it identified, then died
+        answered = super().send_and_receive([m for m in messages if m not in gone], timeout)
+        return [*answered, *(create_message_error_unavailable_res_message(
+            m.metadata, "node_unavail") for m in gone)]
+
+
+@pytest.mark.usefixtures("run_id")
+def test_the_superlinks_failure_reply_names_the_device_it_answers_for(
+        caplog: pytest.LogCaptureFixture) -> None:
+    pool = FlowerPool(UnavailableGrid(claim="b"), ["a", "b", "c"],  # type: ignore[arg-type]
+                      wait_seconds=1)
+    with caplog.at_level("WARNING", logger="fediot.flower"):
+        replies = pool.exchange("threshold_stats", dict.fromkeys("abc", SCORE[0]))
+    assert set(replies) == {"a", "b"}
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(m.startswith("threshold_stats failed on device c (node 3): ") for m in messages)
+    assert "threshold_stats: no reply from c (node 3)" in messages
+    assert not any("ignored a reply" in m for m in messages), messages

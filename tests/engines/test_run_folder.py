@@ -1,11 +1,13 @@
 """Run folders' liveness: who records a run, its heartbeat, and runs whose process is gone
-reading as interrupted (real processes, real files)."""
+reading as interrupted (real processes, real files); each device's recorded state after faults
+(a real in-process run whose device misses a step)."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,13 +15,20 @@ from typing import Any
 import pytest
 
 from exited_process import exited_process, killed_run
+from federated_data import synthetic_clients
+from fediot.core.catalog import client_label
 from fediot.core.config import Config
+from fediot.core.federated.messages import LogLine, Reply
+from fediot.core.federated.server import FedDetectServer, RoundRecord
 from fediot.core.liveness import ProcessIdentity
+from fediot.engines.inprocess import SequentialPool
 from fediot.engines.run_folder import (
     HEARTBEAT_STALE_SECONDS,
     RunFolder,
     RunView,
     StatusRecorder,
+    describe_excluded,
+    excluded_devices,
     find_run,
     latest_run,
     list_runs,
@@ -224,3 +233,88 @@ def test_status_records_the_start_and_a_resume_keeps_it(tmp_path: Path) -> None:
     again.finish()
     assert json.loads((folder.root / "status.json").read_text())["started_at"] == started
     assert RunView(folder.root).started_at() == datetime.fromisoformat(started)
+
+
+# --- device state after faults ------------------------------------------------------------------
+
+
+class _StatusSnapshots:
+    """An inner observer keeping status.json as it stood after each round."""
+
+    def __init__(self, folder: RunFolder) -> None:
+        self.folder = folder
+        self.after_round: dict[int, dict[str, Any]] = {}
+
+    def on_phase(self, phase: str, detail: str) -> None:
+        pass
+
+    def on_round(self, record: RoundRecord) -> None:
+        status = json.loads((self.folder.root / "status.json").read_text())
+        self.after_round[record.server_round] = status["devices"]
+
+    def on_logs(self, lines: Sequence[LogLine]) -> None:
+        pass
+
+
+def _flaky_run(tmp_path: Path, silent_round: int) -> tuple[RunFolder, _StatusSnapshots, str]:
+    """A real in-process run of 3 devices and 3 rounds in which one device does not answer
+    its training task of ``silent_round`` (as if killed and restarted), recorded as every
+    engine records it."""
+    clients = synthetic_clients()
+    victim = clients[2].client_id
+    config = Config().with_overrides({
+        "tracking_args.log_file_dir": str(tmp_path), "tracking_args.run_name": "flaky",
+        "train_args.client_num_in_total": 3, "train_args.client_num_per_round": 3,
+        "train_args.comm_round": 3, "detection_args.window": 5})
+    folder = RunFolder.create(config)
+    snapshots = _StatusSnapshots(folder)
+    recorder = StatusRecorder(folder, config, [c.client_id for c in clients], inner=snapshots)
+
+    class Pool(SequentialPool):
+        def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
+            return super().exchange(method, {
+                cid: task for cid, task in tasks.items()
+                if not (method == "fit" and cid == victim
+                        and task.server_round == silent_round)})
+
+    result = FedDetectServer(config, recorder).run(Pool(clients))
+    folder.save_results(result)
+    recorder.finish()
+    return folder, snapshots, victim
+
+
+def test_a_device_that_answers_again_is_online_and_its_loss_and_rejoin_are_logged(
+        tmp_path: Path) -> None:
+    folder, snapshots, victim = _flaky_run(tmp_path, silent_round=2)
+    assert snapshots.after_round[2][victim]["state"] == "lost"
+    assert snapshots.after_round[2][victim]["last_round"] == 1
+    view = RunView(folder.root)
+    status = view.status()
+    assert status is not None
+    device = status["devices"][victim]
+    # it trained in round 3 and answered the threshold and evaluation steps after it
+    assert device["state"] == "online" and device["last_round"] == 3
+    assert device["last_seen"] >= snapshots.after_round[3][victim]["last_seen"]
+    lines = [line for line in view.logs() if line["device"] == victim
+             and line["message"].startswith(("lost:", "rejoined:"))]
+    assert [(line["step"], line["round"], line["level"]) for line in lines] == [
+        ("fit", 2, "WARNING"), ("fit", 3, "INFO")]
+    results = view.results()
+    assert results is not None and results["excluded_devices"] == {}
+    assert victim in results["evaluation"]["devices"]
+
+
+def test_a_device_silent_in_the_last_round_is_left_out_and_the_results_say_why(
+        tmp_path: Path) -> None:
+    folder, _, victim = _flaky_run(tmp_path, silent_round=3)
+    view = RunView(folder.root)
+    excluded = excluded_devices(view.results())
+    assert excluded == {victim: "no reply to its last training round (round 3)"}
+    assert describe_excluded(excluded) == (
+        "left out of the threshold and evaluation (train_args.stale_after_missed_rounds): "
+        f"{client_label(victim)}: no reply to its last training round (round 3)")
+    assert victim not in (view.results() or {})["evaluation"]["devices"]
+    status = view.status()
+    assert status is not None and status["devices"][victim]["state"] == "lost"
+    assert any(line["device"] == victim and line["message"].startswith("left out")
+               for line in view.logs())

@@ -32,6 +32,7 @@ from federated_data import small_run_config, write_uci_dataset
 from fediot.core.catalog import DEVICES, client_label
 from fediot.core.config import Config
 from fediot.core.federated.meter import exact_memory_round
+from fediot.core.federated.participation import StepContact
 from fediot.core.federated.server import RoundRecord
 from fediot.engines.run_folder import RunFolder, RunView, StatusRecorder
 from fediot.engines.simulation import simulate
@@ -94,8 +95,8 @@ class InProgressRun:
     def start_round(self, number: int) -> None:
         self.status.on_phase("round", f"{number}/5")
 
-    def lose(self, device: str) -> None:
-        self.status.on_phase("lost", f"no reply from {device}; the round goes on")
+    def lose(self, device: str, server_round: int) -> None:
+        self.status.on_contact(StepContact("fit", server_round, (), (device,)))
 
     def end_round(self, record: RoundRecord) -> None:
         self.rounds.append(record)
@@ -236,7 +237,7 @@ def test_device_states_follow_the_status_recorder(dashboard: DashboardHandle,
     live_run.start_round(1)
     live_run.end_round(round_record(1, [A, B, C], [A, B, C]))
     live_run.start_round(2)
-    live_run.lose(C)
+    live_run.lose(C, 2)
     live_run.end_round(round_record(2, [A, B], [A, B, C]))
     after_two = devices()
     assert {k: v["state"] for k, v in after_two.items()} == {

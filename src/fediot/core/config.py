@@ -200,6 +200,15 @@ class TrainArgs:
         A device's training reply is rejected when its update ‖w − w_global‖ exceeds this many
         times the median update norm of the round (with at least 3 replies); 0 turns the check
         off. Default 10.0.
+    stale_after_missed_rounds
+        A device sampled for training rounds that replied to none of its last this many is
+        left out of the threshold and evaluation steps (``results.json`` ``excluded_devices``
+        names it and why): the global model holds no evidence of its traffic, and its large
+        errors would raise a global threshold for every device. Not being sampled never
+        counts; a device that trains again in a later round it is sampled for is back in; 0
+        keeps every device. Default 1: a device must have answered the last round it was
+        sampled for, the one rule that needs no guess at how long a model stays good (a
+        device lost in the last round is then reported, not silently pooled).
     """
 
     federated_optimizer: str = "FedAvg"
@@ -226,6 +235,7 @@ class TrainArgs:
     robust_statistics: str = "auto"
     client_num_min_replies: int = 1
     max_update_norm_ratio: float = 10.0
+    stale_after_missed_rounds: int = 1
 
 
 @dataclass(frozen=True)
@@ -534,6 +544,7 @@ INT_RANGES: Final[dict[str, tuple[int, int]]] = {
     "train_args.client_num_per_round": (1, MAX_DEVICES),
     "train_args.client_num_min_replies": (1, MAX_DEVICES),
     "train_args.comm_round": (1, MAX_ROUNDS),
+    "train_args.stale_after_missed_rounds": (0, MAX_ROUNDS),
     "train_args.epochs": (1, MAX_EPOCHS),
     "train_args.batch_size": (1, MAX_BATCH_SIZE),
     "train_args.lr_step_rounds": (1, MAX_ROUNDS),

@@ -7,7 +7,9 @@
       metrics.jsonl      one JSON line per round (loss, learning rate, devices, system figures:
                          time, CPU, peak memory, bytes down/up per device)
       logs.jsonl         the devices' log lines, one JSON object each (``LogLine.to_dict``:
-                         time, device, round, step, level, message), appended as steps end
+                         time, device, round, step, level, message), appended as steps end,
+                         and the server's lines about a device (lost, rejoined, left out of
+                         the threshold and evaluation)
       status.json        state, phase, round and each device's state, when the run started
                          (``started_at``, kept on resume), the process that runs it and its
                          heartbeat (``StatusRecorder``; read through
@@ -17,7 +19,9 @@
                          benign/attack score histograms of the test split (``error_stats``);
                          the replies the server rejected, counted per device (``rejected``)
                          and listed with their reasons (``rejections``); with
-                         ``privacy_args.enabled``, the run's (ε, δ) and noise (``privacy``)
+                         ``privacy_args.enabled``, the run's (ε, δ) and noise (``privacy``);
+                         the devices left out of the threshold and evaluation steps, with
+                         why (``excluded_devices``: missed their last training rounds)
       comparison.json    federated / centralised / local metrics (``fediot compare``)
       model/weights.npz  global autoencoder weights (arrays w0, w1, …)
       model/scaler.npz   pooled scaler statistics (n, sum, sumsq)
@@ -46,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from fediot.core.catalog import client_label
 from fediot.core.config import Config, dump_config, load_config, run_name_problem
 from fediot.core.errors import FediotError
 from fediot.core.io import atomic_path
@@ -57,6 +62,7 @@ if TYPE_CHECKING:
     # refusing a bad one stay light.
     from fediot.core.federated.evaluation import EvaluationSummary, Thresholds
     from fediot.core.federated.messages import LogLine, ModelState
+    from fediot.core.federated.participation import StepContact
     from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
     from fediot.core.federated.validation import Rejection
     from fediot.core.model import AutoencoderDetector
@@ -235,6 +241,7 @@ class RunFolder:
             "rejected": rejection_counts(result.rejections),
             "rejections": [r.to_dict() for r in result.rejections[:MAX_REJECTIONS_KEPT]],
             "privacy": result.privacy,
+            "excluded_devices": dict(result.excluded),
             **(extra or {}),
         })
 
@@ -291,9 +298,13 @@ class StatusRecorder:
     of the process recording the run:
     :class:`~fediot.core.liveness.ProcessIdentity`), ``heartbeat_at`` (refreshed every
     ``heartbeat_seconds`` by a daemon thread while the run is running), and per device its
-    ``state`` (training / idle / lost), ``last_seen``, ``last_round``, ``rejected`` (how many
-    of its replies the server rejected) and ``last_rejection`` (the latest reason, with its
-    step and round). A process killed
+    ``state``, ``last_seen``, ``last_round``, ``rejected`` (how many of its replies the
+    server rejected) and ``last_rejection`` (the latest reason, with its step and round).
+    Every exchange with the devices (``on_contact``, any step, not only training) updates the
+    devices asked: one that answered is ``online`` with ``last_seen`` now and ``last_round``
+    the run's round (so a device that was lost and came back reads ``online`` from its first
+    answer), one that did not is ``lost``. Before its first answer a device is ``idle``;
+    while a round trains, the devices not lost are ``training``. A process killed
     outright cannot mark its run ``failed``; the owner and the heartbeat let
     :func:`run_interruption` tell such a run from a live one.
 
@@ -359,12 +370,8 @@ class StatusRecorder:
 
     def on_phase(self, phase: str, detail: str) -> None:
         with self._lock:
-            if phase == "lost":
-                for name in detail.partition("no reply from ")[2].partition(";")[0].split(", "):
-                    if name in self.status["devices"]:
-                        self.status["devices"][name]["state"] = "lost"
-            elif phase == "rejected":
-                pass  # counted by on_rejected, with the device named by the server
+            if phase in ("lost", "rejected", "excluded"):
+                pass  # devices are updated by on_contact and on_rejected, named by the server
             elif phase == "round":
                 self.status["round"] = int(detail.split("/")[0])
                 self.status["phase"] = "training"
@@ -389,14 +396,32 @@ class StatusRecorder:
         if callable(on_rejected):
             on_rejected(rejection)
 
+    def on_contact(self, contact: StepContact) -> None:
+        """Who answered one exchange: ``online`` (seen now, at the step's round or else the
+        run's) or ``lost`` (and pass it on)."""
+        with self._lock:
+            now = _now_text()
+            devices = self.status["devices"]
+            seen_round = contact.server_round or self.status["round"] or None
+            for name in contact.answered:
+                if name in devices:
+                    devices[name].update(state="online", last_seen=now, last_round=seen_round)
+            for name in contact.missing:
+                if name in devices:
+                    devices[name]["state"] = "lost"
+            self._write()
+        on_contact = getattr(self.inner, "on_contact", None)
+        if callable(on_contact):
+            on_contact(contact)
+
     def on_round(self, record: RoundRecord) -> None:
         with self._lock:
             now = _now_text()
             for name, device in self.status["devices"].items():
                 if name in record.answered:
-                    device.update(state="idle", last_seen=now, last_round=record.server_round)
-                elif device["state"] == "training":
-                    device["state"] = "idle"
+                    device.update(state="online", last_seen=now, last_round=record.server_round)
+                elif device["state"] == "training":  # not sampled this round
+                    device["state"] = "online" if device["last_seen"] else "idle"
             self._write()
         if self.inner is not None:
             self.inner.on_round(record)
@@ -662,6 +687,24 @@ class RunView:
             FeatureScaler.from_stats(model.scaler), model.weights, threshold,
             seed=config.common_args.random_seed,
             window=thresholds.window(device, config.detection_args.window))
+
+
+def excluded_devices(results: Mapping[str, Any] | None) -> dict[str, str]:
+    """Device → why it was left out of the threshold and evaluation steps, from a
+    ``results.json`` (empty for a run that left none out, or was written before the rule)."""
+    raw = (results or {}).get("excluded_devices")
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(device): str(why) for device, why in raw.items()}
+
+
+def describe_excluded(excluded: Mapping[str, str]) -> str:
+    """One line naming the devices left out of the threshold and evaluation steps and why
+    (empty when none were): what the CLI and the report print."""
+    if not excluded:
+        return ""
+    return ("left out of the threshold and evaluation (train_args.stale_after_missed_rounds): "
+            + "; ".join(f"{client_label(device)}: {why}" for device, why in excluded.items()))
 
 
 def finite_number(value: Any) -> float | None:

@@ -15,7 +15,10 @@ Besides results, every reply brings the device's log lines (passed to the observ
 
 Every reply enters the server through :meth:`FedDetectServer._exchange`, which checks it
 (:func:`~fediot.core.federated.validation.validate_reply`) before anything uses it; a rejected
-reply is reported to the observer and left out, as a lost device would be.
+reply is reported to the observer and left out, as a lost device would be. The same door notes
+who answered (:mod:`~fediot.core.federated.participation`): a device lost, and one answering
+again, is a log line naming it; a device that missed its last training rounds
+(``train_args.stale_after_missed_rounds``) is kept out of the threshold and evaluation steps.
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ from fediot.core.federated.messages import (
     Reply,
     ScoreTask,
     Weights,
+)
+from fediot.core.federated.participation import (
+    DeviceContacts,
+    StepContact,
+    exclusion_lines,
+    stale_devices,
 )
 from fediot.core.federated.privacy import PrivacyPlan, privacy_report
 from fediot.core.federated.robust_stats import StatisticsCombination, statistics_combination
@@ -112,7 +121,10 @@ class RunObserver(Protocol):
 
     An observer may also have ``on_rejected(rejection)``, called with each
     :class:`~fediot.core.federated.validation.Rejection` (after ``on_phase("rejected", …)``
-    with its description): the run folder counts them per device.
+    with its description): the run folder counts them per device; and
+    ``on_contact(contact)``, called after every exchange with a
+    :class:`~fediot.core.federated.participation.StepContact` (who answered, who was asked
+    and stayed silent): the run folder keeps each device's state from it.
     """
 
     def on_phase(self, phase: str, detail: str) -> None: ...
@@ -187,7 +199,9 @@ class RunResult:
     validation loss, or the last); ``data`` is every device's :class:`DataReport`;
     ``rejections`` every reply the server rejected, in order; ``privacy`` the run's (ε, δ)
     and settings when ``privacy_args.enabled`` (:func:`~fediot.core.federated.privacy.
-    privacy_report`), else ``None``.
+    privacy_report`), else ``None``; ``excluded`` the devices left out of the final
+    threshold and evaluation steps, with why (:func:`~fediot.core.federated.participation.
+    stale_devices`).
     """
 
     model: ModelState
@@ -201,6 +215,7 @@ class RunResult:
     stopped_early: bool = False
     rejections: list[Rejection] = field(default_factory=list)
     privacy: dict[str, Any] | None = None
+    excluded: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -310,6 +325,8 @@ class FedDetectServer:
         """Every reply rejected so far, in order."""
         self.last_rejected: dict[str, str] = {}
         """Client id → reason, for the replies the last :meth:`_exchange` rejected."""
+        self.contacts = DeviceContacts()
+        """The devices lost since their last answer (log lines when lost and rejoined)."""
         self.last_validation: float | None = None
         """Pooled validation loss of the model the last :meth:`train_round` started from."""
         self.privacy: PrivacyPlan | None = PrivacyPlan.from_config(config)
@@ -325,13 +342,25 @@ class FedDetectServer:
         step belongs to a round, and with the device the engine bound the reply to) to the
         observer, in the order of ``tasks``; then every reply is checked
         (:func:`validate_reply`) and only the accepted ones are returned, in the order of
-        ``tasks`` (the rejected ones are in :attr:`last_rejected`)."""
+        ``tasks`` (the rejected ones are in :attr:`last_rejected`). Who answered goes to
+        :attr:`contacts` (a device lost or rejoining is a log line naming it) and to the
+        observer's ``on_contact``."""
         replies = pool.exchange(method, tasks)
         lines = [replace(line, device=cid,
                          round=line.round if line.round is not None else server_round)
                  for cid in tasks if cid in replies for line in replies[cid].logs]
-        if lines:
-            self.observer.on_logs(lines)
+        contact = StepContact(method, server_round,
+                              tuple(cid for cid in tasks if cid in replies),
+                              tuple(cid for cid in tasks if cid not in replies))
+        changes = self.contacts.update(contact)
+        for change in changes:
+            log.log(logging.getLevelNamesMapping()[change.level], "%s: %s", change.device,
+                    change.message)
+        if lines or changes:
+            self.observer.on_logs([*lines, *changes])
+        on_contact = getattr(self.observer, "on_contact", None)
+        if callable(on_contact):
+            on_contact(contact)
         self.last_rejected = {}
         accepted: dict[str, Reply] = {}
         for cid, task in tasks.items():
@@ -553,15 +582,21 @@ class FedDetectServer:
 
     # phase 3
     def calibrate(self, pool: ClientPool, model: ModelState, *,
-                  server_round: int | None = None) -> tuple[Thresholds, dict[str, ErrorStats]]:
+                  server_round: int | None = None, excluded: Mapping[str, str] | None = None
+                  ) -> tuple[Thresholds, dict[str, ErrorStats]]:
         """Thresholds from every device's threshold-split error statistics (``server_round``:
-        the round whose model this is, when calibrating during training).
+        the round whose model this is, when calibrating during training; ``excluded``: devices
+        left out, with why, default none: :meth:`stale`).
 
         Under secure aggregation a global or quantile threshold is set from the devices'
         summed statistics alone (returned under :data:`SUM_ID`); per-device thresholds are
         each a function of one device's own statistics, so that step is not masked."""
         d = self.config.detection_args
-        ids = pool.client_ids
+        ids = [cid for cid in pool.client_ids if cid not in (excluded or {})]
+        if not ids:
+            raise FediotError("threshold step: every device is left out ("
+                              + "; ".join(f"{c}: {why}" for c, why in (excluded or {}).items())
+                              + "); see train_args.stale_after_missed_rounds")
         needed = min(self.config.train_args.client_num_min_replies, len(ids))
         task = ScoreTask(model)
         if d.threshold_mode != "per_device" and self._secure_statistics(ids):
@@ -601,14 +636,23 @@ class FedDetectServer:
 
     # phase 4
     def evaluate(self, pool: ClientPool, model: ModelState, thresholds: Thresholds, *,
-                 server_round: int | None = None) -> list[EvaluationReport]:
+                 server_round: int | None = None, excluded: Mapping[str, str] | None = None
+                 ) -> list[EvaluationReport]:
         """Every device with a threshold scores its test rows against it and reports counts
-        (a device whose threshold statistics were lost or rejected is not evaluated)."""
+        (a device whose threshold statistics were lost or rejected is not evaluated, nor one
+        in ``excluded``)."""
         d = self.config.detection_args
         tasks = {c: EvaluateTask(model, thresholds.per_device[c], d.window, d.max_window)
-                 for c in pool.client_ids if c in thresholds.per_device}
+                 for c in pool.client_ids
+                 if c in thresholds.per_device and c not in (excluded or {})}
         replies = self._exchange(pool, "evaluate", tasks, server_round)
         return [replies[c].result for c in pool.client_ids if c in replies]
+
+    def stale(self, history: Sequence[RoundRecord]) -> dict[str, str]:
+        """Devices to leave out of the threshold and evaluation steps after ``history``, with
+        why: sampled, but no reply to their last ``train_args.stale_after_missed_rounds``
+        training rounds (:func:`~fediot.core.federated.participation.stale_devices`)."""
+        return stale_devices(history, self.config.train_args.stale_after_missed_rounds)
 
     def _plateau(self, history: Sequence[RoundRecord]) -> PlateauStop:
         """The validation tracker, replayed over the losses ``history`` already knows.
@@ -670,9 +714,11 @@ class FedDetectServer:
                     best = (history[-1].server_round, started_from)
                 stopped = plateau.should_stop
             if every and server_round % every == 0 and server_round != total:
-                thresholds, _ = self.calibrate(eval_pool, model, server_round=server_round)
+                stale = self.stale([*history, record])
+                thresholds, _ = self.calibrate(eval_pool, model, server_round=server_round,
+                                               excluded=stale)
                 summary = summarize(self.evaluate(eval_pool, model, thresholds,
-                                                  server_round=server_round))
+                                                  server_round=server_round, excluded=stale))
                 record = replace(record, evaluation={**summary.pooled,
                                                      "thresholds": thresholds.to_dict()})
             history.append(record)
@@ -684,8 +730,17 @@ class FedDetectServer:
                 self.observer.on_phase("stopped", f"validation loss flat for "
                                        f"{plateau.patience} round(s); best round "
                                        f"{plateau.best_step_}")
-        self.observer.on_phase("threshold", f"{len(eval_pool.client_ids)} devices")
-        thresholds, stats = self.calibrate(eval_pool, model)
+        excluded = self.stale(history)
+        if excluded:
+            self.observer.on_phase("excluded", "; ".join(
+                f"{cid}: {why}" for cid, why in excluded.items()))
+            lines = exclusion_lines(excluded)
+            for line in lines:
+                log.warning("%s: %s", line.device, line.message)
+            self.observer.on_logs(lines)
+        kept = [cid for cid in eval_pool.client_ids if cid not in excluded]
+        self.observer.on_phase("threshold", f"{len(kept)} devices")
+        thresholds, stats = self.calibrate(eval_pool, model, excluded=excluded)
         model_round = history[-1].server_round if history else 0
         if history and history[-1].validation_loss is None and stats:
             # the threshold step's errors are the last model's validation loss
@@ -702,10 +757,10 @@ class FedDetectServer:
             model_round, model = best
             self.observer.on_phase("best", f"the run keeps round {model_round}, the lowest "
                                    f"validation loss")
-            thresholds, stats = self.calibrate(eval_pool, model)
+            thresholds, stats = self.calibrate(eval_pool, model, excluded=excluded)
             recalibrated = 1
-        self.observer.on_phase("evaluate", f"{len(eval_pool.client_ids)} devices")
-        reports = self.evaluate(eval_pool, model, thresholds)
+        self.observer.on_phase("evaluate", f"{len(kept)} devices")
+        reports = self.evaluate(eval_pool, model, thresholds, excluded=excluded)
         if self.config.detection_args.window == 0:  # the windows the devices chose
             thresholds = replace(thresholds, windows={r.client_id: r.window for r in reports})
         privacy = None
@@ -720,4 +775,4 @@ class FedDetectServer:
         return RunResult(model, thresholds, summarize(reports), reports, history, stats,
                          model_round=model_round, data=dict(self.device_data),
                          stopped_early=stopped, rejections=list(self.rejections),
-                         privacy=privacy)
+                         privacy=privacy, excluded=excluded)

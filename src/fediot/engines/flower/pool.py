@@ -8,6 +8,10 @@ Each :class:`~fediot.core.federated.messages.Reply` records the exact size of th
 server sent to the node and received from it (:func:`~.records.content_bytes`), and the log
 lines the device sent back.
 
+Every log line about a device names it (with its node id). A failure reply names the task it
+answers (``reply_to_message_id``): the SuperLink sends it from its own node id when a node
+is unavailable.
+
 A reply belongs to the device of the node that sent it (the message's ``src_node_id``, bound
 to a device when the node identified itself), never to the client id written inside it: a
 reply naming another device, or one that cannot be read (:class:`~.records.ReplyError`),
@@ -87,11 +91,16 @@ class FlowerPool:
             return
         messages = [Message(content=encode_task("identify", None), dst_node_id=node,
                             message_type=MESSAGE_TYPES["identify"]) for node in fresh]
-        for reply in self.grid.send_and_receive(messages, timeout=self.reply_seconds):
-            node = reply.metadata.src_node_id
-            if reply.has_error():
+        arrived = self.grid.send_and_receive(messages, timeout=self.reply_seconds)
+        asked = {message.metadata.message_id: node for message, node in zip(
+            messages, fresh, strict=True)}
+        for reply in arrived:
+            if reply.has_error():  # possibly from the SuperLink: the task names the node
+                node = asked.get(reply.metadata.reply_to_message_id,
+                                 reply.metadata.src_node_id)
                 log.warning("node %s could not identify: %s", node, reply.error.reason)
                 continue
+            node = reply.metadata.src_node_id
             try:
                 cid = reply_client_id(reply.content)
             except ReplyError as error:
@@ -102,7 +111,14 @@ class FlowerPool:
                 log.warning("node %s claims device %s, which node %s (still online) serves; "
                             "ignored", node, cid, bound)
                 continue
+            if bound is not None and bound != node:
+                log.info("device %s is back as node %s (was node %s)", cid, node, bound)
             self._node_of[cid] = node
+
+    def _named(self, node: int) -> str:
+        """`` (device NAME)`` for a node bound to a device, else nothing."""
+        names = [cid for cid, bound in self._node_of.items() if bound == node]
+        return f" (device {names[0]})" if names else ""
 
     def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
         """Send each device its task; decode the replies that arrive in time.
@@ -125,21 +141,30 @@ class FlowerPool:
             messages.append(Message(content=content, dst_node_id=node,
                                     message_type=MESSAGE_TYPES[method]))
         replies: dict[str, Reply] = {}
-        for reply in self.grid.send_and_receive(messages, timeout=self.reply_seconds):
+        arrived = self.grid.send_and_receive(messages, timeout=self.reply_seconds)
+        # the grid gave each message its id when it pushed it
+        task_of = {message.metadata.message_id: cid for message, cid in zip(
+            messages, tasks, strict=True)}
+        for reply in arrived:
+            if reply.has_error():
+                # the SuperLink answers for a node it finds unavailable (the error comes from
+                # the SuperLink's own node id): the task it answers names the device
+                failed = task_of.get(reply.metadata.reply_to_message_id)
+                where = (f"device {failed} (node {self._node_of[failed]})" if failed
+                         else f"node {reply.metadata.src_node_id}")
+                log.warning("%s failed on %s: %s", method, where, reply.error.reason)
+                continue
             node = reply.metadata.src_node_id
             bound = device_of.get(node)
             if bound is None or bound in replies:
-                log.warning("%s: ignored a reply from node %s, which was sent no task or "
-                            "answered already", method, node)
+                log.warning("%s: ignored a reply from node %s%s, which was sent no task or "
+                            "answered already", method, node, self._named(node))
                 continue
-            cid = bound
-            if reply.has_error():
-                log.warning("%s failed on node %s: %s", method, node, reply.error.reason)
-                continue
-            replies[cid] = self._decode(method, cid, node, reply, sent.get(cid, 0))
+            replies[bound] = self._decode(method, bound, node, reply, sent.get(bound, 0))
         lost = [cid for cid in tasks if cid not in replies]
         if lost:
-            log.warning("%s: no reply from %s", method, ", ".join(lost))
+            log.warning("%s: no reply from %s", method, ", ".join(
+                f"{cid} (node {self._node_of[cid]})" for cid in lost))
         return {cid: replies[cid] for cid in tasks if cid in replies}
 
     def _decode(self, method: str, cid: str, node: int, reply: Message,

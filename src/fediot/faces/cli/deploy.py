@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from fediot.core.catalog import DEVICES, device_by_id
 from fediot.core.errors import FediotError
@@ -24,7 +25,7 @@ from fediot.core.federated.evaluation import EvaluationSummary
 from fediot.engines.addresses import is_loopback
 from fediot.engines.flower import certificates as tls
 from fediot.engines.flower import deployment
-from fediot.engines.run_folder import RunFolder
+from fediot.engines.run_folder import RunFolder, describe_excluded, excluded_devices
 from fediot.faces.cli.app import app, console, err_console, fail
 from fediot.faces.cli.dashboard import (
     DashboardHostOption,
@@ -165,10 +166,14 @@ def server_command(
                           and p.stat().st_mtime >= started), key=lambda p: p.stat().st_mtime)
         if not folders:
             raise fail(f"the run completed but left no results in {runs_dir}")
-        results = json.loads((folders[-1] / "results.json").read_text())["evaluation"]
+        recorded = json.loads((folders[-1] / "results.json").read_text())
+        results = recorded["evaluation"]
         summary = EvaluationSummary(results["devices"], results["pooled"])
         table, width = results_table(summary, "federated over Flower (deployment)", console)
         console.print(table, width=width)
+        left_out = describe_excluded(excluded_devices(recorded))
+        if left_out:
+            console.print(f"[yellow]{escape(left_out)}[/]", highlight=False)
         traffic = status.get("network-traffic", {})
         console.print(f"run {status.get('run-id')}: {state}, {status.get('elapsed', 0):.0f} s, "
                       f"{traffic.get('total-bytes', 0):,} bytes; run folder: {folders[-1]}")

@@ -17,7 +17,14 @@ from rich.table import Table
 
 from fediot.core.catalog import client_label
 from fediot.core.errors import FediotError
-from fediot.engines.run_folder import RunView, find_run, finite_number, list_runs
+from fediot.engines.run_folder import (
+    RunView,
+    describe_excluded,
+    excluded_devices,
+    find_run,
+    finite_number,
+    list_runs,
+)
 from fediot.faces.cli.app import app, console, fail
 from fediot.faces.cli.lazy import group_help
 from fediot.faces.cli.tables import (
@@ -202,6 +209,9 @@ def show_command(
         console.print("[red]rejected replies[/]: " + ", ".join(
             f"{escape(client_label(device))} {count}" for device, count in rejected.items()),
             highlight=False)
+    left_out = describe_excluded(excluded_devices(results))
+    if left_out:
+        console.print(f"[yellow]{escape(left_out)}[/]", highlight=False)
     pooled = _pooled(results)
     if pooled is not None:
         console.print(f"[bold]all devices[/] (window vote): F1 {_pct(pooled.get('f1'))} %, "

@@ -92,9 +92,8 @@ class ProgressObserver:
         if phase == "resume":
             self.progress.update(self.task, completed=int(detail.split()[-1]))
             return
-        if phase == "lost":
-            self.progress.console.print(f"[yellow]device lost:[/] {detail}")
-            return
+        if phase in ("lost", "excluded"):
+            return  # each device's line (lost, left out) arrives through on_logs
         if phase == "rejected":
             self.progress.console.print(f"[red]reply rejected:[/] {escape(detail)}",
                                         highlight=False)

@@ -157,6 +157,11 @@ def _print_results(cfg: Config, result: RunResult, folder: RunFolder,
                   f"k = {cfg.detection_args.threshold_k}; "
                   f"{time.perf_counter() - started:.1f} s; run folder: {folder.root}")
     chatter.print(model_choice(result))
+    if result.excluded:
+        from fediot.engines.run_folder import describe_excluded
+
+        chatter.print(f"[yellow]{escape(describe_excluded(result.excluded))}[/]",
+                      highlight=False)
     if result.privacy is not None:
         from fediot.core.federated.privacy import describe as describe_privacy
 

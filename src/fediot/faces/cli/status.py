@@ -58,7 +58,7 @@ def status_command(
                Column("rejected")]
     rows, styles = [], []
     for device, info in (status.get("devices") or {}).items():
-        style = {"lost": "red", "training": "yellow"}.get(info["state"])
+        style = {"lost": "red", "training": "yellow", "online": "green"}.get(info["state"])
         rejected = int(info.get("rejected") or 0)
         rows.append([escape(client_label(device)), escape(str(info["state"])),
                      str(info["last_round"] or "—"), escape(str(info["last_seen"] or "—")),

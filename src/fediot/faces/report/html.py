@@ -41,7 +41,13 @@ from fediot.core.model import (
     error_bin_edges,
     threshold_quantile,
 )
-from fediot.engines.run_folder import RunView, finite_number, system_figures
+from fediot.engines.run_folder import (
+    RunView,
+    describe_excluded,
+    excluded_devices,
+    finite_number,
+    system_figures,
+)
 from fediot.faces.report.svg import (
     PALETTE,
     BarSeries,
@@ -578,7 +584,10 @@ def _devices_section(data: RunData) -> str:
         caption = ("Every rate is 0: no bar to draw." if values and max(values) == 0 else
                    "The axis ends at the largest rate; the exact rates are in the table.")
         per_metric.append(_figure(chart, name, caption))
+    left_out = describe_excluded(excluded_devices(data.results))
     return _section("devices", "Detection per device", table,
+                    *([_note(left_out[0].upper() + left_out[1:] + ".", "excluded")]
+                      if left_out else []),
                     '<div class="charts">' + "\n".join(per_metric) + "</div>")
 
 
