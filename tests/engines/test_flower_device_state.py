@@ -126,6 +126,18 @@ def device_status(runs: Path) -> dict[str, Any]:
         return {}
 
 
+def victim_row(runs: Path, observed: dict[str, Any]) -> str:
+    """The victim's row of ``fediot status`` (the whole output kept in ``observed``)."""
+    folder = run_folder(runs)
+    if folder is None:
+        return ""
+    shown = subprocess.run([str(FEDIOT), "status", str(folder)], capture_output=True,
+                           text=True, timeout=120, check=False, env=fediot_env())
+    observed["status_output"] = shown.stdout + shown.stderr
+    return next((line for line in shown.stdout.splitlines()
+                 if client_label(VICTIM.name) in line), "")
+
+
 @pytest.fixture(scope="module")
 def disturbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("device-state")
@@ -167,12 +179,10 @@ def disturbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
                    "the server to find the killed device lost", server)
         observed["lost"] = device_status(runs)
         restarted = start_client(tmp, certs, address, VICTIM.uci_id, "client-again")
-        wait_until(lambda: device_status(runs).get("state") == "online", 900,
-                   "the restarted device to answer", server)
-        shown = subprocess.run([str(FEDIOT), "status", str(run_folder(runs))],
-                               capture_output=True, text=True, timeout=120, check=False,
-                               env=fediot_env())
-        observed["status_output"] = shown.stdout + shown.stderr
+        # what an operator sees: `fediot status`, asked until the device shows online (between
+        # its answers it may show training, when a round asks it again)
+        wait_until(lambda: " online " in victim_row(runs, observed), 900,
+                   "`fediot status` to show the restarted device online", server)
         observed["online"] = device_status(runs)
         server.wait(timeout=1500)
     finally:
@@ -200,9 +210,10 @@ def test_a_restarted_device_shows_online_once_it_answers(disturbed: dict[str, An
     assert disturbed["lost"]["last_round"] is not None
     online = disturbed["online"]
     assert online["last_seen"] > disturbed["lost"]["last_seen"]
+    assert online["last_round"] > disturbed["lost"]["last_round"]
     rows = [line for line in disturbed["status_output"].splitlines()
             if client_label(VICTIM.name) in line]
-    assert rows and "online" in rows[0], disturbed["status_output"]
+    assert rows and " online " in rows[0], disturbed["status_output"]
     status = json.loads((disturbed["folder"] / "status.json").read_text())
     assert status["devices"][VICTIM.name]["state"] == "online"  # to the end of the run
     assert status["devices"][VICTIM.name]["last_round"] == ROUNDS

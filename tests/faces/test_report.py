@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import math
 import re
@@ -554,6 +555,21 @@ def test_recorded_per_round_thresholds_are_plotted(run: RunView, tmp_path: Path)
     assert re.findall(r'class="series" data-series="([^"]+)"', figure[0]) == [
         "global", *DEVICE_IDS]
     assert "Per-round thresholds are absent" not in figure[0]
+
+
+def test_devices_left_out_are_named_with_the_reason(run: RunView, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(run.root, tmp_path / run.run_id))
+    results = json.loads((copy / "results.json").read_text())
+    results["excluded_devices"] = {DEVICE_IDS[0]: "no reply to its last training round "
+                                                  "(round 3)"}
+    (copy / "results.json").write_text(json.dumps(results))
+    note = re.search(r'<p class="note" data-note="excluded">(.*?)</p>', render_report(
+        RunView(copy)))
+    assert note is not None
+    assert note[1] == html.escape(
+        "Left out of the threshold and evaluation (train_args.stale_after_missed_rounds): "
+        f"{client_label(DEVICE_IDS[0])}: no reply to its last training round (round 3).")
+    assert 'data-note="excluded"' not in render_report(run)
 
 
 @pytest.fixture

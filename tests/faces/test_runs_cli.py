@@ -184,3 +184,23 @@ def test_runs_show_logs_prints_that_many_lines_at_80_columns(narrow: Path) -> No
     assert "…" not in before  # rounds and devices: numbers whole
     for line in logs:  # only a message is cut, at its end
         assert "…" not in line or line.rstrip().endswith("…")
+
+
+def test_runs_show_and_status_name_the_devices_left_out(runs: Path, tmp_path: Path) -> None:
+    """A run that left a device out of the threshold and evaluation says which and why; every
+    device that answered its last step reads online."""
+    copy = Path(shutil.copytree(runs / "alpha", tmp_path / "gamma"))
+    results = json.loads((copy / "results.json").read_text())
+    results["excluded_devices"] = {"Ennio_Doorbell": "no reply to its last training round "
+                                                     "(round 2)"}
+    (copy / "results.json").write_text(json.dumps(results))
+    code, output = invoke("runs", "show", str(copy))
+    assert code == 0, output
+    assert ("left out of the threshold and evaluation (train_args.stale_after_missed_rounds): "
+            "Ennio doorbell: no reply to its last training round (round 2)") in output
+    code, output = invoke("runs", "show", "alpha", "--runs-dir", str(runs))
+    assert code == 0 and "left out" not in output
+    code, output = invoke("status", str(runs / "alpha"))
+    assert code == 0, output
+    rows = [line for line in output.splitlines() if "doorbell" in line or "thermostat" in line]
+    assert len(rows) == 3 and all(" online " in row and " 2 " in row for row in rows), output

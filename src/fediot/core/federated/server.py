@@ -352,10 +352,7 @@ class FedDetectServer:
         contact = StepContact(method, server_round,
                               tuple(cid for cid in tasks if cid in replies),
                               tuple(cid for cid in tasks if cid not in replies))
-        changes = self.contacts.update(contact)
-        for change in changes:
-            log.log(logging.getLevelNamesMapping()[change.level], "%s: %s", change.device,
-                    change.message)
+        changes = self.contacts.update(contact)  # the observer shows and records them
         if lines or changes:
             self.observer.on_logs([*lines, *changes])
         on_contact = getattr(self.observer, "on_contact", None)
@@ -734,10 +731,7 @@ class FedDetectServer:
         if excluded:
             self.observer.on_phase("excluded", "; ".join(
                 f"{cid}: {why}" for cid, why in excluded.items()))
-            lines = exclusion_lines(excluded)
-            for line in lines:
-                log.warning("%s: %s", line.device, line.message)
-            self.observer.on_logs(lines)
+            self.observer.on_logs(exclusion_lines(excluded))
         kept = [cid for cid in eval_pool.client_ids if cid not in excluded]
         self.observer.on_phase("threshold", f"{len(kept)} devices")
         thresholds, stats = self.calibrate(eval_pool, model, excluded=excluded)
