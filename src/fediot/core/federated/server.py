@@ -115,7 +115,8 @@ class RunObserver(Protocol):
     """Receives progress: the CLI draws it, the run folder records it.
 
     ``on_phase`` announces a phase (``scaler``, ``round``, ``lost``, ``rejected``,
-    ``threshold``, ``evaluate``, …); ``on_round`` gets each completed round's record;
+    ``excluded`` (devices left out of the threshold and evaluation, with why), ``threshold``,
+    ``evaluate``, …); ``on_round`` gets each completed round's record;
     ``on_logs`` gets the log lines devices sent back with a step's replies (never called with
     no lines).
 

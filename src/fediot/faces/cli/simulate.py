@@ -152,7 +152,8 @@ def _print_results(cfg: Config, result: RunResult, folder: RunFolder,
         records = results_records(result.evaluation)
         write_records(records, output_format, {"run": folder.root.name,
                                                "run_folder": str(folder.root),
-                                               "devices": records})
+                                               "devices": records,
+                                               "excluded_devices": result.excluded})
     chatter.print(f"thresholds: {cfg.detection_args.threshold_mode}, "
                   f"k = {cfg.detection_args.threshold_k}; "
                   f"{time.perf_counter() - started:.1f} s; run folder: {folder.root}")
