@@ -226,3 +226,17 @@ def test_the_setting_is_checked(value: object) -> None:
 
     with pytest.raises(ConfigError, match=r"train_args\.stale_after_missed_rounds"):
         config(**{"train_args.stale_after_missed_rounds": value})
+
+
+def test_a_threshold_step_with_every_device_left_out_is_one_clear_error() -> None:
+    from fediot.core.errors import FediotError
+    from fediot.core.federated.messages import ModelState
+
+    clients = synthetic_clients()
+    server = FedDetectServer(config())
+    pool = SequentialPool(clients)
+    model = ModelState(server.initial_weights(), server.fit_scaler(pool))
+    why = dict.fromkeys(pool.client_ids, "no reply to its last training round (round 1)")
+    with pytest.raises(FediotError, match=r"threshold step: every device is left out \("
+                                          r".*stale_after_missed_rounds"):
+        server.calibrate(pool, model, excluded=why)
