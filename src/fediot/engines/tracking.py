@@ -33,6 +33,7 @@ from typing import Any
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.federated.messages import LogLine
+from fediot.core.federated.participation import StepContact
 from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
 from fediot.core.federated.validation import Rejection
 from fediot.core.io import atomic_path
@@ -194,6 +195,11 @@ class MlflowTracker:
         on_rejected = getattr(self.inner, "on_rejected", None)
         if callable(on_rejected):
             on_rejected(rejection)
+
+    def on_contact(self, contact: StepContact) -> None:
+        on_contact = getattr(self.inner, "on_contact", None)
+        if callable(on_contact):
+            on_contact(contact)
 
     # --- the end ---------------------------------------------------------------------------
 
