@@ -124,7 +124,8 @@ class FlowerPool:
         """Send each device its task; decode the replies that arrive in time.
 
         Nodes that connected since the last step identify themselves first, so a device that
-        restarted (under a new node id) rejoins at the next step.
+        restarted rejoins at the next step: under a new node id (without device keys), or under
+        its own (a device key fixes the node id) once Flower has found the old one gone.
         """
         self._identify()
         messages: list[Message] = []
