@@ -17,7 +17,9 @@ per-row gradient is the outer product δᵢaᵢᵀ, so per-row norms and the cli
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +27,13 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from fediot.core.model.autoencoder import Autoencoder, check_weights
+from fediot.core.model.autoencoder import (
+    Autoencoder,
+    build_autoencoder,
+    check_weights,
+    get_weights,
+    set_weights,
+)
 from fediot.core.model.local_training import (
     ADAM_BETAS,
     ADAM_EPS,
@@ -48,6 +56,7 @@ __all__ = [  # the shared names are re-exported: callers import them from here t
     "OPTIMIZERS",
     "OptimizerName",
     "PrivateTraining",
+    "TorchLocalModel",
     "TrainReport",
     "clipped_gradient_sum",
     "private_steps_per_epoch",
@@ -404,3 +413,46 @@ def reconstruction_errors(
         if was_training:
             model.train()
     return errors
+
+
+class TorchLocalModel:
+    """A device's model on the PyTorch path (:class:`~fediot.core.model.backend.LocalModel`).
+
+    Parameters
+    ----------
+    n_features
+        Input width.
+    use_gpu
+        Train and score on a CUDA GPU when one is present (default False; without one, a
+        warning and the CPU).
+    """
+
+    backend: Final[str] = "torch"
+
+    def __init__(self, n_features: int, *, use_gpu: bool = False) -> None:
+        torch.set_num_threads(1)  # one client, one core: results independent of workers
+        device = torch.device("cpu")
+        if use_gpu:
+            if torch.cuda.is_available():
+                device = torch.device("cuda")
+            else:
+                warnings.warn("using_gpu is set but no CUDA GPU is present; training on the "
+                              "CPU", RuntimeWarning, stacklevel=2)
+        self.model = build_autoencoder(n_features, seed=0).to(device)
+
+    def set_weights(self, weights: Sequence[npt.ArrayLike]) -> None:
+        """Copy ``weights`` into the model (validated first)."""
+        set_weights(self.model, weights)
+
+    def get_weights(self) -> list[npt.NDArray[np.float32]]:
+        """Copies of the weights, in parameter order."""
+        return get_weights(self.model)
+
+    def train(self, X: npt.ArrayLike, *, private: PrivateTraining | None = None,
+              **settings: Any) -> TrainReport:
+        """:func:`train_local` on this model."""
+        return train_local(self.model, X, private=private, **settings)
+
+    def reconstruction_errors(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """:func:`reconstruction_errors` of ``X`` under this model."""
+        return reconstruction_errors(self.model, X)
