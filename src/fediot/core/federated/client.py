@@ -341,13 +341,13 @@ class DeviceClient:
         self.data = data
         self.guards = guards or DeviceGuards()
         self.backend = resolve_backend(backend, private=self.guards.privacy is not None)
-        self.use_gpu = use_gpu
         if use_gpu and self.backend == "numpy":
             warnings.warn(f"{data.client_id}: using_gpu is set but the device trains with "
                           "NumPy, on the CPU", RuntimeWarning, stacklevel=2)
+        self.model = local_model(self.backend, N_FEATURES, use_gpu=use_gpu)
+        """The device's model; its weights are the last task's."""
         self._scaler_key: bytes | None = None
         self._scaled: dict[str, npt.NDArray[np.float32]] = {}
-        self._model: LocalModel | None = None
         self._rng = secure_rng()  # privacy noise: never from the run's (known) seed
         self.secagg_state: SecAggDevice | None = None
         """Secure aggregation state of the current round (an engine that starts a fresh
@@ -566,10 +566,8 @@ class DeviceClient:
         )
 
     def _load(self, state: ModelState) -> LocalModel:
-        if self._model is None:
-            self._model = local_model(self.backend, N_FEATURES, use_gpu=self.use_gpu)
-        self._model.set_weights(state.weights)
-        return self._model
+        self.model.set_weights(state.weights)
+        return self.model
 
     def _scaler_for(self, stats: ScalerStats) -> FeatureScaler:
         key = np.concatenate([np.asarray([stats.n], dtype=np.float64), stats.sum,

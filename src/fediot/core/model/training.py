@@ -431,14 +431,14 @@ class TorchLocalModel:
 
     def __init__(self, n_features: int, *, use_gpu: bool = False) -> None:
         torch.set_num_threads(1)  # one client, one core: results independent of workers
-        device = torch.device("cpu")
+        self.device = torch.device("cpu")
         if use_gpu:
             if torch.cuda.is_available():
-                device = torch.device("cuda")
+                self.device = torch.device("cuda")
             else:
                 warnings.warn("using_gpu is set but no CUDA GPU is present; training on the "
-                              "CPU", RuntimeWarning, stacklevel=2)
-        self.model = build_autoencoder(n_features, seed=0).to(device)
+                              "CPU", RuntimeWarning, stacklevel=3)
+        self.model = build_autoencoder(n_features, seed=0).to(self.device)
 
     def set_weights(self, weights: Sequence[npt.ArrayLike]) -> None:
         """Copy ``weights`` into the model (validated first)."""
