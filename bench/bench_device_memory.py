@@ -141,13 +141,17 @@ def device_run(config_path: Path, weights_path: Path, backend: str, rounds: int,
 
 
 def run_child(backend: str, weights_path: Path, *, rounds: int, config: Path = DEFAULT_CONFIG,
-              device_index: int = 0, timeout: float = 900.0) -> dict[str, Any]:
-    """:func:`device_run` in a fresh Python process (torch blocked for ``numpy``)."""
+              device_index: int = 0, timeout: float = 900.0,
+              block: bool = True) -> dict[str, Any]:
+    """:func:`device_run` in a fresh Python process (for ``numpy``, torch is made unimportable
+    there first unless ``block`` is False)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(REPO / "src"), str(REPO / "bench"), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, str(Path(__file__).resolve()), "--child", backend,
                "--weights", str(weights_path), "--rounds", str(rounds), "--config", str(config),
                "--device-index", str(device_index)]
+    if not block:
+        command.append("--allow-torch")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout,
                           check=False)
     if done.returncode != 0:
@@ -179,9 +183,10 @@ def main() -> None:
     parser.add_argument("--device-venv", type=Path, help="a device-only venv to size")
     parser.add_argument("--child", choices=("torch", "numpy"), help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--allow-torch", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        if args.child == "numpy":
+        if args.child == "numpy" and not args.allow_torch:
             block_torch()
         print(json.dumps(device_run(args.config, args.weights, args.child, args.rounds,
                                     args.device_index)))
