@@ -61,9 +61,16 @@ def test_a_device_install_has_no_ray_torch_or_cuda_and_runs_a_device(tmp_path: P
     assert not [n for n in names if n in FORBIDDEN or n.startswith("nvidia")], sorted(names)
     print(f"device install: {seconds:.0f} s, {len(names)} packages")
 
-    client_help = subprocess.run([str(project / ".venv" / "bin" / "fediot"), "client", "--help"],
-                                 capture_output=True, text=True, timeout=120, check=False)
+    fediot = str(project / ".venv" / "bin" / "fediot")
+    client_help = subprocess.run([fediot, "client", "--help"], capture_output=True, text=True,
+                                 timeout=120, check=False)
     assert client_help.returncode == 0 and "--backend" in client_help.stdout
+    server_side = subprocess.run([fediot, "simulate", "--rounds", "1"], cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=120, check=False)
+    assert server_side.returncode == 1
+    assert server_side.stderr.strip().splitlines() == [
+        "error: this command needs torch, which a device-only install leaves out; install "
+        "FedIoT's full extra (pip install -e '.[full]', or scripts/setup.sh)"]
 
     dataset = write_uci_dataset(tmp_path / "nbaiot", n_devices=1, rows=600)
     config = small_run_config(dataset, **{"train_args.client_num_in_total": 1,
