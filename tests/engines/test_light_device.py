@@ -3,22 +3,28 @@ ClientApp in a process where torch cannot be imported, and the backend choice.""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from flwr.app import Context, RecordDict
 
 from federated_data import small_run_config, synthetic_clients, write_uci_dataset
-from fediot.core.config import ConfigError, dump_config
+from fediot.core.catalog import DEVICES
+from fediot.core.config import ConfigError, dump_config, load_config
 from fediot.core.errors import FediotError
 from fediot.core.federated.client import DeviceClient, DeviceGuards
 from fediot.core.federated.privacy import PrivacyPlan
 from fediot.core.model import backend as backend_module
 from fediot.core.model.backend import resolve_backend
 from fediot.core.model.numpy_backend import NumpyAutoencoder
+from fediot.engines.flower import deployment
 from fediot.engines.flower.apps import _config_from
+from fediot.engines.simulation import run_federated
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
@@ -100,3 +106,49 @@ def test_the_backend_is_a_checked_key_and_a_device_may_choose(tmp_path: Path) ->
     context = Context(run_id=1, node_id=1, node_config={"device": "x", "backend": "numpy"},
                       state=RecordDict(), run_config={"config-json": dump_config(config)})
     assert _config_from(context, None).device_args.backend == "numpy"
+
+
+@pytest.mark.slow
+def test_a_deployment_of_numpy_devices_matches_the_in_process_numpy_run(
+        tmp_path: Path) -> None:
+    """Real SuperNodes told ``backend="numpy"`` (``fediot client --backend numpy``) train with
+    NumPy although the run says torch; the in-process engine with NumPy devices reaches the
+    same global model bit for bit, and the torch run the same verdicts."""
+    data = write_uci_dataset(tmp_path / "nbaiot", n_devices=2)
+    config_path = tmp_path / "fedml_config.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "common_args": {"training_type": "cross_silo", "random_seed": 0},
+        "data_args": {"dataset": "N-BaIoT", "data_cache_dir": str(data)},
+        "train_args": {"client_num_in_total": 2, "client_num_per_round": 2, "comm_round": 2},
+        "device_args": {"backend": "torch"},
+        "detection_args": {"window": 5},
+        "tracking_args": {"log_file_dir": str(tmp_path / "runs")},
+    }))
+    port = free_port()
+    nodes = [deployment.supernode(tmp_path / f"node{d.uci_id}", f"127.0.0.1:{port}", d.name,
+                                  free_port(), max_wait_seconds=300, backend="numpy").start()
+             for d in DEVICES[:2]]
+    try:
+        server = subprocess.run(
+            [str(Path(sys.executable).with_name("fediot")), "server", "--config",
+             str(config_path), "--port", str(port), "--insecure", "--flwr-home",
+             str(tmp_path / "server"), "--wait", "120", "--timeout", "600"],
+            capture_output=True, text=True, timeout=700, check=False,
+            env={**deployment.flower_env(tmp_path / "server"), "COLUMNS": "160"})
+        assert server.returncode == 0, server.stdout + server.stderr
+    finally:
+        for node in nodes:
+            node.stop()
+    deployed = np.load(next((tmp_path / "runs").glob("*/model/weights.npz")))
+    base = load_config(config_path).with_overrides({
+        "common_args.training_type": "simulation",
+        "tracking_args.log_file_dir": str(tmp_path / "runs-inprocess")})
+    light = run_federated(base.with_overrides({"device_args.backend": "numpy"}))
+    for i, weights in enumerate(light.model.weights):
+        np.testing.assert_array_equal(deployed[f"w{i}"], weights)
+    heavy = run_federated(base)  # torch devices: float32 rounding apart, the same verdicts
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(light.model.weights, heavy.model.weights, strict=True))
+    pooled = light.evaluation.to_dict()["pooled"]["window_vote"]
+    assert pooled["f1"] == pytest.approx(heavy.evaluation.to_dict()["pooled"]["window_vote"]["f1"],
+                                         abs=0.01)
