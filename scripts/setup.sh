@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Create or refresh .venv.   Usage: scripts/setup.sh [runtime|dev]
+# Create or refresh .venv.   Usage: scripts/setup.sh [runtime|dev|device]
 #   runtime (default)  torch, then FedIoT with its simulation extra: what ./fediot and run_*.sh need
 #   dev                runtime plus the test, lint, type-check, export and MLflow tools (.[dev]):
 #                      what run_tests.sh, CI and bench/ need
+#   device (--device)  a device only (`fediot client`): FedIoT's base install (.[device]), with
+#                      Flower but no Ray and no torch; the device trains with NumPy. (For the
+#                      torch path there, pip install torch into .venv the CPU way shown below.)
 # torch: PyPI's torch for Linux x86_64 pulls the multi-GB CUDA stack, so there torch comes from
 # PyTorch's CPU index (https://download.pytorch.org/whl/cpu, as pytorch.org documents it); if that
 # index does not answer within 5 s, from the default index instead. Elsewhere (macOS, aarch64)
@@ -75,14 +78,16 @@ main() {
     case "$mode" in
         runtime) extra=simulation ;;
         dev) extra=dev ;;
-        *) echo "usage: scripts/setup.sh [runtime|dev]" >&2; exit 2 ;;
+        device | --device) mode=device extra=device ;;
+        *) echo "usage: scripts/setup.sh [runtime|dev|device]" >&2; exit 2 ;;
     esac
     cd "$(dirname "${BASH_SOURCE[0]}")/.."
     local python=${PYTHON:-python3} stamp=.venv/.fediot-setup want have=""
     want=$(sha256sum pyproject.toml | cut -d' ' -f1)
     [ -f "$stamp" ] && have=$(cat "$stamp")
-    # The stamp is "HASH MODE"; a dev venv serves runtime too.
-    if [ "$have" = "$want $mode" ] || [ "$have" = "$want dev" ]; then
+    # The stamp is "HASH MODE"; a dev venv serves runtime too, and either serves a device.
+    if [ "$have" = "$want $mode" ] || [ "$have" = "$want dev" ] ||
+        { [ "$mode" = device ] && [ "$have" = "$want runtime" ]; }; then
         exit 0
     fi
     echo "setting up .venv ($mode; the first time takes a minute or two)..." >&2
@@ -90,7 +95,7 @@ main() {
     local log=.venv/setup.log
     if ! {
         "$VENV_PY" -m pip install --upgrade pip &&
-        install_torch &&
+        { [ "$mode" = device ] || install_torch; } &&
         "$VENV_PY" -m pip install -e ".[$extra]"
     } >"$log" 2>&1; then
         tail -n 30 "$log" >&2

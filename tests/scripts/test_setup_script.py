@@ -178,6 +178,33 @@ def test_runtime_and_dev_modes_and_the_stamp(fakes: Path, tmp_path: Path) -> Non
     assert bad.returncode == 2
 
 
+def test_device_mode_installs_the_base_without_torch(fakes: Path, tmp_path: Path) -> None:
+    """device (or --device) installs .[device] and never torch; a runtime venv serves it."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(SETUP, repo / "scripts" / "setup.sh")
+    shutil.copy(REPO / "pyproject.toml", repo / "pyproject.toml")
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    shutil.copy(fakes / "python", repo / ".venv" / "bin" / "python")
+    env = _env(fakes)
+    del env["VENV_PY"]
+    log = fakes / "pip.log"
+
+    def setup(*args: str) -> list[str]:
+        log.unlink(missing_ok=True)
+        done = subprocess.run(["bash", str(repo / "scripts" / "setup.sh"), *args], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return log.read_text().splitlines() if log.exists() else []
+
+    calls = setup("--device")
+    assert calls[-1] == "install -e .[device]"
+    assert not any("torch" in call for call in calls), calls
+    assert setup("device") == []
+    assert setup("runtime")[-1] == "install -e .[simulation]"  # a device venv is not enough
+    assert setup("device") == []  # a runtime venv is
+
+
 def _cpu_index_reachable() -> bool:
     try:
         urllib.request.urlopen(CPU_INDEX + "/torch/", timeout=5).read(1)

@@ -41,6 +41,7 @@ from fediot.core.limits import (
     MAX_VIRTUAL_DEVICES_PER_DEVICE,
     MAX_WINDOW,
 )
+from fediot.core.model.backend import BACKENDS
 from fediot.core.safe_yaml import UnsafeInputError, load_yaml, read_text
 
 
@@ -317,11 +318,17 @@ class DeviceArgs:
         A device never sends scaler or error statistics of fewer rows than this (it refuses
         the step instead, and a training reply then carries no validation loss): sums over a
         handful of rows say too much about each row. Default 20.
+    backend
+        What a device trains and scores with: ``torch``, ``numpy`` (no torch needed; the same
+        arithmetic within float32 rounding, see :mod:`fediot.core.model.numpy_backend`) or
+        ``auto``: torch when it is installed, else NumPy. A device's own choice
+        (``fediot client --backend``) overrides the run's. Default ``auto``.
     """
 
     worker_num: int = 1
     using_gpu: bool = False
     min_rows_for_statistics: int = 20
+    backend: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -526,6 +533,7 @@ CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "train_args.lr_schedule": ("constant", "cosine", "step"),
     "detection_args.threshold_mode": ("global", "per_device", "quantile"),
     "comm_args.backend": ("inprocess", "MPI", "ray"),
+    "device_args.backend": BACKENDS,
 }
 """The values each text key accepts: the one list the checks, the CLI's help and the strategy
 registry (:func:`fediot.engines.strategies.strategy_for`, which builds every optimiser named

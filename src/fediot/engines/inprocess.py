@@ -44,11 +44,14 @@ class SequentialPool:
         Train and score on a CUDA GPU when one is present (default False).
     guards
         The bounds every device holds its tasks to (default :class:`DeviceGuards` ()).
+    backend
+        What the devices train with: ``auto`` (default), ``torch`` or ``numpy``.
     """
 
     def __init__(self, clients: list[ClientData], use_gpu: bool = False,
-                 guards: DeviceGuards | None = None) -> None:
-        self._clients = {c.client_id: DeviceClient(c, use_gpu, guards) for c in clients}
+                 guards: DeviceGuards | None = None, backend: str = "auto") -> None:
+        self._clients = {c.client_id: DeviceClient(c, use_gpu, guards, backend)
+                         for c in clients}
 
     @property
     def client_ids(self) -> list[str]:
@@ -74,7 +77,8 @@ def _worker(config: Config, ids: list[str], conn: Connection) -> None:
         source = open_dataset(dataset_root(config))
         guards = DeviceGuards.from_config(config)
         clients = {cid: DeviceClient(load_client_data(config, cid, source),
-                                     config.device_args.using_gpu, guards) for cid in ids}
+                                     config.device_args.using_gpu, guards,
+                                     config.device_args.backend) for cid in ids}
         conn.send(("ready", None))
     except BaseException as error:  # report, then end: the parent raises
         conn.send(("error", f"{type(error).__name__}: {error}"))
@@ -196,4 +200,5 @@ def make_pool(config: Config, ids: list[str]) -> SequentialPool | ProcessPool:
         return ProcessPool(config, ids, workers)
     source = open_dataset(root)
     return SequentialPool([load_client_data(config, cid, source) for cid in ids],
-                          config.device_args.using_gpu, DeviceGuards.from_config(config))
+                          config.device_args.using_gpu, DeviceGuards.from_config(config),
+                          config.device_args.backend)

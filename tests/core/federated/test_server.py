@@ -113,12 +113,14 @@ def test_summaries_reject_empty_input() -> None:
 def test_gpu_request_without_gpu_warns_and_uses_the_cpu() -> None:
     import torch
 
+    from fediot.core.model.training import TorchLocalModel
+
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: this test covers the fallback only")
     data = synthetic_clients(n_devices=1)[0]
     with pytest.warns(RuntimeWarning, match="no CUDA GPU"):
-        client = DeviceClient(data, use_gpu=True)
-    assert client.device.type == "cpu"
+        client = DeviceClient(data, use_gpu=True, backend="torch")
+    assert isinstance(client.model, TorchLocalModel) and client.model.device.type == "cpu"
     assert client.scaler_stats().stats.n == len(data.train)
 
 

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from fediot.core.catalog import BENIGN, N_FEATURES
 from fediot.core.config import FLOAT_RANGES, INT_RANGES, Config
@@ -65,19 +64,9 @@ from fediot.core.federated.secure_aggregation import (
 from fediot.core.federated.secure_statistics import errors_vector, scaler_vector
 from fediot.core.federated.validation import scaler_array_problem
 from fediot.core.metrics import ClassCounts, smallest_quiet_window, window_vote
-from fediot.core.model import (
-    Autoencoder,
-    ErrorStats,
-    FeatureScaler,
-    PrivateTraining,
-    ScalerStats,
-    build_autoencoder,
-    get_weights,
-    reconstruction_errors,
-    set_weights,
-    train_local,
-    weight_shapes,
-)
+from fediot.core.model import ErrorStats, FeatureScaler, PrivateTraining, ScalerStats
+from fediot.core.model.architecture import layer_plan, parameter_shapes
+from fediot.core.model.backend import LocalModel, local_model, resolve_backend
 
 log = logging.getLogger(__name__)
 
@@ -338,26 +327,27 @@ class DeviceClient:
     data
         The device's :class:`ClientData`; it never leaves this object.
     use_gpu
-        Train and score on a CUDA GPU when one is present (default False).
+        Train and score on a CUDA GPU when one is present (default False; torch only).
     guards
         The bounds it holds tasks to (default :class:`DeviceGuards` ()).
+    backend
+        ``"auto"`` (default: torch when importable, else NumPy), ``"torch"`` or ``"numpy"``
+        (:mod:`fediot.core.model.backend`); DP-SGD needs torch, so privacy without it is one
+        :class:`FediotError` here, before any task.
     """
 
     def __init__(self, data: ClientData, use_gpu: bool = False,
-                 guards: DeviceGuards | None = None) -> None:
+                 guards: DeviceGuards | None = None, backend: str = "auto") -> None:
         self.data = data
         self.guards = guards or DeviceGuards()
-        self._shapes: list[tuple[int, ...]] | None = None
-        self.device = torch.device("cpu")
-        if use_gpu:
-            if torch.cuda.is_available():
-                self.device = torch.device("cuda")
-            else:
-                warnings.warn(f"{data.client_id}: using_gpu is set but no CUDA GPU is present; "
-                              "training on the CPU", RuntimeWarning, stacklevel=2)
+        self.backend = resolve_backend(backend, private=self.guards.privacy is not None)
+        if use_gpu and self.backend == "numpy":
+            warnings.warn(f"{data.client_id}: using_gpu is set but the device trains with "
+                          "NumPy, on the CPU", RuntimeWarning, stacklevel=2)
+        self.model = local_model(self.backend, N_FEATURES, use_gpu=use_gpu)
+        """The device's model; its weights are the last task's."""
         self._scaler_key: bytes | None = None
         self._scaled: dict[str, npt.NDArray[np.float32]] = {}
-        self._model: Autoencoder | None = None
         self._rng = secure_rng()  # privacy noise: never from the run's (known) seed
         self.secagg_state: SecAggDevice | None = None
         """Secure aggregation state of the current round (an engine that starts a fresh
@@ -389,10 +379,9 @@ class DeviceClient:
                 result = Refusal(f"refused: {refusal}")
         return Reply(result, capture.lines())
 
-    def _expected_shapes(self) -> list[tuple[int, ...]]:
-        if self._shapes is None:
-            self._shapes = weight_shapes(build_autoencoder(N_FEATURES, seed=0))
-        return self._shapes
+    @staticmethod
+    def _expected_shapes() -> list[tuple[int, ...]]:
+        return parameter_shapes(layer_plan(N_FEATURES))
 
     def scaler_stats(self) -> ScalerReport:
         """Counts and sums of the (signed-log) training rows, for the pooled feature scaler,
@@ -423,8 +412,7 @@ class DeviceClient:
                           else ErrorStats.empty())
             private = (None if plan is None else PrivateTraining(
                 plan.clip_norm, plan.training_multiplier(len(train)), self._rng))
-            report = train_local(
-                model,
+            report = model.train(
                 train,
                 epochs=task.epochs,
                 batch_size=task.batch_size,
@@ -436,7 +424,7 @@ class DeviceClient:
                 seed=_seed_for(self.client_id, task.seed, task.server_round),
                 private=private,
             )
-            weights = get_weights(model)
+            weights = model.get_weights()
         how = (f"loss {report.mean_loss:.5f}" if private is None
                else f"DP-SGD σ = {private.noise_multiplier:.3g}, C = {private.clip_norm:g}")
         log.info("round %d: trained %d rows × %d epoch(s) at learning rate %.3g, %s, in %.2f s",
@@ -500,20 +488,20 @@ class DeviceClient:
             return errors_vector(self.threshold_stats(task.inner)), None
         raise SecAggError(f"no secure sum for step {str(step)[:30]!r}")
 
-    def _quiet_window(self, model: Autoencoder, task: EvaluateTask) -> int:
+    def _quiet_window(self, model: LocalModel, task: EvaluateTask) -> int:
         """N-BaIoT's ws*: the smallest window with no alarm on the threshold rows."""
         opt = self._transformed("opt", task.model.scaler)
-        flags = reconstruction_errors(model, opt) > task.threshold if len(opt) else np.zeros(0)
+        flags = model.reconstruction_errors(opt) > task.threshold if len(opt) else np.zeros(0)
         window = smallest_quiet_window(flags, task.max_window)
         log.info("window %d: the smallest with no alarm on the %d threshold rows (%.2f %% of "
                  "them above the threshold)", window, len(opt),
                  100 * float(np.mean(flags)) if len(opt) else 0.0)
         return window
 
-    def _threshold_row_errors(self, model: Autoencoder, scaler: ScalerStats) -> ErrorStats:
+    def _threshold_row_errors(self, model: LocalModel, scaler: ScalerStats) -> ErrorStats:
         """Errors of the threshold rows under ``model`` (the global model just received)."""
         opt = self._transformed("opt", scaler)
-        return ErrorStats.from_errors(reconstruction_errors(model, opt) if len(opt)
+        return ErrorStats.from_errors(model.reconstruction_errors(opt) if len(opt)
                                       else np.empty(0))
 
     def threshold_stats(self, task: ScoreTask) -> ErrorStats:
@@ -525,7 +513,7 @@ class DeviceClient:
             stats = self._threshold_row_errors(model, task.model.scaler)
         else:
             opt = self._transformed("opt", task.model.scaler)
-            stats = noisy_error_stats(reconstruction_errors(model, opt) if len(opt)
+            stats = noisy_error_stats(model.reconstruction_errors(opt) if len(opt)
                                       else np.empty(0), self.guards.privacy, self._rng)
         if stats.n:
             log.info("scored %d threshold rows: mean error %.4g, std %.4g", stats.n,
@@ -549,8 +537,8 @@ class DeviceClient:
                 if len(rows) == 0:
                     continue
                 # test rows are scored once per evaluation: scale them without caching
-                errors = reconstruction_errors(model, self._scaler_for(task.model.scaler)
-                                               .transform(rows))
+                errors = model.reconstruction_errors(self._scaler_for(task.model.scaler)
+                                                     .transform(rows))
                 flags = errors > task.threshold
                 counts.append(ClassCounts.from_flags(traffic_class, flags))
                 voted.append(ClassCounts.from_flags(traffic_class,
@@ -577,12 +565,9 @@ class DeviceClient:
             system=meter.stats,
         )
 
-    def _load(self, state: ModelState) -> Autoencoder:
-        if self._model is None:
-            torch.set_num_threads(1)  # one client, one core: results independent of workers
-            self._model = build_autoencoder(N_FEATURES, seed=0).to(self.device)
-        set_weights(self._model, state.weights)
-        return self._model
+    def _load(self, state: ModelState) -> LocalModel:
+        self.model.set_weights(state.weights)
+        return self.model
 
     def _scaler_for(self, stats: ScalerStats) -> FeatureScaler:
         key = np.concatenate([np.asarray([stats.n], dtype=np.float64), stats.sum,

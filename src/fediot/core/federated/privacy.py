@@ -67,9 +67,8 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import dp_accounting
 import numpy as np
 import numpy.typing as npt
 
@@ -78,6 +77,9 @@ from fediot.core.errors import FediotError
 from fediot.core.model import ErrorStats, ScalerStats, private_steps_per_epoch
 from fediot.core.model.threshold import BINS_PER_DECADE
 from fediot.core.model.transform import signed_log1p
+
+if TYPE_CHECKING:
+    import dp_accounting
 
 RDP_ORDERS: tuple[float, ...] = (*map(float, range(2, 64)), 128.0, 256.0, 512.0, 1024.0)
 """Rényi orders the accountant evaluates: integers (the library's series for fractional orders
@@ -194,6 +196,8 @@ def training_event(*, rows: int, epochs: int, batch_size: int, rounds: int,
                    noise_multiplier: float) -> dp_accounting.DpEvent:
     """DP-SGD of one device over ``rounds`` rounds: ``rounds × epochs ×``
     :func:`~fediot.core.model.private_steps_per_epoch` Poisson-sampled Gaussian steps."""
+    import dp_accounting  # with scipy: loaded only when privacy is on (not by every device)
+
     steps = rounds * epochs * private_steps_per_epoch(rows, batch_size)
     rate = min(1.0, batch_size / rows)
     gaussian = dp_accounting.GaussianDpEvent(noise_multiplier)
@@ -204,6 +208,8 @@ def training_event(*, rows: int, epochs: int, batch_size: int, rounds: int,
 def statistics_event(statistics_multiplier: float,
                      threshold_releases: int) -> dp_accounting.DpEvent:
     """One scaler step and ``threshold_releases`` threshold steps of one device."""
+    import dp_accounting  # with scipy: loaded only when privacy is on (not by every device)
+
     return dp_accounting.SelfComposedDpEvent(
         dp_accounting.GaussianDpEvent(statistics_multiplier),
         SCALER_SUMS + THRESHOLD_SUMS * threshold_releases)
@@ -213,6 +219,8 @@ def run_events(*, rows: int, epochs: int, batch_size: int, rounds: int,
                noise_multiplier: float, statistics_multiplier: float,
                threshold_releases: int) -> dp_accounting.DpEvent:
     """Everything one device releases about its rows, as one composed DP event."""
+    import dp_accounting  # with scipy: loaded only when privacy is on (not by every device)
+
     parts = [statistics_event(statistics_multiplier, threshold_releases)]
     if rounds:
         parts.append(training_event(rows=rows, epochs=epochs, batch_size=batch_size,
@@ -222,12 +230,16 @@ def run_events(*, rows: int, epochs: int, batch_size: int, rounds: int,
 
 def rdp_epsilon(event: dp_accounting.DpEvent, delta: float) -> float:
     """ε at ``delta`` of ``event`` by ``dp-accounting``'s Rényi-DP accountant."""
+    import dp_accounting  # with scipy: loaded only when privacy is on (not by every device)
+
     accountant = dp_accounting.rdp.RdpAccountant(list(RDP_ORDERS))
     accountant.compose(event)
     return float(accountant.get_epsilon(delta))
 
 
 def _solve(make_event: Any, target_epsilon: float, delta: float) -> float:
+    import dp_accounting  # with scipy: loaded only when privacy is on (not by every device)
+
     try:
         return float(dp_accounting.calibrate_dp_mechanism(
             lambda: dp_accounting.rdp.RdpAccountant(list(RDP_ORDERS)), make_event,

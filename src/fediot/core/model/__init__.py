@@ -4,19 +4,24 @@ Everything a device computes for the server is a sufficient statistic that adds 
 devices (:class:`ScalerStats`, :class:`ErrorStats`) or a list of float32 weight arrays in a fixed
 order (:func:`get_weights` / :func:`set_weights`); no raw row needs to leave a device.
 :class:`AutoencoderDetector` composes the same pieces into one sklearn-style estimator.
+
+The names that need torch (the model, its training and scoring, the detector) are loaded on
+first use, so importing this package, or its torch-free modules (transform, threshold,
+architecture, local_training, numpy_backend), does not import torch: a device without torch
+imports them all.
 """
 
-from fediot.core.model.autoencoder import (
-    HIDDEN_RATIOS,
-    Autoencoder,
-    build_autoencoder,
-    check_weights,
-    get_weights,
-    hidden_sizes,
-    set_weights,
-    weight_shapes,
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from fediot.core.model.architecture import HIDDEN_RATIOS, hidden_sizes
+from fediot.core.model.local_training import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SCORE_BATCH_SIZE,
+    PrivateTraining,
+    TrainReport,
+    private_steps_per_epoch,
 )
-from fediot.core.model.detector import AutoencoderDetector, NotFittedError
 from fediot.core.model.threshold import (
     BIN_WIDTH_LOG10,
     N_ERROR_BINS,
@@ -24,16 +29,6 @@ from fediot.core.model.threshold import (
     error_bin_edges,
     threshold_mean_std,
     threshold_quantile,
-)
-from fediot.core.model.training import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_SCORE_BATCH_SIZE,
-    PrivateTraining,
-    TrainReport,
-    clipped_gradient_sum,
-    private_steps_per_epoch,
-    reconstruction_errors,
-    train_local,
 )
 from fediot.core.model.transform import (
     DEFAULT_STD_FLOOR,
@@ -43,6 +38,42 @@ from fediot.core.model.transform import (
     check_features,
     signed_log1p,
 )
+
+if TYPE_CHECKING:
+    from fediot.core.model.autoencoder import (
+        Autoencoder,
+        build_autoencoder,
+        check_weights,
+        get_weights,
+        set_weights,
+        weight_shapes,
+    )
+    from fediot.core.model.detector import AutoencoderDetector, NotFittedError
+    from fediot.core.model.training import (
+        clipped_gradient_sum,
+        reconstruction_errors,
+        train_local,
+    )
+
+_NEEDS_TORCH = {
+    "fediot.core.model.autoencoder": ("Autoencoder", "build_autoencoder", "check_weights",
+                                      "get_weights", "set_weights", "weight_shapes"),
+    "fediot.core.model.detector": ("AutoencoderDetector", "NotFittedError"),
+    "fediot.core.model.training": ("clipped_gradient_sum", "reconstruction_errors",
+                                   "train_local"),
+}
+_LAZY = {name: module for module, names in _NEEDS_TORCH.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """Load a torch-backed name on first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BIN_WIDTH_LOG10",

@@ -17,9 +17,7 @@ Weights travel as ``list[np.ndarray]`` (float32) in ``model.parameters()`` order
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
-from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -27,40 +25,33 @@ import torch
 from torch import nn
 
 from fediot.core.catalog import N_FEATURES
-from fediot.core.model.transform import ModelInputError
+from fediot.core.model.architecture import (
+    HIDDEN_RATIOS,
+    LinearLayer,
+    check_weight_arrays,
+    hidden_sizes,
+    layer_plan,
+)
 
-HIDDEN_RATIOS: Final[tuple[float, ...]] = (0.75, 0.5, 0.33, 0.25)
-"""Encoder widths as fractions of the input width (N-BaIoT / FedIoT)."""
-
-
-def hidden_sizes(
-    n_features: int = N_FEATURES, ratios: Sequence[float] = HIDDEN_RATIOS
-) -> tuple[int, ...]:
-    """Encoder widths ``round(n_features · r)``; ``(86, 58, 38, 29)`` for 115 features."""
-    if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
-        raise ModelInputError(f"n_features must be a positive integer; got {n_features!r}")
-    if len(ratios) < 1:
-        raise ModelInputError("hidden_ratios must name at least one hidden layer")
-    sizes = []
-    for ratio in ratios:
-        if not (isinstance(ratio, int | float) and 0 < ratio <= 1):
-            raise ModelInputError(f"hidden ratio {ratio!r} is not in (0, 1]")
-        size = round(n_features * ratio)
-        if size < 1:
-            raise ModelInputError(
-                f"hidden ratio {ratio} gives an empty layer for {n_features} features"
-            )
-        sizes.append(size)
-    return tuple(sizes)
+__all__ = [
+    "HIDDEN_RATIOS",
+    "Autoencoder",
+    "build_autoencoder",
+    "check_weights",
+    "get_weights",
+    "hidden_sizes",
+    "set_weights",
+    "weight_shapes",
+]
 
 
-def _stack(widths: Sequence[int]) -> nn.Sequential:
-    """Linear layers through ``widths`` with Tanh between them (none after the last)."""
+def _stack(plan: Sequence[LinearLayer]) -> nn.Sequential:
+    """The Linear layers of one half of the plan, each followed by a Tanh where it says so."""
     layers: list[nn.Module] = []
-    for index, (width_in, width_out) in enumerate(itertools.pairwise(widths)):
-        if index:
+    for layer in plan:
+        layers.append(nn.Linear(layer.n_in, layer.n_out))
+        if layer.tanh:
             layers.append(nn.Tanh())
-        layers.append(nn.Linear(width_in, width_out))
     return nn.Sequential(*layers)
 
 
@@ -79,9 +70,9 @@ class Autoencoder(nn.Module):
         super().__init__()
         self.n_features = n_features
         self.hidden = tuple(hidden)
-        widths = (n_features, *self.hidden)
-        self.encoder = _stack(widths)
-        self.decoder = _stack(widths[::-1])
+        plan = layer_plan(n_features, self.hidden)
+        self.encoder = _stack(plan[: len(self.hidden)])  # d → h1 → … → hk
+        self.decoder = _stack(plan[len(self.hidden) :])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         reconstruction: torch.Tensor = self.decoder(self.encoder(x))
@@ -123,26 +114,8 @@ def check_weights(
     Raises :class:`ModelInputError` naming the first array whose count, shape or values
     (NaN/inf) are wrong.
     """
-    named = list(model.named_parameters())
-    if len(weights) != len(named):
-        raise ModelInputError(
-            f"got {len(weights)} weight arrays; the model has {len(named)} parameters"
-        )
-    arrays = []
-    for index, ((name, param), weight) in enumerate(zip(named, weights, strict=True)):
-        try:
-            array = np.ascontiguousarray(weight, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise ModelInputError(f"weight array {index} ({name}) is not numeric: {exc}") from exc
-        if array.shape != tuple(param.shape):
-            raise ModelInputError(
-                f"weight array {index} ({name}) has shape {array.shape}; "
-                f"the model expects {tuple(param.shape)}"
-            )
-        if not np.isfinite(array).all():
-            raise ModelInputError(f"weight array {index} ({name}) contains NaN or inf")
-        arrays.append(array)
-    return arrays
+    return check_weight_arrays(
+        weights, [(name, tuple(param.shape)) for name, param in model.named_parameters()])
 
 
 def set_weights(model: nn.Module, weights: Sequence[npt.ArrayLike]) -> None:

@@ -17,10 +17,9 @@ per-row gradient is the outer product δᵢaᵢᵀ, so per-row norms and the cli
 
 from __future__ import annotations
 
-import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -28,107 +27,42 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from fediot.core.model.autoencoder import Autoencoder, check_weights
+from fediot.core.model.autoencoder import (
+    Autoencoder,
+    build_autoencoder,
+    check_weights,
+    get_weights,
+    set_weights,
+)
+from fediot.core.model.local_training import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SCORE_BATCH_SIZE,
+    OPTIMIZERS,
+    OptimizerName,
+    PrivateTraining,
+    TrainReport,
+    TrainSettings,
+    positive_int,
+    private_steps_per_epoch,
+    run_epochs,
+)
 from fediot.core.model.transform import ModelInputError, check_features
 
-DEFAULT_BATCH_SIZE: Final[int] = 128
-"""Our mini-batch size. On one core a step at 128 rows costs under twice a step at 10 rows
-(per-operation overhead dominates), so 128 trains ~8× more rows per second than the seed's 10,
-while an epoch still has about 70–1,400 Adam steps on the N-BaIoT devices (two thirds of
-13k–175k benign rows for training). See ``bench/bench_train.py``."""
-
-DEFAULT_SCORE_BATCH_SIZE: Final[int] = 2048
-"""Rows per forward pass in :func:`reconstruction_errors`. Activations of ~1 MB stay in cache:
-on one core 1k–2k-row chunks score ~1.3× faster than 65,536-row chunks (bench_train.py)."""
-
-OptimizerName = Literal["adam", "sgd"]
-OPTIMIZERS: Final[tuple[str, ...]] = ("adam", "sgd")
-
-
-@dataclass(frozen=True)
-class TrainReport:
-    """What one call of :func:`train_local` did.
-
-    Parameters
-    ----------
-    num_examples
-        Rows of ``X`` (the FedAvg weight of this client).
-    epochs
-        Passes over ``X``.
-    steps
-        Optimizer steps taken.
-    mean_loss
-        Row-weighted mean of the batch reconstruction losses (per-element MSE) over the last
-        epoch; the FedProx term is not included.
-    epoch_losses
-        The same mean for every epoch, in order.
-    seconds
-        Wall time of the training loop (excluding input validation).
-    samples_per_second
-        ``num_examples · epochs / seconds``.
-    """
-
-    num_examples: int
-    epochs: int
-    steps: int
-    mean_loss: float
-    epoch_losses: tuple[float, ...]
-    seconds: float
-    samples_per_second: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types (``epoch_losses`` becomes a list)."""
-        data = asdict(self)
-        data["epoch_losses"] = list(self.epoch_losses)
-        return data
-
-
-@dataclass(frozen=True)
-class PrivateTraining:
-    """DP-SGD settings for :func:`train_local` (record-level differential privacy).
-
-    Parameters
-    ----------
-    clip_norm
-        C: every row's gradient is clipped to this L2 norm.
-    noise_multiplier
-        σ: each step adds N(0, σ²C²) to every coordinate of the summed clipped gradients.
-    noise
-        Draws the noise and the rows of each step; seed it from the operating system's
-        entropy (``numpy.random.default_rng()``), never from a seed anyone else knows.
-    """
-
-    clip_norm: float
-    noise_multiplier: float
-    noise: np.random.Generator
-
-    def __post_init__(self) -> None:
-        _non_negative(self.clip_norm, "clip_norm", strict=True)
-        _non_negative(self.noise_multiplier, "noise_multiplier")
-
-
-def private_steps_per_epoch(n_rows: int, batch_size: int) -> int:
-    """Steps DP-SGD takes per epoch: each samples every row with probability
-    ``batch_size / n_rows``, so an epoch of ``n_rows / batch_size`` steps (at least one) sees
-    each row once on average."""
-    return max(1, round(n_rows / batch_size))
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ModelInputError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def _non_negative(value: Any, name: str, *, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise ModelInputError(f"{name} must be a number; got {value!r}")
-    number = float(value)
-    if not np.isfinite(number) or number < 0 or (strict and number == 0):
-        kind = "positive" if strict else "non-negative"
-        raise ModelInputError(f"{name} must be a finite {kind} number; got {value!r}")
-    return number
-
+__all__ = [  # the shared names are re-exported: callers import them from here too
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_SCORE_BATCH_SIZE",
+    "OPTIMIZERS",
+    "OptimizerName",
+    "PrivateTraining",
+    "TorchLocalModel",
+    "TrainReport",
+    "clipped_gradient_sum",
+    "private_steps_per_epoch",
+    "reconstruction_errors",
+    "train_local",
+]
 
 def _check_model(model: Autoencoder) -> torch.device:
     """The one device all of ``model``'s float32 parameters live on (CPU or a GPU)."""
@@ -332,14 +266,13 @@ def _gradient_step(model: Autoencoder) -> GradientStep:
     return _autograd_step(model) if plan is None else _explicit_backprop_step(plan)
 
 
-def _make_optimizer(
-    params: list[torch.nn.Parameter], name: str, learning_rate: float, weight_decay: float
-) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=learning_rate, weight_decay=weight_decay, fused=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=learning_rate, weight_decay=weight_decay, fused=True)
-    raise ModelInputError(f"optimizer must be one of {OPTIMIZERS}; got {name!r}")
+def _make_optimizer(params: list[torch.nn.Parameter], settings: TrainSettings
+                    ) -> torch.optim.Optimizer:
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.learning_rate, betas=ADAM_BETAS,
+                                eps=ADAM_EPS, weight_decay=settings.weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=settings.learning_rate,
+                           weight_decay=settings.weight_decay, fused=True)
 
 
 def _poisson_batch(rows: torch.Tensor, rate: float, rng: np.random.Generator) -> torch.Tensor:
@@ -407,17 +340,13 @@ def train_local(
     n_rows = len(data)
     if n_rows == 0:
         raise ModelInputError("X has no rows to train on")
-    epochs = _positive_int(epochs, "epochs")
-    batch_size = _positive_int(batch_size, "batch_size")
-    learning_rate = _non_negative(learning_rate, "learning_rate", strict=True)
-    weight_decay = _non_negative(weight_decay, "weight_decay")
-    prox_mu = _non_negative(prox_mu, "prox_mu")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ModelInputError(f"seed must be an integer; got {seed!r}")
+    settings = TrainSettings.checked(
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,
+        weight_decay=weight_decay, prox_mu=prox_mu, seed=seed, shuffle=shuffle)
 
     params = list(model.parameters())
     anchors: list[torch.Tensor] = []
-    if prox_mu > 0:
+    if settings.prox_mu > 0:
         if global_weights is None:
             anchors = [param.detach().clone() for param in params]
         else:
@@ -425,52 +354,35 @@ def train_local(
                        for a in check_weights(model, global_weights)]
     elif global_weights is not None:
         check_weights(model, global_weights)
-    opt = _make_optimizer(params, optimizer, learning_rate, weight_decay)
-    generator = torch.Generator().manual_seed(int(seed))
+    opt = _make_optimizer(params, settings)
+    generator = torch.Generator().manual_seed(settings.seed)
     rows = _as_tensor(data, device)
 
     model.train()
     if private is None:
         gradient_step = _gradient_step(model)
-        steps_per_epoch = -(-n_rows // batch_size)
-    else:
-        rate = min(1.0, batch_size / n_rows)
-        gradient_step = _private_step(model, private, divisor=rate * n_rows)
-        steps_per_epoch = private_steps_per_epoch(n_rows, batch_size)
-    epoch_losses: list[float] = []
-    steps = 0
-    start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        if private is None:
+
+        def batches() -> Iterable[torch.Tensor]:
             epoch_rows = (rows[torch.randperm(n_rows, generator=generator).to(device)]
-                          if shuffle else rows)
-            batches: Iterable[torch.Tensor] = torch.split(epoch_rows, batch_size)
-        else:
-            batches = (_poisson_batch(rows, rate, private.noise) for _ in range(steps_per_epoch))
-        weighted_loss = 0.0
-        seen = 0
-        for batch in batches:
-            loss = gradient_step(batch)
-            if anchors:
-                _add_prox_gradient(params, anchors, prox_mu)
-            opt.step()
-            weighted_loss += loss * len(batch)
-            seen += len(batch)
-            steps += 1
-        epoch_losses.append(weighted_loss / max(seen, 1))
-        if epoch_end is not None and epoch_end(epoch):
-            break
-    seconds = time.perf_counter() - start
-    return TrainReport(
-        num_examples=n_rows,
-        epochs=len(epoch_losses),
-        steps=steps,
-        mean_loss=epoch_losses[-1],
-        epoch_losses=tuple(epoch_losses),
-        seconds=seconds,
-        samples_per_second=(n_rows * len(epoch_losses) / seconds if seconds > 0
-                            else float("inf")),
-    )
+                          if settings.shuffle else rows)
+            return torch.split(epoch_rows, settings.batch_size)
+    else:
+        rate = min(1.0, settings.batch_size / n_rows)
+        gradient_step = _private_step(model, private, divisor=rate * n_rows)
+        steps_per_epoch = private_steps_per_epoch(n_rows, settings.batch_size)
+        noise = private.noise
+
+        def batches() -> Iterable[torch.Tensor]:
+            return (_poisson_batch(rows, rate, noise) for _ in range(steps_per_epoch))
+
+    def step(batch: torch.Tensor) -> float:
+        loss = gradient_step(batch)
+        if anchors:
+            _add_prox_gradient(params, anchors, settings.prox_mu)
+        opt.step()
+        return loss
+
+    return run_epochs(n_rows, settings.epochs, batches, step, epoch_end)
 
 
 def reconstruction_errors(
@@ -483,7 +395,7 @@ def reconstruction_errors(
     """
     device = _check_model(model)
     data = check_features(X, model.n_features, dtype=np.float32)
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     errors = np.empty(len(data), dtype=np.float64)
     rows = _as_tensor(data, device)
     # switching modes walks every submodule: costly next to scoring one live packet, so a
@@ -501,3 +413,46 @@ def reconstruction_errors(
         if was_training:
             model.train()
     return errors
+
+
+class TorchLocalModel:
+    """A device's model on the PyTorch path (:class:`~fediot.core.model.backend.LocalModel`).
+
+    Parameters
+    ----------
+    n_features
+        Input width.
+    use_gpu
+        Train and score on a CUDA GPU when one is present (default False; without one, a
+        warning and the CPU).
+    """
+
+    backend: Final[str] = "torch"
+
+    def __init__(self, n_features: int, *, use_gpu: bool = False) -> None:
+        torch.set_num_threads(1)  # one client, one core: results independent of workers
+        self.device = torch.device("cpu")
+        if use_gpu:
+            if torch.cuda.is_available():
+                self.device = torch.device("cuda")
+            else:
+                warnings.warn("using_gpu is set but no CUDA GPU is present; training on the "
+                              "CPU", RuntimeWarning, stacklevel=3)
+        self.model = build_autoencoder(n_features, seed=0).to(self.device)
+
+    def set_weights(self, weights: Sequence[npt.ArrayLike]) -> None:
+        """Copy ``weights`` into the model (validated first)."""
+        set_weights(self.model, weights)
+
+    def get_weights(self) -> list[npt.NDArray[np.float32]]:
+        """Copies of the weights, in parameter order."""
+        return get_weights(self.model)
+
+    def train(self, X: npt.ArrayLike, *, private: PrivateTraining | None = None,
+              **settings: Any) -> TrainReport:
+        """:func:`train_local` on this model."""
+        return train_local(self.model, X, private=private, **settings)
+
+    def reconstruction_errors(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """:func:`reconstruction_errors` of ``X`` under this model."""
+        return reconstruction_errors(self.model, X)

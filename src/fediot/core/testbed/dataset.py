@@ -58,7 +58,6 @@ from fediot.core.catalog import (
     device_by_id,
 )
 from fediot.core.errors import FediotError
-from fediot.core.features.extractor import extract_features
 from fediot.core.formats import FEATURE_FILE_FORMATS
 from fediot.core.io import write_features
 from fediot.core.limits import MAX_SEED, MAX_TESTBED_SCALE
@@ -400,6 +399,10 @@ def _sha256(path: Path) -> str:
 
 def _generate(root: Path, seed: int, scale: float, file_format: str, pcap: bool,
               progress: ProgressCallback | None) -> dict[str, Any]:
+    # the compiled extractor (numba, ~100 MB resident) only when a testbed is built: a device
+    # reading a cached one need not load it
+    from fediot.core.features.extractor import extract_features
+
     plan = planned_files(scale)
     total = sum(rows for _, _, rows in plan)
     done = 0

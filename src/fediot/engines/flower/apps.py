@@ -4,6 +4,9 @@ Both call the engine-free core: the ClientApp runs :class:`DeviceClient` methods
 runs :class:`FedDetectServer` over a :class:`FlowerPool`. The configuration is the same checked
 YAML as everywhere (passed in by the simulation engine, or as the run config ``config-json``
 in a deployment).
+
+A device process loads this module for its ClientApp only: the server's modules (which build
+the torch model) are imported inside the ServerApp, so a device without torch can load it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
@@ -24,18 +28,10 @@ from fediot.core.federated.client import DeviceClient, DeviceGuards
 from fediot.core.federated.devices import client_ids, load_client_data
 from fediot.core.federated.messages import LogLine
 from fediot.core.federated.secure_aggregation import SecAggDevice
-from fediot.core.federated.server import (
-    FedDetectServer,
-    RoundRecord,
-    RunObserver,
-    RunResult,
-    ServerState,
-)
-from fediot.engines.flower.pool import FlowerPool
 from fediot.engines.flower.records import decode_task, encode_reply
-from fediot.engines.run_folder import RunFolder
-from fediot.engines.strategies import strategy_for
-from fediot.engines.tracking import record_run
+
+if TYPE_CHECKING:
+    from fediot.core.federated.server import RoundRecord, RunObserver, RunResult, ServerState
 
 log = logging.getLogger("fediot.flower")
 
@@ -49,7 +45,8 @@ _CLIENTS: dict[tuple[str, str], DeviceClient] = {}
 
 def _config_from(context: Context, default: Config | None) -> Config:
     """The run's configuration; on a device, its node config's ``data-dir`` says where its
-    data lies (the server's path means nothing there)."""
+    data lies (the server's path means nothing there) and its ``backend`` what it trains
+    with (whether it has torch is the device's business)."""
     text = context.run_config.get("config-json")
     if isinstance(text, str) and text.strip():
         # sent by the server: read under the same limits as a file (size, nesting, aliases)
@@ -61,6 +58,9 @@ def _config_from(context: Context, default: Config | None) -> Config:
     data_dir = context.node_config.get("data-dir")
     if isinstance(data_dir, str) and data_dir:
         config = config.with_overrides({"data_args.data_cache_dir": data_dir})
+    backend = context.node_config.get("backend")
+    if isinstance(backend, str) and backend:
+        config = config.with_overrides({"device_args.backend": backend})
     return config
 
 
@@ -84,7 +84,8 @@ def _device(context: Context, config: Config) -> DeviceClient:
     if key not in _CLIENTS:
         _CLIENTS[key] = DeviceClient(load_client_data(config, client_id),
                                      config.device_args.using_gpu,
-                                     DeviceGuards.from_config(config))
+                                     DeviceGuards.from_config(config),
+                                     config.device_args.backend)
     return _CLIENTS[key]
 
 
@@ -137,6 +138,13 @@ def make_server_app(config: Config | None = None, observer: RunObserver | None =
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        # the server side, imported here: a device loading this module needs none of it
+        from fediot.core.federated.server import FedDetectServer
+        from fediot.engines.flower.pool import FlowerPool
+        from fediot.engines.run_folder import RunFolder
+        from fediot.engines.strategies import strategy_for
+        from fediot.engines.tracking import record_run
+
         cfg = _config_from(context, config)
         wait = float(context.run_config.get("wait-seconds", wait_seconds))
         pool = FlowerPool(grid, client_ids(cfg), wait_seconds=wait)

@@ -206,8 +206,10 @@ def superlink(flwr_home: Path, port: int, *, host: str = "127.0.0.1",
 
 def supernode(flwr_home: Path, superlink_address: str, device: str, port: int, *,
               data_dir: str = "", security: NodeSecurity | None = None,
-              max_wait_seconds: float = 300.0) -> FlowerProcess:
+              max_wait_seconds: float = 300.0, backend: str = "") -> FlowerProcess:
     """A SuperNode serving ``device``; it retries the SuperLink for ``max_wait_seconds``.
+    ``backend`` (``auto``/``torch``/``numpy``; empty: the run's ``device_args.backend``) is
+    what the device trains with.
 
     With ``security``: TLS verified against its CA and the device's node key. Without: plain
     HTTP, refused unless the SuperLink's address is a loopback address.
@@ -216,6 +218,8 @@ def supernode(flwr_home: Path, superlink_address: str, device: str, port: int, *
     node_config = f'device="{device}"'
     if data_dir:
         node_config += f' data-dir="{data_dir}"'
+    if backend:
+        node_config += f' backend="{backend}"'
     args = [_tool("flower-supernode"), "--superlink", superlink_address,
             "--node-config", node_config, "--port", str(port),
             "--max-wait-time", str(max_wait_seconds)]

@@ -22,6 +22,7 @@ from rich.markup import escape
 from fediot.core.catalog import DEVICES, device_by_id
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import EvaluationSummary
+from fediot.core.model.backend import resolve_backend
 from fediot.engines.addresses import is_loopback
 from fediot.engines.flower import certificates as tls
 from fediot.engines.flower import deployment
@@ -192,13 +193,19 @@ def client_command(
     insecure: InsecureOption = False,
     flwr_home: Annotated[Path | None, typer.Option(help="this device's Flower state")] = None,
     wait: Annotated[float, typer.Option(help="seconds to keep retrying the server")] = 3600.0,
+    backend: Annotated[str, typer.Option(
+        help="train with auto, torch or numpy [default: the run's device_args.backend]")] = "",
 ) -> None:
     # its help is its line in fediot.faces.cli.lazy.COMMANDS
     _stop_on_sigterm()
     try:
         name = device_by_id(device).name
+        if backend:
+            resolve_backend(backend)  # an unknown name, or torch where it is missing: now
     except KeyError as error:
         raise fail(str(error.args[0])) from None
+    except FediotError as error:
+        raise fail(str(error)) from None
     try:
         host, _ = deployment.split_address(server)
         security = _node_security(
@@ -207,7 +214,7 @@ def client_command(
         home = (flwr_home or Path(f".flwr/client-{device}")).resolve()
         node = deployment.supernode(home, server, name, port or 9100 + device,
                                     data_dir=data_dir, security=security,
-                                    max_wait_seconds=wait).start()
+                                    max_wait_seconds=wait, backend=backend).start()
     except FediotError as error:
         raise fail(str(error)) from None
     console.print(f"device {device} ({name}) → {server} (SuperNode pid {node.pid}, "
