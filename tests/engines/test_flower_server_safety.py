@@ -24,7 +24,7 @@ import yaml
 from federated_data import write_uci_dataset
 from fediot.core.catalog import DEVICES
 from fediot.core.errors import FediotError
-from fediot.core.liveness import pid_alive
+from fediot.core.liveness import ProcessIdentity, pid_alive
 from fediot.engines.flower import certificates as tls
 from fediot.engines.flower import deployment, session
 from fediot.engines.run_folder import RunView
@@ -140,10 +140,13 @@ def test_a_taken_port_is_refused_naming_the_process_that_holds_it(
 def test_a_port_answered_by_another_process_is_not_taken_for_our_superlink(
         listener: int, tmp_path: Path) -> None:
     # a process of ours that never listens stands for a SuperLink that could not bind
+    home = tmp_path / "device" / "flwr"  # as a device's Flower home: made private
     sleeper = deployment.FlowerProcess(
-        "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ),
-        tmp_path / "logs" / "sleeper.log").start()
+        "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
+        deployment.flower_env(home), home / "logs" / "sleeper.log").start()
     try:
+        assert mode(home) == 0o700 and mode(home / "logs") == 0o700
+        assert mode(home / "logs" / "sleeper.log") == 0o600
         with pytest.raises(FediotError, match=rf"answers from pid {os.getpid()}, not from the "
                                               rf"SuperLink \(pid {sleeper.pid}\)"):
             deployment.wait_for_port("127.0.0.1", listener, 10, "the SuperLink", sleeper)
@@ -274,3 +277,33 @@ def test_a_crashed_server_takes_its_flower_processes_along_and_the_next_one_star
         for pid in family:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_lock_whose_processes_are_gone_is_replaced_and_released(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = ProcessIdentity.current().to_dict() | {"pid": int(gone.stdout), "started": "x:1"}
+    (tmp_path / session.LOCK_NAME).write_text(json.dumps({"processes": {
+        session.SERVER: dead, "superlink": dead}}))
+    lock = session.ServerSession.acquire(tmp_path, "stop it")
+    assert recorded(tmp_path, session.SERVER) == os.getpid()
+    lock.record("superlink", os.getpid())
+    assert recorded(tmp_path, "superlink") == os.getpid()
+    assert mode(tmp_path) == 0o700
+    with pytest.raises(FediotError, match=rf"in use by an earlier server session \(fediot "
+                                          rf"server pid {os.getpid()} on .*\): stop it with "
+                                          rf"`stop it`"):
+        session.ServerSession.acquire(tmp_path, "stop it")
+    lock.release()
+    assert not (tmp_path / session.LOCK_NAME).exists()
+
+
+def test_a_lock_that_is_not_one_is_named_in_one_error(tmp_path: Path) -> None:
+    for text, message in [("{", "not a FedIoT server lock"),
+                          ('{"processes": 3}', "no 'processes'"),
+                          ('{"processes": {"superlink": {"pid": "x"}}}',
+                           "processes.superlink is not a process identity")]:
+        (tmp_path / session.LOCK_NAME).write_text(text)
+        with pytest.raises(FediotError, match=message) as caught:
+            session.ServerSession.acquire(tmp_path, "stop it")
+        assert str(caught.value).startswith(f"{tmp_path / session.LOCK_NAME}: ")

@@ -190,6 +190,8 @@ def _child_setup(parent: int) -> Any:
 
     Flower's own children need nothing more: the SuperLink starts its SuperExec, and the
     SuperExec each ServerApp, with ``--parent-pid``, and each exits once its parent is gone.
+    The kernel sends the death signal when the *thread* that started the process ends, so a
+    Flower process is started from a thread that outlives it (the main thread, in FedIoT).
     """
     prctl = _prctl()
 
@@ -218,7 +220,9 @@ class FlowerProcess:
 
     def start(self) -> FlowerProcess:
         """Start it in a session of its own, dying with this process (see
-        :func:`_child_setup`), its log in a private folder."""
+        :func:`_child_setup`), its Flower home and log folder private."""
+        if "FLWR_HOME" in self.env:
+            private_folder(Path(self.env["FLWR_HOME"]))
         private_folder(self.log_path.parent)
         self._log = self.log_path.open("ab")
         self.log_path.chmod(0o600)

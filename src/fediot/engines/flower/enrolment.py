@@ -13,7 +13,8 @@ One process instead of one ``flwr`` process per key: Flower is imported once (ab
 once per key side by side), and a key registered by an earlier session of the same state
 (``fediot server --resume``) is recognised instead of failing with "Public key already in use".
 Flower's CLI helpers used here (``read_superlink_connection``, ``init_http_client_from_connection``,
-``try_load_public_key``) are pinned by ``tests/engines/test_flower_enrolment.py``.
+``try_load_public_key``) are exercised for real by
+``tests/engines/test_flower_server_safety.py``.
 """
 
 from __future__ import annotations
