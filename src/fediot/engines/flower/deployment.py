@@ -44,8 +44,8 @@ PRIVATE_FOLDER_MODE = 0o700
 database (task tokens, configurations, in-flight messages) and the devices' logs."""
 
 PRIVATE_UMASK = 0o077
-"""umask of every Flower process we start, so the files it creates (``state.db``, logs,
-``config.toml``) are readable by their owner only."""
+"""umask of every Flower process we start, so the files it creates (``state.db``, the
+installed app) are readable by their owner only."""
 
 SUPERLINK_WAIT_SECONDS = 120.0
 """Default wait for a started SuperLink to listen (about 1 s idle; far more on a loaded machine)."""
@@ -203,8 +203,6 @@ def _child_setup(parent: int) -> Any:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     return setup
-
-
 
 
 @dataclass
