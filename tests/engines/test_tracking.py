@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,10 +13,11 @@ import pytest
 from federated_data import small_run_config, write_uci_dataset
 from fediot.core.config import Config, ConfigError, TrackingArgs
 from fediot.core.errors import FediotError
+from fediot.core.federated.server import RunResult
 from fediot.core.model import build_autoencoder, get_weights
 from fediot.engines.run_folder import RunFolder, RunView
 from fediot.engines.simulation import simulate
-from fediot.engines.tracking import MlflowTracker, metric_key, round_metrics
+from fediot.engines.tracking import MlflowTracker, metric_key, record_run, round_metrics
 
 DEVICES = {"Danmini_Doorbell", "Ecobee_Thermostat", "Ennio_Doorbell"}
 MODEL_BYTES = sum(w.nbytes for w in get_weights(build_autoencoder(115, seed=0)))
@@ -217,3 +220,28 @@ def test_a_hand_built_config_cannot_name_a_run_folder_outside_the_runs(
     with pytest.raises(FediotError, match=r"tracking_args\.run_name"):
         RunFolder.create(config)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), SystemExit(0)])
+def test_a_run_stopped_by_a_signal_records_itself_interrupted(
+        dataset: Path, tmp_path: Path, stop: BaseException) -> None:
+    # a deployment's ServerApp whose SuperLink died gets SIGINT (Flower exits through it)
+    cfg = config(dataset, tmp_path)
+    folder = RunFolder.create(cfg)
+
+    def stopped(observer: object, checkpoint: object) -> RunResult:
+        raise stop
+
+    with pytest.raises(type(stop)):
+        record_run(folder, cfg, ["a"], stopped)
+    status = RunView(folder.root).status()
+    assert status is not None and status["state"] == "interrupted"
+    assert status["interrupted_because"] == "it was stopped by a signal before it finished"
+    shown = subprocess.run([sys.executable, "-m", "fediot", "status", str(folder.root)],
+                           capture_output=True, text=True, timeout=120, check=False,
+                           env={**os.environ, "COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    assert ": interrupted," in shown.stdout
+    assert ("it was stopped by a signal before it finished; the command that started it, "
+            f"with `--resume {folder.root}`") in " ".join(shown.stdout.split())
+    assert "recorded as" not in shown.stdout

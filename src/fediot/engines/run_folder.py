@@ -431,11 +431,14 @@ class StatusRecorder:
         if self.inner is not None:
             self.inner.on_logs(lines)
 
-    def finish(self, state: str = "finished") -> None:
-        """Mark the run ``finished`` or ``failed`` and stop the heartbeat."""
+    def finish(self, state: str = "finished", because: str | None = None) -> None:
+        """Mark the run ``finished``, ``failed`` or ``interrupted`` (saying why, ``because``;
+        default no reason) and stop the heartbeat."""
         self._stop.set()
         with self._lock:
             self.status["state"] = state
+            if because is not None:
+                self.status["interrupted_because"] = because
             self.status["phase"] = "done" if state == "finished" else self.status["phase"]
             self._write()
 

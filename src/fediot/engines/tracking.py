@@ -271,6 +271,13 @@ def record_run(folder: RunFolder, config: Config, devices: Sequence[str],
         status.inner = tracker or observer
         result = run(status, folder.save_checkpoint)
         folder.save_results(result)
+    except (KeyboardInterrupt, SystemExit):
+        # a signal ended it from outside (Ctrl-C; a deployment's ServerApp whose SuperLink
+        # died with its server): not the run's own failure, and resumable
+        status.finish("interrupted", "it was stopped by a signal before it finished")
+        if tracker is not None:
+            tracker.finish(None)
+        raise
     except BaseException:
         status.finish("failed")
         if tracker is not None:

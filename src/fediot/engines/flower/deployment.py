@@ -12,6 +12,9 @@ Security: see :mod:`fediot.engines.flower.certificates`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import json
 import os
 import signal
@@ -19,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -26,13 +30,37 @@ from typing import IO, Any
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.io import atomic_path
+from fediot.core.liveness import pid_alive
 from fediot.engines.addresses import is_loopback
 from fediot.engines.flower import FLOWER_ENVIRONMENT
 from fediot.engines.flower.certificates import NodeSecurity, ServerSecurity
+from fediot.engines.flower.enrolment import RESULT_MARK
 
 REPO_APP = Path(__file__).resolve().parents[4]
 """The folder whose pyproject.toml declares the Flower app (this repository)."""
 
+PRIVATE_FOLDER_MODE = 0o700
+"""Mode of every Flower state folder we create (FLWR_HOME, its logs): they hold the SuperLink's
+database (task tokens, configurations, in-flight messages) and the devices' logs."""
+
+PRIVATE_UMASK = 0o077
+"""umask of every Flower process we start, so the files it creates (``state.db``, the
+installed app) are readable by their owner only."""
+
+SUPERLINK_WAIT_SECONDS = 120.0
+"""Default wait for a started SuperLink to listen (about 1 s idle; far more on a loaded machine)."""
+
+ENROL_TIMEOUT_SECONDS = 300.0
+"""Default limit for registering every device key (one process, one key after another)."""
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def private_folder(path: Path) -> Path:
+    """``path`` created if missing and set to :data:`PRIVATE_FOLDER_MODE`; returns it."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
+    path.chmod(PRIVATE_FOLDER_MODE)  # mkdir's mode is masked by the umask, and skips old folders
+    return path
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
@@ -71,16 +99,33 @@ def require_tls_outside_loopback(host: str, secure: bool) -> None:
         )
 
 
-def wait_for_port(host: str, port: int, timeout: float, what: str) -> None:
-    """Return once ``host:port`` accepts connections; a clear error after ``timeout``."""
+def wait_for_port(host: str, port: int, timeout: float, what: str,
+                  process: FlowerProcess | None = None) -> None:
+    """Return once ``host:port`` accepts connections; a clear error after ``timeout``.
+
+    With ``process`` (the one that should listen): an error as soon as it exits, and once the
+    port answers, an error unless that process or one of its children is the listener, so an
+    orphan of an earlier session holding the port is never taken for it.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and not process.alive():
+            raise FediotError(f"{what} exited (code {process.returncode}) before listening on "
+                              f"{join_address(host, port)}: {process.last_log_line()}")
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
             s.settimeout(1.0)
             if s.connect_ex((host, port)) == 0:
-                return
+                break
         time.sleep(0.2)
-    raise FediotError(f"{what} did not listen on {host}:{port} within {timeout:.0f} s")
+    else:
+        raise FediotError(f"{what} did not listen on {host}:{port} within {timeout:.0f} s")
+    if process is None:
+        return
+    holders = listening_pids(port)
+    ours = {process.pid, *descendants(process.pid)}
+    if holders and not ours.intersection(holders):
+        raise FediotError(f"{join_address(host, port)} answers from pid "
+                          f"{', '.join(map(str, holders))}, not from {what} (pid {process.pid})")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -90,7 +135,74 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def listening_pids(port: int) -> list[int]:
+    """PIDs of the processes of this machine holding a socket that listens on TCP ``port`` (any
+    address), from ``/proc``; empty where that cannot be seen (no ``/proc``, another user)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # local address is HEXIP:HEXPORT; state 0A is LISTEN
+                if len(fields) > 9 and fields[3] == "0A" and \
+                        int(fields[1].rpartition(":")[2], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return []
+    found = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):  # gone meanwhile, or another user's process
+            if any(str(fd.readlink()) in inodes for fd in fd_dir.iterdir()):
+                found.add(int(fd_dir.parent.name))
+    return sorted(found)
+
+
+def require_free_port(host: str, port: int, what: str) -> None:
+    """One clear error when ``host:port`` cannot be bound (something listens on it), naming the
+    processes that hold it where they can be seen."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the SuperLink binds
+        try:
+            s.bind((host, port))
+            return
+        except OSError as error:
+            reason = error.strerror or str(error)
+    holders = listening_pids(port)
+    held = f" (held by pid {', '.join(map(str, holders))})" if holders else ""
+    raise FediotError(f"{what}: {join_address(host, port)} is not free: {reason}{held}")
+
+
 # --- processes ----------------------------------------------------------------------------------
+
+
+@functools.cache
+def _prctl() -> Any:
+    """libc's prctl, or None where there is none (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    return libc.prctl
+
+
+def _child_setup(parent: int) -> Any:
+    """The ``preexec_fn`` of every Flower process: a private umask, and (Linux) SIGKILL when the
+    process that started it dies, so a crashed ``fediot server`` leaves no SuperLink behind.
+
+    Flower's own children need nothing more: the SuperLink starts its SuperExec, and the
+    SuperExec each ServerApp, with ``--parent-pid``, and each exits once its parent is gone.
+    The kernel sends the death signal when the *thread* that started the process ends, so a
+    Flower process is started from a thread that outlives it (the main thread, in FedIoT).
+    """
+    prctl = _prctl()
+
+    def setup() -> None:
+        os.umask(PRIVATE_UMASK)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before the death signal was armed
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return setup
 
 
 @dataclass
@@ -105,10 +217,16 @@ class FlowerProcess:
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> FlowerProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        """Start it in a session of its own, dying with this process (see
+        :func:`_child_setup`), its Flower home and log folder private."""
+        if "FLWR_HOME" in self.env:
+            private_folder(Path(self.env["FLWR_HOME"]))
+        private_folder(self.log_path.parent)
         self._log = self.log_path.open("ab")
+        self.log_path.chmod(0o600)
         self.process = subprocess.Popen(self.args, env=self.env, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=_child_setup(os.getpid()))
         return self
 
     @property
@@ -120,6 +238,19 @@ class FlowerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.returncode
+
+    def last_log_line(self) -> str:
+        """The last non-empty line of its log (why it exited, usually), or a pointer to it."""
+        with contextlib.suppress(OSError):
+            lines = [line for line in self.log_path.read_text(errors="replace").splitlines()
+                     if line.strip()]
+            if lines:
+                return f"{lines[-1].strip()} (log: {self.log_path})"
+        return f"see {self.log_path}"
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``: the process group we started and every
         descendant (Flower starts its ClientApp / SuperExec processes in sessions of their
@@ -127,20 +258,26 @@ class FlowerProcess:
         if self.process is None:
             return
         if self.process.poll() is None:
-            family = descendants(self.process.pid)
-            _signal_all(self.process.pid, family, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _signal_all(self.process.pid, family, signal.SIGKILL)
-                self.process.wait(timeout=timeout)
-            deadline = time.monotonic() + timeout
-            while any(_alive(pid) for pid in family) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            _signal_all(None, [pid for pid in family if _alive(pid)], signal.SIGKILL)
+            terminate_tree(self.process.pid, timeout, group=True)
+            self.process.wait(timeout=timeout)  # reaps it (terminate_tree saw it exit)
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def terminate_tree(pid: int, timeout: float = 15.0, *, group: bool = False) -> None:
+    """End process ``pid`` and every descendant: SIGTERM, then SIGKILL to those still alive
+    after ``timeout`` seconds; with ``group``, its process group too (``pid`` leads it)."""
+    family = [pid, *descendants(pid)]
+    leader = pid if group else None
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [p for p in family if pid_alive(p)]
+        if not alive:
+            return
+        signal_all(leader, alive, sig)
+        deadline = time.monotonic() + timeout
+        while any(pid_alive(p) for p in family) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def descendants(pid: int) -> list[int]:
@@ -161,21 +298,7 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:  # a zombie is gone for our purposes
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _signal_all(group: int | None, pids: list[int], sig: signal.Signals) -> None:
+def signal_all(group: int | None, pids: list[int], sig: signal.Signals) -> None:
     if group is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, sig)
@@ -238,7 +361,7 @@ def write_federation(flwr_home: Path, name: str, address: str,
     """``$FLWR_HOME/config.toml`` naming the SuperLink the ``flwr`` CLI talks to: over TLS
     verified against ``root_certificates``, or plain HTTP (loopback only) when it is None."""
     require_tls_outside_loopback(split_address(address)[0], root_certificates is not None)
-    flwr_home.mkdir(parents=True, exist_ok=True)
+    private_folder(flwr_home)
     text = f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{address}"\n'
     if root_certificates is None:
         text += "insecure = true\n"
@@ -254,60 +377,78 @@ def reset_state(flwr_home: Path) -> None:
         path.unlink()
 
 
-def enrol_nodes(flwr_home: Path, security: ServerSecurity, *, timeout: float = 60.0
-                ) -> dict[str, int]:
+def protect_state(flwr_home: Path) -> None:
+    """``flwr_home`` private (created if missing), and the SuperLink database an earlier
+    version left world-readable made readable by its owner only (task tokens are in it)."""
+    private_folder(flwr_home)
+    for path in flwr_home.glob("state.db*"):
+        path.chmod(0o600)
+
+
+def enrol_nodes(flwr_home: Path, security: ServerSecurity, *,
+                timeout: float = ENROL_TIMEOUT_SECONDS,
+                superlink_timeout: float = SUPERLINK_WAIT_SECONDS,
+                on_start: Callable[[FlowerProcess], None] | None = None) -> dict[str, int]:
     """Register ``security.node_public_keys`` in the SuperLink database of ``flwr_home``, before
     any device can reach the SuperLink; returns ``{public key file name: node id}``.
 
-    Flower registers keys through a running SuperLink (``flwr supernode register``), and a
-    SuperNode whose key is not yet registered exits at once. So a SuperLink on a private
-    loopback port opens the same database, takes the registrations and stops; the real one
-    opens it afterwards with the registry complete.
+    Flower registers keys through a running SuperLink, and a SuperNode whose key is not yet
+    registered exits at once. So a SuperLink on a private loopback port opens the same
+    database, takes the registrations and stops; the real one opens it afterwards with the
+    registry complete. One process (:mod:`fediot.engines.flower.enrolment`) registers every
+    key in turn and recognises keys the database already holds (a resumed session).
+
+    Parameters
+    ----------
+    flwr_home
+        The server's Flower home (its ``state.db``).
+    security
+        The SuperLink's certificates and the admitted keys.
+    timeout
+        Seconds the registration of all keys may take (default :data:`ENROL_TIMEOUT_SECONDS`).
+    superlink_timeout
+        Seconds the enrolment SuperLink may take to listen (default
+        :data:`SUPERLINK_WAIT_SECONDS`).
+    on_start
+        Told of the enrolment SuperLink once started (the session lock records it).
     """
     port = free_port()
     federation = "fediot-enrol"
-    address = join_address("127.0.0.1", port)
     link = superlink(flwr_home, port, security=security, log_name="enrol.log").start()
-    registering: dict[Path, subprocess.Popen[str]] = {}
-    registered: dict[str, int] = {}
+    if on_start is not None:
+        on_start(link)
+    enrol_home = private_folder(flwr_home / "enrol")
+    keys = {key.name: str(key.resolve()) for key in security.node_public_keys}
     try:
-        wait_for_port("127.0.0.1", port, timeout, "the enrolment SuperLink")
-        enrol_home = flwr_home / "enrol"
-        write_federation(enrol_home, federation, address, security.ca_certificate)
-        for key in security.node_public_keys:  # side by side: each mostly imports Flower
-            registering[key] = subprocess.Popen(
-                [_tool("flwr"), "supernode", "register", str(key), federation,
-                 "--name", key.stem, "--format", "json"],
-                env=flower_env(enrol_home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True)
-        for key, process in registering.items():
-            try:
-                stdout, stderr = process.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
-                raise FediotError(f"{key}: flwr supernode register took over "
-                                  f"{timeout:.0f} s") from None
-            registered[key.name] = _registered_node_id(process.returncode, stdout, stderr, key)
+        wait_for_port("127.0.0.1", port, superlink_timeout, "the enrolment SuperLink", link)
+        write_federation(enrol_home, federation, join_address("127.0.0.1", port),
+                         security.ca_certificate)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "fediot.engines.flower.enrolment", federation],
+                input=json.dumps(keys), env=flower_env(enrol_home), capture_output=True,
+                text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise FediotError(
+                f"registering {len(keys)} device keys took over {timeout:.0f} s (a loaded "
+                "machine: raise --enrol-timeout)") from None
     finally:
-        for process in registering.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
         link.stop()
-    return registered
+    return _enrolled(done.stdout, done.stderr)
 
 
-def _registered_node_id(returncode: int, stdout: str, stderr: str, key: Path) -> int:
-    start = stdout.find("{")
+def _enrolled(stdout: str, stderr: str) -> dict[str, int]:
+    """The enrolment process's result line, or one clear error."""
+    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_MARK)]
     try:
-        payload = json.loads(stdout[start:]) if start >= 0 else {}
+        payload = json.loads(lines[-1].removeprefix(RESULT_MARK)) if lines else {}
     except json.JSONDecodeError:
         payload = {}
-    if returncode != 0 or not payload.get("success"):
-        detail = payload.get("error-message") or (stdout + stderr).strip()[-300:]
-        raise FediotError(f"{key}: flwr supernode register failed: {detail}")
-    return int(payload["node-id"])
+    if not lines or not isinstance(payload, dict) or "error" in payload:
+        detail = payload.get("error") if isinstance(payload, dict) else None
+        raise FediotError("registering the device keys failed: "
+                          f"{detail or (stdout + stderr).strip()[-300:] or 'no output'}")
+    return {str(name): int(node) for name, node in payload.items()}
 
 
 def _yaml_safe_json(data: Any) -> str:
@@ -352,8 +493,9 @@ def submit_run(flwr_home: Path, federation: str, config: Config, *, wait_seconds
                ) -> dict[str, Any]:
     """Launch the run, follow it to its end, and return its ``flwr ls`` status record."""
     env = flower_env(flwr_home)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(log_path.parent)
     with log_path.open("ab") as log:
+        log_path.chmod(0o600)
         try:
             subprocess.run(
                 [_tool("flwr"), "run", str(REPO_APP), federation, "--run-config",

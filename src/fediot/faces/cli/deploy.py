@@ -11,22 +11,24 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from fediot.core.catalog import DEVICES, device_by_id
+from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.federated.evaluation import EvaluationSummary
 from fediot.core.model.backend import resolve_backend
 from fediot.engines.addresses import is_loopback
 from fediot.engines.flower import certificates as tls
-from fediot.engines.flower import deployment
-from fediot.engines.run_folder import RunFolder, describe_excluded, excluded_devices
+from fediot.engines.flower import deployment, session
+from fediot.engines.run_folder import RunFolder, RunView, describe_excluded, excluded_devices
 from fediot.faces.cli.app import app, console, err_console, fail
 from fediot.faces.cli.dashboard import (
     DashboardHostOption,
@@ -111,15 +113,33 @@ def server_command(
         ".flwr/server"),
     wait: Annotated[float, typer.Option(help="seconds to wait for the devices")] = 300.0,
     timeout: Annotated[float, typer.Option(help="seconds the whole run may take")] = 3600.0,
+    enrol_timeout: Annotated[float, typer.Option(
+        help="seconds registering every device key may take")] = deployment.ENROL_TIMEOUT_SECONDS,
+    superlink_timeout: Annotated[float, typer.Option(
+        help="seconds a started SuperLink may take to listen")] = (
+        deployment.SUPERLINK_WAIT_SECONDS),
     set_: SetOption = None,
     resume: Annotated[Path | None, typer.Option(
         help="continue the interrupted run in this run folder (its own config applies)")] = None,
+    stop_stale: Annotated[bool, typer.Option(
+        "--stop-stale", help="stop what an earlier server session left running in "
+                             "--flwr-home (after a crash), then exit")] = False,
     dashboard: DashboardOption = None, dashboard_host: DashboardHostOption = "127.0.0.1",
     exit_when_done: ExitWhenDoneOption = False,
 ) -> None:
     """With --dashboard the dashboard keeps showing the finished run until Ctrl-C, unless
-    --exit-when-done."""
+    --exit-when-done. One session per --flwr-home: a start refuses while an earlier session's
+    processes live (--stop-stale stops them)."""
     _stop_on_sigterm()
+    home = flwr_home.resolve()
+    if stop_stale:
+        try:
+            stopped = session.stop_session(home)
+        except FediotError as error:
+            raise fail(str(error)) from None
+        console.print(f"stopped {session.describe(stopped)}" if stopped
+                      else f"nothing of an earlier session runs in {home}", soft_wrap=True)
+        return
     with ExitStack() as dashboard_serving:  # holds the dashboard open past the table
         try:
             cfg = RunFolder(resume).load_config() if resume else resolve_config(config, {}, set_)
@@ -129,34 +149,21 @@ def server_command(
             security = _server_security(host, insecure, certificates, node_keys)
             runs_dir = Path(cfg.tracking_args.log_file_dir).expanduser().resolve()
             cfg = cfg.with_overrides({"tracking_args.log_file_dir": str(runs_dir)})
-            home = flwr_home.resolve()
             local = tls.local_host(host)
-            if resume is None:
-                # a fresh session forgets every node (a deleted key is revoked); a resumed one
-                # keeps them, so devices that outlived the old server reconnect under their ids
-                deployment.reset_state(home)
-            if security is not None:
-                admitted = deployment.enrol_nodes(home, security)
-                console.print(f"admitted {len(admitted)} device keys: {', '.join(admitted)}",
-                              soft_wrap=True)
-            deployment.write_federation(home, "fediot", deployment.join_address(local, port),
-                                        security.ca_certificate if security else None)
-            dashboard_serving.enter_context(
-                live_dashboard(runs_dir, dashboard, dashboard_host, exit_when_done))
-            link = deployment.superlink(home, port, host=host, security=security).start()
-            mode = "TLS + node authentication" if security else "INSECURE"
-            console.print(f"SuperLink on {deployment.join_address(host, port)} ({mode}, pid "
-                          f"{link.pid}); waiting for {cfg.train_args.client_num_in_total} "
-                          f"devices for up to {wait:.0f} s: start them with ./run_client.sh N",
-                          soft_wrap=True)
-            started = time.time()
+            lock = session.ServerSession.acquire(
+                home, f"fediot server --stop-stale --flwr-home {home}")
             try:
-                deployment.wait_for_port(local, port, 60, "the SuperLink")
-                status = deployment.submit_run(
-                    home, "fediot", cfg, wait_seconds=wait, timeout=timeout,
-                    log_path=home / "logs" / "run.log", resume_from=resume)
+                deployment.require_free_port(host, port, "the SuperLink")
+                if resume is not None:
+                    _wait_for_run_owner(resume)
+                status, started = _serve(
+                    cfg, home, host, local, port, security, lock,
+                    resume=resume, wait=wait, timeout=timeout, enrol_timeout=enrol_timeout,
+                    superlink_timeout=superlink_timeout,
+                    start_dashboard=lambda: dashboard_serving.enter_context(
+                        live_dashboard(runs_dir, dashboard, dashboard_host, exit_when_done)))
             finally:
-                link.stop()
+                lock.release()
         except FediotError as error:
             raise fail(str(error)) from None
         state = str(status.get("status", "?"))
@@ -178,6 +185,63 @@ def server_command(
         traffic = status.get("network-traffic", {})
         console.print(f"run {status.get('run-id')}: {state}, {status.get('elapsed', 0):.0f} s, "
                       f"{traffic.get('total-bytes', 0):,} bytes; run folder: {folders[-1]}")
+
+
+RUN_OWNER_GRACE_SECONDS = 10.0
+"""How long a resume waits for the crashed session's ServerApp to end (it exits within a
+second of its SuperLink, watching its parent)."""
+
+
+def _wait_for_run_owner(run: Path) -> None:
+    """Return once no live process records ``run`` (a crashed session's ServerApp may still be
+    ending); one clear error if one still does after :data:`RUN_OWNER_GRACE_SECONDS`."""
+    deadline = time.monotonic() + RUN_OWNER_GRACE_SECONDS
+    while True:
+        status = RunView(run).status() or {}
+        if status.get("state") not in ("running", "starting"):
+            return
+        if time.monotonic() > deadline:
+            owner = status.get("owner") or {}
+            raise FediotError(f"{run}: still being run by pid {owner.get('pid', '?')}; stop "
+                              "that server first")
+        time.sleep(0.5)
+
+
+def _serve(cfg: Config, home: Path, host: str, local: str, port: int,
+           security: tls.ServerSecurity | None, lock: session.ServerSession, *,
+           resume: Path | None, wait: float, timeout: float, enrol_timeout: float,
+           superlink_timeout: float, start_dashboard: Callable[[], object]
+           ) -> tuple[dict[str, Any], float]:
+    """One server session in the locked ``home``: enrol the keys, start the SuperLink, run;
+    returns the run's ``flwr ls`` record and the time the run was submitted."""
+    deployment.protect_state(home)
+    if resume is None:
+        # a fresh session forgets every node (a deleted key is revoked); a resumed one keeps
+        # them, so devices that outlived the old server reconnect under their ids
+        deployment.reset_state(home)
+    if security is not None:
+        admitted = deployment.enrol_nodes(
+            home, security, timeout=enrol_timeout, superlink_timeout=superlink_timeout,
+            on_start=lambda link: lock.record("enrolment superlink", link.pid))
+        console.print(f"admitted {len(admitted)} device keys: {', '.join(admitted)}",
+                      soft_wrap=True)
+    deployment.write_federation(home, "fediot", deployment.join_address(local, port),
+                                security.ca_certificate if security else None)
+    start_dashboard()
+    link = deployment.superlink(home, port, host=host, security=security).start()
+    lock.record("superlink", link.pid)
+    mode = "TLS + node authentication" if security else "INSECURE"
+    console.print(f"SuperLink on {deployment.join_address(host, port)} ({mode}, pid "
+                  f"{link.pid}); waiting for {cfg.train_args.client_num_in_total} devices for "
+                  f"up to {wait:.0f} s: start them with ./run_client.sh N", soft_wrap=True)
+    started = time.time()
+    try:
+        deployment.wait_for_port(local, port, superlink_timeout, "the SuperLink", link)
+        status = deployment.submit_run(home, "fediot", cfg, wait_seconds=wait, timeout=timeout,
+                                       log_path=home / "logs" / "run.log", resume_from=resume)
+    finally:
+        link.stop()
+    return status, started
 
 
 @command(app, "client")

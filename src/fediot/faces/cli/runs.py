@@ -27,6 +27,7 @@ from fediot.engines.run_folder import (
 )
 from fediot.faces.cli.app import app, console, fail
 from fediot.faces.cli.lazy import group_help
+from fediot.faces.cli.runs_common import interruption_text
 from fediot.faces.cli.tables import (
     Column,
     FormatOption,
@@ -190,8 +191,7 @@ def show_command(
         f"{status.get('engine', config.comm_args.backend)}, updated {_when(view.updated_at())}",
         highlight=False)
     if status.get("state") == "interrupted":
-        console.print(f"[magenta]interrupted[/]: recorded as {status.get('recorded_state')}, but "
-                      f"{escape(str(status.get('interrupted_because')))}", highlight=False)
+        console.print(f"[magenta]interrupted[/]: {interruption_text(status)}", highlight=False)
     console.print(
         f"dataset {d.dataset}, {t.client_num_in_total} devices ({t.client_num_per_round} per "
         f"round), {t.comm_round} rounds × {t.epochs} epoch(s), {t.federated_optimizer} + "

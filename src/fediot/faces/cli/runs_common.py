@@ -33,6 +33,14 @@ PerRoundOption = Annotated[int | None, typer.Option("--per-round",
                                                     help="train_args.client_num_per_round")]
 
 
+def interruption_text(status: dict[str, Any]) -> str:
+    """Why an ``interrupted`` run is: ``recorded as running, but its process … is gone`` for a
+    run found dead, or the reason its own process recorded when a signal stopped it."""
+    recorded = status.get("recorded_state")
+    because = escape(str(status.get("interrupted_because") or "no reason recorded"))
+    return f"recorded as {escape(str(recorded))}, but {because}" if recorded else because
+
+
 def key_help(key: str, note: str = "") -> str:
     """A flag's help: the configuration key it sets and the values it takes, listed from
     :data:`fediot.core.config.CHOICES` (never by hand), then ``note``."""

@@ -15,6 +15,7 @@ from fediot.core.errors import FediotError
 from fediot.engines.run_folder import RunView, latest_run
 from fediot.faces.cli.app import app, console, fail
 from fediot.faces.cli.lazy import command
+from fediot.faces.cli.runs_common import interruption_text
 from fediot.faces.cli.tables import Column, print_table
 
 STATE_STYLES = {"failed": "red", "interrupted": "magenta", "running": "yellow"}
@@ -49,8 +50,7 @@ def status_command(
                   f"{status.get('total_rounds')}, engine {status.get('engine')}, "
                   f"updated {status.get('updated_at')}")
     if state == "interrupted":
-        console.print(f"recorded as {status.get('recorded_state')}, but "
-                      f"{escape(str(status.get('interrupted_because')))}; the command that "
+        console.print(f"{interruption_text(status)}; the command that "
                       f"started it, with `--resume {escape(str(folder))}`, continues it from "
                       f"its last checkpoint", highlight=False)
     columns = [Column("device", right=False), Column("state", right=False),
