@@ -234,7 +234,7 @@ def client_command(
             # key or refuses it, which the next watch reports)
             why = device_log.explain(diagnosis, server=server, node_key=None,
                                      root_certificates=None)
-            err_console.print(f"device {device}: {why}; joining again", soft_wrap=True)
+            console.print(f"device {device}: {why}; joining again", soft_wrap=True)
             device_node.start()
     except KeyboardInterrupt:
         diagnosis = None
