@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from fediot.core.catalog import DEVICES, device_by_id
 from fediot.core.errors import FediotError
@@ -234,17 +235,17 @@ def client_command(
             # key or refuses it, which the next watch reports)
             why = device_log.explain(diagnosis, server=server, node_key=None,
                                      root_certificates=None)
-            console.print(f"device {device}: {why}; joining again", soft_wrap=True)
+            console.print(escape(f"device {device}: {why}; joining again"), soft_wrap=True)
             device_node.start()
     except KeyboardInterrupt:
         diagnosis = None
     finally:
         device_node.stop()
     if diagnosis is not None:
-        raise fail(device_log.explain(diagnosis, server=server,
-                                      node_key=security.private_key if security else None,
-                                      root_certificates=security.root_certificates
-                                      if security else None), 1)
+        # Flower's words hold brackets ("[code: 2004]", "[SSL: …]"): not markup
+        raise fail(escape(device_log.explain(
+            diagnosis, server=server, node_key=security.private_key if security else None,
+            root_certificates=security.root_certificates if security else None)), 1)
     if device_node.failed_exit is not None:
         raise fail(device_node.failed_exit, 1)
 
@@ -356,8 +357,13 @@ class _DeviceNode:
             self.failed_exit = (f"the warm worker stopped with exit code {code}: see "
                                 f"{self.worker.log_path}")
             return None
-        diagnosis = device_log.diagnose(self._log_text())
+        text = self._log_text()
+        diagnosis = device_log.diagnose(text)
         code = self.node.process.returncode if self.node.process else None
+        if diagnosis is None and code == 0 and "SuperNode ID:" in text:
+            # a connected SuperNode stops itself only on HTTP 401, not always logged
+            diagnosis = device_log.Diagnosis(device_log.Failure.DROPPED,
+                                             "SuperNode terminated gracefully")
         if diagnosis is None and code not in (0, None, -15):
             self.failed_exit = (f"the SuperNode stopped with exit code {code}: see "
                                 f"{self.log_path}")
