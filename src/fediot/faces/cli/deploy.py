@@ -3,7 +3,9 @@ deployment, TLS and SuperNode authentication on by default.
 
 The server reads its certificates folder (default ``certs/``: ca.crt, server.pem, server.key,
 devices/*.pub); a device reads the CA certificate and its own key. ``--insecure`` (plain HTTP,
-no node authentication) is accepted on loopback addresses only, with a warning.
+no node authentication) is accepted on loopback addresses only, with a warning. A device runs
+its tasks in one warm worker (:mod:`fediot.engines.flower.worker`) unless ``--worker
+subprocess``, and names the cause when it stops (:mod:`fediot.engines.flower.device_log`).
 """
 
 from __future__ import annotations
