@@ -82,14 +82,14 @@ def measure(devices: int, mode: str, rounds: int, workdir: Path) -> dict[str, An
     load_before = load_average()
     clients = []
     for device in used:
-        log = (run_dir / f"client-{device.uci_id}.log").open("wb")
+        output = (run_dir / f"client-{device.uci_id}.log").open("wb")
         clients.append(subprocess.Popen(
             [str(FEDIOT), "client", "--device", str(device.uci_id), "--server",
              f"127.0.0.1:{port}", "--root-certificates", str(certs / "ca.crt"),
              "--node-key", str(tls.device_key_paths(certs, device.uci_id)[0]),
              "--port", str(deployment.free_port()), "--worker", mode,
              "--flwr-home", str(run_dir / f"client-{device.uci_id}"), "--wait", "900"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO))
+            stdout=output, stderr=subprocess.STDOUT, cwd=REPO))
     started = time.monotonic()
     try:
         server = subprocess.run(
@@ -115,11 +115,11 @@ def measure(devices: int, mode: str, rounds: int, workdir: Path) -> dict[str, An
     handler: list[float] = []
     worker_pids: dict[str, int] = {}
     for device in used:
-        log = (run_dir / f"client-{device.uci_id}" / "logs"
-               / f"worker-{deployment.safe_name(device.name)}.log")
-        if log.exists():
-            tasks = [m.groups() for m in map(TASK_LINE.match, log.read_text().splitlines())
-                     if m]
+        worker_log = (run_dir / f"client-{device.uci_id}" / "logs"
+                      / f"worker-{deployment.safe_name(device.name)}.log")
+        if worker_log.exists():
+            tasks = [m.groups() for m in
+                     map(TASK_LINE.match, worker_log.read_text().splitlines()) if m]
             handler += [float(s) for kind, _, s in tasks if kind == "train"]
             worker_pids[device.name] = len({pid for _, pid, _ in tasks})
     return {

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,51 @@ def test_two_warm_devices_finish_bit_identical_with_one_worker_each(tmp_path: Pa
         "tracking_args.log_file_dir": str(tmp_path / "runs-inprocess")}))
     for i, weights in enumerate(in_process.model.weights):
         np.testing.assert_array_equal(deployed[f"w{i}"], weights)
+
+
+def _workers(pid: int) -> list[int]:
+    """The warm worker processes below ``pid``."""
+    found = []
+    for child in deployment.descendants(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if warm.__name__.encode() in command:
+            found.append(child)
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_started_again_and_everything_stops_with_the_client(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    link = deployment.superlink(tmp_path / "server", port).start()
+    client = subprocess.Popen(
+        [str(FEDIOT), "client", "--device", "1", "--server", f"127.0.0.1:{port}",
+         "--insecure", "--port", str(free_port()), "--flwr-home", str(tmp_path / "client"),
+         "--wait", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (first := _workers(client.pid)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(first) == 1, "no warm worker started"
+        os.kill(first[0], signal.SIGKILL)
+        while (not (second := _workers(client.pid)) or second == first) \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(second) == 1 and second != first
+        assert client.poll() is None
+        family = deployment.descendants(client.pid)
+    finally:
+        stop(client)
+        link.stop()
+    out, err = client.communicate()
+    assert client.returncode == 0, out + err
+    assert "the warm worker stopped (exit code -9); starting it again (1/3)" in out
+    time.sleep(1)
+    assert not [pid for pid in family if Path(f"/proc/{pid}").exists()
+                and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]

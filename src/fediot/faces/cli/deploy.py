@@ -182,6 +182,9 @@ WORKER_MODES = ("warm", "subprocess")
 """``fediot client --worker``: one long-lived FedIoT worker runs every task (warm), or Flower's
 SuperExec starts one ``flwr-clientapp`` process per task (subprocess)."""
 
+WORKER_RESTARTS = 3
+"""How many times a device's warm worker is started again after it stopped on its own."""
+
 PROBE_SECONDS = 2.0
 """While a plain-HTTP SuperNode waits for its server, how often the server is asked whether it
 speaks TLS (a TLS server would otherwise be retried silently until --wait runs out)."""
@@ -286,6 +289,8 @@ class _DeviceNode:
         self.worker: deployment.FlowerProcess | None = None
         self.failed_exit: str | None = None
         self._log_offset = 0
+        self._secret: Path | None = None
+        self._worker_restarts = 0
 
     @property
     def mode(self) -> str:
@@ -316,7 +321,6 @@ class _DeviceNode:
             task_api_secret=secret).start()
         if secret is None:
             return
-        address = deployment.join_address("127.0.0.1", self.port)
         deadline = time.monotonic() + 60
         while self.node.alive() and time.monotonic() < deadline:
             try:
@@ -326,9 +330,17 @@ class _DeviceNode:
                 continue
         if not self.node.alive():
             return  # the log says why: watch() reports it
+        self._secret = secret
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        from fediot.engines.flower import worker as warm
+
+        assert self.node is not None and self._secret is not None
+        address = deployment.join_address("127.0.0.1", self.port)
         self.worker = deployment.FlowerProcess(
             f"worker {self.name}",
-            warm.worker_command(address, secret, [os.getpid(), self.node.pid]),
+            warm.worker_command(address, self._secret, [os.getpid(), self.node.pid]),
             deployment.flower_env(self.home),
             self.home / "logs" / f"worker-{deployment.safe_name(self.name)}.log").start()
 
@@ -356,8 +368,16 @@ class _DeviceNode:
             time.sleep(0.5)
         if self.worker is not None and not self.worker.alive() and self.node.alive():
             code = self.worker.process.returncode if self.worker.process else None
-            self.failed_exit = (f"the warm worker stopped with exit code {code}: see "
-                                f"{self.worker.log_path}")
+            if self._worker_restarts < WORKER_RESTARTS:
+                # Flower's task heartbeat stops the process running an expired task
+                self._worker_restarts += 1
+                console.print(f"the warm worker stopped (exit code {code}); starting it "
+                              f"again ({self._worker_restarts}/{WORKER_RESTARTS})")
+                self.worker.stop()
+                self._start_worker()
+                return self.watch(host, port, probe_tls=probe_tls)
+            self.failed_exit = (f"the warm worker stopped with exit code {code} "
+                                f"{WORKER_RESTARTS + 1} times: see {self.worker.log_path}")
             return None
         text = self._log_text()
         diagnosis = device_log.diagnose(text)
