@@ -11,7 +11,6 @@ subprocess``, and names the cause when it stops (:mod:`fediot.engines.flower.dev
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from contextlib import ExitStack
@@ -28,6 +27,7 @@ from fediot.core.federated.evaluation import EvaluationSummary
 from fediot.engines.addresses import is_loopback
 from fediot.engines.flower import certificates as tls
 from fediot.engines.flower import deployment, device_log
+from fediot.engines.flower.device_node import DeviceNode
 from fediot.engines.run_folder import RunFolder
 from fediot.faces.cli.app import app, console, err_console, fail
 from fediot.faces.cli.dashboard import (
@@ -182,14 +182,6 @@ WORKER_MODES = ("warm", "subprocess")
 """``fediot client --worker``: one long-lived FedIoT worker runs every task (warm), or Flower's
 SuperExec starts one ``flwr-clientapp`` process per task (subprocess)."""
 
-WORKER_RESTARTS = 3
-"""How many times a device's warm worker is started again after it stopped on its own."""
-
-PROBE_SECONDS = 2.0
-"""While a plain-HTTP SuperNode waits for its server, how often the server is asked whether it
-speaks TLS (a TLS server would otherwise be retried silently until --wait runs out)."""
-
-
 @command(app, "client")
 def client_command(
     device: Annotated[int, typer.Option(help="N-BaIoT device id, 1–9")],
@@ -216,13 +208,14 @@ def client_command(
     if worker not in WORKER_MODES:
         raise fail(f"--worker {worker!r}: choose one of {', '.join(WORKER_MODES)}")
     try:
-        host, server_port = deployment.split_address(server)
+        host, _ = deployment.split_address(server)
         key = node_key or tls.device_key_paths(DEFAULT_CERTIFICATES, device)[0]
         ca = root_certificates or DEFAULT_CERTIFICATES / tls.CA_CERTIFICATE
         security = _node_security(host, insecure, ca, key)
         home = (flwr_home or Path(f".flwr/client-{device}")).resolve()
-        device_node = _DeviceNode(home, server, name, port or 9100 + device, data_dir,
-                                  security, wait, warm=_warm_available(worker))
+        device_node = DeviceNode(home, server, name, port or 9100 + device, data_dir,
+                                 security, wait, warm=_warm_available(worker),
+                                 say=lambda line: console.print(escape(line)))
         device_node.start()
     except FediotError as error:
         raise fail(str(error)) from None
@@ -233,7 +226,7 @@ def client_command(
     diagnosis: device_log.Diagnosis | None = None
     try:
         while True:
-            diagnosis = device_node.watch(host, server_port, probe_tls=security is None)
+            diagnosis = device_node.watch()
             if diagnosis is None or diagnosis.failure is not device_log.Failure.DROPPED:
                 break
             # a new server session forgot this node: join it again (the SuperLink admits the
@@ -268,134 +261,6 @@ def _warm_available(mode: str) -> bool:
                           soft_wrap=True)
         return False
     return True
-
-
-class _DeviceNode:
-    """A device's SuperNode and, in warm mode, its worker; restartable, stopped by PID.
-
-    Parameters
-    ----------
-    home, server, name, port, data_dir, security, wait
-        As :func:`fediot.engines.flower.deployment.supernode` takes them.
-    warm
-        Start the SuperNode in process isolation with a warm worker beside it.
-    """
-
-    def __init__(self, home: Path, server: str, name: str, port: int, data_dir: str,
-                 security: tls.NodeSecurity | None, wait: float, *, warm: bool) -> None:
-        self.home, self.server, self.name, self.port = home, server, name, port
-        self.data_dir, self.security, self.wait, self.warm = data_dir, security, wait, warm
-        self.node: deployment.FlowerProcess | None = None
-        self.worker: deployment.FlowerProcess | None = None
-        self.failed_exit: str | None = None
-        self._log_offset = 0
-        self._secret: Path | None = None
-        self._worker_restarts = 0
-
-    @property
-    def mode(self) -> str:
-        return "warm worker" if self.warm else "a process per task"
-
-    @property
-    def node_pid(self) -> int:
-        return self.node.pid if self.node else 0
-
-    @property
-    def log_path(self) -> Path:
-        return self.home / "logs" / f"supernode-{deployment.safe_name(self.name)}.log"
-
-    def start(self) -> None:
-        """(Re)start the SuperNode, then its worker once the task API listens."""
-        self.stop()
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.home.chmod(0o700)  # the device's Flower state: its own only
-        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        secret = None
-        if self.warm:
-            from fediot.engines.flower import worker as warm
-
-            secret = warm.write_task_api_secret(self.home)
-        self.node = deployment.supernode(
-            self.home, self.server, self.name, self.port, data_dir=self.data_dir,
-            security=self.security, max_wait_seconds=self.wait,
-            task_api_secret=secret).start()
-        if secret is None:
-            return
-        deadline = time.monotonic() + 60
-        while self.node.alive() and time.monotonic() < deadline:
-            try:
-                deployment.wait_for_port("127.0.0.1", self.port, 1, "the SuperNode's task API")
-                break
-            except FediotError:
-                continue
-        if not self.node.alive():
-            return  # the log says why: watch() reports it
-        self._secret = secret
-        self._start_worker()
-
-    def _start_worker(self) -> None:
-        from fediot.engines.flower import worker as warm
-
-        assert self.node is not None and self._secret is not None
-        address = deployment.join_address("127.0.0.1", self.port)
-        self.worker = deployment.FlowerProcess(
-            f"worker {self.name}",
-            warm.worker_command(address, self._secret, [os.getpid(), self.node.pid]),
-            deployment.flower_env(self.home),
-            self.home / "logs" / f"worker-{deployment.safe_name(self.name)}.log").start()
-
-    def _log_text(self) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(self._log_offset)
-                return log.read().decode(errors="replace")
-        except OSError:
-            return ""
-
-    def watch(self, host: str, port: int, *, probe_tls: bool) -> device_log.Diagnosis | None:
-        """Return once the SuperNode (or its worker) stops: the cause its log names, or None
-        (``failed_exit`` tells an unexplained non-zero exit). A plain-HTTP node whose server
-        speaks TLS is stopped at once."""
-        assert self.node is not None
-        next_probe = time.monotonic()
-        while self.node.alive() and (self.worker is None or self.worker.alive()):
-            if probe_tls and time.monotonic() >= next_probe:
-                next_probe = time.monotonic() + PROBE_SECONDS
-                if "SuperNode ID:" in self._log_text():
-                    probe_tls = False  # connected: the server speaks what we speak
-                elif device_log.speaks_tls(host, port):
-                    return device_log.Diagnosis(device_log.Failure.PLAIN_HTTP, "")
-            time.sleep(0.5)
-        if self.worker is not None and not self.worker.alive() and self.node.alive():
-            code = self.worker.process.returncode if self.worker.process else None
-            if self._worker_restarts < WORKER_RESTARTS:
-                # Flower's task heartbeat stops the process running an expired task
-                self._worker_restarts += 1
-                console.print(f"the warm worker stopped (exit code {code}); starting it "
-                              f"again ({self._worker_restarts}/{WORKER_RESTARTS})")
-                self.worker.stop()
-                self._start_worker()
-                return self.watch(host, port, probe_tls=probe_tls)
-            self.failed_exit = (f"the warm worker stopped with exit code {code} "
-                                f"{WORKER_RESTARTS + 1} times: see {self.worker.log_path}")
-            return None
-        text = self._log_text()
-        diagnosis = device_log.diagnose(text)
-        code = self.node.process.returncode if self.node.process else None
-        if diagnosis is None and code == 0 and "SuperNode ID:" in text:
-            # a connected SuperNode stops itself only on HTTP 401, not always logged
-            diagnosis = device_log.Diagnosis(device_log.Failure.DROPPED,
-                                             "SuperNode terminated gracefully")
-        if diagnosis is None and code not in (0, None, -15):
-            self.failed_exit = (f"the SuperNode stopped with exit code {code}: see "
-                                f"{self.log_path}")
-        return diagnosis
-
-    def stop(self) -> None:
-        """Stop the worker, then the SuperNode (each by its PID)."""
-        for process in (self.worker, self.node):
-            if process is not None:
-                process.stop()
 
 
 @certs_app.command("ca")
