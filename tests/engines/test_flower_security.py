@@ -330,7 +330,8 @@ def test_tls_and_node_authentication_complete_a_run_of_the_admitted_devices(
 def test_a_device_whose_key_was_not_admitted_is_refused(secure_run: SecureRun) -> None:
     rogue = secure_run.rogue
     assert rogue.returncode == 1, rogue.stdout + rogue.stderr
-    assert "the SuperNode stopped with exit code" in rogue.stderr
+    assert f"refused this device's key {secure_run.rogue_key}" in rogue.stderr
+    assert "Failed to activate SuperNode" in rogue.stderr
     assert "Failed to activate SuperNode" in secure_run.rogue_log
     # the SuperLink names the refused key: the rogue's own public key
     key = serialization.load_ssh_private_key(secure_run.rogue_key.read_bytes(), None)

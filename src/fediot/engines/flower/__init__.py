@@ -16,4 +16,10 @@ FLOWER_ENVIRONMENT = {
 """Switched off for everything FedIoT starts: telemetry, the update check and Flower's runtime
 dependency installation (which fails offline while the run still reports success)."""
 
+TASK_POLL_SECONDS = 0.1
+"""How often an idle task runner asks its SuperNode for a task: the warm worker's poll and
+Flower's ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` (default 1 s) for a SuperExec the SuperNode
+spawns. A loopback call of about a millisecond; the SuperNode's own poll of the SuperLink (3 s)
+and the ServerApp's wait for replies (3 s) are hard-coded in Flower 1.42."""
+
 os.environ.update(FLOWER_ENVIRONMENT)  # before any flwr import below this package

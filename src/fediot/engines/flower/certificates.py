@@ -69,6 +69,11 @@ def _write_atomic(path: Path, data: bytes, *, private: bool) -> None:
         raise
 
 
+def write_private_file(path: Path, data: bytes) -> None:
+    """``data`` into ``path``, 0600 from its first byte, replaced atomically (a secret)."""
+    _write_atomic(path, data, private=True)
+
+
 def _prepare_folder(folder: Path) -> None:
     """Create the folder (0700) with a ``.gitignore`` so private keys never reach git."""
     if not folder.exists():
@@ -147,7 +152,8 @@ def _load_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
     certificate = _load_certificate(folder / CA_CERTIFICATE)
     path = folder / CA_KEY
     if not path.is_file():
-        raise FediotError(f"{path}: no CA key (create the CA with `fediot certs ca {folder}`)")
+        raise FediotError(f"{path}: no CA key (create the CA with "
+                          f"`fediot certs ca --dir {folder}`)")
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as error:
@@ -273,7 +279,7 @@ def load_node_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     """An OpenSSH EC private key file (``device-N.key``); a clear error otherwise."""
     if not path.is_file():
         raise FediotError(f"{path}: no such node key (create it with "
-                          "`fediot certs device DIR N` on the machine holding the CA)")
+                          "`fediot certs device N --dir DIR` on the machine holding the CA)")
     if path.stat().st_mode & 0o077:
         raise FediotError(f"{path}: a private key readable by others (chmod 600 {path})")
     try:
@@ -330,7 +336,7 @@ class ServerSecurity:
         public_keys = tuple(sorted(keys_dir.glob("*.pub"))) if keys_dir.is_dir() else ()
         if not public_keys:
             raise FediotError(f"{keys_dir}: no device public keys (*.pub); node authentication "
-                              "admits only listed devices (`fediot certs device DIR N`)")
+                              "admits only listed devices (`fediot certs device N --dir DIR`)")
         for path in public_keys:
             load_node_public_key(path)
         return cls(folder / CA_CERTIFICATE, folder / SERVER_CERTIFICATE, key_path, public_keys)
@@ -349,7 +355,7 @@ def _require_name(certificate: x509.Certificate, path: Path, host: str) -> None:
     wanted = _general_name(host)
     if wanted not in list(names):
         raise FediotError(f"{path} does not name {host} (it names {', '.join(listed)}); "
-                          f"recreate it with `fediot certs server DIR --host {host} …`")
+                          f"recreate it with `fediot certs server --host {host} --dir DIR`")
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,12 @@ from fediot.core.errors import FediotError
 from fediot.core.io import atomic_path
 from fediot.core.liveness import pid_alive
 from fediot.engines.addresses import is_loopback
-from fediot.engines.flower import FLOWER_ENVIRONMENT
+from fediot.engines.flower import FLOWER_ENVIRONMENT, TASK_POLL_SECONDS
 from fediot.engines.flower.certificates import NodeSecurity, ServerSecurity
 from fediot.engines.flower.enrolment import RESULT_MARK
+
+TASK_POLL_ENVIRONMENT = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
+"""Flower's SuperExec task poll (seconds), inherited by the SuperExec a SuperNode spawns."""
 
 REPO_APP = Path(__file__).resolve().parents[4]
 """The folder whose pyproject.toml declares the Flower app (this repository)."""
@@ -329,13 +332,20 @@ def superlink(flwr_home: Path, port: int, *, host: str = "127.0.0.1",
 
 def supernode(flwr_home: Path, superlink_address: str, device: str, port: int, *,
               data_dir: str = "", security: NodeSecurity | None = None,
-              max_wait_seconds: float = 300.0, backend: str = "") -> FlowerProcess:
+              max_wait_seconds: float = 300.0, backend: str = "",
+              task_api_secret: Path | None = None) -> FlowerProcess:
     """A SuperNode serving ``device``; it retries the SuperLink for ``max_wait_seconds``.
     ``backend`` (``auto``/``torch``/``numpy``; empty: the run's ``device_args.backend``) is
     what the device trains with.
 
     With ``security``: TLS verified against its CA and the device's node key. Without: plain
     HTTP, refused unless the SuperLink's address is a loopback address.
+
+    ``task_api_secret`` (a 0600 file): ``--isolation process``, the SuperNode starts no
+    SuperExec and its task API (on 127.0.0.1:``port``) hands tasks only to a runner signing
+    with that secret (a warm worker, :mod:`fediot.engines.flower.worker`). Without it Flower's
+    own SuperExec starts one ``flwr-clientapp`` process per task, polling every
+    :data:`~fediot.engines.flower.TASK_POLL_SECONDS`.
     """
     require_tls_outside_loopback(split_address(superlink_address)[0], security is not None)
     node_config = f'device="{device}"'
@@ -351,9 +361,16 @@ def supernode(flwr_home: Path, superlink_address: str, device: str, port: int, *
     else:
         args += ["--root-certificates", str(security.root_certificates),
                  "--auth-supernode-private-key", str(security.private_key)]
-    safe = device.replace("#", "-")
-    return FlowerProcess(f"supernode {device}", args, flower_env(flwr_home),
-                         flwr_home / "logs" / f"supernode-{safe}.log")
+    if task_api_secret is not None:
+        args += ["--isolation", "process", "--superexec-auth-secret-file", str(task_api_secret)]
+    env = {**flower_env(flwr_home), TASK_POLL_ENVIRONMENT: str(TASK_POLL_SECONDS)}
+    return FlowerProcess(f"supernode {device}", args, env,
+                         flwr_home / "logs" / f"supernode-{safe_name(device)}.log")
+
+
+def safe_name(device: str) -> str:
+    """A device name as it appears in file names (its logs)."""
+    return device.replace("#", "-")
 
 
 def write_federation(flwr_home: Path, name: str, address: str,

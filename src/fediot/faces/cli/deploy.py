@@ -3,7 +3,9 @@ deployment, TLS and SuperNode authentication on by default.
 
 The server reads its certificates folder (default ``certs/``: ca.crt, server.pem, server.key,
 devices/*.pub); a device reads the CA certificate and its own key. ``--insecure`` (plain HTTP,
-no node authentication) is accepted on loopback addresses only, with a warning.
+no node authentication) is accepted on loopback addresses only, with a warning. A device runs
+its tasks in one warm worker (:mod:`fediot.engines.flower.worker`) unless ``--worker
+subprocess``, and names the cause when it stops (:mod:`fediot.engines.flower.device_log`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from fediot.core.federated.evaluation import EvaluationSummary
 from fediot.core.model.backend import resolve_backend
 from fediot.engines.addresses import is_loopback
 from fediot.engines.flower import certificates as tls
-from fediot.engines.flower import deployment, session
+from fediot.engines.flower import deployment, device_log, session
+from fediot.engines.flower.device_node import DeviceNode
 from fediot.engines.run_folder import RunFolder, RunView, describe_excluded, excluded_devices
 from fediot.faces.cli.app import app, console, err_console, fail
 from fediot.faces.cli.dashboard import (
@@ -244,6 +247,10 @@ def _serve(cfg: Config, home: Path, host: str, local: str, port: int,
     return status, started
 
 
+WORKER_MODES = ("warm", "subprocess")
+"""``fediot client --worker``: one long-lived FedIoT worker runs every task (warm), or Flower's
+SuperExec starts one ``flwr-clientapp`` process per task (subprocess)."""
+
 @command(app, "client")
 def client_command(
     device: Annotated[int, typer.Option(help="N-BaIoT device id, 1–9")],
@@ -259,6 +266,9 @@ def client_command(
     wait: Annotated[float, typer.Option(help="seconds to keep retrying the server")] = 3600.0,
     backend: Annotated[str, typer.Option(
         help="train with auto, torch or numpy [default: the run's device_args.backend]")] = "",
+    worker: Annotated[str, typer.Option(
+        help="warm: one long-lived worker runs every task, data loaded once; subprocess: "
+             "Flower starts a process per task")] = "warm",
 ) -> None:
     # its help is its line in fediot.faces.cli.lazy.COMMANDS
     _stop_on_sigterm()
@@ -270,30 +280,62 @@ def client_command(
         raise fail(str(error.args[0])) from None
     except FediotError as error:
         raise fail(str(error)) from None
+    if worker not in WORKER_MODES:
+        raise fail(f"--worker {worker!r}: choose one of {', '.join(WORKER_MODES)}")
     try:
         host, _ = deployment.split_address(server)
-        security = _node_security(
-            host, insecure, root_certificates or DEFAULT_CERTIFICATES / tls.CA_CERTIFICATE,
-            node_key or tls.device_key_paths(DEFAULT_CERTIFICATES, device)[0])
+        key = node_key or tls.device_key_paths(DEFAULT_CERTIFICATES, device)[0]
+        ca = root_certificates or DEFAULT_CERTIFICATES / tls.CA_CERTIFICATE
+        security = _node_security(host, insecure, ca, key)
         home = (flwr_home or Path(f".flwr/client-{device}")).resolve()
-        node = deployment.supernode(home, server, name, port or 9100 + device,
-                                    data_dir=data_dir, security=security,
-                                    max_wait_seconds=wait, backend=backend).start()
+        device_node = DeviceNode(home, server, name, port or 9100 + device, data_dir,
+                                 security, wait, warm=_warm_available(worker), backend=backend,
+                                 say=lambda line: console.print(escape(line)))
+        device_node.start()
     except FediotError as error:
         raise fail(str(error)) from None
-    console.print(f"device {device} ({name}) → {server} (SuperNode pid {node.pid}, "
-                  f"{'TLS + node key' if security else 'INSECURE'}); it retries the server for "
-                  f"up to {wait:.0f} s. Log: {node.log_path}. Ctrl-C stops it.")
+    console.print(f"device {device} ({name}) → {server} (SuperNode pid {device_node.node_pid}, "
+                  f"{'TLS + node key' if security else 'INSECURE'}, {device_node.mode}); it "
+                  f"retries the server for up to {wait:.0f} s. Log: {device_node.log_path}. "
+                  "Ctrl-C stops it.", soft_wrap=True)
+    diagnosis: device_log.Diagnosis | None = None
     try:
-        while node.alive():
-            time.sleep(1.0)
+        while True:
+            diagnosis = device_node.watch()
+            if diagnosis is None or diagnosis.failure is not device_log.Failure.DROPPED:
+                break
+            # a new server session forgot this node: join it again (the SuperLink admits the
+            # key or refuses it, which the next watch reports)
+            why = device_log.explain(diagnosis, server=server, node_key=None,
+                                     root_certificates=None)
+            console.print(escape(f"device {device}: {why}; joining again"), soft_wrap=True)
+            device_node.start()
     except KeyboardInterrupt:
-        pass
+        diagnosis = None
     finally:
-        node.stop()
-    if node.process is not None and node.process.returncode not in (0, None, -15):
-        raise fail(f"the SuperNode stopped with exit code {node.process.returncode}: see "
-                   f"{node.log_path} (a key the server does not admit, or a TLS failure)", 1)
+        device_node.stop()
+    if diagnosis is not None:
+        # Flower's words hold brackets ("[code: 2004]", "[SSL: …]"): not markup
+        raise fail(escape(device_log.explain(
+            diagnosis, server=server, node_key=security.private_key if security else None,
+            root_certificates=security.root_certificates if security else None)), 1)
+    if device_node.failed_exit is not None:
+        raise fail(device_node.failed_exit, 1)
+
+
+def _warm_available(mode: str) -> bool:
+    """True for --worker warm when this Flower has the internals the warm worker drives; a
+    one-line warning and Flower's subprocess mode otherwise."""
+    if mode != "warm":
+        return False
+    from fediot.engines.flower import worker as warm
+
+    if warm.UNSUPPORTED is not None:
+        err_console.print(f"[bold yellow]warning:[/] warm worker unavailable "
+                          f"({warm.UNSUPPORTED}); Flower's subprocess mode runs the tasks",
+                          soft_wrap=True)
+        return False
+    return True
 
 
 @certs_app.command("ca")
