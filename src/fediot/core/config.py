@@ -307,11 +307,21 @@ class DeviceArgs:
         A device never sends scaler or error statistics of fewer rows than this (it refuses
         the step instead, and a training reply then carries no validation loss): sums over a
         handful of rows say too much about each row. Default 20.
+    vectorised_shuffle
+        With ``comm_args.backend: vectorised``: ``exact`` (default) shuffles every device's rows
+        with its own seed, as the sequential engine does (same global model within 1e-6);
+        ``fast`` draws all of a chunk's shuffles at once (statistically the same training, not
+        the same numbers).
+    vectorised_chunk_devices
+        With ``vectorised``: devices trained together at most; 0 (default) sizes chunks to
+        about 256 MiB of tensors (:data:`fediot.core.model.stacked.CHUNK_MEMORY_BYTES`).
     """
 
     worker_num: int = 1
     using_gpu: bool = False
     min_rows_for_statistics: int = 20
+    vectorised_shuffle: str = "exact"
+    vectorised_chunk_devices: int = 0
 
 
 @dataclass(frozen=True)
@@ -322,8 +332,10 @@ class CommArgs:
     ----------
     backend
         ``inprocess`` (default): this machine, clients in-process or in worker processes
-        (the seed's ``MPI`` is accepted as a synonym); ``ray``: Flower's simulation runtime,
-        one virtual SuperNode per device, ``worker_num`` training at once.
+        (the seed's ``MPI`` is accepted as a synonym); ``vectorised``: this machine, each
+        round's sampled devices trained together as stacked tensors (hundreds to tens of
+        thousands of devices; ``worker_num`` torch threads); ``ray``: Flower's simulation
+        runtime, one virtual SuperNode per device, ``worker_num`` training at once.
     ray_address
         With ``ray``: an existing Ray cluster to attach to (``host:port``); empty starts a
         private local Ray runtime. Default ``""``.
@@ -515,7 +527,8 @@ CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "train_args.client_optimizer": ("adam", "sgd"),
     "train_args.lr_schedule": ("constant", "cosine", "step"),
     "detection_args.threshold_mode": ("global", "per_device", "quantile"),
-    "comm_args.backend": ("inprocess", "MPI", "ray"),
+    "comm_args.backend": ("inprocess", "MPI", "vectorised", "ray"),
+    "device_args.vectorised_shuffle": ("exact", "fast"),
 }
 """The values each text key accepts: the one list the checks, the CLI's help and the strategy
 registry (:func:`fediot.engines.strategies.strategy_for`, which builds every optimiser named
@@ -545,6 +558,7 @@ INT_RANGES: Final[dict[str, tuple[int, int]]] = {
     "detection_args.max_window": (1, MAX_WINDOW),
     "device_args.worker_num": (1, MAX_DEVICES),
     "device_args.min_rows_for_statistics": (1, MAX_ROWS),
+    "device_args.vectorised_chunk_devices": (0, MAX_DEVICES),
     "comm_args.secagg_quantization_range": (2, 1 << 40),
     "comm_args.secagg_reconstruction_threshold": (0, MAX_DEVICES),
 }

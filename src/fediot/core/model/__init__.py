@@ -33,6 +33,7 @@ from fediot.core.model.training import (
     clipped_gradient_sum,
     private_steps_per_epoch,
     reconstruction_errors,
+    torch_device,
     train_local,
 )
 from fediot.core.model.transform import (
@@ -73,6 +74,7 @@ __all__ = [
     "signed_log1p",
     "threshold_mean_std",
     "threshold_quantile",
+    "torch_device",
     "train_local",
     "weight_shapes",
 ]

@@ -18,6 +18,7 @@ per-row gradient is the outer product δᵢaᵢᵀ, so per-row norms and the cli
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
@@ -112,6 +113,18 @@ def private_steps_per_epoch(n_rows: int, batch_size: int) -> int:
     ``batch_size / n_rows``, so an epoch of ``n_rows / batch_size`` steps (at least one) sees
     each row once on average."""
     return max(1, round(n_rows / batch_size))
+
+
+def torch_device(use_gpu: bool, who: str = "") -> torch.device:
+    """Where to train and score: a CUDA GPU when ``use_gpu`` and one is present; otherwise
+    the CPU (with a :class:`RuntimeWarning` naming ``who`` when a GPU was asked for)."""
+    if not use_gpu:
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    warnings.warn(f"{who + ': ' if who else ''}using_gpu is set but no CUDA GPU is present; "
+                  "training on the CPU", RuntimeWarning, stacklevel=3)
+    return torch.device("cpu")
 
 
 def _positive_int(value: Any, name: str) -> int:
