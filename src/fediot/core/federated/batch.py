@@ -99,6 +99,8 @@ class _Stacked:
     def rows_of(self, indices: Sequence[int]) -> tuple[npt.NDArray[np.float32], list[int]]:
         """The rows of the devices ``indices`` (one copy unless they are all, in order), with
         where each device's rows end in them."""
+        if not indices:
+            return self.rows[:0], []
         if list(indices) == list(range(len(self.bounds))):
             return self.rows[:-1], [b[1] for b in self.bounds]
         parts = [self.rows[slice(*self.bounds[i])] for i in indices]
@@ -205,6 +207,8 @@ class DeviceBatch:
     def _errors(self, model: Autoencoder, rows: npt.NDArray[np.float32],
                 ends: Sequence[int]) -> list[npt.NDArray[np.float64]]:
         """Reconstruction errors of many devices' rows in one pass, split per device."""
+        if not ends:
+            return []
         errors = reconstruction_errors(model, rows) if len(rows) else np.zeros(0)
         return np.split(errors, list(ends)[:-1])
 

@@ -56,6 +56,11 @@ CHUNK_MEMORY_BYTES: Final[int] = 256 * 2**20
 """Memory a chunk of stacked devices may take (parameters, gradients, Adam's two moments and
 the step's activations); :func:`chunk_size` derives the devices per chunk from it."""
 
+SMALL_BATCH_ROWS: Final[int] = 16
+"""Exact mode recomputes a device's products alone when its batch has fewer rows than this:
+BLAS multiplies a handful of rows along another path (with other rounding) than a stack of
+padded ones (measured: differences at 1–3 rows, none from 5)."""
+
 ADAM_BETAS: Final[tuple[float, float]] = (0.9, 0.999)
 ADAM_EPS: Final[float] = 1e-8
 """``torch.optim.Adam``'s defaults, which :func:`train_local` uses."""
@@ -172,12 +177,16 @@ def _epoch_orders(counts: npt.NDArray[np.int64], starts: npt.NDArray[np.int64], 
 @dataclass(frozen=True)
 class _Plan:
     """One chunk's schedule: ``index[s, i, b]`` the stacked row of device i's row b at step s
-    (``pad`` when none), how many devices are active at each step, each device's rows per
-    step, and which steps belong to its last epoch."""
+    (``pad`` when none), how many devices are active at each step, which steps have padded
+    rows and ``(device, rows)`` of the devices with a smaller batch there (``small``: fewer
+    than :data:`SMALL_BATCH_ROWS`), each device's loss
+    scale per step, and which steps belong to its last epoch."""
 
     index: torch.Tensor
     active: list[int]
     padded: list[bool]
+    partial: list[list[tuple[int, int]]]
+    small: list[list[tuple[int, int]]]
     scale: torch.Tensor
     last_epoch: torch.Tensor
     width: int
@@ -202,12 +211,15 @@ def _plan(counts: npt.NDArray[np.int64], orders: list[npt.NDArray[np.int64]], ba
     rows = (index != pad).sum(axis=2)  # [steps, k]
     active = (total_steps[None, :] > np.arange(steps)[:, None]).sum(axis=1)
     padded = [bool((rows[s, :a] < width).any()) for s, a in enumerate(active.tolist())]
+    partial = [[(i, int(rows[s, i])) for i in np.flatnonzero(rows[s, :a] < width).tolist()]
+               for s, a in enumerate(active.tolist())]
     with np.errstate(divide="ignore"):
         scale = np.where(rows > 0, 2.0 / (np.maximum(rows, 1) * N_FEATURES), 0.0)
     first_of_last = (epochs - 1) * per_epoch
     step_ids = np.arange(steps)[:, None]
     last = (step_ids >= first_of_last[None, :]) & (step_ids < total_steps[None, :])
-    return _Plan(torch.from_numpy(index).to(device), active.tolist(), padded,
+    small = [[(i, count) for i, count in step if count < SMALL_BATCH_ROWS] for step in partial]
+    return _Plan(torch.from_numpy(index).to(device), active.tolist(), padded, partial, small,
                  torch.from_numpy(scale.astype(np.float32)).to(device),
                  torch.from_numpy(last.astype(np.float32)).to(device), width)
 
@@ -340,9 +352,13 @@ def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, pla
         batch = rows.index_select(0, index.reshape(-1)).view(a, plan.width, -1)
         inputs = [batch]
         out = batch
+        small = plan.small[s] if exact else []
         for layer in range(n_layers):
             weight, bias = params[2 * layer][:a], params[2 * layer + 1][:a]
-            out = torch.baddbmm(bias.unsqueeze(1), out, weight.transpose(1, 2))
+            layer_in = out
+            out = torch.baddbmm(bias.unsqueeze(1), layer_in, weight.transpose(1, 2))
+            for i, count in small:  # a product of a few rows takes another path: as alone
+                out[i, :count] = torch.addmm(bias[i], layer_in[i, :count], weight[i].t())
             if tanh_after[layer]:
                 out.tanh_()
             inputs.append(out)
@@ -355,8 +371,16 @@ def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, pla
         for layer in range(n_layers - 1, -1, -1):
             torch.bmm(delta.transpose(1, 2), inputs[layer], out=grads[2 * layer][:a])
             torch.sum(delta, dim=1, out=grads[2 * layer + 1][:a])
+            if exact and plan.padded[s]:
+                # a sum over padded rows groups the real ones differently: sum a smaller
+                # batch's own rows, as train_local does
+                for i, count in plan.partial[s]:
+                    torch.sum(delta[i, :count], dim=0, out=grads[2 * layer + 1][i])
             if layer:
-                delta = torch.bmm(delta, params[2 * layer][:a])
+                delta_in = delta
+                delta = torch.bmm(delta_in, params[2 * layer][:a])
+                for i, count in small:
+                    delta[i, :count] = delta_in[i, :count].mm(params[2 * layer][i])
                 if tanh_after[layer - 1]:  # through tanh: d/dz tanh(z) = 1 − tanh(z)²
                     activation = inputs[layer]
                     delta = torch.addcmul(delta, delta, activation * activation, value=-1)
