@@ -12,6 +12,7 @@ mapped once each, not once per device (which ran out of file descriptors at 9,00
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +60,16 @@ def part_bounds(n_rows: int, parts: int) -> RowBounds:
     (``parts + 1`` bounds, from 0 to ``n_rows``; block sizes differ by at most one row)."""
     bounds: RowBounds = np.linspace(0, n_rows, parts + 1).round().astype(np.int64)
     return bounds
+
+
+def is_mapped(rows: npt.NDArray[np.generic]) -> bool:
+    """Whether ``rows`` is (a view of) a memory-mapped file rather than process memory."""
+    base: object = rows
+    while isinstance(base, np.ndarray):
+        if isinstance(base, np.memmap):
+            return True
+        base = base.base
+    return isinstance(base, mmap.mmap)
 
 
 @dataclass(frozen=True)
@@ -211,6 +222,16 @@ class DeviceStore:
             warmup_dropped={"train": int(blocks.train.dropped[part - 1]),
                             "opt": int(blocks.opt.dropped[part - 1])},
         )
+
+    def copied_bytes(self) -> int:
+        """Bytes of the rows this store holds in memory, not mapped from the cache: the
+        fitting splits of the device types that dropped warm-up rows, capped attack classes
+        (once per device type, whatever the number of virtual devices)."""
+        return sum(block.rows.nbytes
+                   for blocks in self._types.values()
+                   for block in (blocks.train, blocks.opt, blocks.test_benign,
+                                 *blocks.test_attacks.values())
+                   if not is_mapped(block.rows))
 
     def clients(self, ids: Iterable[str]) -> list[ClientData]:
         """:meth:`client_data` of each of ``ids``, in order."""
