@@ -26,7 +26,7 @@ from fediot.core.config import Config
 from fediot.core.data.layouts import open_dataset
 from fediot.core.errors import FediotError
 from fediot.core.federated.client import ClientData, DeviceClient, DeviceGuards
-from fediot.core.federated.devices import dataset_root, load_client_data
+from fediot.core.federated.devices import dataset_root, load_clients
 from fediot.core.federated.messages import Reply
 
 
@@ -73,8 +73,8 @@ def _worker(config: Config, ids: list[str], conn: Connection) -> None:
     try:
         source = open_dataset(dataset_root(config))
         guards = DeviceGuards.from_config(config)
-        clients = {cid: DeviceClient(load_client_data(config, cid, source),
-                                     config.device_args.using_gpu, guards) for cid in ids}
+        clients = {data.client_id: DeviceClient(data, config.device_args.using_gpu, guards)
+                   for data in load_clients(config, ids, source)}
         conn.send(("ready", None))
     except BaseException as error:  # report, then end: the parent raises
         conn.send(("error", f"{type(error).__name__}: {error}"))
@@ -195,5 +195,5 @@ def make_pool(config: Config, ids: list[str]) -> SequentialPool | ProcessPool:
     if workers > 1:
         return ProcessPool(config, ids, workers)
     source = open_dataset(root)
-    return SequentialPool([load_client_data(config, cid, source) for cid in ids],
+    return SequentialPool(load_clients(config, ids, source),
                           config.device_args.using_gpu, DeviceGuards.from_config(config))

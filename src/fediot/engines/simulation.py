@@ -13,12 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from fediot.core.config import Config, check_simulation
-from fediot.core.data.layouts import open_dataset
 from fediot.core.federated.client import ClientData, DeviceGuards
 from fediot.core.federated.devices import (
     client_ids,
-    dataset_root,
-    load_client_data,
+    load_clients,
     pooled_client_data,
 )
 from fediot.core.federated.evaluation import EvaluationSummary, summarize
@@ -60,8 +58,7 @@ def run_federated(config: Config, observer: RunObserver | None = None, *,
 
 
 def _device_data(config: Config) -> list[ClientData]:
-    source = open_dataset(dataset_root(config))
-    return [load_client_data(config, cid, source) for cid in client_ids(config)]
+    return load_clients(config)
 
 
 def _one_client(config: Config) -> Config:
