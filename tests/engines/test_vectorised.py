@@ -163,7 +163,7 @@ def test_replies_and_log_lines_match_the_devices_own() -> None:
         own = alone[cid].call("threshold_stats", score)
         assert stats[cid].result.n == own.result.n
         assert stats[cid].result.mean == pytest.approx(own.result.mean, rel=1e-6)
-        assert [x.message for x in stats[cid].logs][0].startswith("scored")
+        assert stats[cid].logs[0].message.startswith("scored")
     tasks = {cid: EvaluateTask(model, threshold=stats[cid].result.mean * 2, window=0,
                                max_window=9) for cid in ids}
     verdicts = batch.call("evaluate", tasks)

@@ -19,10 +19,9 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from fediot.core.config import Config
-from fediot.core.data.layouts import open_dataset
 from fediot.core.federated.batch import DeviceBatch
 from fediot.core.federated.client import DeviceGuards
-from fediot.core.federated.devices import dataset_root, load_client_data
+from fediot.core.federated.devices import load_clients
 from fediot.core.federated.messages import Reply
 from fediot.core.model.stacked import ShuffleMode
 
@@ -59,9 +58,8 @@ class VectorisedPool:
 
 def make_vectorised_pool(config: Config, ids: list[str]) -> VectorisedPool:
     """The devices ``ids`` of ``config``'s dataset as one vectorised pool."""
-    source = open_dataset(dataset_root(config))
     d = config.device_args
     return VectorisedPool(DeviceBatch(
-        [load_client_data(config, cid, source) for cid in ids], d.using_gpu,
+        load_clients(config, ids), d.using_gpu,
         DeviceGuards.from_config(config), shuffle=cast(ShuffleMode, d.vectorised_shuffle),
         chunk_devices=d.vectorised_chunk_devices, threads=d.worker_num))
