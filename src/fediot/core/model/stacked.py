@@ -295,18 +295,28 @@ class _AdamTails:
         saved, lane, count = self._for(a)
         for i, value in zip((0, 2, 3), before, strict=True):
             self.buffers[i].index_copy_(0, saved, value)
-        adam = {"lr": settings.learning_rate, "beta1": ADAM_BETAS[0], "beta2": ADAM_BETAS[1],
-                "weight_decay": settings.weight_decay, "eps": ADAM_EPS, "amsgrad": False,
-                "maximize": False}
         if count:  # full units of a scratch: lane arithmetic, as for a lone device
             for buffer, scratch in zip(self.buffers, self.scratch, strict=True):
                 torch.index_select(buffer, 0, lane, out=scratch[:count])
-            torch._fused_adam_(*([s] for s in self.scratch), [], [step], **adam)
+            param, grad, exp_avg, exp_avg_sq = self.scratch
+            _adam_step([param], [grad], [exp_avg], [exp_avg_sq], step, settings)
             for i in (0, 2, 3):
                 self.buffers[i].index_copy_(0, lane, self.scratch[i][:count])
         tails = a * self.per_device
-        param, grad, exp_avg, exp_avg_sq = (v[:tails] for v in self.views)
-        torch._fused_adam_(param, grad, exp_avg, exp_avg_sq, [], [step] * tails, **adam)
+        param_tails, grad_tails, exp_avg_tails, exp_avg_sq_tails = (
+            v[:tails] for v in self.views)
+        _adam_step(param_tails, grad_tails, exp_avg_tails, exp_avg_sq_tails, step, settings)
+
+
+def _adam_step(params: list[torch.Tensor], grads: list[torch.Tensor],
+               exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+               step: torch.Tensor, settings: StackedSettings) -> None:
+    """PyTorch's fused Adam kernel (as ``torch.optim.Adam(fused=True)`` runs it) on tensors
+    whose step count is ``step`` (already advanced)."""
+    torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], [step] * len(params),
+                       lr=settings.learning_rate, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1],
+                       weight_decay=settings.weight_decay, eps=ADAM_EPS, amsgrad=False,
+                       maximize=False)
 
 
 def _stacked_buffer(global_weights: Sequence[torch.Tensor], k: int
@@ -392,11 +402,8 @@ def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, pla
         if adam:
             saved = tails.save(a) if tails is not None else None
             step_count.add_(1)
-            torch._fused_adam_(
-                live, live_grads, [m[:a] for m in moments[0]], [v[:a] for v in moments[1]],
-                [], [step_count] * len(live), lr=settings.learning_rate,
-                beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], weight_decay=settings.weight_decay,
-                eps=ADAM_EPS, amsgrad=False, maximize=False)
+            _adam_step(live, live_grads, [m[:a] for m in moments[0]],
+                       [v[:a] for v in moments[1]], step_count, settings)
             if tails is not None and saved is not None:
                 tails.redo(a, saved, step_count, settings)
         else:
