@@ -39,12 +39,17 @@ from typing import Any
 
 from common import REPO, write_result
 
-ENGINES: dict[str, tuple[str, int]] = {
-    "inprocess-1": ("inprocess", 1),
-    "inprocess-2": ("inprocess", 2),
-    "ray-2": ("ray", 2),
+ENGINES: dict[str, tuple[str, int, dict[str, Any]]] = {
+    "inprocess-1": ("inprocess", 1, {}),
+    "inprocess-2": ("inprocess", 2, {}),
+    "ray-2": ("ray", 2, {}),
+    "vectorised-exact": ("vectorised", 1, {}),
+    "vectorised-fast": ("vectorised", 1, {"device_args.vectorised_shuffle": "fast"}),
+    "vectorised-exact-2": ("vectorised", 2, {}),
 }
-"""Engine label → (``comm_args.backend``, ``device_args.worker_num``)."""
+"""Engine label → (``comm_args.backend``, ``device_args.worker_num``, other overrides)."""
+
+DEFAULT_ENGINES = ["inprocess-1", "inprocess-2", "ray-2"]
 
 
 # --- memory of a process tree, from /proc ---------------------------------------------------
@@ -172,7 +177,7 @@ def measure(per_device: int, engine: str, rounds: int, per_round: int,
     if in_flight:
         ray_simulation.MIN_IN_FLIGHT = in_flight
 
-    backend, workers = ENGINES[engine]
+    backend, workers, overrides = ENGINES[engine]
     devices = 9 * per_device
     config = Config().with_overrides({
         "data_args.virtual_devices_per_device": per_device,
@@ -182,6 +187,7 @@ def measure(per_device: int, engine: str, rounds: int, per_round: int,
         "train_args.comm_round": rounds + 1,
         "comm_args.backend": backend,
         "device_args.worker_num": workers,
+        **overrides,
     })
     clock = _Clock()
     started = time.perf_counter()
@@ -202,6 +208,9 @@ def measure(per_device: int, engine: str, rounds: int, per_round: int,
         "best_round_seconds": round(min(measured), 3),
         "median_round_seconds": round(statistics.median(measured), 3),
         "rounds_per_second": round(1 / min(measured), 3),
+        "round_training_rows": result.history[-1].num_examples,
+        "samples_per_second": round(result.history[-1].num_examples
+                                    * config.train_args.epochs / min(measured)),
         "server_process_cpu_seconds_per_round": round(cpu_per_round, 2),
         "ray_in_flight": in_flight or ray_simulation.MIN_IN_FLIGHT,
         "setup_seconds": round(setup, 1),
@@ -252,7 +261,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds (+1 warm-up)")
     parser.add_argument("--per-device", type=int, nargs="+", default=[1, 10, 100],
                         help="virtual devices per N-BaIoT device (9× this many devices)")
-    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
+    parser.add_argument("--engines", nargs="+", default=DEFAULT_ENGINES, choices=list(ENGINES))
     parser.add_argument("--per-round", type=int, default=0,
                         help="devices trained per round (0: all of them)")
     parser.add_argument("--scale", type=float, default=1.0, help="testbed scale")
