@@ -220,3 +220,15 @@ def test_cli_simulate_runs_the_vectorised_engine(nine_types: Path, tmp_path: Pat
     status = json.loads(next(runs.glob("*/status.json")).read_text())
     assert status["engine"] == "vectorised"
     assert status["state"] in ("done", "finished", "completed")
+
+
+def test_worker_processes_train_their_shares_to_the_same_model(nine_types: Path,
+                                                               tmp_path: Path) -> None:
+    settings = {"comm_args.backend": "vectorised", "data_args.virtual_devices_per_device": 2,
+                "train_args.client_num_in_total": 18, "train_args.client_num_per_round": 18,
+                "train_args.comm_round": 2}
+    one = run_federated(small_run_config(nine_types, tmp_path, **settings))
+    two = run_federated(small_run_config(nine_types, tmp_path, **settings, **{
+        "device_args.worker_num": 2}))
+    assert _largest_difference(one.model.weights, two.model.weights) <= 1e-6
+    assert one.evaluation.pooled["window_vote"] == two.evaluation.pooled["window_vote"]

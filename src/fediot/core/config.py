@@ -334,7 +334,8 @@ class CommArgs:
         ``inprocess`` (default): this machine, clients in-process or in worker processes
         (the seed's ``MPI`` is accepted as a synonym); ``vectorised``: this machine, each
         round's sampled devices trained together as stacked tensors (hundreds to tens of
-        thousands of devices; ``worker_num`` torch threads); ``ray``: Flower's simulation
+        thousands of devices; ``worker_num`` processes, each its share); ``ray``: Flower's
+        simulation
         runtime, one virtual SuperNode per device, ``worker_num`` training at once.
     ray_address
         With ``ray``: an existing Ray cluster to attach to (``host:port``); empty starts a

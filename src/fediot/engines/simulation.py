@@ -38,7 +38,7 @@ def run_federated(config: Config, observer: RunObserver | None = None, *,
                   checkpoint: Callable[[ServerState], None] | None = None) -> RunResult:
     """FedDetect on this machine with the engine ``comm_args.backend`` names: in-process
     (``worker_num`` client processes), vectorised (devices trained together as stacked
-    tensors, ``worker_num`` torch threads) or Flower's simulation runtime on Ray."""
+    tensors, ``worker_num`` processes) or Flower's simulation runtime on Ray."""
     check_simulation(config)
     if config.comm_args.backend == "ray":
         from fediot.engines.flower.ray_simulation import run_ray  # Flower only when asked

@@ -7,23 +7,24 @@ large batches. The replies are the devices' own :class:`Reply` objects, so the s
 :class:`~fediot.core.federated.server.FedDetectServer` drives it (run folder, status,
 checkpoints, resume, dashboard) and every aggregation strategy works unchanged.
 
-``device_args.worker_num`` sets torch's intra-op threads: on this 2-core machine threads beat
-worker processes (``bench/bench_vectorised.py``, BENCHMARKS.md), and they keep the stacked
-tensors in one place. ``device_args.vectorised_shuffle`` chooses exact or fast shuffles;
-``device_args.using_gpu`` a CUDA GPU when one is present.
+``device_args.worker_num`` > 1 splits the devices over that many worker processes (the
+in-process engine's :class:`~fediot.engines.inprocess.ProcessPool`), each training its share
+stacked with one torch thread: on this 2-core machine two processes beat two torch threads,
+which beat one thread by nothing (``bench/bench_vectorised.py``, BENCHMARKS.md).
+``device_args.vectorised_shuffle`` chooses exact or fast shuffles; ``device_args.using_gpu`` a
+CUDA GPU when one is present (then keep one worker: one process drives the GPU).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from fediot.core.config import Config
 from fediot.core.federated.batch import DeviceBatch
-from fediot.core.federated.client import DeviceGuards
 from fediot.core.federated.devices import load_clients
 from fediot.core.federated.messages import Reply
-from fediot.core.model.stacked import ShuffleMode
+from fediot.engines.inprocess import ProcessPool
 
 
 class VectorisedPool:
@@ -56,10 +57,11 @@ class VectorisedPool:
         self.batch.close()
 
 
-def make_vectorised_pool(config: Config, ids: list[str]) -> VectorisedPool:
-    """The devices ``ids`` of ``config``'s dataset as one vectorised pool."""
-    d = config.device_args
-    return VectorisedPool(DeviceBatch(
-        load_clients(config, ids), d.using_gpu,
-        DeviceGuards.from_config(config), shuffle=cast(ShuffleMode, d.vectorised_shuffle),
-        chunk_devices=d.vectorised_chunk_devices, threads=d.worker_num))
+def make_vectorised_pool(config: Config, ids: list[str]) -> VectorisedPool | ProcessPool:
+    """The devices ``ids`` of ``config``'s dataset as one vectorised pool, or with
+    ``device_args.worker_num`` > 1 split over that many worker processes, each training its
+    share of every step together."""
+    workers = config.device_args.worker_num
+    if workers > 1:
+        return ProcessPool(config, ids, workers)
+    return VectorisedPool(DeviceBatch.from_config(config, load_clients(config, ids)))

@@ -26,13 +26,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from fediot.core.catalog import N_FEATURES
+from fediot.core.config import Config
 from fediot.core.federated.client import (
     ClientData,
     DeviceClient,
@@ -123,13 +124,14 @@ class DeviceBatch:
         ``"exact"`` (default) or ``"fast"`` (:func:`train_stacked`).
     chunk_devices
         Devices trained together at most (default 0: :func:`chunk_size`).
-    threads
-        torch intra-op threads for the vectorised steps (default 1).
+
+    Like a device's own client, it computes with one torch thread (on two cores, one thread
+    per process is the faster use of them: ``bench/bench_vectorised.py``).
     """
 
     def __init__(self, clients: list[ClientData], use_gpu: bool = False,
                  guards: DeviceGuards | None = None, *, shuffle: ShuffleMode = "exact",
-                 chunk_devices: int = 0, threads: int = 1) -> None:
+                 chunk_devices: int = 0) -> None:
         self.guards = guards or DeviceGuards()
         self.device = torch_device(use_gpu, "vectorised engine")
         # the devices' own clients answer what is not vectorised; the GPU warning came once
@@ -139,13 +141,21 @@ class DeviceBatch:
         self._data = clients
         self.shuffle: ShuffleMode = shuffle
         self.chunk_devices = chunk_devices or None
-        self.threads = threads
         self._shapes = self.clients[clients[0].client_id]._expected_shapes() if clients else []
         self._scaler_key: bytes | None = None
         self._scaler: FeatureScaler | None = None
         self._splits: dict[str, _Stacked] = {}
         self._train_tensor: torch.Tensor | None = None
         self._model: Autoencoder | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, clients: list[ClientData]) -> DeviceBatch:
+        """The devices ``clients`` as ``config`` runs them (``device_args``: GPU, shuffles,
+        chunks; its guards)."""
+        d = config.device_args
+        return cls(clients, d.using_gpu, DeviceGuards.from_config(config),
+                   shuffle=cast(ShuffleMode, d.vectorised_shuffle),
+                   chunk_devices=d.vectorised_chunk_devices)
 
     @property
     def client_ids(self) -> list[str]:
@@ -155,7 +165,7 @@ class DeviceBatch:
         """Each device's :class:`Reply` to its task (as :meth:`DeviceClient.call` would)."""
         if method not in VECTORISED_METHODS or self.guards.privacy is not None:
             return {cid: self.clients[cid].call(method, task) for cid, task in tasks.items()}
-        torch.set_num_threads(self.threads)  # a device's own client may have set it to 1
+        torch.set_num_threads(1)
         if method == "evaluate":
             replies = self._evaluate(tasks)
         else:
