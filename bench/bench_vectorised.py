@@ -183,7 +183,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="part 1: best of this many")
     parser.add_argument("--scale", type=float, default=1.0, help="testbed scale")
     parser.add_argument("--timeout", type=float, default=1800.0)
-    parser.add_argument("--skip-training", action="store_true", help="parts 3 only")
+    parser.add_argument("--skip-training", action="store_true", help="part 3 only")
+    parser.add_argument("--result", default="vectorised",
+                        help="results file name under bench/results (default vectorised)")
     args = parser.parse_args()
     args.per_round, args.ray_in_flight = 0, 0  # bench_scale's child options: all devices
 
@@ -227,7 +229,7 @@ def main() -> None:
                    "runs": runs, "round_speedup_over_inprocess": speedups,
                    "load_average_at_end": os.getloadavg(), "logs": str(logs)})
     print("round speed-up over the in-process engine:", speedups)
-    print(f"written {write_result('vectorised', result)}")
+    print(f"written {write_result(args.result, result)}")
 
 
 if __name__ == "__main__":
