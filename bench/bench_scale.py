@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from common import REPO, write_result
 
 ENGINES: dict[str, tuple[str, int, dict[str, Any]]] = {
@@ -167,9 +169,10 @@ class _Clock:
 
 
 def measure(per_device: int, engine: str, rounds: int, per_round: int,
-            scale: float, in_flight: int = 0) -> dict[str, Any]:
+            scale: float, in_flight: int = 0,
+            settings: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one configuration here and return its timings (``in_flight``: Ray's message
-    window, 0 for the engine's own)."""
+    window, 0 for the engine's own; ``settings``: more configuration keys, as text)."""
     from fediot.core.config import Config
     from fediot.engines.flower import ray_simulation
     from fediot.engines.simulation import run_federated
@@ -188,7 +191,7 @@ def measure(per_device: int, engine: str, rounds: int, per_round: int,
         "comm_args.backend": backend,
         "device_args.worker_num": workers,
         **overrides,
-    })
+    }).with_overrides({key: yaml.safe_load(value) for key, value in (settings or {}).items()})
     clock = _Clock()
     started = time.perf_counter()
     result = run_federated(config, clock)
@@ -228,7 +231,8 @@ def run_child(per_device: int, engine: str, args: argparse.Namespace,
     command = [sys.executable, str(Path(__file__).resolve()), "--child",
                str(per_device), engine, "--rounds", str(args.rounds),
                "--per-round", str(args.per_round), "--scale", str(args.scale),
-               "--ray-in-flight", str(args.ray_in_flight)]
+               "--ray-in-flight", str(args.ray_in_flight),
+               *[f"--set={item}" for item in getattr(args, "set", None) or []]]
     with log_path.open("wb") as log:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=REPO)
         memory = ProcessTreeMemory([child.pid]).start()
@@ -272,12 +276,15 @@ def main() -> None:
                              "number: all at once, as before the in-flight limit)")
     parser.add_argument("--result", default="scale",
                         help="results file name under bench/results (default scale)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="any configuration key for every run (repeatable)")
     parser.add_argument("--child", nargs=2, metavar=("PER_DEVICE", "ENGINE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(int(args.child[0]), args.child[1], args.rounds,
-                                 args.per_round, args.scale, args.ray_in_flight)))
+                                 args.per_round, args.scale, args.ray_in_flight,
+                                 dict(item.split("=", 1) for item in args.set or []))))
         return
 
     logs = Path(tempfile.mkdtemp(prefix="fediot-bench-scale-"))

@@ -184,6 +184,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="testbed scale")
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--skip-training", action="store_true", help="part 3 only")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="any configuration key for the engine runs (repeatable)")
     parser.add_argument("--result", default="vectorised",
                         help="results file name under bench/results (default vectorised)")
     args = parser.parse_args()
@@ -226,6 +228,7 @@ def main() -> None:
             speedups.setdefault(str(row["devices"]), {})[row["engine"]] = round(
                 base["best_round_seconds"] / row["best_round_seconds"], 2)
     result.update({"testbed_scale": args.scale, "measured_rounds": args.rounds,
+                   "settings": args.set or [],
                    "runs": runs, "round_speedup_over_inprocess": speedups,
                    "load_average_at_end": os.getloadavg(), "logs": str(logs)})
     print("round speed-up over the in-process engine:", speedups)
