@@ -15,8 +15,12 @@ gradient, and each device's loss is scaled by its own row count.
 Shuffles:
 
 - ``exact`` (default): every device draws its permutation per epoch from its own seeded
-  generator exactly as :func:`train_local` does, so each device's result equals its sequential
-  training up to float32 summation order (tested within 1e-6 on the aggregated weights);
+  generator exactly as :func:`train_local` does, and on the CPU the places where a stacked
+  kernel rounds differently from a lone device's are redone as for a lone device (fused
+  Adam's partial last unit, bias sums over padded rows, products of a few rows), so each
+  device's result equals its sequential training (bit for bit on the testbed's devices; tested
+  within 1e-6 on the aggregated weights). On a GPU the kernels differ from the CPU's anyway:
+  the same shuffles, no corrections;
 - ``fast``: one batched draw per chunk and epoch (random keys sorted within each device's rows):
   a different, equally uniform permutation per device, without K generator calls.
 
