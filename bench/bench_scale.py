@@ -37,14 +37,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from common import REPO, write_result
 
-ENGINES: dict[str, tuple[str, int]] = {
-    "inprocess-1": ("inprocess", 1),
-    "inprocess-2": ("inprocess", 2),
-    "ray-2": ("ray", 2),
+ENGINES: dict[str, tuple[str, int, dict[str, Any]]] = {
+    "inprocess-1": ("inprocess", 1, {}),
+    "inprocess-2": ("inprocess", 2, {}),
+    "ray-2": ("ray", 2, {}),
+    "vectorised-exact": ("vectorised", 1, {}),
+    "vectorised-fast": ("vectorised", 1, {"device_args.vectorised_shuffle": "fast"}),
+    "vectorised-exact-2": ("vectorised", 2, {}),
 }
-"""Engine label → (``comm_args.backend``, ``device_args.worker_num``)."""
+"""Engine label → (``comm_args.backend``, ``device_args.worker_num``, other overrides)."""
+
+DEFAULT_ENGINES = ["inprocess-1", "inprocess-2", "ray-2"]
 
 
 # --- memory of a process tree, from /proc ---------------------------------------------------
@@ -162,9 +169,10 @@ class _Clock:
 
 
 def measure(per_device: int, engine: str, rounds: int, per_round: int,
-            scale: float, in_flight: int = 0) -> dict[str, Any]:
+            scale: float, in_flight: int = 0,
+            settings: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one configuration here and return its timings (``in_flight``: Ray's message
-    window, 0 for the engine's own)."""
+    window, 0 for the engine's own; ``settings``: more configuration keys, as text)."""
     from fediot.core.config import Config
     from fediot.engines.flower import ray_simulation
     from fediot.engines.simulation import run_federated
@@ -172,7 +180,7 @@ def measure(per_device: int, engine: str, rounds: int, per_round: int,
     if in_flight:
         ray_simulation.MIN_IN_FLIGHT = in_flight
 
-    backend, workers = ENGINES[engine]
+    backend, workers, overrides = ENGINES[engine]
     devices = 9 * per_device
     config = Config().with_overrides({
         "data_args.virtual_devices_per_device": per_device,
@@ -182,7 +190,8 @@ def measure(per_device: int, engine: str, rounds: int, per_round: int,
         "train_args.comm_round": rounds + 1,
         "comm_args.backend": backend,
         "device_args.worker_num": workers,
-    })
+        **overrides,
+    }).with_overrides({key: yaml.safe_load(value) for key, value in (settings or {}).items()})
     clock = _Clock()
     started = time.perf_counter()
     result = run_federated(config, clock)
@@ -202,6 +211,9 @@ def measure(per_device: int, engine: str, rounds: int, per_round: int,
         "best_round_seconds": round(min(measured), 3),
         "median_round_seconds": round(statistics.median(measured), 3),
         "rounds_per_second": round(1 / min(measured), 3),
+        "round_training_rows": result.history[-1].num_examples,
+        "samples_per_second": round(result.history[-1].num_examples
+                                    * config.train_args.epochs / min(measured)),
         "server_process_cpu_seconds_per_round": round(cpu_per_round, 2),
         "ray_in_flight": in_flight or ray_simulation.MIN_IN_FLIGHT,
         "setup_seconds": round(setup, 1),
@@ -219,7 +231,8 @@ def run_child(per_device: int, engine: str, args: argparse.Namespace,
     command = [sys.executable, str(Path(__file__).resolve()), "--child",
                str(per_device), engine, "--rounds", str(args.rounds),
                "--per-round", str(args.per_round), "--scale", str(args.scale),
-               "--ray-in-flight", str(args.ray_in_flight)]
+               "--ray-in-flight", str(args.ray_in_flight),
+               *[f"--set={item}" for item in getattr(args, "set", None) or []]]
     with log_path.open("wb") as log:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=REPO)
         memory = ProcessTreeMemory([child.pid]).start()
@@ -252,7 +265,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds (+1 warm-up)")
     parser.add_argument("--per-device", type=int, nargs="+", default=[1, 10, 100],
                         help="virtual devices per N-BaIoT device (9× this many devices)")
-    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
+    parser.add_argument("--engines", nargs="+", default=DEFAULT_ENGINES, choices=list(ENGINES))
     parser.add_argument("--per-round", type=int, default=0,
                         help="devices trained per round (0: all of them)")
     parser.add_argument("--scale", type=float, default=1.0, help="testbed scale")
@@ -263,12 +276,15 @@ def main() -> None:
                              "number: all at once, as before the in-flight limit)")
     parser.add_argument("--result", default="scale",
                         help="results file name under bench/results (default scale)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="any configuration key for every run (repeatable)")
     parser.add_argument("--child", nargs=2, metavar=("PER_DEVICE", "ENGINE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(int(args.child[0]), args.child[1], args.rounds,
-                                 args.per_round, args.scale, args.ray_in_flight)))
+                                 args.per_round, args.scale, args.ray_in_flight,
+                                 dict(item.split("=", 1) for item in args.set or []))))
         return
 
     logs = Path(tempfile.mkdtemp(prefix="fediot-bench-scale-"))

@@ -323,12 +323,22 @@ class DeviceArgs:
         arithmetic within float32 rounding, see :mod:`fediot.core.model.numpy_backend`) or
         ``auto``: torch when it is installed, else NumPy. A device's own choice
         (``fediot client --backend``) overrides the run's. Default ``auto``.
+    vectorised_shuffle
+        With ``comm_args.backend: vectorised``: ``exact`` (default) shuffles every device's rows
+        with its own seed, as the sequential engine does (same global model within 1e-6);
+        ``fast`` draws all of a chunk's shuffles at once (statistically the same training, not
+        the same numbers).
+    vectorised_chunk_devices
+        With ``vectorised``: devices trained together at most; 0 (default) sizes chunks to
+        about 256 MiB of tensors (:data:`fediot.core.model.stacked.CHUNK_MEMORY_BYTES`).
     """
 
     worker_num: int = 1
     using_gpu: bool = False
     min_rows_for_statistics: int = 20
     backend: str = "auto"
+    vectorised_shuffle: str = "exact"
+    vectorised_chunk_devices: int = 0
 
 
 @dataclass(frozen=True)
@@ -339,8 +349,11 @@ class CommArgs:
     ----------
     backend
         ``inprocess`` (default): this machine, clients in-process or in worker processes
-        (the seed's ``MPI`` is accepted as a synonym); ``ray``: Flower's simulation runtime,
-        one virtual SuperNode per device, ``worker_num`` training at once.
+        (the seed's ``MPI`` is accepted as a synonym); ``vectorised``: this machine, each
+        round's sampled devices trained together as stacked tensors (hundreds to tens of
+        thousands of devices; ``worker_num`` processes, each its share); ``ray``: Flower's
+        simulation
+        runtime, one virtual SuperNode per device, ``worker_num`` training at once.
     ray_address
         With ``ray``: an existing Ray cluster to attach to (``host:port``); empty starts a
         private local Ray runtime. Default ``""``.
@@ -532,8 +545,9 @@ CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "train_args.client_optimizer": ("adam", "sgd"),
     "train_args.lr_schedule": ("constant", "cosine", "step"),
     "detection_args.threshold_mode": ("global", "per_device", "quantile"),
-    "comm_args.backend": ("inprocess", "MPI", "ray"),
+    "comm_args.backend": ("inprocess", "MPI", "vectorised", "ray"),
     "device_args.backend": BACKENDS,
+    "device_args.vectorised_shuffle": ("exact", "fast"),
 }
 """The values each text key accepts: the one list the checks, the CLI's help and the strategy
 registry (:func:`fediot.engines.strategies.strategy_for`, which builds every optimiser named
@@ -564,6 +578,7 @@ INT_RANGES: Final[dict[str, tuple[int, int]]] = {
     "detection_args.max_window": (1, MAX_WINDOW),
     "device_args.worker_num": (1, MAX_DEVICES),
     "device_args.min_rows_for_statistics": (1, MAX_ROWS),
+    "device_args.vectorised_chunk_devices": (0, MAX_DEVICES),
     "comm_args.secagg_quantization_range": (2, 1 << 40),
     "comm_args.secagg_reconstruction_threshold": (0, MAX_DEVICES),
 }
@@ -860,6 +875,10 @@ def _check(config: Config, source: str) -> None:
     if dv.worker_num > t.client_num_in_total:
         raise fail("device_args.worker_num",
                    f"{dv.worker_num} workers > client_num_in_total {t.client_num_in_total}")
+    if config.comm_args.backend == "vectorised" and dv.backend == "numpy":
+        raise fail("device_args.backend",
+                   "numpy cannot run under comm_args.backend: vectorised, which trains every "
+                   "device's model stacked with torch (use auto or torch)")
     if d.dataset == "N-BaIoT" and not d.data_cache_dir:
         raise fail("data_args.data_cache_dir", "required for dataset N-BaIoT (the data's folder)")
     problem = run_name_problem(config.tracking_args.run_name)

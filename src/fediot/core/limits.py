@@ -19,8 +19,10 @@ MAX_TESTBED_SCALE: Final[float] = 10.0
 """Largest testbed scale: scale 1 is about 800,000 feature rows; 10 is about 8 million, several
 GB of features, the most one machine can sensibly generate and train on."""
 
-MAX_VIRTUAL_DEVICES_PER_DEVICE: Final[int] = 1000
-"""Most virtual devices one real device's data may be cut into (9,000 devices in all)."""
+MAX_VIRTUAL_DEVICES_PER_DEVICE: Final[int] = 10_000
+"""Most virtual devices one real device's data may be cut into (90,000 devices in all; their
+rows are views of each device type's shared rows, :class:`fediot.core.federated.devices.
+DeviceStore`)."""
 
 MAX_WINDOW: Final[int] = 100_000
 """Largest window-vote length, in rows (``detection_args.window`` / ``max_window``, the scoring

@@ -25,8 +25,9 @@ from typing import Any
 from fediot.core.config import Config
 from fediot.core.data.layouts import open_dataset
 from fediot.core.errors import FediotError
+from fediot.core.federated.batch import DeviceBatch
 from fediot.core.federated.client import ClientData, DeviceClient, DeviceGuards
-from fediot.core.federated.devices import dataset_root, load_client_data
+from fediot.core.federated.devices import dataset_root, load_clients
 from fediot.core.federated.messages import Reply
 
 
@@ -72,13 +73,17 @@ class SequentialPool:
 def _worker(config: Config, ids: list[str], conn: Connection) -> None:
     """A worker process: load its devices, then answer ``(method, {id: pickled task})`` with
     ``{id: pickled Reply}`` until ``None``. A task shared by several devices arrives once
-    (the same bytes object) and is unpickled once."""
+    (the same bytes object) and is unpickled once. Under the vectorised engine the worker's
+    devices run each step together (:class:`DeviceBatch`), otherwise one after another."""
     try:
         source = open_dataset(dataset_root(config))
-        guards = DeviceGuards.from_config(config)
-        clients = {cid: DeviceClient(load_client_data(config, cid, source),
-                                     config.device_args.using_gpu, guards,
-                                     config.device_args.backend) for cid in ids}
+        clients = load_clients(config, ids, source)
+        # the vectorised engine's workers compute their share of each step together
+        devices = (DeviceBatch.from_config(config, clients).call
+                   if config.comm_args.backend == "vectorised" else
+                   SequentialPool(clients, config.device_args.using_gpu,
+                                  DeviceGuards.from_config(config),
+                                  config.device_args.backend).exchange)
         conn.send(("ready", None))
     except BaseException as error:  # report, then end: the parent raises
         conn.send(("error", f"{type(error).__name__}: {error}"))
@@ -89,13 +94,13 @@ def _worker(config: Config, ids: list[str], conn: Connection) -> None:
             return
         method, blobs = message
         try:
-            tasks: dict[int, Any] = {}
-            replies: dict[str, bytes] = {}
-            for cid, blob in blobs.items():
-                if id(blob) not in tasks:
-                    tasks[id(blob)] = pickle.loads(blob)
-                replies[cid] = pickle.dumps(clients[cid].call(method, tasks[id(blob)]),
-                                            protocol=pickle.HIGHEST_PROTOCOL)
+            unpickled: dict[int, Any] = {}
+            for blob in blobs.values():
+                if id(blob) not in unpickled:
+                    unpickled[id(blob)] = pickle.loads(blob)
+            answers = devices(method, {cid: unpickled[id(blob)] for cid, blob in blobs.items()})
+            replies = {cid: pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+                       for cid, reply in answers.items()}
             conn.send(("ok", replies))
         except BaseException as error:
             conn.send(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
@@ -199,6 +204,6 @@ def make_pool(config: Config, ids: list[str]) -> SequentialPool | ProcessPool:
     if workers > 1:
         return ProcessPool(config, ids, workers)
     source = open_dataset(root)
-    return SequentialPool([load_client_data(config, cid, source) for cid in ids],
+    return SequentialPool(load_clients(config, ids, source),
                           config.device_args.using_gpu, DeviceGuards.from_config(config),
                           config.device_args.backend)

@@ -13,12 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from fediot.core.config import Config, check_simulation
-from fediot.core.data.layouts import open_dataset
 from fediot.core.federated.client import ClientData, DeviceGuards
 from fediot.core.federated.devices import (
     client_ids,
-    dataset_root,
-    load_client_data,
+    load_clients,
     pooled_client_data,
 )
 from fediot.core.federated.evaluation import EvaluationSummary, summarize
@@ -28,17 +26,19 @@ from fediot.core.federated.server import (
     RunResult,
     ServerState,
 )
-from fediot.engines.inprocess import SequentialPool, make_pool
+from fediot.engines.inprocess import ProcessPool, SequentialPool, make_pool
 from fediot.engines.run_folder import RunFolder
 from fediot.engines.strategies import strategy_for
 from fediot.engines.tracking import record_run
+from fediot.engines.vectorised import VectorisedPool, make_vectorised_pool
 
 
 def run_federated(config: Config, observer: RunObserver | None = None, *,
                   resume: ServerState | None = None,
                   checkpoint: Callable[[ServerState], None] | None = None) -> RunResult:
     """FedDetect on this machine with the engine ``comm_args.backend`` names: in-process
-    (``worker_num`` client processes) or Flower's simulation runtime on Ray."""
+    (``worker_num`` client processes), vectorised (devices trained together as stacked
+    tensors, ``worker_num`` processes) or Flower's simulation runtime on Ray."""
     check_simulation(config)
     if config.comm_args.backend == "ray":
         from fediot.engines.flower.ray_simulation import run_ray  # Flower only when asked
@@ -47,7 +47,9 @@ def run_federated(config: Config, observer: RunObserver | None = None, *,
                        resume=resume, checkpoint=checkpoint)
     if observer is not None:
         observer.on_phase("data", "preparing the devices' data (the testbed is built on first use)")
-    pool = make_pool(config, client_ids(config))
+    pool: SequentialPool | ProcessPool | VectorisedPool = (
+        make_vectorised_pool(config, client_ids(config))
+        if config.comm_args.backend == "vectorised" else make_pool(config, client_ids(config)))
     try:
         return FedDetectServer(config, observer, strategy_for(config)).run(
             pool, resume=resume, checkpoint=checkpoint)
@@ -56,8 +58,7 @@ def run_federated(config: Config, observer: RunObserver | None = None, *,
 
 
 def _device_data(config: Config) -> list[ClientData]:
-    source = open_dataset(dataset_root(config))
-    return [load_client_data(config, cid, source) for cid in client_ids(config)]
+    return load_clients(config)
 
 
 def _one_client(config: Config) -> Config:

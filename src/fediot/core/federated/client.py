@@ -45,6 +45,7 @@ from fediot.core.federated.messages import (
     Reply,
     ScalerReport,
     ScoreTask,
+    SystemStats,
 )
 from fediot.core.federated.meter import TaskMeter, exact_memory_round
 from fediot.core.federated.privacy import (
@@ -102,7 +103,7 @@ class ClientData:
     warmup_dropped: Mapping[str, int] = field(default_factory=dict)
 
 
-def _seed_for(client_id: str, *parts: int) -> int:
+def device_seed(client_id: str, *parts: int) -> int:
     """A stable 31-bit seed from the client's name and integers (no Python hash salt)."""
     return zlib.crc32(repr((client_id, *parts)).encode()) & 0x7FFF_FFFF
 
@@ -319,6 +320,88 @@ class DeviceGuards:
                               f"{self.min_rows_for_statistics}: no statistics sent")
 
 
+def fit_report(client_id: str, task: FitTask, weights: list[npt.NDArray[np.float32]],
+               num_examples: int, mean_loss: float, system: SystemStats,
+               validation: ErrorStats, guards: DeviceGuards,
+               private: PrivateTraining | None = None) -> FitReport:
+    """A device's training reply, with its log line: the validation loss only from at least
+    ``guards.min_rows_for_statistics`` threshold rows, and no loss at all under DP-SGD
+    (``private``)."""
+    how = (f"loss {mean_loss:.5f}" if private is None
+           else f"DP-SGD σ = {private.noise_multiplier:.3g}, C = {private.clip_norm:g}")
+    log.info("round %d: trained %d rows × %d epoch(s) at learning rate %.3g, %s, in %.2f s",
+             task.server_round, num_examples, task.epochs, task.learning_rate, how,
+             system.wall_seconds)
+    enough = validation.n >= max(guards.min_rows_for_statistics, 1)
+    return FitReport(client_id, weights, num_examples, mean_loss if private is None else 0.0,
+                     system, validation_loss=validation.mean if enough else 0.0,
+                     validation_rows=validation.n if enough else 0)
+
+
+def task_round(task: Any) -> int | None:
+    """The round a task belongs to, or ``None`` (a step outside the rounds, or no number)."""
+    server_round = getattr(task, "server_round", None)
+    if isinstance(server_round, bool) or not isinstance(server_round, int) \
+            or server_round < 1:  # rounds count from 1; 0: a step outside the rounds
+        return None
+    return server_round
+
+
+def logged_threshold_stats(stats: ErrorStats) -> ErrorStats:
+    """``stats``, after the device's log line about its threshold rows."""
+    if stats.n:
+        log.info("scored %d threshold rows: mean error %.4g, std %.4g", stats.n,
+                 stats.mean, stats.std)
+    else:
+        log.warning("no threshold rows to score")
+    return stats
+
+
+def evaluation_blocks(data: ClientData) -> list[tuple[str, FeatureMatrix]]:
+    """A device's non-empty test blocks, benign first: ``(traffic class, raw rows)``."""
+    blocks = [(BENIGN, data.test_benign), *data.test_attacks.items()]
+    return [(traffic_class, rows) for traffic_class, rows in blocks if len(rows)]
+
+
+def quiet_window(opt_errors: npt.NDArray[np.float64], task: EvaluateTask) -> int:
+    """N-BaIoT's ws* from the threshold rows' errors: the smallest window with no alarm."""
+    flags = opt_errors > task.threshold
+    window = smallest_quiet_window(flags, task.max_window)
+    log.info("window %d: the smallest with no alarm on the %d threshold rows (%.2f %% of "
+             "them above the threshold)", window, len(flags),
+             100 * float(np.mean(flags)) if len(flags) else 0.0)
+    return window
+
+
+def evaluation_report(client_id: str, task: EvaluateTask, window: int,
+                      errors: list[tuple[str, npt.NDArray[np.float64]]],
+                      system: SystemStats) -> EvaluationReport:
+    """A device's verdict counts from its test blocks' errors (``(traffic class, errors)``,
+    :func:`evaluation_blocks` order) at ``task.threshold`` and ``window``, with its log line."""
+    counts: list[ClassCounts] = []
+    voted: list[ClassCounts] = []
+    benign = ErrorStats.empty()
+    attack = ErrorStats.empty()
+    for traffic_class, block in errors:
+        flags = block > task.threshold
+        counts.append(ClassCounts.from_flags(traffic_class, flags))
+        voted.append(ClassCounts.from_flags(traffic_class, window_vote(flags, window)))
+        stats = ErrorStats.from_errors(block)
+        if traffic_class == BENIGN:
+            benign = benign + stats
+        else:
+            attack = attack + stats
+    pooled, pooled_voted = ClassCounts.pool(counts), ClassCounts.pool(voted)
+    confusion = pooled_voted.confusion()
+    log.info("scored %d test rows at threshold %.4g, window %d: the vote flagged %d of "
+             "%d attack and %d of %d benign rows, in %.2f s", benign.n + attack.n,
+             task.threshold, window, confusion.tp, attack.n, confusion.fp, benign.n,
+             system.wall_seconds)
+    return EvaluationReport(client_id=client_id, counts=pooled, counts_window=pooled_voted,
+                            benign_errors=benign, attack_errors=attack,
+                            threshold=task.threshold, window=window, system=system)
+
+
 class DeviceClient:
     """A device in the federation.
 
@@ -344,7 +427,8 @@ class DeviceClient:
         if use_gpu and self.backend == "numpy":
             warnings.warn(f"{data.client_id}: using_gpu is set but the device trains with "
                           "NumPy, on the CPU", RuntimeWarning, stacklevel=2)
-        self.model = local_model(self.backend, N_FEATURES, use_gpu=use_gpu)
+        self.model = local_model(self.backend, N_FEATURES, use_gpu=use_gpu,
+                                 who=data.client_id)
         """The device's model; its weights are the last task's."""
         self._scaler_key: bytes | None = None
         self._scaled: dict[str, npt.NDArray[np.float32]] = {}
@@ -366,11 +450,7 @@ class DeviceClient:
         if method not in CLIENT_METHODS:
             raise FediotError(f"unknown client method {method!r}; expected one of "
                               f"{list(CLIENT_METHODS)}")
-        server_round = getattr(task, "server_round", None)
-        if isinstance(server_round, bool) or not isinstance(server_round, int) \
-                or server_round < 1:  # rounds count from 1; 0: a step outside the rounds
-            server_round = None
-        with LogCapture(self.client_id, method, server_round) as capture:
+        with LogCapture(self.client_id, method, task_round(task)) as capture:
             function = getattr(self, method)
             try:
                 result = function() if task is None else function(task)
@@ -421,20 +501,12 @@ class DeviceClient:
                 weight_decay=task.weight_decay,
                 prox_mu=task.proximal_mu,
                 global_weights=task.model.weights if task.proximal_mu > 0 else None,
-                seed=_seed_for(self.client_id, task.seed, task.server_round),
+                seed=device_seed(self.client_id, task.seed, task.server_round),
                 private=private,
             )
             weights = model.get_weights()
-        how = (f"loss {report.mean_loss:.5f}" if private is None
-               else f"DP-SGD σ = {private.noise_multiplier:.3g}, C = {private.clip_norm:g}")
-        log.info("round %d: trained %d rows × %d epoch(s) at learning rate %.3g, %s, in %.2f s",
-                 task.server_round, report.num_examples, task.epochs, task.learning_rate, how,
-                 meter.stats.wall_seconds)
-        enough = validation.n >= max(self.guards.min_rows_for_statistics, 1)
-        return FitReport(self.client_id, weights, report.num_examples,
-                         report.mean_loss if plan is None else 0.0, meter.stats,
-                         validation_loss=validation.mean if enough else 0.0,
-                         validation_rows=validation.n if enough else 0)
+        return fit_report(self.client_id, task, weights, report.num_examples, report.mean_loss,
+                          meter.stats, validation, self.guards, private)
 
     def secagg(self, task: SecAggTask) -> SecAggReply:
         """One stage of secure aggregation (:mod:`~fediot.core.federated.secure_aggregation`);
@@ -491,12 +563,8 @@ class DeviceClient:
     def _quiet_window(self, model: LocalModel, task: EvaluateTask) -> int:
         """N-BaIoT's ws*: the smallest window with no alarm on the threshold rows."""
         opt = self._transformed("opt", task.model.scaler)
-        flags = model.reconstruction_errors(opt) > task.threshold if len(opt) else np.zeros(0)
-        window = smallest_quiet_window(flags, task.max_window)
-        log.info("window %d: the smallest with no alarm on the %d threshold rows (%.2f %% of "
-                 "them above the threshold)", window, len(opt),
-                 100 * float(np.mean(flags)) if len(opt) else 0.0)
-        return window
+        return quiet_window(model.reconstruction_errors(opt) if len(opt) else np.zeros(0),
+                            task)
 
     def _threshold_row_errors(self, model: LocalModel, scaler: ScalerStats) -> ErrorStats:
         """Errors of the threshold rows under ``model`` (the global model just received)."""
@@ -515,12 +583,7 @@ class DeviceClient:
             opt = self._transformed("opt", task.model.scaler)
             stats = noisy_error_stats(model.reconstruction_errors(opt) if len(opt)
                                       else np.empty(0), self.guards.privacy, self._rng)
-        if stats.n:
-            log.info("scored %d threshold rows: mean error %.4g, std %.4g", stats.n,
-                     stats.mean, stats.std)
-        else:
-            log.warning("no threshold rows to score")
-        return stats
+        return logged_threshold_stats(stats)
 
     def evaluate(self, task: EvaluateTask) -> EvaluationReport:
         """Verdicts on the test splits, as counts per class and error histograms."""
@@ -528,42 +591,11 @@ class DeviceClient:
         with TaskMeter() as meter:
             model = self._load(task.model)
             window = task.window or self._quiet_window(model, task)
-            counts: list[ClassCounts] = []
-            voted: list[ClassCounts] = []
-            benign = ErrorStats.empty()
-            attack = ErrorStats.empty()
-            blocks = [(BENIGN, self.data.test_benign), *self.data.test_attacks.items()]
-            for traffic_class, rows in blocks:
-                if len(rows) == 0:
-                    continue
-                # test rows are scored once per evaluation: scale them without caching
-                errors = model.reconstruction_errors(self._scaler_for(task.model.scaler)
-                                                     .transform(rows))
-                flags = errors > task.threshold
-                counts.append(ClassCounts.from_flags(traffic_class, flags))
-                voted.append(ClassCounts.from_flags(traffic_class,
-                                                    window_vote(flags, window)))
-                stats = ErrorStats.from_errors(errors)
-                if traffic_class == BENIGN:
-                    benign = benign + stats
-                else:
-                    attack = attack + stats
-        pooled, pooled_voted = ClassCounts.pool(counts), ClassCounts.pool(voted)
-        confusion = pooled_voted.confusion()
-        log.info("scored %d test rows at threshold %.4g, window %d: the vote flagged %d of "
-                 "%d attack and %d of %d benign rows, in %.2f s", benign.n + attack.n,
-                 task.threshold, window, confusion.tp, attack.n, confusion.fp, benign.n,
-                 meter.stats.wall_seconds)
-        return EvaluationReport(
-            client_id=self.client_id,
-            counts=pooled,
-            counts_window=pooled_voted,
-            benign_errors=benign,
-            attack_errors=attack,
-            threshold=task.threshold,
-            window=window,
-            system=meter.stats,
-        )
+            # test rows are scored once per evaluation: scale them without caching
+            scaler = self._scaler_for(task.model.scaler)
+            errors = [(traffic_class, model.reconstruction_errors(scaler.transform(rows)))
+                      for traffic_class, rows in evaluation_blocks(self.data)]
+        return evaluation_report(self.client_id, task, window, errors, meter.stats)
 
     def _load(self, state: ModelState) -> LocalModel:
         self.model.set_weights(state.weights)

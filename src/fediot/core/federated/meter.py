@@ -73,8 +73,9 @@ def process_peak_rss_bytes() -> int:
                _peak_before_resets)
 
 
-def _proc_status_bytes() -> dict[str, int] | None:
-    """``VmRSS`` and ``VmHWM`` of this process in bytes, or None without ``/proc``."""
+def _proc_status_bytes(keys: tuple[str, ...] = ("VmRSS", "VmHWM")) -> dict[str, int] | None:
+    """The memory figures ``keys`` of this process (default ``VmRSS`` and ``VmHWM``) in
+    bytes, or None without ``/proc`` (or without one of them)."""
     try:
         text = _PROC_STATUS.read_text()
     except OSError:
@@ -82,9 +83,37 @@ def _proc_status_bytes() -> dict[str, int] | None:
     found: dict[str, int] = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in keys:
             found[key] = int(value.split()[0]) * 1024  # the kernel writes kB
-    return found if len(found) == 2 else None
+    return found if len(found) == len(keys) else None
+
+
+def anonymous_rss_bytes() -> int | None:
+    """This process's resident anonymous memory (``RssAnon``: its heap, not the pages of the
+    files it maps) in bytes, or None without ``/proc``."""
+    status = _proc_status_bytes(("RssAnon",))
+    return None if status is None else status["RssAnon"]
+
+
+def files_held_under(root: Path) -> tuple[int, int] | None:
+    """How many file descriptors and memory mappings this process holds on files under
+    ``root``, or None without ``/proc``."""
+    prefix = str(Path(root).resolve()) + "/"
+    descriptors = 0
+    try:
+        entries = list(Path("/proc/self/fd").iterdir())
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            descriptors += str(entry.readlink()).startswith(prefix)
+        except OSError:  # the listing's own descriptor, closed since
+            continue
+    # a maps line: address, permissions, offset, device, inode, then the path (if any)
+    mappings = sum(line.split(maxsplit=5)[-1].startswith(prefix) for line in maps
+                   if line.count(" ") >= 5)
+    return descriptors, mappings
 
 
 _peak_before_resets = 0

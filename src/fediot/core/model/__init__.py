@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from fediot.core.model.training import (
         clipped_gradient_sum,
         reconstruction_errors,
+        torch_device,
         train_local,
     )
 
@@ -60,7 +61,7 @@ _NEEDS_TORCH = {
                                       "get_weights", "set_weights", "weight_shapes"),
     "fediot.core.model.detector": ("AutoencoderDetector", "NotFittedError"),
     "fediot.core.model.training": ("clipped_gradient_sum", "reconstruction_errors",
-                                   "train_local"),
+                                   "torch_device", "train_local"),
 }
 _LAZY = {name: module for module, names in _NEEDS_TORCH.items() for name in names}
 
@@ -104,6 +105,7 @@ __all__ = [
     "signed_log1p",
     "threshold_mean_std",
     "threshold_quantile",
+    "torch_device",
     "train_local",
     "weight_shapes",
 ]

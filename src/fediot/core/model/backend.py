@@ -70,7 +70,8 @@ def resolve_backend(requested: str, *, private: bool = False) -> BackendName:
     return "torch"
 
 
-def local_model(backend: BackendName, n_features: int, *, use_gpu: bool = False) -> LocalModel:
+def local_model(backend: BackendName, n_features: int, *, use_gpu: bool = False,
+                who: str = "") -> LocalModel:
     """A device's model (weights set on first use), for ``backend``.
 
     Parameters
@@ -81,6 +82,8 @@ def local_model(backend: BackendName, n_features: int, *, use_gpu: bool = False)
         Input width.
     use_gpu
         Torch only: train and score on a CUDA GPU when one is present (default False).
+    who
+        Names the device in the warning when ``use_gpu`` finds no GPU (default: none).
     """
     if backend == "numpy":
         from fediot.core.model.numpy_backend import NumpyAutoencoder
@@ -88,4 +91,4 @@ def local_model(backend: BackendName, n_features: int, *, use_gpu: bool = False)
         return NumpyAutoencoder(n_features)
     from fediot.core.model.training import TorchLocalModel
 
-    return TorchLocalModel(n_features, use_gpu=use_gpu)
+    return TorchLocalModel(n_features, use_gpu=use_gpu, who=who)

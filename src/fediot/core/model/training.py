@@ -61,8 +61,22 @@ __all__ = [  # the shared names are re-exported: callers import them from here t
     "clipped_gradient_sum",
     "private_steps_per_epoch",
     "reconstruction_errors",
+    "torch_device",
     "train_local",
 ]
+
+
+def torch_device(use_gpu: bool, who: str = "") -> torch.device:
+    """Where to train and score: a CUDA GPU when ``use_gpu`` and one is present; otherwise
+    the CPU (with a :class:`RuntimeWarning` naming ``who`` when a GPU was asked for)."""
+    if not use_gpu:
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    warnings.warn(f"{who + ': ' if who else ''}using_gpu is set but no CUDA GPU is present; "
+                  "training on the CPU", RuntimeWarning, stacklevel=3)
+    return torch.device("cpu")
+
 
 def _check_model(model: Autoencoder) -> torch.device:
     """The one device all of ``model``'s float32 parameters live on (CPU or a GPU)."""
@@ -425,19 +439,15 @@ class TorchLocalModel:
     use_gpu
         Train and score on a CUDA GPU when one is present (default False; without one, a
         warning and the CPU).
+    who
+        Names the device in that warning (default: none).
     """
 
     backend: Final[str] = "torch"
 
-    def __init__(self, n_features: int, *, use_gpu: bool = False) -> None:
+    def __init__(self, n_features: int, *, use_gpu: bool = False, who: str = "") -> None:
         torch.set_num_threads(1)  # one client, one core: results independent of workers
-        self.device = torch.device("cpu")
-        if use_gpu:
-            if torch.cuda.is_available():
-                self.device = torch.device("cuda")
-            else:
-                warnings.warn("using_gpu is set but no CUDA GPU is present; training on the "
-                              "CPU", RuntimeWarning, stacklevel=3)
+        self.device = torch_device(use_gpu, who)
         self.model = build_autoencoder(n_features, seed=0).to(self.device)
 
     def set_weights(self, weights: Sequence[npt.ArrayLike]) -> None:

@@ -25,7 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 from fediot.core.config import Config, dump_config, parse_config_text
 from fediot.core.errors import FediotError
 from fediot.core.federated.client import DeviceClient, DeviceGuards
-from fediot.core.federated.devices import client_ids, load_client_data
+from fediot.core.federated.devices import DeviceStore, client_ids
 from fediot.core.federated.messages import LogLine
 from fediot.core.federated.secure_aggregation import SecAggDevice
 from fediot.engines.flower.records import decode_task, encode_reply
@@ -41,6 +41,10 @@ messages of a round (Flower may start a fresh ClientApp process per message)."""
 
 _CLIENTS: dict[tuple[str, str], DeviceClient] = {}
 """Devices already loaded in this process (a Ray actor serves many messages)."""
+
+_STORES: dict[str, DeviceStore] = {}
+"""Per run configuration (its hash), the data of this process's devices: a Ray actor serving
+many virtual devices maps each device type's files once, not once per device."""
 
 
 def _config_from(context: Context, default: Config | None) -> Config:
@@ -80,9 +84,11 @@ def _client_id(context: Context, config: Config) -> str:
 
 def _device(context: Context, config: Config) -> DeviceClient:
     client_id = _client_id(context, config)
-    key = (hashlib.sha256(dump_config(config).encode()).hexdigest(), client_id)
+    config_hash = hashlib.sha256(dump_config(config).encode()).hexdigest()
+    key = (config_hash, client_id)
     if key not in _CLIENTS:
-        _CLIENTS[key] = DeviceClient(load_client_data(config, client_id),
+        store = _STORES.setdefault(config_hash, DeviceStore(config))
+        _CLIENTS[key] = DeviceClient(store.client_data(client_id),
                                      config.device_args.using_gpu,
                                      DeviceGuards.from_config(config),
                                      config.device_args.backend)

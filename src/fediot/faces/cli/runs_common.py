@@ -56,8 +56,10 @@ DataDirOption = Annotated[str | None, typer.Option("--data-dir",
 SeedOption = Annotated[int | None, typer.Option("--seed", help="common_args.random_seed")]
 OutOption = Annotated[str | None, typer.Option("--runs-dir", help="tracking_args.log_file_dir")]
 EngineOption = Annotated[str | None, typer.Option(
-    "--engine", help=key_help("comm_args.backend", " (MPI: the seed's name for inprocess; ray: "
-                                                   "Flower's simulation runtime)"))]
+    "--engine", help=key_help("comm_args.backend", " (MPI: the seed's name for inprocess; "
+                                                   "vectorised: devices trained together as "
+                                                   "stacked tensors; ray: Flower's simulation "
+                                                   "runtime)"))]
 RayAddressOption = Annotated[str | None, typer.Option(
     "--ray-address", help="comm_args.ray_address: attach to this Ray cluster")]
 SetOption = Annotated[list[str] | None, typer.Option(

@@ -1,0 +1,487 @@
+"""Many devices' local training at once: their models stacked as ``[K, out, in]`` tensors.
+
+:func:`train_local` trains one small model with ~55 tensor operations per step, each costing
+more in overhead than in arithmetic at 128 rows. Here the K devices of a round train together:
+every layer is one ``baddbmm`` over all of them, the backward pass the same explicit matrix
+products as :func:`~fediot.core.model.training._forward_backward` batched over devices, and the
+optimiser PyTorch's fused Adam (or SGD) kernel, elementwise, over the stacked tensors.
+
+Devices with fewer steps stop early: they are sorted by steps (most first), so at every step the
+devices still training form a prefix ``[:a]`` of the stack and each operation runs on that
+prefix. A device's last batch of an epoch may be smaller than the others': its padded rows
+point at an all-zero row and their residual is masked to zero, so they add nothing to any
+gradient, and each device's loss is scaled by its own row count.
+
+Shuffles:
+
+- ``exact`` (default): every device draws its permutation per epoch from its own seeded
+  generator exactly as :func:`train_local` does, and on the CPU the places where a stacked
+  kernel rounds differently from a lone device's are redone as for a lone device (fused
+  Adam's partial last unit, bias sums over padded rows, products of a few rows), so each
+  device's result equals its sequential training (bit for bit on the testbed's devices; tested
+  within 1e-6 on the aggregated weights). On a GPU the kernels differ from the CPU's anyway:
+  the same shuffles, no corrections;
+- ``fast``: one batched draw per chunk and epoch (random keys sorted within each device's rows):
+  a different, equally uniform permutation per device, without K generator calls.
+
+Devices are trained in chunks of at most ``chunk_devices`` (sized from
+:data:`CHUNK_MEMORY_BYTES` by default), which bounds the memory of parameters, optimiser state
+and activations whatever the number of devices. Everything stays on the rows' torch device
+(CPU or CUDA) until the trained weights are copied back once per chunk.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from fediot.core.catalog import N_FEATURES
+from fediot.core.config import CHOICES
+from fediot.core.model.autoencoder import build_autoencoder, weight_shapes
+from fediot.core.model.local_training import OPTIMIZERS, non_negative, positive_int
+from fediot.core.model.training import _linear_tanh_plan
+from fediot.core.model.transform import ModelInputError
+
+ShuffleMode = Literal["exact", "fast"]
+SHUFFLE_MODES: Final[tuple[str, ...]] = CHOICES["device_args.vectorised_shuffle"]
+
+CHUNK_MEMORY_BYTES: Final[int] = 256 * 2**20
+"""Memory a chunk of stacked devices may take (parameters, gradients, Adam's two moments and
+the step's activations); :func:`chunk_size` derives the devices per chunk from it."""
+
+SMALL_BATCH_ROWS: Final[int] = 16
+"""Exact mode recomputes a device's products alone when its batch has fewer rows than this:
+BLAS multiplies a handful of rows along another path (with other rounding) than a stack of
+padded ones (measured: differences at 1–3 rows, none from 5)."""
+
+ADAM_BETAS: Final[tuple[float, float]] = (0.9, 0.999)
+ADAM_EPS: Final[float] = 1e-8
+"""``torch.optim.Adam``'s defaults, which :func:`train_local` uses."""
+
+
+def tanh_layout(n_features: int = N_FEATURES) -> list[bool]:
+    """For each Linear layer of the autoencoder, whether a Tanh follows it."""
+    plan = _linear_tanh_plan(build_autoencoder(n_features, seed=0))
+    if plan is None:  # our own model always is the Linear/Tanh stack
+        raise ModelInputError("the autoencoder is not a Linear/Tanh stack")
+    return [tanh_follows for _, tanh_follows in plan]
+
+
+def chunk_size(batch_rows: int, n_features: int = N_FEATURES,
+               memory_bytes: int = CHUNK_MEMORY_BYTES) -> int:
+    """Devices per chunk so that one chunk's tensors stay within ``memory_bytes``: four
+    float32 copies of the parameters (weights, gradients, two Adam moments) and about three
+    of the step's activations (inputs, deltas, temporaries) of ``batch_rows`` rows per device.
+    """
+    shapes = weight_shapes(build_autoencoder(n_features, seed=0))
+    params = sum(math.prod(s) for s in shapes)
+    widths = n_features + sum(s[0] for s in shapes[::2])
+    per_device = 4 * (4 * params + 3 * batch_rows * widths)
+    return max(1, memory_bytes // per_device)
+
+
+@dataclass(frozen=True)
+class StackedSettings:
+    """The training task every device of a call runs (a :class:`FitTask`'s numbers).
+
+    Parameters
+    ----------
+    epochs, batch_size, learning_rate
+        As :func:`train_local`'s.
+    optimizer
+        ``"adam"`` or ``"sgd"`` (plain, no momentum), as :func:`train_local`'s.
+    weight_decay
+        L2 penalty handed to the optimiser (default 0).
+    prox_mu
+        FedProx coefficient μ (default 0): adds μ·(w − w_global) to every gradient.
+    """
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    prox_mu: float = 0.0
+
+    def __post_init__(self) -> None:
+        positive_int(self.epochs, "epochs")
+        positive_int(self.batch_size, "batch_size")
+        non_negative(self.learning_rate, "learning_rate", strict=True)
+        non_negative(self.weight_decay, "weight_decay")
+        non_negative(self.prox_mu, "prox_mu")
+        if self.optimizer not in OPTIMIZERS:
+            raise ModelInputError(f"optimizer must be one of {OPTIMIZERS}; "
+                                  f"got {self.optimizer!r}")
+
+
+@dataclass(frozen=True)
+class StackedResult:
+    """What :func:`train_stacked` did, one entry per device in the order given.
+
+    Parameters
+    ----------
+    weights
+        Per device, its trained weights (float32 arrays in :func:`get_weights` order; views
+        into one array per layer and chunk).
+    mean_loss
+        Per device, the row-weighted mean batch loss of its last epoch (as
+        :class:`TrainReport`'s ``mean_loss``).
+    steps
+        Per device, the optimiser steps it took.
+    chunk_of
+        Per device, the index of the chunk it trained in; ``chunk_seconds`` the wall time of
+        each chunk and ``chunk_device_steps`` its devices' steps summed (for a fair share of
+        time per device).
+    """
+
+    weights: list[list[npt.NDArray[np.float32]]]
+    mean_loss: npt.NDArray[np.float64]
+    steps: npt.NDArray[np.int64]
+    chunk_of: npt.NDArray[np.int64]
+    chunk_seconds: list[float]
+    chunk_device_steps: list[int]
+
+
+def _epoch_orders(counts: npt.NDArray[np.int64], starts: npt.NDArray[np.int64], epochs: int,
+                  mode: ShuffleMode, seeds: Sequence[int] | None,
+                  fast_seed: int) -> list[npt.NDArray[np.int64]]:
+    """Per epoch, every device's rows in its shuffled order, as row indices of the stacked
+    rows, concatenated in device order."""
+    total = int(counts.sum())
+    if mode == "exact":
+        assert seeds is not None
+        perms: list[list[torch.Tensor]] = [[] for _ in range(epochs)]
+        for count, start, seed in zip(counts.tolist(), starts.tolist(), seeds, strict=True):
+            generator = torch.Generator().manual_seed(int(seed))  # as train_local draws them
+            for epoch in range(epochs):
+                perms[epoch].append(torch.randperm(count, generator=generator) + start)
+        return [torch.cat(p).numpy() if p else np.zeros(0, np.int64) for p in perms]
+    rng = np.random.default_rng(fast_seed)
+    segment = np.repeat(np.arange(len(counts), dtype=np.float64), counts)
+    local_start = np.repeat(np.cumsum(counts) - counts, counts)
+    orders = []
+    for _ in range(epochs):
+        # device index + uniform key: one sort shuffles every device within its own rows
+        order = np.argsort(segment + rng.random(total), kind="stable")
+        orders.append(order - local_start + np.repeat(starts, counts))
+    return orders
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One chunk's schedule: ``index[s, i, b]`` the stacked row of device i's row b at step s
+    (``pad`` when none), how many devices are active at each step, which steps have padded
+    rows and ``(device, rows)`` of the devices with a smaller batch there (``small``: fewer
+    than :data:`SMALL_BATCH_ROWS`), each device's loss
+    scale per step, and which steps belong to its last epoch."""
+
+    index: torch.Tensor
+    active: list[int]
+    padded: list[bool]
+    partial: list[list[tuple[int, int]]]
+    small: list[list[tuple[int, int]]]
+    scale: torch.Tensor
+    last_epoch: torch.Tensor
+    width: int
+
+
+def _plan(counts: npt.NDArray[np.int64], orders: list[npt.NDArray[np.int64]], batch: int,
+          pad: int, device: torch.device) -> _Plan:
+    """The chunk's schedule from its devices' row counts (sorted by steps, most first) and
+    their per-epoch orders (:func:`_epoch_orders`)."""
+    k = len(counts)
+    epochs = len(orders)
+    width = int(min(batch, counts.max()))  # rows per device per step (a batch, or fewer)
+    per_epoch = -(-counts // batch)
+    total_steps = per_epoch * epochs
+    steps = int(total_steps.max())
+    index = np.full((steps, k, width), pad, dtype=np.int64)
+    device_of = np.repeat(np.arange(k), counts)
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    for epoch, order in enumerate(orders):
+        step = epoch * per_epoch[device_of] + within // batch
+        index[step, device_of, within % batch] = order
+    rows = (index != pad).sum(axis=2)  # [steps, k]
+    active = (total_steps[None, :] > np.arange(steps)[:, None]).sum(axis=1)
+    padded = [bool((rows[s, :a] < width).any()) for s, a in enumerate(active.tolist())]
+    partial = [[(i, int(rows[s, i])) for i in np.flatnonzero(rows[s, :a] < width).tolist()]
+               for s, a in enumerate(active.tolist())]
+    with np.errstate(divide="ignore"):
+        scale = np.where(rows > 0, 2.0 / (np.maximum(rows, 1) * N_FEATURES), 0.0)
+    first_of_last = (epochs - 1) * per_epoch
+    step_ids = np.arange(steps)[:, None]
+    last = (step_ids >= first_of_last[None, :]) & (step_ids < total_steps[None, :])
+    small = [[(i, count) for i, count in step if count < SMALL_BATCH_ROWS] for step in partial]
+    return _Plan(torch.from_numpy(index).to(device), active.tolist(), padded, partial, small,
+                 torch.from_numpy(scale.astype(np.float32)).to(device),
+                 torch.from_numpy(last.astype(np.float32)).to(device), width)
+
+
+_ADAM_UNIT: Final[int] = 16
+"""float32 elements per cache line: PyTorch's fused CPU Adam splits a tensor into units of
+this many elements and computes a partial last unit differently (scalar loop)."""
+
+
+class _AdamTails:
+    """Fused Adam over the stack with the rounding a lone device gets, element for element.
+
+    PyTorch's CPU kernel cuts a tensor into units of 16 float32 elements; full units run in
+    vector lanes, a partial last unit through a scalar loop whose rounding differs. A device
+    trained alone has such a partial unit (its "tail") in every parameter whose size is not a
+    multiple of 16. In one stacked call, the devices' tails fall inside full units, while the
+    block's own partial last unit holds elements a lone device computes in lanes. So each step
+    saves both kinds of elements, lets the stacked call run, puts them back, steps the
+    misplaced lane elements in a scratch of full units, and steps each device's tail as a
+    tensor of its own (views into the buffers), which the kernel runs through its scalar loop:
+    the same numbers as :func:`train_local` (tested bit for bit).
+
+    Parameters
+    ----------
+    buffers
+        The flat parameter, gradient and two moment buffers.
+    offsets, sizes
+        Where each parameter's stacked block ``[k, size]`` starts in them, and its
+        per-device element count.
+    k
+        Devices stacked.
+    """
+
+    def __init__(self, buffers: list[torch.Tensor], offsets: list[int], sizes: list[int],
+                 k: int) -> None:
+        self.buffers = buffers
+        self.blocks = list(zip(offsets, sizes, strict=True))
+        tails = [(offset, size, size % _ADAM_UNIT) for offset, size in self.blocks
+                 if size % _ADAM_UNIT]
+        self.per_device = len(tails)
+        starts = [[offset + i * size + size - r for offset, size, r in tails] for i in range(k)]
+        self.tail_index = np.array([[p for start, (_, _, r) in zip(row, tails, strict=True)
+                                     for p in range(start, start + r)] for row in starts],
+                                   dtype=np.int64).reshape(k, -1)
+        self.views = [[b[start:start + r] for row in starts
+                       for start, (_, _, r) in zip(row, tails, strict=True)] for b in buffers]
+        self.scratch = [torch.zeros(len(offsets) * _ADAM_UNIT, dtype=torch.float32,
+                                    device=buffers[0].device) for _ in buffers]
+        self._indices: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+
+    def _for(self, a: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """For a prefix of ``a`` devices: every saved element, the misplaced lane elements
+        (the blocks' partial last units less the last device's tails) and how many."""
+        if a not in self._indices:
+            lanes = [np.arange(offset + a * size - (a * size) % _ADAM_UNIT,
+                               offset + a * size - size % _ADAM_UNIT)
+                     for offset, size in self.blocks]
+            lane = np.concatenate(lanes).astype(np.int64)
+            saved = np.concatenate([self.tail_index[:a].reshape(-1), lane])
+            device = self.buffers[0].device
+            self._indices[a] = (torch.from_numpy(saved).to(device),
+                                torch.from_numpy(lane).to(device), len(lane))
+        return self._indices[a]
+
+    def save(self, a: int) -> list[torch.Tensor]:
+        """The elements the stacked step of ``a`` devices gets wrong, before it runs."""
+        saved, _, _ = self._for(a)
+        return [self.buffers[i].index_select(0, saved) for i in (0, 2, 3)]
+
+    def redo(self, a: int, before: list[torch.Tensor], step: torch.Tensor,
+             settings: StackedSettings) -> None:
+        """Put them back, then step them as a lone device's kernel would."""
+        saved, lane, count = self._for(a)
+        for i, value in zip((0, 2, 3), before, strict=True):
+            self.buffers[i].index_copy_(0, saved, value)
+        if count:  # full units of a scratch: lane arithmetic, as for a lone device
+            for buffer, scratch in zip(self.buffers, self.scratch, strict=True):
+                torch.index_select(buffer, 0, lane, out=scratch[:count])
+            param, grad, exp_avg, exp_avg_sq = self.scratch
+            _adam_step([param], [grad], [exp_avg], [exp_avg_sq], step, settings)
+            for i in (0, 2, 3):
+                self.buffers[i].index_copy_(0, lane, self.scratch[i][:count])
+        tails = a * self.per_device
+        param_tails, grad_tails, exp_avg_tails, exp_avg_sq_tails = (
+            v[:tails] for v in self.views)
+        _adam_step(param_tails, grad_tails, exp_avg_tails, exp_avg_sq_tails, step, settings)
+
+
+def _adam_step(params: list[torch.Tensor], grads: list[torch.Tensor],
+               exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+               step: torch.Tensor, settings: StackedSettings) -> None:
+    """PyTorch's fused Adam kernel (as ``torch.optim.Adam(fused=True)`` runs it) on tensors
+    whose step count is ``step`` (already advanced)."""
+    torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], [step] * len(params),
+                       lr=settings.learning_rate, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1],
+                       weight_decay=settings.weight_decay, eps=ADAM_EPS, amsgrad=False,
+                       maximize=False)
+
+
+def _stacked_buffer(global_weights: Sequence[torch.Tensor], k: int
+                    ) -> tuple[torch.Tensor, list[torch.Tensor], list[int], list[int]]:
+    """One flat buffer holding ``k`` copies of every parameter, parameter by parameter
+    (``[k, *shape]`` blocks, so each device prefix ``[:a]`` of a block is contiguous), with
+    the blocks as views, their offsets and per-device sizes."""
+    sizes = [w.numel() for w in global_weights]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1] * k]).astype(int).tolist()
+    flat = torch.empty(sum(sizes) * k, dtype=torch.float32, device=global_weights[0].device)
+    views = []
+    for weight, offset, size in zip(global_weights, offsets, sizes, strict=True):
+        view = flat[offset:offset + size * k].view(k, *weight.shape)
+        view.copy_(weight.unsqueeze(0).expand_as(view))
+        views.append(view)
+    return flat, views, offsets, sizes
+
+
+def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, plan: _Plan,
+                 settings: StackedSettings, tanh_after: list[bool], exact: bool
+                 ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Train one chunk's stacked models (all starting from ``global_weights``); return the
+    stacked weights and each device's summed squared residual over its last epoch."""
+    k = plan.index.shape[1]
+    flat, params, offsets, sizes = _stacked_buffer(global_weights, k)
+    grad_flat = torch.zeros_like(flat)
+    grads = [grad_flat[o:o + n * k].view_as(p)
+             for o, n, p in zip(offsets, sizes, params, strict=True)]
+    adam = settings.optimizer == "adam"
+    moment_flats = [torch.zeros_like(flat), torch.zeros_like(flat)] if adam else []
+    moments = [[m[o:o + n * k].view_as(p) for o, n, p in zip(offsets, sizes, params,
+                                                             strict=True)]
+               for m in moment_flats]
+    adam_buffers = [flat, grad_flat, *moment_flats]
+    tails = _AdamTails(adam_buffers, offsets, sizes, k) if adam and exact \
+        and flat.device.type == "cpu" else None
+    step_count = torch.zeros((), dtype=torch.float32, device=rows.device)
+    losses = torch.zeros(k, dtype=torch.float32, device=rows.device)
+    mask = plan.index != rows.shape[0] - 1
+    n_layers = len(tanh_after)
+    for s, a in enumerate(plan.active):
+        index = plan.index[s, :a]
+        batch = rows.index_select(0, index.reshape(-1)).view(a, plan.width, -1)
+        inputs = [batch]
+        out = batch
+        small = plan.small[s] if exact else []
+        for layer in range(n_layers):
+            weight, bias = params[2 * layer][:a], params[2 * layer + 1][:a]
+            layer_in = out
+            out = torch.baddbmm(bias.unsqueeze(1), layer_in, weight.transpose(1, 2))
+            for i, count in small:  # a product of a few rows takes another path: as alone
+                out[i, :count] = torch.addmm(bias[i], layer_in[i, :count], weight[i].t())
+            if tanh_after[layer]:
+                out.tanh_()
+            inputs.append(out)
+        residual = out.sub_(batch)
+        if plan.padded[s]:
+            residual.mul_(mask[s, :a].unsqueeze(-1))
+        squared = residual.view(a, -1)
+        losses[:a].addcmul_(torch.linalg.vecdot(squared, squared), plan.last_epoch[s, :a])
+        delta = residual.mul_(plan.scale[s, :a].view(a, 1, 1))
+        for layer in range(n_layers - 1, -1, -1):
+            torch.bmm(delta.transpose(1, 2), inputs[layer], out=grads[2 * layer][:a])
+            torch.sum(delta, dim=1, out=grads[2 * layer + 1][:a])
+            if exact and plan.padded[s]:
+                # a sum over padded rows groups the real ones differently: sum a smaller
+                # batch's own rows, as train_local does
+                for i, count in plan.partial[s]:
+                    torch.sum(delta[i, :count], dim=0, out=grads[2 * layer + 1][i])
+            if layer:
+                delta_in = delta
+                delta = torch.bmm(delta_in, params[2 * layer][:a])
+                for i, count in small:
+                    delta[i, :count] = delta_in[i, :count].mm(params[2 * layer][i])
+                if tanh_after[layer - 1]:  # through tanh: d/dz tanh(z) = 1 − tanh(z)²
+                    activation = inputs[layer]
+                    delta = torch.addcmul(delta, delta, activation * activation, value=-1)
+        live = [p[:a] for p in params]
+        live_grads = [g[:a] for g in grads]
+        if settings.prox_mu > 0:  # ∇ (μ/2)‖w − w_g‖² = μ (w − w_g), as train_local adds it
+            for grad, param, anchor in zip(live_grads, live, global_weights, strict=True):
+                grad.add_(param - anchor, alpha=settings.prox_mu)
+        if adam:
+            saved = tails.save(a) if tails is not None else None
+            step_count.add_(1)
+            _adam_step(live, live_grads, [m[:a] for m in moments[0]],
+                       [v[:a] for v in moments[1]], step_count, settings)
+            if tails is not None and saved is not None:
+                tails.redo(a, saved, step_count, settings)
+        else:
+            torch._fused_sgd_(live, live_grads, [], weight_decay=settings.weight_decay,
+                              momentum=0.0, lr=settings.learning_rate, dampening=0.0,
+                              nesterov=False, maximize=False, is_first_step=False)
+    return params, losses
+
+
+def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch.Tensor,
+                  bounds: Sequence[tuple[int, int]], settings: StackedSettings, *,
+                  mode: ShuffleMode = "exact", seeds: Sequence[int] | None = None,
+                  fast_seed: int = 0, chunk_devices: int | None = None) -> StackedResult:
+    """Train one copy of ``global_weights`` per device on its own rows, all devices at once.
+
+    Parameters
+    ----------
+    global_weights
+        The starting model (float32 arrays in :func:`get_weights` order), shared by all.
+    rows
+        Every device's transformed rows stacked (float32, ``[N + 1, n_features]``, on the torch
+        device to train on), whose **last row is all zeros** (the padding row).
+    bounds
+        Per device, ``(start, stop)``: its rows ``rows[start:stop]`` (at least one).
+    settings
+        The training task (:class:`StackedSettings`).
+    mode
+        ``"exact"`` (default): each device shuffles with its ``seeds`` entry as
+        :func:`train_local` would; ``"fast"``: one batched shuffle per chunk and epoch, seeded
+        from ``fast_seed`` and the chunk.
+    seeds
+        Per device, its shuffling seed (required in exact mode).
+    chunk_devices
+        Devices trained together at most (default :func:`chunk_size` of the batch).
+
+    Devices are trained in order of their steps (most first) and returned in the given order.
+    """
+    if mode not in SHUFFLE_MODES:
+        raise ModelInputError(f"shuffle mode must be one of {SHUFFLE_MODES}; got {mode!r}")
+    if mode == "exact" and (seeds is None or len(seeds) != len(bounds)):
+        raise ModelInputError("exact shuffles need one seed per device")
+    if rows.dim() != 2 or rows.dtype != torch.float32 or len(rows) < 1 \
+            or bool(rows[-1].any()):
+        raise ModelInputError("rows must be float32 [N + 1, features] ending with a zero row")
+    starts = np.array([b[0] for b in bounds], dtype=np.int64)
+    counts = np.array([b[1] - b[0] for b in bounds], dtype=np.int64)
+    if len(counts) and (counts.min() < 1 or starts.min() < 0
+                        or (starts + counts).max() > len(rows) - 1):
+        raise ModelInputError("every device needs at least one row within the stacked rows")
+    tanh_after = tanh_layout(rows.shape[1])
+    device = rows.device
+    anchors = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)).to(device)
+               for w in global_weights]
+    steps = settings.epochs * (-(-counts // settings.batch_size))
+    order = np.lexsort((-counts, -steps))  # most steps first; within a step count, most rows
+    per_chunk = chunk_devices or chunk_size(min(settings.batch_size, int(counts.max(initial=1))),
+                                            rows.shape[1])
+    weights: list[list[npt.NDArray[np.float32]]] = [[] for _ in bounds]
+    mean_loss = np.zeros(len(bounds))
+    chunk_of = np.zeros(len(bounds), dtype=np.int64)
+    chunk_seconds: list[float] = []
+    chunk_steps: list[int] = []
+    for number, first in enumerate(range(0, len(order), per_chunk)):
+        started = time.perf_counter()
+        members = order[first:first + per_chunk]
+        orders = _epoch_orders(counts[members], starts[members], settings.epochs, mode,
+                               None if seeds is None else [seeds[i] for i in members],
+                               fast_seed * 1_000_003 + number)
+        plan = _plan(counts[members], orders, settings.batch_size, len(rows) - 1, device)
+        stacked, losses = _train_chunk(anchors, rows, plan, settings, tanh_after,
+                                       exact=mode == "exact")
+        arrays = [p.cpu().numpy() for p in stacked]  # the one copy back to the host
+        sums = losses.cpu().numpy().astype(np.float64)
+        for slot, member in enumerate(members.tolist()):
+            weights[member] = [a[slot] for a in arrays]
+            mean_loss[member] = sums[slot] / (counts[member] * rows.shape[1])
+            chunk_of[member] = number
+        chunk_seconds.append(time.perf_counter() - started)
+        chunk_steps.append(int(steps[members].sum()))
+    return StackedResult(weights, mean_loss, steps.astype(np.int64), chunk_of, chunk_seconds,
+                         chunk_steps)
