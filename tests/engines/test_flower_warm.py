@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -205,3 +206,32 @@ def test_a_killed_worker_is_started_again_and_everything_stops_with_the_client(
     time.sleep(1)
     assert not [pid for pid in family if Path(f"/proc/{pid}").exists()
                 and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+
+
+class _MessagesLater:
+    """A stand-in for Flower's runtime client: no message for the first ``empty`` calls."""
+
+    def __init__(self, empty: int) -> None:
+        self.empty, self.calls = empty, 0
+
+    def PullMessages(self, request: object) -> SimpleNamespace:  # noqa: N802 - Flower's name
+        self.calls += 1
+        return SimpleNamespace(messages_list=[] if self.calls <= self.empty else ["message"])
+
+    def PullObject(self, request: object) -> str:  # noqa: N802 - Flower's name
+        return "object"
+
+
+def test_a_task_waits_for_its_message_the_supernode_stores_after_the_task() -> None:
+    # Flower creates the task before it stores the message: a fast worker can ask in between
+    client = _MessagesLater(empty=3)
+    patient = warm.PatientRuntimeClient(client, wait_seconds=10)
+    assert patient.PullMessages(None).messages_list == ["message"]
+    assert client.calls == 4
+    assert patient.PullObject(None) == "object"  # every other call passes through
+
+
+def test_a_message_that_never_comes_ends_the_wait() -> None:
+    client = _MessagesLater(empty=10**9)
+    assert warm.PatientRuntimeClient(client, wait_seconds=0.2).PullMessages(None) \
+        .messages_list == []

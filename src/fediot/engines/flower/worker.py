@@ -102,6 +102,47 @@ def _flower(module_name: str) -> ModuleType:
     return importlib.import_module(module_name)
 
 
+MESSAGE_WAIT_SECONDS: Final[float] = 30.0
+"""How long a task waits for its message to be stored (see :class:`PatientRuntimeClient`)."""
+
+
+class PatientRuntimeClient:
+    """Flower's Runtime API client for one task, whose ``PullMessages`` waits (bounded) for the
+    task's message instead of answering "no message" at once.
+
+    Flower's SuperNode creates a task *before* it stores the task's message
+    (``start_client_internal._pull_and_store_message``). A fresh ``flwr-clientapp`` process
+    takes seconds to start, so it never asks in between; a warm worker polling every 0.1 s
+    does, and Flower's ``pull_task_input`` then fails the task ("No messages received from
+    Runtime API"), leaving the SuperNode waiting for a reply that never comes. Every other
+    call goes to the wrapped client unchanged.
+
+    Parameters
+    ----------
+    client
+        Flower's ``RuntimeHttpClient`` for the task.
+    wait_seconds
+        Longest wait for the message (default :data:`MESSAGE_WAIT_SECONDS`).
+    """
+
+    def __init__(self, client: Any, wait_seconds: float = MESSAGE_WAIT_SECONDS) -> None:
+        self._client = client
+        self._wait_seconds = wait_seconds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def PullMessages(self, request: Any) -> Any:  # noqa: N802 - Flower's method name
+        deadline = time.monotonic() + self._wait_seconds
+        pause = 0.01
+        while True:
+            response = self._client.PullMessages(request)
+            if response.messages_list or time.monotonic() >= deadline:
+                return response
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+
 class WarmWorker:
     """Acquires the SuperNode's ClientApp tasks and runs each in this process.
 
@@ -170,7 +211,7 @@ class WarmWorker:
         message_type = "?"
         try:
             beat.start()
-            message, context, run, fab = steps.pull_task_input(client)
+            message, context, run, fab = steps.pull_task_input(PatientRuntimeClient(client))
             message_type = message.metadata.message_type
             client_app = self._client_app(run, fab)
             reply = client_app(message=message, context=context)
