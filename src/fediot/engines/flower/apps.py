@@ -146,6 +146,7 @@ def make_server_app(config: Config | None = None, observer: RunObserver | None =
     def main(grid: Grid, context: Context) -> None:
         # the server side, imported here: a device loading this module needs none of it
         from fediot.core.federated.server import FedDetectServer
+        from fediot.engines.flower.grid import DEPLOYMENT_PULL_SECONDS, InFlightLimit
         from fediot.engines.flower.pool import FlowerPool
         from fediot.engines.run_folder import RunFolder
         from fediot.engines.strategies import strategy_for
@@ -153,7 +154,10 @@ def make_server_app(config: Config | None = None, observer: RunObserver | None =
 
         cfg = _config_from(context, config)
         wait = float(context.run_config.get("wait-seconds", wait_seconds))
-        pool = FlowerPool(grid, client_ids(cfg), wait_seconds=wait)
+        devices = client_ids(cfg)
+        if results is None:  # a deployment: replies polled every 0.1 s, not Flower's 3 s
+            grid = InFlightLimit(grid, len(devices), DEPLOYMENT_PULL_SECONDS)
+        pool = FlowerPool(grid, devices, wait_seconds=wait)
         if results is not None:  # an engine in this process records the run
             results.append(FedDetectServer(cfg, observer, strategy_for(cfg)).run(
                 pool, resume=resume, checkpoint=checkpoint))
