@@ -61,6 +61,11 @@ SMALL_BATCH_ROWS: Final[int] = 16
 BLAS multiplies a handful of rows along another path (with other rounding) than a stack of
 padded ones (measured: differences at 1–3 rows, none from 5)."""
 
+STACK_ROWS_MULTIPLE: Final[int] = 16
+"""A step stacks a multiple of this many rows per device (or a full batch): batched products
+over other row counts round differently from a lone device's (measured on the testbed's 900
+virtual devices: 2e-8 apart with the exact count, bit for bit with multiples of 16)."""
+
 ADAM_BETAS: Final[tuple[float, float]] = (0.9, 0.999)
 ADAM_EPS: Final[float] = 1e-8
 """``torch.optim.Adam``'s defaults, which :func:`train_local` uses."""
@@ -213,12 +218,16 @@ def _plan(counts: npt.NDArray[np.int64], orders: list[npt.NDArray[np.int64]], ba
     rows = (index != pad).sum(axis=2)  # [steps, k]
     active = (total_steps[None, :] > np.arange(steps)[:, None]).sum(axis=1).tolist()
     # the devices are sorted by size, so a step's active ones have similar batches: stacking
-    # only as many rows as the largest of them spares the padding of a full batch
-    widths = [int(rows[s, :a].max()) for s, a in enumerate(active)]
+    # only as many rows as the largest of them (rounded up to STACK_ROWS_MULTIPLE) spares
+    # the padding of a full batch
+    widths = [min(width, -(-int(rows[s, :a].max()) // STACK_ROWS_MULTIPLE)
+                  * STACK_ROWS_MULTIPLE) for s, a in enumerate(active)]
     padded = [bool((rows[s, :a] < w).any()) for s, (a, w) in enumerate(zip(active, widths,
                                                                            strict=True))]
-    partial = [[(i, int(rows[s, i])) for i in np.flatnonzero(rows[s, :a] < w).tolist()]
-               for s, (a, w) in enumerate(zip(active, widths, strict=True))]
+    # a bias gradient summed over a stack of fewer rows than the chunk's full batch rounds
+    # differently from a lone device's sum (measured): each such batch sums its own rows
+    partial = [[(i, int(rows[s, i])) for i in np.flatnonzero(rows[s, :a] < width).tolist()]
+               for s, a in enumerate(active)]
     with np.errstate(divide="ignore"):
         scale = np.where(rows > 0, 2.0 / (np.maximum(rows, 1) * N_FEATURES), 0.0)
     first_of_last = (epochs - 1) * per_epoch
@@ -417,7 +426,7 @@ def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, pla
         for layer in range(n_layers - 1, -1, -1):
             torch.bmm(delta.transpose(1, 2), inputs[layer], out=grads[2 * layer][:a])
             torch.sum(delta, dim=1, out=grads[2 * layer + 1][:a])
-            if exact and plan.padded[s]:
+            if exact and plan.partial[s]:
                 # a sum over padded rows groups the real ones differently: sum a smaller
                 # batch's own rows, as train_local does
                 for i, count in plan.partial[s]:
