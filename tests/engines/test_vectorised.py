@@ -85,19 +85,23 @@ def test_a_sampled_subset_trains_in_chunks_as_the_sequential_engine(
         c: round(t, 6) for c, t in sequential.thresholds.per_device.items()}
 
 
-def test_stacked_training_equals_train_local_per_device() -> None:
+@pytest.mark.parametrize("chunk_devices", [2, None])
+def test_stacked_training_equals_train_local_per_device(chunk_devices: int | None) -> None:
+    # one chunk (None) stacks last batches of 77, 44, 2 and 5 rows in one step: each step
+    # stacks as many rows as its largest batch, the others padded to it
     rng = np.random.default_rng(0)
-    counts = [300, 130, 128, 5, 700]
+    counts = [300, 130, 128, 5, 700, 205, 172]
     rows = [rng.standard_normal((n, 115)).astype(np.float32) for n in counts]
     start = get_weights(build_autoencoder(seed=3))
-    seeds = [11, 22, 33, 44, 55]
+    seeds = [11, 22, 33, 44, 55, 66, 77]
     stacked_rows = torch.from_numpy(np.concatenate([*rows, np.zeros((1, 115), np.float32)]))
     ends = np.cumsum(counts)
     bounds = [(int(e - n), int(e)) for e, n in zip(ends, counts, strict=True)]
     for optimizer, mu, decay, epochs in [("adam", 0.0, 0.0, 1), ("adam", 0.1, 0.01, 3),
                                          ("sgd", 0.05, 0.0, 2)]:
         result = train_stacked(start, stacked_rows, bounds, StackedSettings(
-            epochs, 128, 0.003, optimizer, decay, mu), seeds=seeds, chunk_devices=2)
+            epochs, 128, 0.003, optimizer, decay, mu), seeds=seeds,
+            chunk_devices=chunk_devices)
         for device, seed in enumerate(seeds):
             model = build_autoencoder(seed=0)
             set_weights(model, start)

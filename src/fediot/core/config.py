@@ -330,7 +330,7 @@ class DeviceArgs:
         the same numbers).
     vectorised_chunk_devices
         With ``vectorised``: devices trained together at most; 0 (default) sizes chunks to
-        about 256 MiB of tensors (:data:`fediot.core.model.stacked.CHUNK_MEMORY_BYTES`).
+        about 32 MiB of tensors (:data:`fediot.core.model.stacked.CHUNK_MEMORY_BYTES`).
     """
 
     worker_num: int = 1

@@ -52,7 +52,7 @@ from fediot.core.model.transform import ModelInputError
 ShuffleMode = Literal["exact", "fast"]
 SHUFFLE_MODES: Final[tuple[str, ...]] = CHOICES["device_args.vectorised_shuffle"]
 
-CHUNK_MEMORY_BYTES: Final[int] = 256 * 2**20
+CHUNK_MEMORY_BYTES: Final[int] = 32 * 2**20
 """Memory a chunk of stacked devices may take (parameters, gradients, Adam's two moments and
 the step's activations); :func:`chunk_size` derives the devices per chunk from it."""
 
@@ -60,6 +60,11 @@ SMALL_BATCH_ROWS: Final[int] = 16
 """Exact mode recomputes a device's products alone when its batch has fewer rows than this:
 BLAS multiplies a handful of rows along another path (with other rounding) than a stack of
 padded ones (measured: differences at 1–3 rows, none from 5)."""
+
+STACK_ROWS_MULTIPLE: Final[int] = 16
+"""A step stacks a multiple of this many rows per device (or a full batch): batched products
+over other row counts round differently from a lone device's (measured on the testbed's 900
+virtual devices: 2e-8 apart with the exact count, bit for bit with multiples of 16)."""
 
 ADAM_BETAS: Final[tuple[float, float]] = (0.9, 0.999)
 ADAM_EPS: Final[float] = 1e-8
@@ -177,19 +182,21 @@ def _epoch_orders(counts: npt.NDArray[np.int64], starts: npt.NDArray[np.int64], 
 @dataclass(frozen=True)
 class _Plan:
     """One chunk's schedule: ``index[s, i, b]`` the stacked row of device i's row b at step s
-    (``pad`` when none), how many devices are active at each step, which steps have padded
-    rows and ``(device, rows)`` of the devices with a smaller batch there (``small``: fewer
-    than :data:`SMALL_BATCH_ROWS`), each device's loss
-    scale per step, and which steps belong to its last epoch."""
+    (``pad`` when none), how many devices are active at each step and how many rows each
+    step stacks per device (``widths``: the most any active device has there, so a step of
+    last batches is not padded to a full batch), which steps have padded rows and
+    ``(device, rows)`` of the devices with a smaller batch there (``small``: every active
+    device with fewer than :data:`SMALL_BATCH_ROWS`), each device's loss scale per step, and
+    which steps belong to its last epoch."""
 
     index: torch.Tensor
     active: list[int]
+    widths: list[int]
     padded: list[bool]
     partial: list[list[tuple[int, int]]]
     small: list[list[tuple[int, int]]]
     scale: torch.Tensor
     last_epoch: torch.Tensor
-    width: int
 
 
 def _plan(counts: npt.NDArray[np.int64], orders: list[npt.NDArray[np.int64]], batch: int,
@@ -198,7 +205,7 @@ def _plan(counts: npt.NDArray[np.int64], orders: list[npt.NDArray[np.int64]], ba
     their per-epoch orders (:func:`_epoch_orders`)."""
     k = len(counts)
     epochs = len(orders)
-    width = int(min(batch, counts.max()))  # rows per device per step (a batch, or fewer)
+    width = int(min(batch, counts.max()))  # rows per device per step at most
     per_epoch = -(-counts // batch)
     total_steps = per_epoch * epochs
     steps = int(total_steps.max())
@@ -209,19 +216,29 @@ def _plan(counts: npt.NDArray[np.int64], orders: list[npt.NDArray[np.int64]], ba
         step = epoch * per_epoch[device_of] + within // batch
         index[step, device_of, within % batch] = order
     rows = (index != pad).sum(axis=2)  # [steps, k]
-    active = (total_steps[None, :] > np.arange(steps)[:, None]).sum(axis=1)
-    padded = [bool((rows[s, :a] < width).any()) for s, a in enumerate(active.tolist())]
+    active = (total_steps[None, :] > np.arange(steps)[:, None]).sum(axis=1).tolist()
+    # the devices are sorted by size, so a step's active ones have similar batches: stacking
+    # only as many rows as the largest of them (rounded up to STACK_ROWS_MULTIPLE) spares
+    # the padding of a full batch
+    widths = [min(width, -(-int(rows[s, :a].max()) // STACK_ROWS_MULTIPLE)
+                  * STACK_ROWS_MULTIPLE) for s, a in enumerate(active)]
+    padded = [bool((rows[s, :a] < w).any()) for s, (a, w) in enumerate(zip(active, widths,
+                                                                           strict=True))]
+    # a bias gradient summed over a stack of fewer rows than the chunk's full batch rounds
+    # differently from a lone device's sum (measured): each such batch sums its own rows
     partial = [[(i, int(rows[s, i])) for i in np.flatnonzero(rows[s, :a] < width).tolist()]
-               for s, a in enumerate(active.tolist())]
+               for s, a in enumerate(active)]
     with np.errstate(divide="ignore"):
         scale = np.where(rows > 0, 2.0 / (np.maximum(rows, 1) * N_FEATURES), 0.0)
     first_of_last = (epochs - 1) * per_epoch
     step_ids = np.arange(steps)[:, None]
     last = (step_ids >= first_of_last[None, :]) & (step_ids < total_steps[None, :])
-    small = [[(i, count) for i, count in step if count < SMALL_BATCH_ROWS] for step in partial]
-    return _Plan(torch.from_numpy(index).to(device), active.tolist(), padded, partial, small,
+    small = [[(i, int(rows[s, i]))
+              for i in np.flatnonzero(rows[s, :a] < SMALL_BATCH_ROWS).tolist()]
+             for s, a in enumerate(active)]
+    return _Plan(torch.from_numpy(index).to(device), active, widths, padded, partial, small,
                  torch.from_numpy(scale.astype(np.float32)).to(device),
-                 torch.from_numpy(last.astype(np.float32)).to(device), width)
+                 torch.from_numpy(last.astype(np.float32)).to(device))
 
 
 _ADAM_UNIT: Final[int] = 16
@@ -319,47 +336,75 @@ def _adam_step(params: list[torch.Tensor], grads: list[torch.Tensor],
                        maximize=False)
 
 
-def _stacked_buffer(global_weights: Sequence[torch.Tensor], k: int
-                    ) -> tuple[torch.Tensor, list[torch.Tensor], list[int], list[int]]:
-    """One flat buffer holding ``k`` copies of every parameter, parameter by parameter
-    (``[k, *shape]`` blocks, so each device prefix ``[:a]`` of a block is contiguous), with
-    the blocks as views, their offsets and per-device sizes."""
-    sizes = [w.numel() for w in global_weights]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1] * k]).astype(int).tolist()
-    flat = torch.empty(sum(sizes) * k, dtype=torch.float32, device=global_weights[0].device)
-    views = []
-    for weight, offset, size in zip(global_weights, offsets, sizes, strict=True):
-        view = flat[offset:offset + size * k].view(k, *weight.shape)
-        view.copy_(weight.unsqueeze(0).expand_as(view))
-        views.append(view)
-    return flat, views, offsets, sizes
+class _Workspace:
+    """The stacked parameters, gradients and Adam moments of up to ``capacity`` devices, made
+    once per :func:`train_stacked` call and reused by every chunk: fresh buffers per chunk
+    cost more (the kernel faults their pages in and zeroes them) than small chunks save.
+
+    One flat buffer per kind holds every parameter's ``[capacity, *shape]`` block, parameter
+    by parameter, so each device prefix ``[:a]`` of a block is contiguous.
+
+    Parameters
+    ----------
+    shapes
+        The model's weight shapes, in :func:`get_weights` order.
+    capacity
+        Devices a chunk holds at most.
+    adam, exact
+        Whether the optimiser is Adam (two moment buffers), and whether its tails are
+        corrected (:class:`_AdamTails`; exact mode on the CPU).
+    device
+        Torch device of the buffers.
+    """
+
+    def __init__(self, shapes: Sequence[tuple[int, ...]], capacity: int, adam: bool,
+                 exact: bool, device: torch.device) -> None:
+        sizes = [math.prod(shape) for shape in shapes]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1] * capacity]).astype(int).tolist()
+        total = sum(sizes) * capacity
+        # gradients are written before they are read at every step: no zeroing needed
+        self.flat = torch.empty(total, dtype=torch.float32, device=device)
+        self.grad_flat = torch.empty(total, dtype=torch.float32, device=device)
+        self.moment_flats = [torch.zeros(total, dtype=torch.float32, device=device)
+                             for _ in range(2 if adam else 0)]
+
+        def blocks(flat: torch.Tensor) -> list[torch.Tensor]:
+            return [flat[o:o + n * capacity].view(capacity, *shape)
+                    for o, n, shape in zip(offsets, sizes, shapes, strict=True)]
+
+        self.params = blocks(self.flat)
+        self.grads = blocks(self.grad_flat)
+        self.moments = [blocks(m) for m in self.moment_flats]
+        self.tails = _AdamTails([self.flat, self.grad_flat, *self.moment_flats], offsets,
+                                sizes, capacity) \
+            if adam and exact and device.type == "cpu" else None
+
+    def reset(self, global_weights: Sequence[torch.Tensor], k: int) -> None:
+        """Start the first ``k`` devices from ``global_weights``, their moments at zero."""
+        for param, weight in zip(self.params, global_weights, strict=True):
+            param[:k].copy_(weight.unsqueeze(0).expand_as(param[:k]))
+        for moments in self.moments:
+            for moment in moments:
+                moment[:k].zero_()
 
 
 def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, plan: _Plan,
-                 settings: StackedSettings, tanh_after: list[bool], exact: bool
-                 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Train one chunk's stacked models (all starting from ``global_weights``); return the
-    stacked weights and each device's summed squared residual over its last epoch."""
+                 settings: StackedSettings, tanh_after: list[bool], exact: bool,
+                 space: _Workspace) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Train one chunk's stacked models (all starting from ``global_weights``) in ``space``;
+    return the stacked weights (views into ``space``: copy them before the next chunk) and
+    each device's summed squared residual over its last epoch."""
     k = plan.index.shape[1]
-    flat, params, offsets, sizes = _stacked_buffer(global_weights, k)
-    grad_flat = torch.zeros_like(flat)
-    grads = [grad_flat[o:o + n * k].view_as(p)
-             for o, n, p in zip(offsets, sizes, params, strict=True)]
+    space.reset(global_weights, k)
+    params, grads, moments, tails = space.params, space.grads, space.moments, space.tails
     adam = settings.optimizer == "adam"
-    moment_flats = [torch.zeros_like(flat), torch.zeros_like(flat)] if adam else []
-    moments = [[m[o:o + n * k].view_as(p) for o, n, p in zip(offsets, sizes, params,
-                                                             strict=True)]
-               for m in moment_flats]
-    adam_buffers = [flat, grad_flat, *moment_flats]
-    tails = _AdamTails(adam_buffers, offsets, sizes, k) if adam and exact \
-        and flat.device.type == "cpu" else None
     step_count = torch.zeros((), dtype=torch.float32, device=rows.device)
     losses = torch.zeros(k, dtype=torch.float32, device=rows.device)
     mask = plan.index != rows.shape[0] - 1
     n_layers = len(tanh_after)
-    for s, a in enumerate(plan.active):
-        index = plan.index[s, :a]
-        batch = rows.index_select(0, index.reshape(-1)).view(a, plan.width, -1)
+    for s, (a, width) in enumerate(zip(plan.active, plan.widths, strict=True)):
+        index = plan.index[s, :a, :width]
+        batch = rows.index_select(0, index.reshape(-1)).view(a, width, -1)
         inputs = [batch]
         out = batch
         small = plan.small[s] if exact else []
@@ -374,14 +419,14 @@ def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, pla
             inputs.append(out)
         residual = out.sub_(batch)
         if plan.padded[s]:
-            residual.mul_(mask[s, :a].unsqueeze(-1))
+            residual.mul_(mask[s, :a, :width].unsqueeze(-1))
         squared = residual.view(a, -1)
         losses[:a].addcmul_(torch.linalg.vecdot(squared, squared), plan.last_epoch[s, :a])
         delta = residual.mul_(plan.scale[s, :a].view(a, 1, 1))
         for layer in range(n_layers - 1, -1, -1):
             torch.bmm(delta.transpose(1, 2), inputs[layer], out=grads[2 * layer][:a])
             torch.sum(delta, dim=1, out=grads[2 * layer + 1][:a])
-            if exact and plan.padded[s]:
+            if exact and plan.partial[s]:
                 # a sum over padded rows groups the real ones differently: sum a smaller
                 # batch's own rows, as train_local does
                 for i, count in plan.partial[s]:
@@ -410,7 +455,7 @@ def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, pla
             torch._fused_sgd_(live, live_grads, [], weight_decay=settings.weight_decay,
                               momentum=0.0, lr=settings.learning_rate, dampening=0.0,
                               nesterov=False, maximize=False, is_first_step=False)
-    return params, losses
+    return [p[:k] for p in params], losses
 
 
 def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch.Tensor,
@@ -466,6 +511,8 @@ def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch
     chunk_of = np.zeros(len(bounds), dtype=np.int64)
     chunk_seconds: list[float] = []
     chunk_steps: list[int] = []
+    space = _Workspace([tuple(w.shape) for w in anchors], min(per_chunk, len(order)),
+                       settings.optimizer == "adam", mode == "exact", device)
     for number, first in enumerate(range(0, len(order), per_chunk)):
         started = time.perf_counter()
         members = order[first:first + per_chunk]
@@ -474,8 +521,9 @@ def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch
                                fast_seed * 1_000_003 + number)
         plan = _plan(counts[members], orders, settings.batch_size, len(rows) - 1, device)
         stacked, losses = _train_chunk(anchors, rows, plan, settings, tanh_after,
-                                       exact=mode == "exact")
-        arrays = [p.cpu().numpy() for p in stacked]  # the one copy back to the host
+                                       mode == "exact", space)
+        # the one copy back to the host (a copy on the CPU too: the next chunk reuses space)
+        arrays = [p.to("cpu", copy=True).numpy() for p in stacked]
         sums = losses.cpu().numpy().astype(np.float64)
         for slot, member in enumerate(members.tolist()):
             weights[member] = [a[slot] for a in arrays]
