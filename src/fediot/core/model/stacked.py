@@ -45,7 +45,7 @@ import torch
 from fediot.core.catalog import N_FEATURES
 from fediot.core.config import CHOICES
 from fediot.core.model.autoencoder import build_autoencoder, weight_shapes
-from fediot.core.model.local_training import OPTIMIZERS, non_negative, positive_int
+from fediot.core.model.local_training import TrainSettings
 from fediot.core.model.training import _linear_tanh_plan
 from fediot.core.model.transform import ModelInputError
 
@@ -116,14 +116,11 @@ class StackedSettings:
     prox_mu: float = 0.0
 
     def __post_init__(self) -> None:
-        positive_int(self.epochs, "epochs")
-        positive_int(self.batch_size, "batch_size")
-        non_negative(self.learning_rate, "learning_rate", strict=True)
-        non_negative(self.weight_decay, "weight_decay")
-        non_negative(self.prox_mu, "prox_mu")
-        if self.optimizer not in OPTIMIZERS:
-            raise ModelInputError(f"optimizer must be one of {OPTIMIZERS}; "
-                                  f"got {self.optimizer!r}")
+        # the same checks (and messages) as a single device's train_local
+        TrainSettings.checked(epochs=self.epochs, batch_size=self.batch_size,
+                              learning_rate=self.learning_rate, optimizer=self.optimizer,
+                              weight_decay=self.weight_decay, prox_mu=self.prox_mu, seed=0,
+                              shuffle=True)
 
 
 @dataclass(frozen=True)
