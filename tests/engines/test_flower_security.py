@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cli_processes import stop
 from federated_data import write_uci_dataset
 from fediot.core.catalog import DEVICES
 from fediot.core.errors import FediotError
@@ -194,16 +194,6 @@ class SecureRun:
     rogue_log: str
     results: dict[str, object]
     metrics: list[str]
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)  # `fediot` stops the Flower processes it started
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_a_device_reads_the_server_sent_configuration_safely() -> None:

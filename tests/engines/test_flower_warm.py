@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
+from cli_processes import stop
 from federated_data import write_uci_dataset
 from fediot.core.catalog import DEVICES
 from fediot.core.config import load_config
@@ -41,16 +42,6 @@ def make_certificates(folder: Path, devices: list[int]) -> Path:
     for device in devices:
         tls.create_device_key(folder, device)
     return folder
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)  # `fediot` stops the Flower processes it started
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_the_pinned_flower_internals_are_present() -> None:
