@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from federated_data import small_run_config, synthetic_clients, write_uci_dataset
 from fediot.core.config import Config
-from fediot.core.federated.batch import DeviceBatch
+from fediot.core.federated.batch import DeviceBatch, errors_in_parts
 from fediot.core.federated.client import DeviceClient
 from fediot.core.federated.messages import EvaluateTask, FitTask, ModelState, Refusal, ScoreTask
 from fediot.core.federated.server import FedDetectServer, ServerState
@@ -21,6 +21,7 @@ from fediot.core.model import (
     ScalerStats,
     build_autoencoder,
     get_weights,
+    reconstruction_errors,
     set_weights,
     train_local,
 )
@@ -85,8 +86,9 @@ def test_a_sampled_subset_trains_in_chunks_as_the_sequential_engine(
         c: round(t, 6) for c, t in sequential.thresholds.per_device.items()}
 
 
-@pytest.mark.parametrize("chunk_devices", [2, None])
-def test_stacked_training_equals_train_local_per_device(chunk_devices: int | None) -> None:
+@pytest.mark.parametrize(("chunk_devices", "threads"), [(2, 1), (None, 1), (2, 2)])
+def test_stacked_training_equals_train_local_per_device(chunk_devices: int | None,
+                                                        threads: int) -> None:
     # one chunk (None) stacks last batches of 77, 44, 2 and 5 rows in one step: each step
     # stacks as many rows as its largest batch, the others padded to it
     rng = np.random.default_rng(0)
@@ -101,7 +103,7 @@ def test_stacked_training_equals_train_local_per_device(chunk_devices: int | Non
                                          ("sgd", 0.05, 0.0, 2)]:
         result = train_stacked(start, stacked_rows, bounds, StackedSettings(
             epochs, 128, 0.003, optimizer, decay, mu), seeds=seeds,
-            chunk_devices=chunk_devices)
+            chunk_devices=chunk_devices, threads=threads)
         for device, seed in enumerate(seeds):
             model = build_autoencoder(seed=0)
             set_weights(model, start)
@@ -155,11 +157,12 @@ def test_bad_tasks_are_refused_as_the_device_refuses_them(method: str, task: obj
             line.message for line in alone.logs]
 
 
-def test_replies_and_log_lines_match_the_devices_own() -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_replies_and_log_lines_match_the_devices_own(threads: int) -> None:
     clients = synthetic_clients(3)
     model = _model()
     ids = [c.client_id for c in clients]
-    batch = DeviceBatch(clients)
+    batch = DeviceBatch(clients, threads=threads)
     alone = {c.client_id: DeviceClient(c) for c in clients}
     score = ScoreTask(model)
     stats = batch.call("threshold_stats", dict.fromkeys(ids, score))
@@ -236,3 +239,13 @@ def test_worker_processes_train_their_shares_to_the_same_model(nine_types: Path,
         "device_args.worker_num": 2}))
     assert _largest_difference(one.model.weights, two.model.weights) <= 1e-6
     assert one.evaluation.pooled["window_vote"] == two.evaluation.pooled["window_vote"]
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_scoring_in_threads_gives_the_numbers_of_one_pass(threads: int) -> None:
+    model = build_autoencoder(seed=5).eval()
+    rows = np.random.default_rng(1).standard_normal((2 * 2048 + 77, 115)).astype(np.float32)
+    one_pass = reconstruction_errors(model, rows)
+    assert np.array_equal(errors_in_parts(model, rows, threads), one_pass)
+    assert np.array_equal(errors_in_parts(model, rows[:10], threads), one_pass[:10])
+    assert errors_in_parts(model, rows[:0], threads).shape == (0,)

@@ -13,7 +13,7 @@ import pytest
 from federated_data import synthetic_clients
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
-from fediot.core.federated.client import DeviceClient, LogCapture
+from fediot.core.federated.client import DeviceClient, LogCapture, capturing_level
 from fediot.core.federated.evaluation import make_thresholds, summarize
 from fediot.core.federated.messages import LogLine, ModelState, ScoreTask
 from fediot.core.federated.server import FedDetectServer
@@ -179,6 +179,32 @@ def test_log_capture_keeps_at_most_its_limit_and_only_this_thread() -> None:
     log.info("after the call")  # the handler is gone and the level restored
     assert len(capture.lines()) == 5
     assert logging.getLogger("fediot").level == level_before
+
+
+def test_log_captures_inside_capturing_level_leave_the_level_alone() -> None:
+    fediot_logger = logging.getLogger("fediot")
+    level_before = fediot_logger.level
+    fediot_logger.setLevel(logging.WARNING)
+    changes: list[int] = []
+    set_level = fediot_logger.setLevel
+    try:
+        fediot_logger.setLevel = lambda level: (changes.append(level),  # type: ignore[method-assign]
+                                                set_level(level))[1]
+        with capturing_level():
+            captures = []
+            for device in ("a", "b"):
+                with LogCapture(device, "fit", 1) as capture:
+                    logging.getLogger("fediot.test").info("trained %s", device)
+                captures.append(capture)
+        assert changes == [logging.INFO, logging.WARNING]  # once down, once back: not per call
+        assert [c.lines()[0].message for c in captures] == ["trained a", "trained b"]
+        with LogCapture("c", "fit", 1) as alone:  # on its own it lowers and restores
+            logging.getLogger("fediot.test").info("alone")
+        assert [line.message for line in alone.lines()] == ["alone"]
+        assert fediot_logger.level == logging.WARNING
+    finally:
+        del fediot_logger.setLevel
+        fediot_logger.setLevel(level_before)
 
 
 def test_a_device_refuses_an_unknown_method() -> None:

@@ -129,3 +129,20 @@ def test_share_above_reads_the_histogram_to_within_one_bin() -> None:
     assert stats.share_above(1e9) == 0.0
     assert stats.share_above(-1.0) == 1.0
     assert np.isnan(ErrorStats.empty().share_above(0.1))
+
+
+def test_stats_of_parts_equal_each_part_alone() -> None:
+    rng = np.random.default_rng(4)
+    errors = np.concatenate([rng.lognormal(-3, 2, 500), [0.0, 1e-12, 1e9]])
+    ends = [0, 3, 3, 250, 503]  # an empty first and third part
+    parts = ErrorStats.of_parts(errors, ends)
+    assert len(parts) == 5
+    for part, start, stop in zip(parts, [0, *ends[:-1]], ends, strict=True):
+        alone = ErrorStats.from_errors(errors[start:stop])
+        assert (part.n, part.sum, part.sumsq) == (alone.n, alone.sum, alone.sumsq)
+        assert np.array_equal(part.hist, alone.hist)
+    assert ErrorStats.of_parts(np.zeros(0), []) == []
+    with pytest.raises(ModelInputError, match="must rise to 503"):
+        ErrorStats.of_parts(errors, [3, 2, 503])
+    with pytest.raises(ModelInputError, match="row 1 is nan"):
+        ErrorStats.of_parts([0.1, np.nan], [2])

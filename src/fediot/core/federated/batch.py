@@ -24,6 +24,7 @@ measurement of that device alone: the devices ran together.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from typing import Any, Final, cast
@@ -40,6 +41,7 @@ from fediot.core.federated.client import (
     DeviceGuards,
     LogCapture,
     TaskRefusedError,
+    capturing_level,
     device_seed,
     evaluation_blocks,
     evaluation_report,
@@ -58,6 +60,7 @@ from fediot.core.federated.messages import (
 )
 from fediot.core.federated.meter import TaskMeter, exact_memory_round
 from fediot.core.model import (
+    DEFAULT_SCORE_BATCH_SIZE,
     Autoencoder,
     ErrorStats,
     FeatureScaler,
@@ -75,6 +78,21 @@ VECTORISED_METHODS: Final[tuple[str, ...]] = ("fit", "threshold_stats", "evaluat
 SCORE_GROUP_ROWS: Final[int] = 1 << 18
 """Raw test rows scaled and scored per pass at most in the evaluation step (about 120 MB of
 float32 rows): devices are grouped until their rows reach it."""
+
+
+def errors_in_parts(model: Autoencoder, rows: npt.NDArray[np.float32],
+                    threads: int = 1) -> npt.NDArray[np.float64]:
+    """:func:`reconstruction_errors` of ``rows`` scored in ``threads`` parts at once, one
+    thread each (cut at whole scoring batches, so the numbers are those of one pass)."""
+    if not len(rows):
+        return np.zeros(0)
+    batches = -(-len(rows) // DEFAULT_SCORE_BATCH_SIZE)
+    cut = -(-batches // max(threads, 1)) * DEFAULT_SCORE_BATCH_SIZE
+    parts = [rows[start:start + cut] for start in range(0, len(rows), cut)]
+    if len(parts) == 1:
+        return reconstruction_errors(model, rows)
+    with ThreadPoolExecutor(len(parts), thread_name_prefix="fediot-score") as pool:
+        return np.concatenate(list(pool.map(partial(reconstruction_errors, model), parts)))
 
 
 def _share(stats: SystemStats, part: float, peak_rss: int) -> SystemStats:
@@ -124,6 +142,10 @@ class DeviceBatch:
         ``"exact"`` (default) or ``"fast"`` (:func:`train_stacked`).
     chunk_devices
         Devices trained together at most (default 0: :func:`chunk_size`).
+    threads
+        Threads computing at once, each with one torch thread (default 1): training chunks
+        (``train_stacked``'s ``threads``) and parts of a scoring pass. The results do not
+        depend on it.
 
     Like a device's own client, it computes with one torch thread (on two cores, one thread
     per process is the faster use of them: ``bench/bench_vectorised.py``).
@@ -131,7 +153,7 @@ class DeviceBatch:
 
     def __init__(self, clients: list[ClientData], use_gpu: bool = False,
                  guards: DeviceGuards | None = None, *, shuffle: ShuffleMode = "exact",
-                 chunk_devices: int = 0) -> None:
+                 chunk_devices: int = 0, threads: int = 1) -> None:
         self.guards = guards or DeviceGuards()
         self.device = torch_device(use_gpu, "vectorised engine")
         # the devices' own clients answer what is not vectorised; the GPU warning came once
@@ -141,6 +163,7 @@ class DeviceBatch:
         self._data = clients
         self.shuffle: ShuffleMode = shuffle
         self.chunk_devices = chunk_devices or None
+        self.threads = max(1, threads) if self.device.type == "cpu" else 1
         self._shapes = self.clients[clients[0].client_id]._expected_shapes() if clients else []
         self._scaler_key: bytes | None = None
         self._scaler: FeatureScaler | None = None
@@ -210,17 +233,24 @@ class DeviceBatch:
 
     def _load(self, state: ModelState) -> Autoencoder:
         if self._model is None:
-            self._model = build_autoencoder(N_FEATURES, seed=0).to(self.device)
+            # scoring only (training is stacked): eval mode once, which threads then share
+            self._model = build_autoencoder(N_FEATURES, seed=0).to(self.device).eval()
         set_weights(self._model, state.weights)
         return self._model
 
     def _errors(self, model: Autoencoder, rows: npt.NDArray[np.float32],
                 ends: Sequence[int]) -> list[npt.NDArray[np.float64]]:
-        """Reconstruction errors of many devices' rows in one pass, split per device."""
+        """Reconstruction errors of many devices' rows, split per device."""
         if not ends:
             return []
-        errors = reconstruction_errors(model, rows) if len(rows) else np.zeros(0)
-        return np.split(errors, list(ends)[:-1])
+        return np.split(errors_in_parts(model, rows, self.threads), list(ends)[:-1])
+
+    def _error_stats(self, model: Autoencoder, rows: npt.NDArray[np.float32],
+                     ends: Sequence[int]) -> list[ErrorStats]:
+        """Per device, :meth:`ErrorStats.from_errors` of its rows' errors."""
+        if not ends:
+            return []
+        return ErrorStats.of_parts(errors_in_parts(model, rows, self.threads), ends)
 
     # --- the vectorised steps ---------------------------------------------------------
 
@@ -235,8 +265,7 @@ class DeviceBatch:
             train = self._split("train", task.model.scaler)
             opt = self._split("opt", task.model.scaler)
             rows, ends = opt.rows_of(indices)
-            validation = [ErrorStats.from_errors(e)
-                          for e in self._errors(self._load(task.model), rows, ends)]
+            validation = self._error_stats(self._load(task.model), rows, ends)
             if self._train_tensor is None:
                 self._train_tensor = torch.from_numpy(train.rows).to(self.device)
             result = train_stacked(
@@ -247,21 +276,23 @@ class DeviceBatch:
                 mode=self.shuffle,
                 seeds=[device_seed(cid, task.seed, task.server_round) for cid in ids],
                 fast_seed=device_seed("", task.seed, task.server_round),
-                chunk_devices=self.chunk_devices)
+                chunk_devices=self.chunk_devices, threads=self.threads)
         total_steps = max(int(result.steps.sum()), 1)
         replies = {}
-        for slot, cid in enumerate(ids):
-            start, stop = train.bounds[indices[slot]]
-            system = _share(meter.stats, int(result.steps[slot]) / total_steps,
-                            meter.stats.peak_rss_bytes)
-            chunk = int(result.chunk_of[slot])
-            system = replace(system, wall_seconds=result.chunk_seconds[chunk]
-                             * int(result.steps[slot]) / max(result.chunk_device_steps[chunk], 1))
-            with LogCapture(cid, "fit", task_round(task)) as capture:
-                report = fit_report(cid, task, result.weights[slot], stop - start,
-                                    float(result.mean_loss[slot]), system, validation[slot],
-                                    self.guards)
-            replies[cid] = Reply(report, capture.lines())
+        with capturing_level():
+            for slot, cid in enumerate(ids):
+                start, stop = train.bounds[indices[slot]]
+                steps = int(result.steps[slot])
+                chunk = int(result.chunk_of[slot])
+                system = replace(
+                    _share(meter.stats, steps / total_steps, meter.stats.peak_rss_bytes),
+                    wall_seconds=result.chunk_seconds[chunk] * steps
+                    / max(result.chunk_device_steps[chunk], 1))
+                with LogCapture(cid, "fit", task_round(task)) as capture:
+                    report = fit_report(cid, task, result.weights[slot], stop - start,
+                                        float(result.mean_loss[slot]), system,
+                                        validation[slot], self.guards)
+                replies[cid] = Reply(report, capture.lines())
         return replies
 
     def _threshold_stats(self, task: Any, ids: list[str]) -> dict[str, Reply]:
@@ -276,11 +307,12 @@ class DeviceBatch:
         scored = [cid for cid in ids if cid not in replies]
         opt = self._split("opt", task.model.scaler)
         rows, ends = opt.rows_of([self._index[cid] for cid in scored])
-        errors = self._errors(self._load(task.model), rows, ends)
-        for cid, device_errors in zip(scored, errors, strict=True):
-            with LogCapture(cid, "threshold_stats", task_round(task)) as capture:
-                stats = logged_threshold_stats(ErrorStats.from_errors(device_errors))
-            replies[cid] = Reply(stats, capture.lines())
+        errors = self._error_stats(self._load(task.model), rows, ends)
+        with capturing_level():
+            for cid, device_stats in zip(scored, errors, strict=True):
+                with LogCapture(cid, "threshold_stats", task_round(task)) as capture:
+                    stats = logged_threshold_stats(device_stats)
+                replies[cid] = Reply(stats, capture.lines())
         return replies
 
     def _evaluate(self, tasks: Mapping[str, Any]) -> dict[str, Reply]:
@@ -335,18 +367,19 @@ class DeviceBatch:
         total_rows = max(sum(len(r) for r in raw), 1)
         replies = {}
         position = 0
-        for slot, cid in enumerate(ids):
-            task = tasks[cid]
-            errors = []
-            for traffic_class, _ in blocks[slot]:
-                errors.append((traffic_class, flat[position]))
-                position += 1
-            rows = sum(len(e) for _, e in errors)
-            with LogCapture(cid, "evaluate", task_round(task)) as capture:
-                window = task.window or quiet_window(opt_errors[cid], task)
-                report = evaluation_report(cid, task, window, errors, _share(
-                    meter.stats, rows / total_rows, meter.stats.peak_rss_bytes))
-            replies[cid] = Reply(report, capture.lines())
+        with capturing_level():
+            for slot, cid in enumerate(ids):
+                task = tasks[cid]
+                errors = []
+                for traffic_class, _ in blocks[slot]:
+                    errors.append((traffic_class, flat[position]))
+                    position += 1
+                rows = sum(len(e) for _, e in errors)
+                with LogCapture(cid, "evaluate", task_round(task)) as capture:
+                    window = task.window or quiet_window(opt_errors[cid], task)
+                    report = evaluation_report(cid, task, window, errors, _share(
+                        meter.stats, rows / total_rows, meter.stats.peak_rss_bytes))
+                replies[cid] = Reply(report, capture.lines())
         return replies
 
     def close(self) -> None:

@@ -19,7 +19,8 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -108,6 +109,30 @@ def device_seed(client_id: str, *parts: int) -> int:
     return zlib.crc32(repr((client_id, *parts)).encode()) & 0x7FFF_FFFF
 
 
+def lower_level(logger: logging.Logger, level: int) -> int | None:
+    """Let ``level`` and above through ``logger``: its own level before, if it had to be
+    lowered, else None (nothing changed). Changing a logger's level clears every logger's
+    cache, so it is done only when needed."""
+    if logger.getEffectiveLevel() <= level:
+        return None
+    saved = logger.level
+    logger.setLevel(level)
+    return saved
+
+
+@contextmanager
+def capturing_level(level: int = logging.INFO) -> Iterator[None]:
+    """The ``fediot`` logger open to ``level`` for a block of many :class:`LogCapture` calls
+    (one level change around them, not two per call)."""
+    logger = logging.getLogger("fediot")
+    saved = lower_level(logger, level)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            logger.setLevel(saved)
+
+
 class LogCapture(logging.Handler):
     """Collects the log lines of the ``fediot`` loggers written by this thread while attached.
 
@@ -140,20 +165,19 @@ class LogCapture(logging.Handler):
         self._dropped = 0
         self._thread = threading.get_ident()
         self._logger = logging.getLogger("fediot")
-        self._saved_level = logging.NOTSET
+        self._lowered: int | None = None
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def __enter__(self) -> LogCapture:
         self._thread = threading.get_ident()
-        self._saved_level = self._logger.level
-        if self._logger.getEffectiveLevel() > self.level:
-            self._logger.setLevel(self.level)
+        self._lowered = lower_level(self._logger, self.level)
         self._logger.addHandler(self)
         return self
 
     def __exit__(self, *_: Any) -> None:
         self._logger.removeHandler(self)
-        self._logger.setLevel(self._saved_level)
+        if self._lowered is not None:
+            self._logger.setLevel(self._lowered)
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread != self._thread:  # another thread of this process: not this call's

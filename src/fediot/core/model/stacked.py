@@ -33,8 +33,10 @@ and activations whatever the number of devices. Everything stays on the rows' to
 from __future__ import annotations
 
 import math
+import queue
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -131,7 +133,7 @@ class StackedResult:
     ----------
     weights
         Per device, its trained weights (float32 arrays in :func:`get_weights` order; views
-        into one array per layer and chunk).
+        into one array holding every device's weights, a row each).
     mean_loss
         Per device, the row-weighted mean batch loss of its last epoch (as
         :class:`TrainReport`'s ``mean_loss``).
@@ -458,7 +460,8 @@ def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, pla
 def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch.Tensor,
                   bounds: Sequence[tuple[int, int]], settings: StackedSettings, *,
                   mode: ShuffleMode = "exact", seeds: Sequence[int] | None = None,
-                  fast_seed: int = 0, chunk_devices: int | None = None) -> StackedResult:
+                  fast_seed: int = 0, chunk_devices: int | None = None,
+                  threads: int = 1) -> StackedResult:
     """Train one copy of ``global_weights`` per device on its own rows, all devices at once.
 
     Parameters
@@ -480,6 +483,9 @@ def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch
         Per device, its shuffling seed (required in exact mode).
     chunk_devices
         Devices trained together at most (default :func:`chunk_size` of the batch).
+    threads
+        Chunks trained at once, each by a thread of its own with its own workspace (default 1;
+        on a CUDA device always 1). The results do not depend on it.
 
     Devices are trained in order of their steps (most first) and returned in the given order.
     """
@@ -503,30 +509,58 @@ def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch
     order = np.lexsort((-counts, -steps))  # most steps first; within a step count, most rows
     per_chunk = chunk_devices or chunk_size(min(settings.batch_size, int(counts.max(initial=1))),
                                             rows.shape[1])
-    weights: list[list[npt.NDArray[np.float32]]] = [[] for _ in bounds]
+    shapes = [tuple(w.shape) for w in anchors]
+    sizes = [math.prod(shape) for shape in shapes]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
+    # every device's trained weights in one array, a row each in training order: one large
+    # allocation (huge pages) instead of fresh pages for every chunk's copy
+    trained = np.empty((len(order), offsets[-1]), dtype=np.float32)
     mean_loss = np.zeros(len(bounds))
     chunk_of = np.zeros(len(bounds), dtype=np.int64)
-    chunk_seconds: list[float] = []
-    chunk_steps: list[int] = []
-    space = _Workspace([tuple(w.shape) for w in anchors], min(per_chunk, len(order)),
-                       settings.optimizer == "adam", mode == "exact", device)
-    for number, first in enumerate(range(0, len(order), per_chunk)):
+    firsts = list(range(0, len(order), per_chunk))
+    chunk_seconds = [0.0] * len(firsts)
+    spaces: queue.SimpleQueue[_Workspace] = queue.SimpleQueue()
+    workers = max(1, min(threads, len(firsts))) if device.type == "cpu" else 1
+    for _ in range(workers):
+        spaces.put(_Workspace(shapes, min(per_chunk, len(order)),
+                              settings.optimizer == "adam", mode == "exact", device))
+
+    def train_chunk(number: int) -> None:
         started = time.perf_counter()
+        first = firsts[number]
         members = order[first:first + per_chunk]
         orders = _epoch_orders(counts[members], starts[members], settings.epochs, mode,
                                None if seeds is None else [seeds[i] for i in members],
                                fast_seed * 1_000_003 + number)
         plan = _plan(counts[members], orders, settings.batch_size, len(rows) - 1, device)
-        stacked, losses = _train_chunk(anchors, rows, plan, settings, tanh_after,
-                                       mode == "exact", space)
-        # the one copy back to the host (a copy on the CPU too: the next chunk reuses space)
-        arrays = [p.to("cpu", copy=True).numpy() for p in stacked]
-        sums = losses.cpu().numpy().astype(np.float64)
-        for slot, member in enumerate(members.tolist()):
-            weights[member] = [a[slot] for a in arrays]
-            mean_loss[member] = sums[slot] / (counts[member] * rows.shape[1])
-            chunk_of[member] = number
-        chunk_seconds.append(time.perf_counter() - started)
-        chunk_steps.append(int(steps[members].sum()))
+        space = spaces.get()
+        try:
+            stacked, losses = _train_chunk(anchors, rows, plan, settings, tanh_after,
+                                           mode == "exact", space)
+            # the one copy back to the host, before another chunk reuses the workspace
+            block = torch.from_numpy(trained[first:first + len(members)])
+            for param, start, stop in zip(stacked, offsets, offsets[1:], strict=False):
+                block[:, start:stop].copy_(param.reshape(len(members), -1))
+            sums = losses.cpu().numpy().astype(np.float64)
+        finally:
+            spaces.put(space)
+        mean_loss[members] = sums / (counts[members] * rows.shape[1])
+        chunk_of[members] = number
+        chunk_seconds[number] = time.perf_counter() - started
+
+    if workers > 1:
+        # chunks are independent: each thread trains whole chunks in a workspace of its own
+        # (torch releases the GIL inside its kernels, so two threads use two cores)
+        with ThreadPoolExecutor(workers, thread_name_prefix="fediot-stacked") as pool:
+            list(pool.map(train_chunk, range(len(firsts))))
+    else:
+        for number in range(len(firsts)):
+            train_chunk(number)
+    row_of = np.empty(len(order), dtype=np.int64)
+    row_of[order] = np.arange(len(order))
+    weights = [[trained[row, start:stop].reshape(shape)
+                for start, stop, shape in zip(offsets, offsets[1:], shapes, strict=False)]
+               for row in row_of.tolist()]
+    chunk_steps = [int(steps[order[first:first + per_chunk]].sum()) for first in firsts]
     return StackedResult(weights, mean_loss, steps.astype(np.int64), chunk_of, chunk_seconds,
                          chunk_steps)

@@ -139,6 +139,24 @@ class ErrorStats:
         return cls(len(values), float(values.sum()), float(np.dot(values, values)), hist)
 
     @classmethod
+    def of_parts(cls, errors: npt.ArrayLike, ends: Sequence[int]) -> list[ErrorStats]:
+        """:meth:`from_errors` of each part ``errors[previous end:end]`` (the same numbers),
+        with the checks and histogram bins of all parts computed in one pass."""
+        values = _check_errors(errors)
+        bounds = np.asarray([0, *ends], dtype=np.int64)
+        if len(bounds) > 1 and (np.any(np.diff(bounds) < 0) or bounds[-1] != len(values)):
+            raise ModelInputError(f"part ends {list(ends)[:5]}… must rise to {len(values)}")
+        part_of = np.repeat(np.arange(len(ends)), np.diff(bounds))
+        hists = np.bincount(part_of * N_ERROR_BINS + error_bin_index(values),
+                            minlength=len(ends) * N_ERROR_BINS).reshape(-1, N_ERROR_BINS)
+        parts = []
+        for hist, start, stop in zip(hists.astype(np.int64), bounds[:-1].tolist(),
+                                     bounds[1:].tolist(), strict=True):
+            part = values[start:stop]
+            parts.append(cls(stop - start, float(part.sum()), float(np.dot(part, part)), hist))
+        return parts
+
+    @classmethod
     def from_histogram(cls, hist: npt.ArrayLike) -> ErrorStats:
         """Statistics of errors known only by their histogram: each count taken at its bin's
         centre in log space (its geometric mean), so the mean and the root-mean-square are
