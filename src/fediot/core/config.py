@@ -331,6 +331,10 @@ class DeviceArgs:
     vectorised_chunk_devices
         With ``vectorised``: devices trained together at most; 0 (default) sizes chunks to
         about 32 MiB of tensors (:data:`fediot.core.model.stacked.CHUNK_MEMORY_BYTES`).
+    vectorised_threads
+        With ``vectorised``: threads in each process computing at once, each with one torch
+        thread (training chunks, parts of a scoring pass); the results do not depend on it.
+        Default 1.
     """
 
     worker_num: int = 1
@@ -339,6 +343,7 @@ class DeviceArgs:
     backend: str = "auto"
     vectorised_shuffle: str = "exact"
     vectorised_chunk_devices: int = 0
+    vectorised_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -579,6 +584,7 @@ INT_RANGES: Final[dict[str, tuple[int, int]]] = {
     "device_args.worker_num": (1, MAX_DEVICES),
     "device_args.min_rows_for_statistics": (1, MAX_ROWS),
     "device_args.vectorised_chunk_devices": (0, MAX_DEVICES),
+    "device_args.vectorised_threads": (1, 64),
     "comm_args.secagg_quantization_range": (2, 1 << 40),
     "comm_args.secagg_reconstruction_threshold": (0, MAX_DEVICES),
 }

@@ -75,6 +75,10 @@ def test_class_counts() -> None:
     merged = counts + device_b
     assert merged.counts["mirai.udp"] == (9, 10)
     assert ClassCounts.pool([counts, device_b]) == merged
+    assert ClassCounts.pool(iter([device_b, counts, device_b])) == merged + device_b
+    assert ClassCounts.pool([]) == ClassCounts({})
+    with pytest.raises(TypeError, match="cannot pool dict"):
+        ClassCounts.pool([counts, {"benign": (1, 2)}])  # type: ignore[list-item]
     again = ClassCounts.from_dict(json.loads(json.dumps(merged.to_dict())))
     assert again == merged
     assert list(again.counts) == ["benign", "gafgyt.udp", "mirai.udp"]  # catalogue order

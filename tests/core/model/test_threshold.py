@@ -146,3 +146,19 @@ def test_stats_of_parts_equal_each_part_alone() -> None:
         ErrorStats.of_parts(errors, [3, 2, 503])
     with pytest.raises(ModelInputError, match="row 1 is nan"):
         ErrorStats.of_parts([0.1, np.nan], [2])
+
+
+def test_pool_equals_adding_one_by_one() -> None:
+    parts = [ErrorStats.from_errors(lognormal_errors(n, seed)) for seed, n in enumerate(
+        [0, 17, 300, 1, 4000])]
+    one_by_one = ErrorStats.empty()
+    for part in parts:
+        one_by_one = one_by_one + part
+    pooled = ErrorStats.pool(iter(parts))
+    assert (pooled.n, pooled.sum, pooled.sumsq) == (one_by_one.n, one_by_one.sum,
+                                                    one_by_one.sumsq)
+    assert np.array_equal(pooled.hist, one_by_one.hist)
+    empty = ErrorStats.pool([])
+    assert (empty.n, empty.sum, empty.sumsq, int(empty.hist.sum())) == (0, 0.0, 0.0, 0)
+    with pytest.raises(TypeError, match="cannot pool float"):
+        ErrorStats.pool([parts[1], 1.0])  # type: ignore[list-item]

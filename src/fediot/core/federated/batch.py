@@ -23,6 +23,7 @@ measurement of that device alone: the devices ran together.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -93,6 +94,12 @@ def errors_in_parts(model: Autoencoder, rows: npt.NDArray[np.float32],
         return reconstruction_errors(model, rows)
     with ThreadPoolExecutor(len(parts), thread_name_prefix="fediot-score") as pool:
         return np.concatenate(list(pool.map(partial(reconstruction_errors, model), parts)))
+
+
+def _unshared(array: npt.NDArray[Any] | None) -> bool:
+    """Whether nothing but the caller's one reference holds ``array`` (no view of it lives:
+    a view holds its base), so it may be overwritten."""
+    return array is not None and sys.getrefcount(array) <= 3  # the caller's, the argument's
 
 
 def _share(stats: SystemStats, part: float, peak_rss: int) -> SystemStats:
@@ -170,15 +177,16 @@ class DeviceBatch:
         self._splits: dict[str, _Stacked] = {}
         self._train_tensor: torch.Tensor | None = None
         self._model: Autoencoder | None = None
+        self._trained: npt.NDArray[np.float32] | None = None
 
     @classmethod
     def from_config(cls, config: Config, clients: list[ClientData]) -> DeviceBatch:
         """The devices ``clients`` as ``config`` runs them (``device_args``: GPU, shuffles,
-        chunks; its guards)."""
+        chunks, threads; its guards)."""
         d = config.device_args
         return cls(clients, d.using_gpu, DeviceGuards.from_config(config),
                    shuffle=cast(ShuffleMode, d.vectorised_shuffle),
-                   chunk_devices=d.vectorised_chunk_devices)
+                   chunk_devices=d.vectorised_chunk_devices, threads=d.vectorised_threads)
 
     @property
     def client_ids(self) -> list[str]:
@@ -276,7 +284,9 @@ class DeviceBatch:
                 mode=self.shuffle,
                 seeds=[device_seed(cid, task.seed, task.server_round) for cid in ids],
                 fast_seed=device_seed("", task.seed, task.server_round),
-                chunk_devices=self.chunk_devices, threads=self.threads)
+                chunk_devices=self.chunk_devices, threads=self.threads,
+                out=self._trained if _unshared(self._trained) else None)
+            self._trained = result.trained
         total_steps = max(int(result.steps.sum()), 1)
         replies = {}
         with capturing_level():
@@ -385,4 +395,4 @@ class DeviceBatch:
     def close(self) -> None:
         """Release the cached rows and model."""
         self._scaler_key, self._scaler = None, None
-        self._splits, self._train_tensor, self._model = {}, None, None
+        self._splits, self._train_tensor, self._model, self._trained = {}, None, None, None

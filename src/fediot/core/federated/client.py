@@ -404,17 +404,14 @@ def evaluation_report(client_id: str, task: EvaluateTask, window: int,
     :func:`evaluation_blocks` order) at ``task.threshold`` and ``window``, with its log line."""
     counts: list[ClassCounts] = []
     voted: list[ClassCounts] = []
-    benign = ErrorStats.empty()
-    attack = ErrorStats.empty()
     for traffic_class, block in errors:
         flags = block > task.threshold
         counts.append(ClassCounts.from_flags(traffic_class, flags))
         voted.append(ClassCounts.from_flags(traffic_class, window_vote(flags, window)))
-        stats = ErrorStats.from_errors(block)
-        if traffic_class == BENIGN:
-            benign = benign + stats
-        else:
-            attack = attack + stats
+    stats = ErrorStats.of_parts(np.concatenate([block for _, block in errors]) if errors
+                                else np.zeros(0), np.cumsum([len(b) for _, b in errors]).tolist())
+    benign = ErrorStats.pool(s for s, (c, _) in zip(stats, errors, strict=True) if c == BENIGN)
+    attack = ErrorStats.pool(s for s, (c, _) in zip(stats, errors, strict=True) if c != BENIGN)
     pooled, pooled_voted = ClassCounts.pool(counts), ClassCounts.pool(voted)
     confusion = pooled_voted.confusion()
     log.info("scored %d test rows at threshold %.4g, window %d: the vote flagged %d of "

@@ -220,10 +220,16 @@ class ClassCounts:
 
     @classmethod
     def pool(cls, parts: Iterable[ClassCounts]) -> ClassCounts:
-        total = cls({})
+        """The sum of ``parts`` (no counts for none), checked once rather than at every
+        addition."""
+        merged: dict[str, tuple[int, int]] = {}
         for part in parts:
-            total = total + part
-        return total
+            if not isinstance(part, ClassCounts):
+                raise TypeError(f"cannot pool {type(part).__name__} with ClassCounts")
+            for name, (flagged, total) in part.counts.items():
+                old_flagged, old_total = merged.get(name, (0, 0))
+                merged[name] = (old_flagged + flagged, old_total + total)
+        return cls(merged)
 
     def flag_rate(self, traffic_class: str) -> float:
         """Share of the class's rows flagged: TPR for an attack class, FPR for benign."""

@@ -133,7 +133,9 @@ class StackedResult:
     ----------
     weights
         Per device, its trained weights (float32 arrays in :func:`get_weights` order; views
-        into one array holding every device's weights, a row each).
+        into ``trained``).
+    trained
+        The array holding every device's trained weights, a row each.
     mean_loss
         Per device, the row-weighted mean batch loss of its last epoch (as
         :class:`TrainReport`'s ``mean_loss``).
@@ -147,6 +149,7 @@ class StackedResult:
 
     weights: list[list[npt.NDArray[np.float32]]]
     mean_loss: npt.NDArray[np.float64]
+    trained: npt.NDArray[np.float32]
     steps: npt.NDArray[np.int64]
     chunk_of: npt.NDArray[np.int64]
     chunk_seconds: list[float]
@@ -461,7 +464,8 @@ def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch
                   bounds: Sequence[tuple[int, int]], settings: StackedSettings, *,
                   mode: ShuffleMode = "exact", seeds: Sequence[int] | None = None,
                   fast_seed: int = 0, chunk_devices: int | None = None,
-                  threads: int = 1) -> StackedResult:
+                  threads: int = 1,
+                  out: npt.NDArray[np.float32] | None = None) -> StackedResult:
     """Train one copy of ``global_weights`` per device on its own rows, all devices at once.
 
     Parameters
@@ -486,6 +490,9 @@ def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch
     threads
         Chunks trained at once, each by a thread of its own with its own workspace (default 1;
         on a CUDA device always 1). The results do not depend on it.
+    out
+        An array to write the trained weights into (default: a new one), used when its shape
+        is ``[devices, parameters]`` and float32; the result's weights are views into it.
 
     Devices are trained in order of their steps (most first) and returned in the given order.
     """
@@ -512,9 +519,11 @@ def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch
     shapes = [tuple(w.shape) for w in anchors]
     sizes = [math.prod(shape) for shape in shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
-    # every device's trained weights in one array, a row each in training order: one large
-    # allocation (huge pages) instead of fresh pages for every chunk's copy
-    trained = np.empty((len(order), offsets[-1]), dtype=np.float32)
+    # every device's trained weights in one array, a row each in training order (a reused
+    # one if the caller hands it in: fresh pages cost more to fault in than to fill)
+    shape = (len(order), offsets[-1])
+    trained = out if out is not None and out.shape == shape and out.dtype == np.float32 \
+        else np.empty(shape, dtype=np.float32)
     mean_loss = np.zeros(len(bounds))
     chunk_of = np.zeros(len(bounds), dtype=np.int64)
     firsts = list(range(0, len(order), per_chunk))
@@ -562,5 +571,5 @@ def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch
                 for start, stop, shape in zip(offsets, offsets[1:], shapes, strict=False)]
                for row in row_of.tolist()]
     chunk_steps = [int(steps[order[first:first + per_chunk]].sum()) for first in firsts]
-    return StackedResult(weights, mean_loss, steps.astype(np.int64), chunk_of, chunk_seconds,
-                         chunk_steps)
+    return StackedResult(weights, mean_loss, trained, steps.astype(np.int64), chunk_of,
+                         chunk_seconds, chunk_steps)

@@ -175,11 +175,18 @@ class ErrorStats:
 
     @classmethod
     def pool(cls, parts: Iterable[ErrorStats]) -> ErrorStats:
-        """The sum of ``parts`` (:meth:`empty` for none)."""
-        total = cls.empty()
-        for part in parts:
-            total = total + part
-        return total
+        """The sum of ``parts`` (:meth:`empty` for none): the numbers of adding them one by one
+        with ``+``, checked once rather than at every addition."""
+        items = list(parts)
+        n, total, squares = 0, 0.0, 0.0
+        for part in items:
+            if not isinstance(part, ErrorStats):
+                raise TypeError(f"cannot pool {type(part).__name__} with ErrorStats")
+            n, total, squares = n + part.n, total + part.sum, squares + part.sumsq
+        hist = np.zeros(N_ERROR_BINS, dtype=np.int64)
+        for part in items:
+            hist += part.hist
+        return cls(n, total, squares, hist)
 
     @property
     def mean(self) -> float:
