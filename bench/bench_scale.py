@@ -48,6 +48,9 @@ ENGINES: dict[str, tuple[str, int, dict[str, Any]]] = {
     "vectorised-exact": ("vectorised", 1, {}),
     "vectorised-fast": ("vectorised", 1, {"device_args.vectorised_shuffle": "fast"}),
     "vectorised-exact-2": ("vectorised", 2, {}),
+    "vectorised-exact-2t": ("vectorised", 1, {"device_args.vectorised_threads": 2}),
+    "vectorised-fast-2t": ("vectorised", 1, {"device_args.vectorised_shuffle": "fast",
+                                              "device_args.vectorised_threads": 2}),
 }
 """Engine label → (``comm_args.backend``, ``device_args.worker_num``, other overrides)."""
 

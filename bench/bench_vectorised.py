@@ -10,7 +10,8 @@ Three parts, all in one run so that ratios compare like with like on a shared ma
    share of the ceiling is samples/s × 6 × 36,876 FLOP (forward 2×, backward 4× the
    autoencoder's 36,876 multiply-adds per row).
 2. **Two cores: threads or processes.** The same stacked training with 2 torch intra-op threads,
-   measured once (on a loaded machine it can take minutes), and split into two worker
+   measured once (on a loaded machine it can take minutes), in two chunks trained by two
+   threads of one torch thread each (``train_stacked(threads=2)``), and split into two worker
    processes (spawned, each holding its half of the devices, timed from the parent: what a
    process engine would pay, replies included).
 3. **Engines end to end.** ``bench_scale.py``'s child runs (one process each, peak memory of
@@ -55,6 +56,8 @@ FLOP_PER_SAMPLE = 6 * 36_876
 """Training FLOP per row: the autoencoder's 36,876 multiply-adds, ×2 forward, ×4 backward."""
 
 BATCH, LEARNING_RATE = 128, 0.003
+CHUNK_DEVICES = 5
+"""With chunk threads: the 9 devices in two chunks (one per thread) rather than one."""
 
 
 def sgemm_gflops(size: int = 1024, repeats: int = 5) -> float:
@@ -96,9 +99,10 @@ def _train_sequential(rows: list[np.ndarray], weights: list[np.ndarray]) -> None
 
 
 def _train_stacked(rows: torch.Tensor, bounds: list[tuple[int, int]], weights: Any,
-                   mode: str) -> None:
+                   mode: str, threads: int = 1) -> None:
     train_stacked(weights, rows, bounds, StackedSettings(1, BATCH, LEARNING_RATE),
-                  mode=mode, seeds=list(range(len(bounds))))  # type: ignore[arg-type]
+                  mode=mode, seeds=list(range(len(bounds))),  # type: ignore[arg-type]
+                  threads=threads, chunk_devices=CHUNK_DEVICES if threads > 1 else None)
 
 
 _HELD: dict[str, Any] = {}
@@ -137,6 +141,8 @@ def training_part(scale: float, repeats: int) -> dict[str, Any]:
         keep("inprocess_train_local", _timed(lambda: _train_sequential(rows, weights)))
         keep("stacked_exact", _timed(lambda: _train_stacked(stacked, bounds, weights, "exact")))
         keep("stacked_fast", _timed(lambda: _train_stacked(stacked, bounds, weights, "fast")))
+        keep("stacked_exact_2_chunk_threads",
+             _timed(lambda: _train_stacked(stacked, bounds, weights, "exact", threads=2)))
         if repeat == 0:  # once: on a loaded machine two threads can take minutes
             torch.set_num_threads(2)
             keep("stacked_exact_2_threads",

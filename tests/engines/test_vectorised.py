@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +250,22 @@ def test_scoring_in_threads_gives_the_numbers_of_one_pass(threads: int) -> None:
     assert np.array_equal(errors_in_parts(model, rows, threads), one_pass)
     assert np.array_equal(errors_in_parts(model, rows[:10], threads), one_pass[:10])
     assert errors_in_parts(model, rows[:0], threads).shape == (0,)
+
+
+def test_a_round_reuses_the_weights_array_only_when_no_reply_holds_it() -> None:
+    clients = synthetic_clients(3)
+    ids = [c.client_id for c in clients]
+    batch = DeviceBatch(clients)
+    first = FitTask(_model(), 1, learning_rate=0.01, epochs=1, batch_size=16)
+    kept = batch.call("fit", dict.fromkeys(ids, first))
+    kept_weights = {cid: [w.copy() for w in kept[cid].result.weights] for cid in ids}
+    array = weakref.ref(batch._trained)  # a weak reference: it must not hold the array
+    second = FitTask(_model(), 2, learning_rate=0.05, epochs=1, batch_size=16)
+    batch.call("fit", dict.fromkeys(ids, second))
+    assert batch._trained is not array()  # round 1's replies still live: a new array
+    for cid in ids:  # and round 1's weights are untouched
+        assert all(np.array_equal(a, b) for a, b in zip(kept_weights[cid],
+                                                         kept[cid].result.weights, strict=True))
+    array = weakref.ref(batch._trained)
+    batch.call("fit", dict.fromkeys(ids, second))  # round 2's replies were dropped
+    assert batch._trained is array()
