@@ -9,8 +9,8 @@ autoencoder's weight shapes (:func:`~fediot.core.model.build_autoencoder`, 10 fl
 - ``update_norm_outliers``: the round's update norms and their median;
 - ``weighted_average``: FedAvg's aggregation;
 - ``missed_rounds``: the participation record over ``--rounds`` full rounds;
-- ``exchange``: :meth:`FedDetectServer._exchange` on a pool handing back the prepared replies
-  (log lines, contacts, contexts, validation).
+- ``exchange``: :meth:`FedDetectServer._exchange` on a pool handing back the prepared replies,
+  one log line each (the lines, contacts, contexts, validation).
 
 Each figure is the best of ``--repeats`` (seconds per call over all replies).
 
@@ -35,6 +35,7 @@ from fediot.core.federated.messages import (
     DataReport,
     FitReport,
     FitTask,
+    LogLine,
     ModelState,
     Reply,
     SystemStats,
@@ -114,7 +115,10 @@ def main() -> None:
     server = FedDetectServer(Config())
     server.device_data = dict.fromkeys(ids, declared)
     server.training_ids = set(ids)
-    pool = _PreparedPool({r.client_id: Reply(r) for r in reports})
+    # one log line per reply, as a device's fit writes one ("round 1: trained …")
+    pool = _PreparedPool({r.client_id: Reply(r, (LogLine(
+        "2026-01-01T00:00:00.000+00:00", r.client_id, 1, "fit", "INFO",
+        "round 1: trained 1000 rows × 1 epoch(s)"),)) for r in reports})
     tasks = dict.fromkeys(ids, task)
 
     seconds = {
