@@ -31,7 +31,7 @@ def layer_blocks(weights: Sequence[Sequence[npt.NDArray[Any]]], layer: int,
     (default :data:`BLOCK_REPORTS`) lists at a time: ``(which lists, their rows)``.
 
     The rows live in one buffer reused for every block: use (or change) them before asking for
-    the next block. Arrays whose size differs from the first list's raise ``ValueError``.
+    the next block. An array whose shape differs from the first list's raises ``ValueError``.
     """
     if not weights:
         return
