@@ -2,8 +2,8 @@
 
 The same code runs for every engine; with the vectorised engine it is a large share of a
 round at thousands of virtual devices. Timed here on synthetic fit replies carrying the real
-autoencoder's weight shapes (:func:`~fediot.core.model.build_autoencoder`, 10 float32 arrays,
-~37k numbers), the global weights plus small noise per device:
+autoencoder's weight shapes (:func:`~fediot.core.model.build_autoencoder`, 16 float32 arrays,
+36,876 numbers), the global weights plus small noise per device:
 
 - ``validate``: :func:`validate_reply` of every fit reply (the weights' checks dominate);
 - ``update_norm_outliers``: the round's update norms and their median;
@@ -14,8 +14,13 @@ autoencoder's weight shapes (:func:`~fediot.core.model.build_autoencoder`, 10 fl
 
 Each figure is the best of ``--repeats`` (seconds per call over all replies).
 
-Run: ``PYTHONPATH=src .venv/bin/python bench/bench_server_replies.py`` →
-``bench/results/server_replies.json``.
+Run: ``PYTHONPATH=src:bench .venv/bin/python bench/bench_server_replies.py`` →
+``bench/results/server_replies.json``. The same on an earlier commit's code (the functions
+timed keep their names):
+``git archive COMMIT src | tar -x -C /tmp/base`` then
+``PYTHONPATH=/tmp/base/src:bench .venv/bin/python bench/bench_server_replies.py --name
+server_replies_before`` (``server_replies_before.json``: commit af47d75, before issue 13's
+server work).
 """
 
 from __future__ import annotations

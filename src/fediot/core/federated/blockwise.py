@@ -1,8 +1,8 @@
 """Arithmetic over many devices' weights at once: a block of reports per layer.
 
-A round at thousands of virtual devices hands the server thousands of weight lists (10 float32
-arrays, ~37k numbers each for the autoencoder). Looping over them array by array in Python
-costs more than the arithmetic; stacking them all would take 9,000 × 37k × 8 B ≈ 2.7 GB in
+A round at thousands of virtual devices hands the server thousands of weight lists (16 float32
+arrays, 36,876 numbers each for the autoencoder). Looping over them array by array in Python
+costs more than the arithmetic; stacking them all would take 9,000 × 36,876 × 8 B ≈ 2.7 GB in
 float64. In between, each layer is copied for at most :data:`BLOCK_REPORTS` reports at a time
 into one float64 matrix (one row per report) and handled with one numpy call per block.
 
