@@ -280,6 +280,16 @@ class _SecureSum:
                 for cid, report in self.reports.items()}
 
 
+def _tagged(line: LogLine, device: str, server_round: int | None) -> LogLine:
+    """``line`` bound to ``device`` (the engine's binding, not the line's own word) and, when
+    it has none, to ``server_round``; the line itself when it already says so (a device's
+    line usually does: no copy per reply at thousands of replies)."""
+    if line.device == device and (line.round is not None or server_round is None):
+        return line
+    return replace(line, device=device,
+                   round=line.round if line.round is not None else server_round)
+
+
 class _Silent:
     def on_phase(self, phase: str, detail: str) -> None:
         pass
@@ -347,8 +357,7 @@ class FedDetectServer:
         :attr:`contacts` (a device lost or rejoining is a log line naming it) and to the
         observer's ``on_contact``."""
         replies = pool.exchange(method, tasks)
-        lines = [replace(line, device=cid,
-                         round=line.round if line.round is not None else server_round)
+        lines = [_tagged(line, cid, server_round)
                  for cid in tasks if cid in replies for line in replies[cid].logs]
         contact = StepContact(method, server_round,
                               tuple(cid for cid in tasks if cid in replies),

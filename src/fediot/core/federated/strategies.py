@@ -12,23 +12,21 @@ import numpy as np
 import numpy.typing as npt
 
 from fediot.core.errors import FediotError
+from fediot.core.federated.blockwise import weighted_sum
 from fediot.core.federated.messages import FitReport, Weights
 
 
 def weighted_average(reports: Sequence[FitReport]) -> Weights:
-    """Average of the reports' weights, each weighted by its true number of training rows."""
+    """Average of the reports' weights, each weighted by its true number of training rows
+    (in float64, a block of reports per layer at a time: :func:`weighted_sum`)."""
     if not reports:
         raise FediotError("cannot aggregate zero fit reports")
     total = sum(r.num_examples for r in reports)
     if total <= 0:
         raise FediotError("cannot aggregate: the reports hold no training rows")
-    out: Weights = []
-    for layer in range(len(reports[0].weights)):
-        acc = np.zeros(reports[0].weights[layer].shape, dtype=np.float64)
-        for r in reports:
-            acc += r.weights[layer].astype(np.float64) * (r.num_examples / total)
-        out.append(acc.astype(np.float32))
-    return out
+    fractions = np.array([r.num_examples / total for r in reports], dtype=np.float64)
+    return [layer.astype(np.float32)
+            for layer in weighted_sum([r.weights for r in reports], fractions)]
 
 
 @dataclass

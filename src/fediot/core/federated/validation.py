@@ -23,6 +23,7 @@ import numpy as np
 
 from fediot.core.catalog import N_FEATURES
 from fediot.core.errors import FediotError
+from fediot.core.federated.blockwise import squared_distances
 from fediot.core.federated.messages import (
     DataReport,
     EvaluateTask,
@@ -131,22 +132,38 @@ def _number(value: Any, what: str, low: float = 0.0) -> float:
     return number
 
 
+def all_finite(array: np.ndarray[Any, Any]) -> bool:
+    """Whether every element of the float ``array`` is finite.
+
+    A finite sum implies it (NaN and ±inf carry through a sum; inf − inf is NaN), and one sum
+    is cheaper than an element-wise test: the test runs only when the sum is not finite, which
+    finite elements can also reach by overflowing. Call under ``np.errstate(over="ignore",
+    invalid="ignore")``: such a sum would warn. Subclasses (a masked array sums its unmasked
+    elements only) always get the element-wise test.
+    """
+    if type(array) is np.ndarray and math.isfinite(array.sum()):
+        return True
+    return bool(np.isfinite(array).all())
+
+
 def check_weights(weights: Any, expected: Sequence[np.ndarray[Any, Any]], what: str) -> Weights:
     """``weights`` as arrays of the shapes of ``expected``: as many, float, finite."""
     if not isinstance(weights, list | tuple):
         raise _fail(f"{what} must be a list of arrays, got {type(weights).__name__}")
     if len(weights) != len(expected):
         raise _fail(f"{what}: {len(weights)} arrays, the model has {len(expected)}")
-    for i, (array, reference) in enumerate(zip(weights, expected, strict=True)):
-        if not isinstance(array, np.ndarray):
-            raise _fail(f"{what}[{i}] is a {type(array).__name__}, not an array")
-        if array.shape != np.shape(reference):
-            raise _fail(f"{what}[{i}] has shape {array.shape}, the model's is "
-                        f"{np.shape(reference)}")
-        if not np.issubdtype(array.dtype, np.floating):
-            raise _fail(f"{what}[{i}] has dtype {array.dtype}, expected a float type")
-        if not np.isfinite(array).all():
-            raise _fail(f"{what}[{i}] holds NaN or infinite values")
+    with np.errstate(over="ignore", invalid="ignore"):  # all_finite's sums may overflow
+        for i, (array, reference) in enumerate(zip(weights, expected, strict=True)):
+            if not isinstance(array, np.ndarray):
+                raise _fail(f"{what}[{i}] is a {type(array).__name__}, not an array")
+            if array.shape != np.shape(reference):
+                raise _fail(f"{what}[{i}] has shape {array.shape}, the model's is "
+                            f"{np.shape(reference)}")
+            # dtype kind "f" is the common case of np.floating, without issubdtype's cost
+            if array.dtype.kind != "f" and not np.issubdtype(array.dtype, np.floating):
+                raise _fail(f"{what}[{i}] has dtype {array.dtype}, expected a float type")
+            if not all_finite(array):
+                raise _fail(f"{what}[{i}] holds NaN or infinite values")
     return list(weights)
 
 
@@ -373,8 +390,7 @@ def check_secure_error_sum(stats: ErrorStats, max_rows: int) -> ErrorStats:
 
 def update_norm(report: FitReport, current: Weights) -> float:
     """‖w − w_global‖ over all arrays of a (checked) fit report."""
-    return math.sqrt(sum(float(np.sum((w.astype(np.float64) - c.astype(np.float64)) ** 2))
-                         for w, c in zip(report.weights, current, strict=True)))
+    return math.sqrt(float(squared_distances([report.weights], current)[0]))
 
 
 def update_norm_outliers(reports: Mapping[str, FitReport], current: Weights,
@@ -384,7 +400,9 @@ def update_norm_outliers(reports: Mapping[str, FitReport], current: Weights,
     two cannot tell which one is off)."""
     if ratio <= 0 or len(reports) < 3:
         return {}
-    norms = {cid: update_norm(report, current) for cid, report in reports.items()}
+    # all reports at once, a block of them per layer (thousands of virtual devices)
+    distances = squared_distances([report.weights for report in reports.values()], current)
+    norms = dict(zip(reports, np.sqrt(distances).tolist(), strict=True))
     median = float(np.median(list(norms.values())))
     if median <= 0:
         return {}
