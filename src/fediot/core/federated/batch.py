@@ -96,6 +96,15 @@ def errors_in_parts(model: Autoencoder, rows: npt.NDArray[np.float32],
         return np.concatenate(list(pool.map(partial(reconstruction_errors, model), parts)))
 
 
+def _error_stats(model: Autoencoder, rows: npt.NDArray[np.float32], ends: Sequence[int],
+                 threads: int) -> list[ErrorStats]:
+    """Per device (its rows end at ``ends``), :meth:`ErrorStats.from_errors` of its rows'
+    errors, scored in ``threads`` parts."""
+    if not ends:
+        return []
+    return ErrorStats.of_parts(errors_in_parts(model, rows, threads), ends)
+
+
 def _unshared(array: npt.NDArray[Any] | None) -> bool:
     """Whether nothing but the caller's one reference holds ``array`` (no view of it lives:
     a view holds its base), so it may be overwritten."""
@@ -253,12 +262,6 @@ class DeviceBatch:
             return []
         return np.split(errors_in_parts(model, rows, self.threads), list(ends)[:-1])
 
-    def _error_stats(self, model: Autoencoder, rows: npt.NDArray[np.float32],
-                     ends: Sequence[int]) -> list[ErrorStats]:
-        """Per device, :meth:`ErrorStats.from_errors` of its rows' errors."""
-        if not ends:
-            return []
-        return ErrorStats.of_parts(errors_in_parts(model, rows, self.threads), ends)
 
     # --- the vectorised steps ---------------------------------------------------------
 
@@ -273,7 +276,13 @@ class DeviceBatch:
             train = self._split("train", task.model.scaler)
             opt = self._split("opt", task.model.scaler)
             rows, ends = opt.rows_of(indices)
-            validation = self._error_stats(self._load(task.model), rows, ends)
+            model = self._load(task.model)
+            scoring = None
+            if self.threads > 1:  # scored beside the training: a thread fills its gaps
+                scoring = ThreadPoolExecutor(1, thread_name_prefix="fediot-validation")
+                validating = scoring.submit(_error_stats, model, rows, ends, 1)
+            else:
+                validation = _error_stats(model, rows, ends, 1)
             if self._train_tensor is None:
                 self._train_tensor = torch.from_numpy(train.rows).to(self.device)
             result = train_stacked(
@@ -287,6 +296,9 @@ class DeviceBatch:
                 chunk_devices=self.chunk_devices, threads=self.threads,
                 out=self._trained if _unshared(self._trained) else None)
             self._trained = result.trained
+            if scoring is not None:
+                validation = validating.result()
+                scoring.shutdown()
         total_steps = max(int(result.steps.sum()), 1)
         replies = {}
         with capturing_level():
@@ -317,7 +329,7 @@ class DeviceBatch:
         scored = [cid for cid in ids if cid not in replies]
         opt = self._split("opt", task.model.scaler)
         rows, ends = opt.rows_of([self._index[cid] for cid in scored])
-        errors = self._error_stats(self._load(task.model), rows, ends)
+        errors = _error_stats(self._load(task.model), rows, ends, self.threads)
         with capturing_level():
             for cid, device_stats in zip(scored, errors, strict=True):
                 with LogCapture(cid, "threshold_stats", task_round(task)) as capture:
