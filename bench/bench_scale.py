@@ -45,14 +45,17 @@ ENGINES: dict[str, tuple[str, int, dict[str, Any]]] = {
     "inprocess-1": ("inprocess", 1, {}),
     "inprocess-2": ("inprocess", 2, {}),
     "ray-2": ("ray", 2, {}),
-    "vectorised-exact": ("vectorised", 1, {}),
-    "vectorised-fast": ("vectorised", 1, {"device_args.vectorised_shuffle": "fast"}),
+    "vectorised-exact": ("vectorised", 1, {"device_args.vectorised_threads": 1}),
+    "vectorised-fast": ("vectorised", 1, {"device_args.vectorised_shuffle": "fast",
+                                          "device_args.vectorised_threads": 1}),
     "vectorised-exact-2": ("vectorised", 2, {}),
     "vectorised-exact-2t": ("vectorised", 1, {"device_args.vectorised_threads": 2}),
     "vectorised-fast-2t": ("vectorised", 1, {"device_args.vectorised_shuffle": "fast",
                                               "device_args.vectorised_threads": 2}),
 }
-"""Engine label → (``comm_args.backend``, ``device_args.worker_num``, other overrides)."""
+"""Engine label → (``comm_args.backend``, ``device_args.worker_num``, other overrides).
+``vectorised-exact``/``-fast``: one process, one thread; ``-2``: two worker processes (one
+thread each); ``-2t``: one process, two threads (the default on a 2-core machine)."""
 
 DEFAULT_ENGINES = ["inprocess-1", "inprocess-2", "ray-2"]
 

@@ -333,8 +333,9 @@ class DeviceArgs:
         about 32 MiB of tensors (:data:`fediot.core.model.stacked.CHUNK_MEMORY_BYTES`).
     vectorised_threads
         With ``vectorised``: threads in each process computing at once, each with one torch
-        thread (training chunks, parts of a scoring pass); the results do not depend on it.
-        Default 1.
+        thread (training chunks beside the validation scoring, parts of a scoring pass); the
+        results do not depend on it. 0 (default): the cores this process may use, shared by
+        the ``worker_num`` processes.
     """
 
     worker_num: int = 1
@@ -343,7 +344,7 @@ class DeviceArgs:
     backend: str = "auto"
     vectorised_shuffle: str = "exact"
     vectorised_chunk_devices: int = 0
-    vectorised_threads: int = 1
+    vectorised_threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -584,7 +585,7 @@ INT_RANGES: Final[dict[str, tuple[int, int]]] = {
     "device_args.worker_num": (1, MAX_DEVICES),
     "device_args.min_rows_for_statistics": (1, MAX_ROWS),
     "device_args.vectorised_chunk_devices": (0, MAX_DEVICES),
-    "device_args.vectorised_threads": (1, 64),
+    "device_args.vectorised_threads": (0, 64),
     "comm_args.secagg_quantization_range": (2, 1 << 40),
     "comm_args.secagg_reconstruction_threshold": (0, MAX_DEVICES),
 }

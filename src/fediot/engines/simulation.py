@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -50,11 +51,15 @@ def run_federated(config: Config, observer: RunObserver | None = None, *,
     pool: SequentialPool | ProcessPool | VectorisedPool = (
         make_vectorised_pool(config, client_ids(config))
         if config.comm_args.backend == "vectorised" else make_pool(config, client_ids(config)))
+    # the devices live as long as the run: out of the cyclic garbage collector's way, whose
+    # full passes over them took ~0.3 s each at 9,000 devices (15 in a 3-round run)
+    gc.freeze()
     try:
         return FedDetectServer(config, observer, strategy_for(config)).run(
             pool, resume=resume, checkpoint=checkpoint)
     finally:
         pool.close()
+        gc.unfreeze()  # collectable again once the run is over
 
 
 def _device_data(config: Config) -> list[ClientData]:

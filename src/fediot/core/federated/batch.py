@@ -23,6 +23,7 @@ measurement of that device alone: the devices ran together.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,14 @@ VECTORISED_METHODS: Final[tuple[str, ...]] = ("fit", "threshold_stats", "evaluat
 SCORE_GROUP_ROWS: Final[int] = 1 << 18
 """Raw test rows scaled and scored per pass at most in the evaluation step (about 120 MB of
 float32 rows): devices are grouped until their rows reach it."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def errors_in_parts(model: Autoencoder, rows: npt.NDArray[np.float32],
@@ -195,7 +204,8 @@ class DeviceBatch:
         d = config.device_args
         return cls(clients, d.using_gpu, DeviceGuards.from_config(config),
                    shuffle=cast(ShuffleMode, d.vectorised_shuffle),
-                   chunk_devices=d.vectorised_chunk_devices, threads=d.vectorised_threads)
+                   chunk_devices=d.vectorised_chunk_devices,
+                   threads=d.vectorised_threads or max(1, usable_cores() // d.worker_num))
 
     @property
     def client_ids(self) -> list[str]:
