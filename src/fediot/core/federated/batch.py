@@ -213,6 +213,8 @@ class DeviceBatch:
 
     def call(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
         """Each device's :class:`Reply` to its task (as :meth:`DeviceClient.call` would)."""
+        if method != "fit":  # training is over (for now): its weights' array is let go
+            self._trained = None
         if method not in VECTORISED_METHODS or self.guards.privacy is not None:
             return {cid: self.clients[cid].call(method, task) for cid, task in tasks.items()}
         torch.set_num_threads(1)

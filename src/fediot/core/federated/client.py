@@ -448,15 +448,25 @@ class DeviceClient:
         if use_gpu and self.backend == "numpy":
             warnings.warn(f"{data.client_id}: using_gpu is set but the device trains with "
                           "NumPy, on the CPU", RuntimeWarning, stacklevel=2)
-        self.model = local_model(self.backend, N_FEATURES, use_gpu=use_gpu,
-                                 who=data.client_id)
-        """The device's model; its weights are the last task's."""
+        self._use_gpu = use_gpu
+        self._model: LocalModel | None = None
+        if use_gpu:  # resolve the GPU now: a missing one is reported when the device starts
+            self._model = self.model
         self._scaler_key: bytes | None = None
         self._scaled: dict[str, npt.NDArray[np.float32]] = {}
         self._rng = secure_rng()  # privacy noise: never from the run's (known) seed
         self.secagg_state: SecAggDevice | None = None
         """Secure aggregation state of the current round (an engine that starts a fresh
         process per message saves and restores it: :meth:`SecAggDevice.to_dict`)."""
+
+    @property
+    def model(self) -> LocalModel:
+        """The device's model, built on first use (a vectorised run's devices never train
+        their own); its weights are the last task's."""
+        if self._model is None:
+            self._model = local_model(self.backend, N_FEATURES, use_gpu=self._use_gpu,
+                                      who=self.data.client_id)
+        return self._model
 
     @property
     def client_id(self) -> str:
