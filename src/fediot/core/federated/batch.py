@@ -23,7 +23,6 @@ measurement of that device alone: the devices ran together.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +59,7 @@ from fediot.core.federated.messages import (
     ScoreTask,
     SystemStats,
 )
-from fediot.core.federated.meter import TaskMeter, exact_memory_round
+from fediot.core.federated.meter import TaskMeter, exact_memory_round, usable_cores
 from fediot.core.model import (
     DEFAULT_SCORE_BATCH_SIZE,
     Autoencoder,
@@ -80,14 +79,6 @@ VECTORISED_METHODS: Final[tuple[str, ...]] = ("fit", "threshold_stats", "evaluat
 SCORE_GROUP_ROWS: Final[int] = 1 << 18
 """Raw test rows scaled and scored per pass at most in the evaluation step (about 120 MB of
 float32 rows): devices are grouped until their rows reach it."""
-
-
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def errors_in_parts(model: Autoencoder, rows: npt.NDArray[np.float32],

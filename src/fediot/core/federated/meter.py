@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import resource
 import sys
 import time
@@ -185,3 +186,11 @@ class TaskMeter:
         self.stats = SystemStats(wall_seconds=wall, cpu_seconds=cpu,
                                  task_peak_memory_bytes=max(0, task_peak),
                                  peak_rss_bytes=peak)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
