@@ -158,6 +158,11 @@ def test_pool_equals_adding_one_by_one() -> None:
     assert (pooled.n, pooled.sum, pooled.sumsq) == (one_by_one.n, one_by_one.sum,
                                                     one_by_one.sumsq)
     assert np.array_equal(pooled.hist, one_by_one.hist)
+    total = squares = 0.0
+    for part in parts:  # the plain float sums, in order
+        total, squares = total + part.sum, squares + part.sumsq
+    assert (pooled.sum, pooled.sumsq) == (total, squares)
+    assert int(pooled.hist.sum()) == pooled.n == sum(part.n for part in parts)
     empty = ErrorStats.pool([])
     assert (empty.n, empty.sum, empty.sumsq, int(empty.hist.sum())) == (0, 0.0, 0.0, 0)
     with pytest.raises(TypeError, match="cannot pool float"):

@@ -212,11 +212,7 @@ class ClassCounts:
     def __add__(self, other: ClassCounts) -> ClassCounts:
         if not isinstance(other, ClassCounts):
             return NotImplemented
-        merged = dict(self.counts)
-        for name, (flagged, total) in other.counts.items():
-            old_flagged, old_total = merged.get(name, (0, 0))
-            merged[name] = (old_flagged + flagged, old_total + total)
-        return ClassCounts(merged)
+        return ClassCounts.pool((self, other))
 
     @classmethod
     def pool(cls, parts: Iterable[ClassCounts]) -> ClassCounts:

@@ -169,22 +169,18 @@ class ErrorStats:
     def __add__(self, other: ErrorStats) -> ErrorStats:
         if not isinstance(other, ErrorStats):
             return NotImplemented
-        return ErrorStats(
-            self.n + other.n, self.sum + other.sum, self.sumsq + other.sumsq, self.hist + other.hist
-        )
+        return ErrorStats.pool((self, other))  # 0.0 + a + b: the same numbers as a + b
 
     @classmethod
     def pool(cls, parts: Iterable[ErrorStats]) -> ErrorStats:
-        """The sum of ``parts`` (:meth:`empty` for none): the numbers of adding them one by one
-        with ``+``, checked once rather than at every addition."""
-        items = list(parts)
+        """The sum of ``parts`` (:meth:`empty` for none), added in order from zero and checked
+        once, not at every addition (``+`` is the pool of two)."""
         n, total, squares = 0, 0.0, 0.0
-        for part in items:
+        hist = np.zeros(N_ERROR_BINS, dtype=np.int64)
+        for part in parts:
             if not isinstance(part, ErrorStats):
                 raise TypeError(f"cannot pool {type(part).__name__} with ErrorStats")
             n, total, squares = n + part.n, total + part.sum, squares + part.sumsq
-        hist = np.zeros(N_ERROR_BINS, dtype=np.int64)
-        for part in items:
             hist += part.hist
         return cls(n, total, squares, hist)
 
