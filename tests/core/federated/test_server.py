@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.federated.client import DeviceClient, LogCapture, capturing_level
 from fediot.core.federated.evaluation import make_thresholds, summarize
-from fediot.core.federated.messages import LogLine, ModelState, ScoreTask
+from fediot.core.federated.messages import LogLine, ModelState, Refusal, Reply, ScoreTask
 from fediot.core.federated.server import FedDetectServer
 from fediot.core.model import ErrorStats, FeatureScaler, ScalerStats, threshold_mean_std
 from fediot.engines.inprocess import SequentialPool
@@ -307,3 +308,40 @@ def test_the_plateau_rule_counts_improvement_per_epoch(epochs: int) -> None:
     tracker.update(1, 1.0)
     assert tracker.update(2, 0.95)
     assert tracker.should_stop == (epochs >= 3)
+
+
+class _FixedReplies:
+    """A pool handing back the replies it was built with (no device runs)."""
+
+    def __init__(self, replies: dict[str, Reply]) -> None:
+        self.replies = replies
+
+    @property
+    def client_ids(self) -> list[str]:
+        return list(self.replies)
+
+    def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
+        return self.replies
+
+
+TIME = "2026-01-01T00:00:00.000+00:00"
+
+
+def test_lines_are_bound_to_the_engines_device_and_the_steps_round() -> None:
+    right = LogLine(TIME, "a", 3, "fit", "INFO", "trained")
+    no_round = LogLine(TIME, "b", None, "fit", "INFO", "trained")
+    other_device = LogLine(TIME, "someone else", 2, "fit", "INFO", "trained")
+    refusal = Refusal("no")  # rejected: its lines still count
+    observer = _Recorder()
+    server = FedDetectServer(Config(), observer)
+    pool = _FixedReplies({"a": Reply(refusal, (right,)), "b": Reply(refusal, (no_round,)),
+                 "c": Reply(refusal, (other_device,))})
+    assert server._exchange(pool, "fit", dict.fromkeys(["a", "b", "c"]), 3) == {}
+    assert [(line.device, line.round) for line in observer.lines] == [
+        ("a", 3), ("b", 3), ("c", 2)]
+    assert observer.lines[0] is right  # already right: not copied
+    assert observer.lines[1:] == [LogLine(TIME, "b", 3, "fit", "INFO", "trained"),
+                                  LogLine(TIME, "c", 2, "fit", "INFO", "trained")]
+    observer.lines.clear()
+    server._exchange(pool, "scaler_stats", dict.fromkeys(["a", "b"]))  # outside rounds
+    assert [(line.device, line.round) for line in observer.lines] == [("a", 3), ("b", None)]
