@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -50,17 +49,6 @@ TASK_LINE = re.compile(r"^task \d+ (\S+) pid (\d+) \S+ ([0-9.]+) s$")
 def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages (what ``uptime`` prints)."""
     return [round(value, 2) for value in os.getloadavg()]
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (``fediot client`` then stops its SuperNode and worker by PID), then SIGKILL."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def measure(devices: int, mode: str, rounds: int, workdir: Path) -> dict[str, Any]:
@@ -105,7 +93,7 @@ def measure(devices: int, mode: str, rounds: int, workdir: Path) -> dict[str, An
             env={**os.environ, "COLUMNS": "160"})
     finally:
         for client in clients:
-            stop(client)
+            deployment.stop_command(client)
     wall = time.monotonic() - started
     if server.returncode != 0:
         raise SystemExit(f"{devices} devices, {mode}: the server failed:\n"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from fediot.core.catalog import DEVICES, N_FEATURES
 from fediot.core.config import Config
@@ -69,3 +70,26 @@ def small_run_config(dataset: Path, runs: Path | None = None, **overrides: objec
     if runs is not None:
         settings["tracking_args.log_file_dir"] = str(runs)
     return Config().with_overrides({**settings, **overrides})
+
+
+def write_cross_silo_config(root: Path, n_devices: int, *,
+                            train: Mapping[str, object] | None = None,
+                            device: Mapping[str, object] | None = None) -> Path:
+    """``root/fedml_config.yaml`` for a deployment (``training_type: cross_silo``, seed 0) of
+    :func:`write_uci_dataset`'s first ``n_devices`` devices (written under ``root/nbaiot``), all
+    sampled every round, window 5, run folders under ``root/runs``; ``train`` adds or overrides
+    ``train_args`` keys (``comm_round`` …), ``device`` gives ``device_args``."""
+    data = write_uci_dataset(root / "nbaiot", n_devices=n_devices)
+    document: dict[str, object] = {
+        "common_args": {"training_type": "cross_silo", "random_seed": 0},
+        "data_args": {"dataset": "N-BaIoT", "data_cache_dir": str(data)},
+        "train_args": {"client_num_in_total": n_devices, "client_num_per_round": n_devices,
+                       **(train or {})},
+        "detection_args": {"window": 5},
+        "tracking_args": {"log_file_dir": str(root / "runs")},
+    }
+    if device:
+        document["device_args"] = dict(device)
+    path = root / "fedml_config.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from federated_data import write_uci_dataset
+from federated_data import write_cross_silo_config
 from fediot.core.catalog import DEVICES, client_label
 from fediot.core.config import load_config
+from fediot.core.liveness import pid_alive
 from fediot.engines.flower import certificates as tls
 from fediot.engines.flower import deployment
 from fediot.engines.simulation import run_federated
@@ -78,32 +78,8 @@ def kill_outright(process: subprocess.Popen[str]) -> None:
             os.kill(pid, signal.SIGKILL)
     process.wait(timeout=30)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(
-            Path(f"/proc/{pid}").exists() and not _zombie(pid) for pid in family):
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in family):
         time.sleep(0.2)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    """SIGTERM (``fediot`` stops the Flower processes it started), SIGKILL after 60 s."""
-    family = deployment.descendants(process.pid)
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for pid in family:
-        if Path(f"/proc/{pid}").exists() and not _zombie(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def run_folder(runs: Path) -> Path | None:
@@ -147,17 +123,8 @@ def disturbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         made = subprocess.run([str(FEDIOT), "certs", *args, "--dir", str(certs)],
                               capture_output=True, text=True, timeout=120, check=False)
         assert made.returncode == 0, made.stdout + made.stderr
-    data = write_uci_dataset(tmp / "nbaiot", n_devices=len(MEMBERS))
-    config = tmp / "fedml_config.yaml"
-    config.write_text(yaml.safe_dump({
-        "common_args": {"training_type": "cross_silo", "random_seed": 0},
-        "data_args": {"dataset": "N-BaIoT", "data_cache_dir": str(data)},
-        "train_args": {"client_num_in_total": len(MEMBERS),
-                       "client_num_per_round": len(MEMBERS), "comm_round": ROUNDS,
-                       "client_num_min_replies": 2},
-        "detection_args": {"window": 5},
-        "tracking_args": {"log_file_dir": str(tmp / "runs")},
-    }))
+    config = write_cross_silo_config(tmp, len(MEMBERS), train={"comm_round": ROUNDS,
+                                                               "client_num_min_replies": 2})
     port = free_port()
     address = f"127.0.0.1:{port}"
     clients = {d.uci_id: start_client(tmp, certs, address, d.uci_id, f"client-{d.uci_id}")
@@ -186,10 +153,10 @@ def disturbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         observed["online"] = device_status(runs)
         server.wait(timeout=1500)
     finally:
-        stop(server)
+        deployment.stop_command(server, leftovers=True)
         for process in [*clients.values(), restarted]:
             if process is not None:
-                stop(process)
+                deployment.stop_command(process, leftovers=True)
     server_log.seek(0)
     folder = run_folder(runs)
     assert folder is not None

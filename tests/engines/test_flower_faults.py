@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from federated_data import write_uci_dataset
+from federated_data import write_cross_silo_config
 from fediot.core.catalog import DEVICES
 from fediot.core.config import load_config
 from fediot.engines.flower import certificates as tls
@@ -34,16 +33,7 @@ FEDIOT = Path(sys.executable).with_name("fediot")
 
 
 def write_config(tmp_path: Path, **train: object) -> Path:
-    data = write_uci_dataset(tmp_path / "nbaiot", n_devices=3)
-    path = tmp_path / "fedml_config.yaml"
-    path.write_text(yaml.safe_dump({
-        "common_args": {"training_type": "cross_silo", "random_seed": 0},
-        "data_args": {"dataset": "N-BaIoT", "data_cache_dir": str(data)},
-        "train_args": {"client_num_in_total": 3, "client_num_per_round": 3, **train},
-        "detection_args": {"window": 5},
-        "tracking_args": {"log_file_dir": str(tmp_path / "runs")},
-    }))
-    return path
+    return write_cross_silo_config(tmp_path, 3, train=train)
 
 
 def rounds_done(runs: Path) -> list[dict[str, object]]:

@@ -18,13 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cli_processes import stop
-from federated_data import write_uci_dataset
+from federated_data import write_cross_silo_config
 from fediot.core.catalog import DEVICES
 from fediot.core.errors import FediotError
 from fediot.engines.flower import certificates as tls
@@ -52,17 +50,7 @@ def assert_one_error_line(done: subprocess.CompletedProcess[str], *phrases: str)
 
 
 def write_config(tmp: Path, n_devices: int, rounds: int) -> Path:
-    data = write_uci_dataset(tmp / "nbaiot", n_devices=n_devices)
-    path = tmp / "fedml_config.yaml"
-    path.write_text(yaml.safe_dump({
-        "common_args": {"training_type": "cross_silo", "random_seed": 0},
-        "data_args": {"dataset": "N-BaIoT", "data_cache_dir": str(data)},
-        "train_args": {"client_num_in_total": n_devices, "client_num_per_round": n_devices,
-                       "comm_round": rounds},
-        "detection_args": {"window": 5},
-        "tracking_args": {"log_file_dir": str(tmp / "runs")},
-    }))
-    return path
+    return write_cross_silo_config(tmp, n_devices, train={"comm_round": rounds})
 
 
 # --- certificates and keys ----------------------------------------------------------------------
@@ -274,8 +262,8 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
         alive_after_run = [node.alive() for node in nodes]
     finally:
         if rogue is not None:
-            stop(rogue)
-        stop(server)
+            deployment.stop_command(rogue)
+        deployment.stop_command(server)
         for node in nodes:
             node.stop()
     assert alive_after_run == [True, True]  # admitted devices outlive the run

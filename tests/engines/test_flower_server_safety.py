@@ -19,9 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from federated_data import write_uci_dataset
+from federated_data import write_cross_silo_config
 from fediot.core.catalog import DEVICES
 from fediot.core.errors import FediotError
 from fediot.core.liveness import ProcessIdentity, pid_alive
@@ -66,16 +65,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def waiting_config(tmp_path: Path) -> Path:
     """A cross-silo configuration of one device and many rounds: its server runs (or waits for
     the device) until a test stops it."""
-    data = write_uci_dataset(tmp_path / "nbaiot", n_devices=1)
-    path = tmp_path / "fedml_config.yaml"
-    path.write_text(yaml.safe_dump({
-        "common_args": {"training_type": "cross_silo", "random_seed": 0},
-        "data_args": {"dataset": "N-BaIoT", "data_cache_dir": str(data)},
-        "train_args": {"client_num_in_total": 1, "client_num_per_round": 1, "comm_round": 50},
-        "detection_args": {"window": 5},
-        "tracking_args": {"log_file_dir": str(tmp_path / "runs")},
-    }))
-    return path
+    return write_cross_silo_config(tmp_path, 1, train={"comm_round": 50})
 
 
 @pytest.mark.slow

@@ -19,10 +19,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import yaml
 
-from cli_processes import stop
-from federated_data import write_uci_dataset
+from federated_data import write_cross_silo_config
 from fediot.core.catalog import DEVICES
 from fediot.core.config import load_config
 from fediot.engines.flower import certificates as tls
@@ -86,15 +84,7 @@ def test_the_task_api_secret_is_private_and_fresh(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_warm_devices_finish_bit_identical_with_one_worker_each(tmp_path: Path) -> None:
     certs = make_certificates(tmp_path / "certs", [d.uci_id for d in DEVICES_USED])
-    data = write_uci_dataset(tmp_path / "nbaiot", n_devices=len(DEVICES_USED))
-    config = tmp_path / "fedml_config.yaml"
-    config.write_text(yaml.safe_dump({
-        "common_args": {"training_type": "cross_silo", "random_seed": 0},
-        "data_args": {"dataset": "N-BaIoT", "data_cache_dir": str(data)},
-        "train_args": {"client_num_in_total": 2, "client_num_per_round": 2, "comm_round": 2},
-        "detection_args": {"window": 5},
-        "tracking_args": {"log_file_dir": str(tmp_path / "runs")},
-    }))
+    config = write_cross_silo_config(tmp_path, len(DEVICES_USED), train={"comm_round": 2})
     port = free_port()
     env = {**os.environ, "COLUMNS": "200"}
     clients = [
@@ -118,7 +108,7 @@ def test_two_warm_devices_finish_bit_identical_with_one_worker_each(tmp_path: Pa
         family = [pid for client in clients for pid in deployment.descendants(client.pid)]
     finally:
         for client in clients:
-            stop(client)
+            deployment.stop_command(client)
     outputs = [client.communicate() for client in clients]
     assert server.returncode == 0, server.stdout + server.stderr
     assert "finished:completed" in server.stdout
@@ -189,7 +179,7 @@ def test_a_killed_worker_is_started_again_and_everything_stops_with_the_client(
         assert client.poll() is None
         family = deployment.descendants(client.pid)
     finally:
-        stop(client)
+        deployment.stop_command(client)
         link.stop()
     out, err = client.communicate()
     assert client.returncode == 0, out + err

@@ -9,10 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from flwr.app import Context, RecordDict
 
-from federated_data import small_run_config, synthetic_clients, write_uci_dataset
+from federated_data import (
+    small_run_config,
+    synthetic_clients,
+    write_cross_silo_config,
+    write_uci_dataset,
+)
 from fediot.core.catalog import DEVICES
 from fediot.core.config import ConfigError, dump_config, load_config
 from fediot.core.errors import FediotError
@@ -114,16 +118,8 @@ def test_a_deployment_of_numpy_devices_matches_the_in_process_numpy_run(
     """Real SuperNodes told ``backend="numpy"`` (``fediot client --backend numpy``) train with
     NumPy although the run says torch; the in-process engine with NumPy devices reaches the
     same global model bit for bit, and the torch run the same verdicts."""
-    data = write_uci_dataset(tmp_path / "nbaiot", n_devices=2)
-    config_path = tmp_path / "fedml_config.yaml"
-    config_path.write_text(yaml.safe_dump({
-        "common_args": {"training_type": "cross_silo", "random_seed": 0},
-        "data_args": {"dataset": "N-BaIoT", "data_cache_dir": str(data)},
-        "train_args": {"client_num_in_total": 2, "client_num_per_round": 2, "comm_round": 2},
-        "device_args": {"backend": "torch"},
-        "detection_args": {"window": 5},
-        "tracking_args": {"log_file_dir": str(tmp_path / "runs")},
-    }))
+    config_path = write_cross_silo_config(tmp_path, 2, train={"comm_round": 2},
+                                          device={"backend": "torch"})
     port = free_port()
     nodes = [deployment.supernode(tmp_path / f"node{d.uci_id}", f"127.0.0.1:{port}", d.name,
                                   free_port(), max_wait_seconds=300, backend="numpy").start()

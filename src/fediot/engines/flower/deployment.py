@@ -283,6 +283,23 @@ def terminate_tree(pid: int, timeout: float = 15.0, *, group: bool = False) -> N
             time.sleep(0.1)
 
 
+def stop_command(process: subprocess.Popen[Any], timeout: float = 60.0, *,
+                 leftovers: bool = False) -> None:
+    """Stop a ``fediot`` command this process started (a server, a client): SIGTERM, on which
+    it stops the Flower processes it started itself, then SIGKILL if it still runs after
+    ``timeout`` seconds; with ``leftovers``, SIGKILL too every process that was below it and
+    still runs (for a test of what a command leaves behind)."""
+    family = descendants(process.pid) if leftovers else []
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    signal_all(None, [pid for pid in family if pid_alive(pid)], signal.SIGKILL)
+
+
 def descendants(pid: int) -> list[int]:
     """PIDs of every process below ``pid`` (from ``/proc``), children first."""
     children: dict[int, list[int]] = {}
