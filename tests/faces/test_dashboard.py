@@ -374,6 +374,24 @@ def test_stop_lets_a_watching_page_see_the_end_then_stops_serving(runs_dir: Path
             http.get("/api/runs")
 
 
+def test_ctrl_c_in_wait_still_lets_stop_wait_for_the_server(runs_dir: Path) -> None:
+    """Ctrl-C lands in wait(), as when an operator closes ``fediot simulate --dashboard``:
+    the server is still running then, and stop() returns only once it has shut down (on
+    CPython 3.11 a Ctrl-C inside Thread.join marks the thread stopped while it runs on, and
+    a process leaving during uvicorn's shutdown could hang on its way out)."""
+    handle = start_dashboard(runs_dir, port=0)
+    with client(handle) as http:
+        assert http.get("/api/runs").status_code == 200  # a kept-alive connection, as a page's
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):
+            handle.wait()
+        assert handle.running
+        handle.stop(linger=0.0)
+        assert not handle.running
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", handle.port), timeout=5).close()
+
+
 def test_a_page_left_open_after_exit_when_done_keeps_the_end_calmly(
         browser_page: Any, runs_dir: Path) -> None:
     handle = start_dashboard(runs_dir, port=0)

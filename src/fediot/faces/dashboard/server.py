@@ -108,33 +108,38 @@ class DashboardHandle:
         The port it listens on.
     """
 
-    def __init__(self, url: str, port: int, server: uvicorn.Server, thread: threading.Thread,
+    def __init__(self, url: str, port: int, server: uvicorn.Server, served: threading.Event,
                  polls: PollClock) -> None:
         self.url = url
         self.port = port
         self._server = server
-        self._thread = thread
+        # set by the serving thread as its last act. Not Thread.join: on CPython 3.11 a
+        # Ctrl-C landing in join() marks the still-running thread as stopped (bpo-45274's
+        # fix releases the thread's own lock), so stop() would not wait for uvicorn and the
+        # process could end while uvicorn was halfway through its shutdown
+        self._served = served
         self._polls = polls
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive()
+        return not self._served.is_set()
 
     def wait(self) -> None:
         """Block until the server stops (Ctrl-C in the calling thread interrupts the wait)."""
-        while self._thread.is_alive():
-            self._thread.join(timeout=0.5)  # short joins: Ctrl-C is seen at once
+        while not self._served.wait(timeout=0.5):  # short waits: Ctrl-C is seen at once
+            pass
 
     def stop(self, linger: float = 15.0) -> None:
         """Stop serving. If a page was watching, first wait (up to ``linger`` seconds) until
-        it has fetched a state after this call, so it shows how the run ended."""
+        it has fetched a state after this call, so it shows how the run ended. Returns once
+        the server has shut down (at most ~10 s more: uvicorn's graceful shutdown is 2 s)."""
         called = time.monotonic()
         watched = called - self._polls.last_started < WATCHED_SECONDS
         while (watched and self.running and self._polls.last_started < called
                and time.monotonic() - called < linger):
             time.sleep(0.05)
         self._server.should_exit = True
-        self._thread.join(timeout=10.0)
+        self._served.wait(timeout=10.0)
 
 
 def start_dashboard(runs_dir: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
@@ -147,19 +152,21 @@ def start_dashboard(runs_dir: Path, host: str = "127.0.0.1", port: int = DEFAULT
     server = _uvicorn(app)  # off the main thread uvicorn leaves the signal handlers alone
     actual = sock.getsockname()[1]
 
+    served = threading.Event()
+
     def serve() -> None:
         try:
             server.run(sockets=[sock])
         finally:
             sock.close()
+            served.set()
 
-    thread = threading.Thread(target=serve, name="fediot-dashboard", daemon=True)
-    thread.start()
+    threading.Thread(target=serve, name="fediot-dashboard", daemon=True).start()
     deadline = time.monotonic() + 30.0
     while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
+        if served.is_set() or time.monotonic() > deadline:
             server.should_exit = True
             raise DashboardError(f"the dashboard did not start on {host}:{port}")
         time.sleep(0.02)
-    return DashboardHandle(dashboard_url(host, actual, token), actual, server, thread,
+    return DashboardHandle(dashboard_url(host, actual, token), actual, server, served,
                            app.state.polls)
