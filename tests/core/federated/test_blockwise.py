@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from fediot.core.catalog import N_FEATURES
+from fediot.core.federated import blockwise
 from fediot.core.federated.blockwise import (
     BLOCK_REPORTS,
+    ROW_BLOCK,
     layer_blocks,
     squared_distances,
     weighted_sum,
@@ -20,6 +22,7 @@ from fediot.core.federated.messages import FitReport, SystemStats, Weights
 from fediot.core.federated.strategies import weighted_average
 from fediot.core.federated.validation import update_norm, update_norm_outliers
 from fediot.core.model import build_autoencoder, get_weights
+from fediot.core.model.row_weights import RowWeights
 
 NO_COST = SystemStats(0.0, 0.0, 0, 0)
 MANY = 2 * BLOCK_REPORTS + 45
@@ -117,3 +120,37 @@ def test_mismatched_arrays_raise_rather_than_mix(model_weights: Weights) -> None
         squared_distances([good, good[:-1]], model_weights)
     with pytest.raises(ValueError):
         squared_distances([[good[1], *good[1:]]], model_weights)
+
+
+@pytest.mark.parametrize("count", [1, ROW_BLOCK, MANY])
+def test_rows_of_one_matrix_give_the_per_array_results(model_weights: Weights, count: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stacked training's weights (rows of one matrix, in any order, not all of its rows):
+    the same sums as the same numbers in plain lists, read a block of rows at a time."""
+    rng = np.random.default_rng(count)
+    shapes = tuple(w.shape for w in model_weights)
+    centre = np.concatenate([w.ravel() for w in model_weights])
+    matrix = (centre + rng.uniform(-0.05, 0.05, (count + 3, centre.size))).astype(np.float32)
+    rows = [RowWeights(matrix, int(r), shapes) for r in rng.permutation(count + 3)[:count]]
+    plain = [[array.copy() for array in weights] for weights in rows]
+    fractions = rng.random(count)
+    fractions /= fractions.sum()
+    want_sum = weighted_sum(plain, fractions)
+    want_squares = squared_distances(plain, model_weights)
+    mixed = [*rows[:-1], plain[-1]]  # not all rows: the per-array path, the same numbers
+    for array, want in zip(weighted_sum(mixed, fractions), want_sum, strict=True):
+        np.testing.assert_allclose(array, want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(squared_distances(mixed, model_weights), want_squares,
+                               rtol=1e-12)
+
+    def per_array(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("rows of one matrix went the per-array way")
+
+    monkeypatch.setattr(blockwise, "layer_blocks", per_array)
+    got_sum = weighted_sum(rows, fractions)
+    assert [a.shape for a in got_sum] == list(shapes)
+    for array, want in zip(got_sum, want_sum, strict=True):
+        assert array.dtype == np.float64
+        np.testing.assert_allclose(array, want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(squared_distances(rows, model_weights), want_squares,
+                               rtol=1e-12)

@@ -373,12 +373,13 @@ class FedDetectServer:
         for cid, task in tasks.items():
             if cid not in replies:
                 continue
+            reply = replies[cid]
             try:
-                validate_reply(method, task, replies[cid].result, self._context(method, cid))
+                checked = validate_reply(method, task, reply.result, self._context(method, cid))
             except ReplyRejectedError as error:
                 self._reject(cid, method, server_round, str(error))
                 continue
-            accepted[cid] = replies[cid]
+            accepted[cid] = reply if checked is reply.result else replace(reply, result=checked)
         return accepted
 
     def _context(self, method: str, cid: str) -> ReplyContext:

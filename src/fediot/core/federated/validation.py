@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from fediot.core.federated.secure_aggregation import SecAggReply, SecAggTask
 from fediot.core.limits import MAX_ROWS, MAX_WINDOW
 from fediot.core.metrics import ClassCounts
 from fediot.core.model import ErrorStats, ScalerStats
+from fediot.core.model.row_weights import RowWeights
 from fediot.core.model.threshold import N_ERROR_BINS, error_bin_edges
 
 RELATIVE_TOLERANCE = 1e-6
@@ -147,7 +148,15 @@ def all_finite(array: np.ndarray[Any, Any]) -> bool:
 
 
 def check_weights(weights: Any, expected: Sequence[np.ndarray[Any, Any]], what: str) -> Weights:
-    """``weights`` as arrays of the shapes of ``expected``: as many, float, finite."""
+    """``weights`` as arrays of the shapes of ``expected``: as many, float, finite.
+
+    A :class:`~fediot.core.model.row_weights.RowWeights` (stacked training's) is checked as
+    its matrix row, with one finiteness test, and comes back as the checker's own views of
+    that row in ``expected``'s shapes: its own arrays are not used, as nothing says they are
+    that row.
+    """
+    if type(weights) is RowWeights:
+        return _check_row_weights(weights, expected, what)
     if not isinstance(weights, list | tuple):
         raise _fail(f"{what} must be a list of arrays, got {type(weights).__name__}")
     if len(weights) != len(expected):
@@ -165,6 +174,20 @@ def check_weights(weights: Any, expected: Sequence[np.ndarray[Any, Any]], what: 
             if not all_finite(array):
                 raise _fail(f"{what}[{i}] holds NaN or infinite values")
     return list(weights)
+
+
+def _check_row_weights(weights: RowWeights, expected: Sequence[np.ndarray[Any, Any]],
+                       what: str) -> RowWeights:
+    try:
+        checked = RowWeights(weights.matrix, weights.row,
+                             tuple(np.shape(array) for array in expected))
+    except (TypeError, ValueError, IndexError, AttributeError) as error:
+        raise _fail(f"{what}: {error}") from None
+    with np.errstate(over="ignore", invalid="ignore"):  # all_finite's sum may overflow
+        if not all_finite(checked.matrix[checked.row]):
+            bad = next(i for i, array in enumerate(checked) if not np.isfinite(array).all())
+            raise _fail(f"{what}[{bad}] holds NaN or infinite values")
+    return checked
 
 
 def check_error_stats(stats: Any, what: str, max_n: int = MAX_ROWS) -> ErrorStats:
@@ -271,19 +294,22 @@ def _check_scaler_reply(result: Any) -> None:
         raise _fail(f"data.train {data.train} differs from the scaler's {stats.n} rows")
 
 
-def _check_fit_reply(result: Any, task: Any, context: ReplyContext) -> None:
+def _check_fit_reply(result: Any, task: Any, context: ReplyContext) -> FitReport:
     if not isinstance(result, FitReport):
         raise _fail(f"expected a FitReport, got {type(result).__name__}")
     if result.client_id != context.device:
         raise _fail(f"reply names device {str(result.client_id)!r:.60}")
     train, opt = context.limits()
+    checked = result.weights
     if isinstance(task, FitTask):
-        check_weights(result.weights, task.model.weights, "weights")
+        checked = check_weights(result.weights, task.model.weights, "weights")
     _count(result.num_examples, "num_examples", 1, train)
     _number(result.mean_loss, "mean_loss")
     _number(result.validation_loss, "validation_loss")
     _count(result.validation_rows, "validation_rows", 0, opt)
     _check_system(result.system)
+    # a row of stacked weights is used as the checker saw it (other lists as they came)
+    return replace(result, weights=checked) if type(checked) is RowWeights else result
 
 
 def _check_evaluate_reply(result: Any, task: Any, context: ReplyContext) -> None:
@@ -316,9 +342,11 @@ def _check_evaluate_reply(result: Any, task: Any, context: ReplyContext) -> None
     _check_system(result.system)
 
 
-def validate_reply(method: str, task: Any, result: Any, context: ReplyContext) -> None:
+def validate_reply(method: str, task: Any, result: Any, context: ReplyContext) -> Any:
     """Check one device's ``result`` for client ``method`` against the ``task`` sent; raise
-    :class:`ReplyRejectedError` with the reason if it must not be used.
+    :class:`ReplyRejectedError` with the reason if it must not be used. Returns the result to
+    use: ``result`` itself, or for a fit reply with
+    :class:`~fediot.core.model.row_weights.RowWeights` a copy holding the checked row.
 
     A :class:`Refusal` (the device refused the task, or the engine could not read its reply)
     is rejected with its own reason.
@@ -328,7 +356,7 @@ def validate_reply(method: str, task: Any, result: Any, context: ReplyContext) -
     if method == "scaler_stats":
         _check_scaler_reply(result)
     elif method == "fit":
-        _check_fit_reply(result, task, context)
+        return _check_fit_reply(result, task, context)
     elif method == "threshold_stats":
         stats = check_error_stats(result, "errors", context.limits()[1])
         if stats.n == 0:
@@ -339,6 +367,7 @@ def validate_reply(method: str, task: Any, result: Any, context: ReplyContext) -
         _check_secagg_reply(result, task, context)
     else:
         raise _fail(f"no checks for client method {method!r}")
+    return result
 
 
 def _check_secagg_reply(result: Any, task: Any, context: ReplyContext) -> None:

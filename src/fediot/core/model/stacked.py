@@ -48,6 +48,7 @@ from fediot.core.catalog import N_FEATURES
 from fediot.core.config import CHOICES
 from fediot.core.model.autoencoder import build_autoencoder, weight_shapes
 from fediot.core.model.local_training import TrainSettings
+from fediot.core.model.row_weights import RowWeights
 from fediot.core.model.training import _linear_tanh_plan
 from fediot.core.model.transform import ModelInputError
 
@@ -132,8 +133,8 @@ class StackedResult:
     Parameters
     ----------
     weights
-        Per device, its trained weights (float32 arrays in :func:`get_weights` order; views
-        into ``trained``).
+        Per device, its trained weights (float32 arrays in :func:`get_weights` order): a
+        :class:`~fediot.core.model.row_weights.RowWeights`, its row of ``trained``.
     trained
         The array holding every device's trained weights, a row each.
     mean_loss
@@ -567,9 +568,9 @@ def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch
             train_chunk(number)
     row_of = np.empty(len(order), dtype=np.int64)
     row_of[order] = np.arange(len(order))
-    weights = [[trained[row, start:stop].reshape(shape)
-                for start, stop, shape in zip(offsets, offsets[1:], shapes, strict=False)]
-               for row in row_of.tolist()]
+    layer_shapes = tuple(shapes)
+    weights: list[list[npt.NDArray[np.float32]]] = [
+        RowWeights(trained, row, layer_shapes) for row in row_of.tolist()]
     chunk_steps = [int(steps[order[first:first + per_chunk]].sum()) for first in firsts]
     return StackedResult(weights, mean_loss, trained, steps.astype(np.int64), chunk_of,
                          chunk_seconds, chunk_steps)
