@@ -333,7 +333,7 @@ class DeviceArgs:
         about 32 MiB of tensors (:data:`fediot.core.model.stacked.CHUNK_MEMORY_BYTES`).
     vectorised_threads
         With ``vectorised``: threads in each process computing at once, each with one torch
-        thread (training chunks beside the validation scoring, parts of a scoring pass); the
+        thread (training chunks, parts of a scoring pass); the
         results do not depend on it. 0 (default): the cores this process may use, shared by
         the ``worker_num`` processes.
     """

@@ -8,7 +8,7 @@ large batches. The replies are the devices' own :class:`Reply` objects, so the s
 checkpoints, resume, dashboard) and every aggregation strategy works unchanged.
 
 ``device_args.vectorised_threads`` (default: the usable cores) trains that many chunks at once
-in threads of one torch thread each, the validation scoring beside them;
+in threads of one torch thread each, then scores the validation rows in as many parts;
 ``device_args.worker_num`` > 1 splits the devices over that many worker processes instead
 (the in-process engine's :class:`~fediot.engines.inprocess.ProcessPool`, the cores shared out
 between them). On this 2-core machine two threads ran a 900-device round fastest: 0.84 s,

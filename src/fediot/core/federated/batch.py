@@ -280,12 +280,6 @@ class DeviceBatch:
             opt = self._split("opt", task.model.scaler)
             rows, ends = opt.rows_of(indices)
             model = self._load(task.model)
-            scoring = None
-            if self.threads > 1:  # scored beside the training: a thread fills its gaps
-                scoring = ThreadPoolExecutor(1, thread_name_prefix="fediot-validation")
-                validating = scoring.submit(_error_stats, model, rows, ends, 1)
-            else:
-                validation = _error_stats(model, rows, ends, 1)
             if self._train_tensor is None:
                 self._train_tensor = torch.from_numpy(train.rows).to(self.device)
             result = train_stacked(
@@ -299,9 +293,9 @@ class DeviceBatch:
                 chunk_devices=self.chunk_devices, threads=self.threads,
                 out=self._trained if _unshared(self._trained) else None)
             self._trained = result.trained
-            if scoring is not None:
-                validation = validating.result()
-                scoring.shutdown()
+            # after the training, on all threads: beside it, a third thread on two cores
+            # made the round slower at 9,000 devices and no faster at 900
+            validation = _error_stats(model, rows, ends, self.threads)
         total_steps = max(int(result.steps.sum()), 1)
         replies = {}
         with capturing_level():
