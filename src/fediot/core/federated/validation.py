@@ -180,7 +180,7 @@ def _check_row_weights(weights: RowWeights, expected: Sequence[np.ndarray[Any, A
                        what: str) -> RowWeights:
     try:
         checked = RowWeights(weights.matrix, weights.row,
-                             tuple(np.shape(array) for array in expected))
+                             tuple(array.shape for array in expected))
     except (TypeError, ValueError, IndexError, AttributeError) as error:
         raise _fail(f"{what}: {error}") from None
     with np.errstate(over="ignore", invalid="ignore"):  # all_finite's sum may overflow

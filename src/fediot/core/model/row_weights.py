@@ -10,6 +10,7 @@ one call per array and device.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Sequence
@@ -21,10 +22,16 @@ import numpy.typing as npt
 
 def layout(shapes: Sequence[tuple[int, ...]]) -> list[int]:
     """Where each array of a weight list starts in its flat row, and (last) the row's length."""
+    return list(_layout(tuple(shapes)))
+
+
+@functools.lru_cache(maxsize=16)
+def _layout(shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    # a round's thousands of rows share a handful of layouts
     offsets = [0]
     for shape in shapes:
         offsets.append(offsets[-1] + math.prod(shape))
-    return offsets
+    return tuple(offsets)
 
 
 class RowWeights(list[npt.NDArray[np.float32]]):
@@ -52,7 +59,8 @@ class RowWeights(list[npt.NDArray[np.float32]]):
     def __init__(self, matrix: npt.NDArray[np.float32], row: int,
                  shapes: Sequence[tuple[int, ...]]) -> None:
         row = operator.index(row)  # a whole number, or TypeError
-        offsets = layout(shapes)
+        shapes = shapes if isinstance(shapes, tuple) else tuple(shapes)
+        offsets = _layout(shapes)
         if (type(matrix) is not np.ndarray or matrix.dtype != np.float32 or matrix.ndim != 2
                 or not matrix.flags.c_contiguous or matrix.shape[1] != offsets[-1]):
             raise ValueError(f"matrix must be a C-contiguous float32 array of {offsets[-1]} "
@@ -65,8 +73,7 @@ class RowWeights(list[npt.NDArray[np.float32]]):
                          for start, stop, shape in zip(offsets, offsets[1:], shapes,
                                                        strict=False))
         # one tuple shared by a round's rows keeps rows_of_one_matrix's comparison cheap
-        self.matrix, self.row = matrix, row
-        self.shapes = shapes if isinstance(shapes, tuple) else tuple(shapes)
+        self.matrix, self.row, self.shapes = matrix, row, shapes
 
     def __reduce__(self) -> tuple[Any, ...]:
         return list, (list(self),)
