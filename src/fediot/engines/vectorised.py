@@ -12,7 +12,7 @@ in threads of one torch thread each, then scores the validation rows in as many 
 ``device_args.worker_num`` > 1 splits the devices over that many worker processes instead
 (the in-process engine's :class:`~fediot.engines.inprocess.ProcessPool`, the cores shared out
 between them). On this 2-core machine two threads ran a 900-device round fastest: 0.84 s,
-against 1.00 s with two processes and 1.32 s with one thread (``bench/bench_vectorised.py``,
+against 1.03 s with two processes and 1.38 s with one thread (``bench/bench_vectorised.py``,
 BENCHMARKS.md).
 ``device_args.vectorised_shuffle`` chooses exact or fast shuffles; ``device_args.using_gpu`` a
 CUDA GPU when one is present (then keep one worker: one process drives the GPU).
