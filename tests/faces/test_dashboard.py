@@ -441,24 +441,33 @@ def test_server_command_reports_a_busy_dashboard_port_before_starting_flower(
 
 @pytest.mark.slow
 def test_dashboard_command_serves_in_the_foreground_until_stopped(runs_dir: Path) -> None:
+    """``fediot dashboard`` serves until Ctrl-C; ``kill -USR1`` meanwhile prints every
+    thread's stack (what a command that seems stuck is doing) and it serves on."""
     process = subprocess.Popen(
         [str(FEDIOT), "dashboard", "--runs-dir", str(runs_dir), "--port", "0", "--new-token"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "COLUMNS": "200"})
+    output: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_read_lines, args=(process.stdout, output), daemon=True).start()
+    printed: list[str] = []
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        found = re.search(r"(http://127\.0\.0\.1:(\d+)/)\?token=([\w-]+)", line)
-        assert found, line
+        found = _wait_for_line(output, printed, r"(http://127\.0\.0\.1:(\d+)/)\?token=([\w-]+)",
+                               120)
         base, token = found.group(1), found.group(3)
         assert len(token) >= 16
         with httpx.Client(base_url=base, timeout=30) as http:
             assert http.get("/api/runs").status_code == 401
             listing = http.get("/api/runs", params={"token": token}).json()
-        assert [run["id"] for run in listing["runs"]] == ["finished-run"]
+            assert [run["id"] for run in listing["runs"]] == ["finished-run"]
+            process.send_signal(signal.SIGUSR1)
+            _wait_for_line(output, printed, r"(Current thread|Thread) 0x[0-9a-f]+ \(most recent "
+                           r"call first\)", 30)
+            _wait_for_line(output, printed, r'File ".*uvicorn.*", line \d+ in ', 30)
+            assert http.get("/api/runs", params={"token": token}).status_code == 200
+        assert process.poll() is None
         process.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
-        assert process.wait(timeout=60) == 0
-        assert "Traceback" not in process.stdout.read()
+        assert _exit_code(process, output, printed) == 0
+        assert "Traceback" not in _drain(output, printed)
     finally:
         if process.poll() is None:
             process.kill()
@@ -646,6 +655,19 @@ def _drain(lines: queue.Queue[str], printed: list[str]) -> str:
     return "".join(printed)
 
 
+def _exit_code(process: subprocess.Popen[str], output: queue.Queue[str], printed: list[str],
+               seconds: float = 60.0) -> int:
+    """``process``'s exit code once it ends within ``seconds`` of a Ctrl-C; otherwise a test
+    failure showing its output and, from ``kill -USR1``, what each of its threads was doing."""
+    try:
+        return process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        pytest.fail(f"still running {seconds:g} s after Ctrl-C; its output, then its threads' "
+                    f"stacks:\n{_drain(output, printed)}")
+
+
 def _simulate(dataset: Path, runs: Path, rounds: int, *options: str) -> subprocess.Popen[str]:
     """``fediot simulate --dashboard 0`` of the 3 devices in ``dataset``, in a subprocess."""
     return subprocess.Popen(
@@ -752,7 +774,7 @@ def test_the_page_follows_a_running_simulation_and_keeps_the_finished_run(
         page.wait_for_timeout(2 * 1000)  # a poll or two more after the minute
         shows_the_finished_run()
         process.send_signal(signal.SIGINT)  # the operator closes it
-        assert process.wait(timeout=60) == 0, _drain(output, printed)
+        assert _exit_code(process, output, printed) == 0, _drain(output, printed)
         assert "Traceback" not in _drain(output, printed)
     finally:
         if process.poll() is None:

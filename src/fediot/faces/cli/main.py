@@ -6,6 +6,8 @@ The command modules are imported lazily, when their command runs (see :mod:`.laz
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 from typing import Final
 
@@ -17,6 +19,9 @@ FULL_INSTALL_MODULES: Final[frozenset[str]] = frozenset({
 
 
 def main() -> None:
+    # `kill -USR1 PID` prints every thread's stack to stderr: what a command that seems stuck
+    # is doing, without stopping it (not chained: SIGUSR1's default action ends the process)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         app()
     except ModuleNotFoundError as error:
