@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from exited_process import exited_process, killed_run
@@ -235,6 +236,26 @@ def test_status_records_the_start_and_a_resume_keeps_it(tmp_path: Path) -> None:
     assert RunView(folder.root).started_at() == datetime.fromisoformat(started)
 
 
+def test_a_resume_keeps_each_devices_rejected_replies(tmp_path: Path) -> None:
+    from fediot.core.federated.validation import Rejection
+
+    folder, config = new_run(tmp_path)
+    recorder = StatusRecorder(folder, config, ["a", "b"])
+    recorder.on_rejected(Rejection("a", "fit", 1, "tired"))
+    recorder.on_rejected(Rejection("a", "fit", 2, "weights[0] holds NaN or infinite values"))
+    recorder.finish("failed")
+    again = StatusRecorder(folder, config, ["a", "b", "c"])  # what --resume does
+    devices = json.loads((folder.root / "status.json").read_text())["devices"]
+    assert devices["a"]["rejected"] == 2 and devices["a"]["state"] == "idle"
+    assert devices["a"]["last_rejection"] == (
+        "a (fit, round 2): weights[0] holds NaN or infinite values")
+    assert devices["b"]["rejected"] == devices["c"]["rejected"] == 0
+    again.on_rejected(Rejection("a", "fit", 3, "tired"))
+    again.finish()
+    devices = json.loads((folder.root / "status.json").read_text())["devices"]
+    assert devices["a"]["rejected"] == 3
+
+
 # --- device state after faults ------------------------------------------------------------------
 
 
@@ -318,3 +339,29 @@ def test_a_device_silent_in_the_last_round_is_left_out_and_the_results_say_why(
     assert status is not None and status["devices"][victim]["state"] == "lost"
     assert any(line["device"] == victim and line["message"].startswith("left out")
                for line in view.logs())
+
+
+def test_a_checkpoint_keeps_every_rejected_reply(tmp_path: Path) -> None:
+    from fediot.core.federated.messages import DataReport, ModelState
+    from fediot.core.federated.server import ServerState
+    from fediot.core.federated.validation import Rejection
+    from fediot.core.model import ScalerStats, build_autoencoder, get_weights
+
+    folder, _ = new_run(tmp_path / "runs")
+    rejections = [Rejection("a", "scaler_stats", None, "refused: 6 training rows"),
+                  Rejection("b", "fit", 2, "weights[3] holds NaN or infinite values"),
+                  Rejection("a", "fit", 2, "no data report from the scaler step")]
+    state = ServerState(ModelState(get_weights(build_autoencoder(seed=0)), ScalerStats.empty()),
+                        {}, [], None, {"b": DataReport(train=30, opt=10)}, rejections)
+    folder.save_checkpoint(state)
+    loaded = folder.load_checkpoint()
+    assert loaded.rejections == rejections and loaded.data == state.data
+    # a checkpoint of an earlier version, without them: none
+    with np.load(folder.root / "checkpoint.npz") as data:
+        arrays = dict(data)
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    del meta["rejections"]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with (folder.root / "checkpoint.npz").open("wb") as f:
+        np.savez(f, **arrays)
+    assert folder.load_checkpoint().rejections == []

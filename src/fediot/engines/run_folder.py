@@ -152,7 +152,8 @@ class RunFolder:
         _write_json(folder / "thresholds.json", thresholds.to_dict())
 
     def save_checkpoint(self, state: ServerState) -> None:
-        """``checkpoint.npz`` (model, scaler, optimiser state, rounds) in one atomic write, and
+        """``checkpoint.npz`` (model, scaler, optimiser state, rounds, the devices' data
+        reports and every rejected reply so far) in one atomic write, and
         ``metrics.jsonl`` rewritten from the same rounds, so the two never disagree."""
         arrays: dict[str, Any] = {f"w{i}": w for i, w in enumerate(state.model.weights)}
         arrays.update(scaler_n=np.asarray(state.model.scaler.n),
@@ -165,7 +166,8 @@ class RunFolder:
                 "weights": len(state.model.weights),
                 "strategy_keys": sorted(state.strategy_state),
                 "best_round": None if state.best is None else state.best[0],
-                "data": {cid: report.to_dict() for cid, report in state.data.items()}}
+                "data": {cid: report.to_dict() for cid, report in state.data.items()},
+                "rejections": [r.to_dict() for r in state.rejections]}
         arrays["meta"] = np.frombuffer(json.dumps(meta, default=_jsonable).encode(), np.uint8)
         with atomic_path(self.root / "checkpoint.npz") as tmp, tmp.open("wb") as f:
             np.savez(f, **arrays)
@@ -182,6 +184,7 @@ class RunFolder:
         """The state :meth:`save_checkpoint` wrote; a clear error if there is none."""
         from fediot.core.federated.messages import DataReport, ModelState
         from fediot.core.federated.server import RoundRecord, ServerState
+        from fediot.core.federated.validation import Rejection
         from fediot.core.model import ScalerStats
 
         path = self.root / "checkpoint.npz"
@@ -203,7 +206,10 @@ class RunFolder:
             validation_loss=r.get("validation_loss"), rejected=r.get("rejected") or {},
         ) for r in meta["rounds"]]
         reports = {cid: DataReport(**counts) for cid, counts in meta.get("data", {}).items()}
-        return ServerState(ModelState(weights, scaler), strategy, history, best, reports)
+        rejections = [Rejection(r["device"], r["step"], r["round"], r["reason"])
+                      for r in meta.get("rejections", [])]  # none in an older checkpoint
+        return ServerState(ModelState(weights, scaler), strategy, history, best, reports,
+                           rejections)
 
     def append_logs(self, lines: Sequence[LogLine]) -> None:
         """Append devices' log lines to ``logs.jsonl`` in one write (a reader may see the last
@@ -268,14 +274,33 @@ def _now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _first_start(root: Path) -> str:
+def _earlier_status(root: Path) -> dict[str, Any]:
+    """The ``status.json`` a resumed run already has ({} for a new run or an unreadable one)."""
+    try:
+        earlier = json.loads((root / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return earlier if isinstance(earlier, dict) else {}
+
+
+def _first_start(earlier: Mapping[str, Any]) -> str:
     """When the run first started: a resumed run keeps the time its ``status.json`` already
     records, so resuming an old run does not make it the newest."""
-    try:
-        earlier = json.loads((root / "status.json").read_text()).get("started_at")
-    except (OSError, ValueError, AttributeError):
-        earlier = None
-    return earlier if parse_time(earlier) is not None else _now_text()
+    started = earlier.get("started_at")
+    return started if isinstance(started, str) and parse_time(started) is not None \
+        else _now_text()
+
+
+def _device_entry(earlier: Mapping[str, Any], device: str) -> dict[str, Any]:
+    """A device's entry at the start: idle, with the rejected replies (count, latest) it had
+    before a resume."""
+    devices = earlier.get("devices")
+    known = devices.get(device) if isinstance(devices, dict) else None
+    known = known if isinstance(known, dict) else {}
+    count, last = known.get("rejected"), known.get("last_rejection")
+    return {"state": "idle", "last_seen": None, "last_round": None,
+            "rejected": count if isinstance(count, int) and count >= 0 else 0,
+            "last_rejection": last if isinstance(last, str) else None}
 
 
 def _beat(recorder: weakref.ref[StatusRecorder], stop: threading.Event, seconds: float) -> None:
@@ -330,15 +355,14 @@ class StatusRecorder:
         # the heartbeat thread writes too: one write at a time, and never while an event
         # handler is halfway through changing the dict
         self._lock = threading.RLock()
+        earlier = _earlier_status(folder.root)  # a resumed run's: its start, its rejections
         self.status: dict[str, Any] = {
             "run": folder.root.name, "state": "running", "phase": "starting", "round": 0,
-            "started_at": _first_start(folder.root),
+            "started_at": _first_start(earlier),
             "total_rounds": config.train_args.comm_round,
             "engine": engine or config.comm_args.backend,
             "owner": ProcessIdentity.current().to_dict(),
-            "devices": {d: {"state": "idle", "last_seen": None, "last_round": None,
-                            "rejected": 0, "last_rejection": None}
-                        for d in devices},
+            "devices": {d: _device_entry(earlier, d) for d in devices},
         }
         self._write()
         self._stop = threading.Event()

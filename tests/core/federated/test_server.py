@@ -282,6 +282,32 @@ def test_a_resumed_run_keeps_its_best_round_and_ends_identically() -> None:
     assert resumed.data == whole.data
 
 
+class _TiredDevice(SequentialPool):
+    """The second device refuses to train in odd rounds: rejected replies over the whole run."""
+
+    def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
+        replies = super().exchange(method, tasks)
+        tired = self.client_ids[1]
+        round_ = getattr(next(iter(tasks.values()), None), "server_round", 0)
+        if method == "fit" and round_ % 2 and tired in replies:
+            replies[tired] = Reply(Refusal("tired"))
+        return replies
+
+
+def test_a_resumed_run_counts_the_rejections_before_the_resume_too() -> None:
+    settings = {"train_args.comm_round": 5}
+    states = []
+    whole = FedDetectServer(config(**settings)).run(_TiredDevice(synthetic_clients()),
+                                                    checkpoint=states.append)
+    tired = synthetic_clients()[1].client_id
+    assert [(r.device, r.server_round) for r in whole.rejections] == [
+        (tired, 1), (tired, 3), (tired, 5)]
+    assert states[2].rejections == whole.rejections[:2]  # after round 3
+    resumed = FedDetectServer(config(**settings)).run(_TiredDevice(synthetic_clients()),
+                                                      resume=states[2])
+    assert resumed.rejections == whole.rejections
+
+
 def test_devices_report_their_data_counts_and_warm_up_rows() -> None:
     clients = synthetic_clients()
     clients[0] = dataclasses.replace(clients[0], warmup_dropped={"train": 4, "opt": 1})

@@ -236,6 +236,8 @@ class ServerState:
         ``(round, model)`` with the lowest validation loss known so far (``None`` before any).
     data
         Every device's :class:`DataReport` from the scaler step.
+    rejections
+        Every reply rejected so far, in order (a resumed run's results count them all).
     """
 
     model: ModelState
@@ -243,6 +245,7 @@ class ServerState:
     history: list[RoundRecord]
     best: tuple[int, ModelState] | None = None
     data: dict[str, DataReport] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
 
     @property
     def completed_rounds(self) -> int:
@@ -702,6 +705,7 @@ class FedDetectServer:
         else:
             model, history = resume.model, list(resume.history)
             best, self.device_data = resume.best, dict(resume.data)
+            self.rejections = list(resume.rejections)
             self.training_ids = set(pool.client_ids)
             self.strategy.load_state(resume.strategy_state)
             self.observer.on_phase("resume", f"from round {resume.completed_rounds}")
@@ -732,7 +736,7 @@ class FedDetectServer:
             history.append(record)
             if checkpoint is not None:
                 checkpoint(ServerState(model, self.strategy.state(), list(history), best,
-                                       dict(self.device_data)))
+                                       dict(self.device_data), list(self.rejections)))
             self.observer.on_round(record)
             if stopped:
                 self.observer.on_phase("stopped", f"validation loss flat for "
@@ -756,7 +760,7 @@ class FedDetectServer:
                     best = (model_round, model)
                 if checkpoint is not None:
                     checkpoint(ServerState(model, self.strategy.state(), list(history), best,
-                                           dict(self.device_data)))
+                                           dict(self.device_data), list(self.rejections)))
         if (self.config.validation_args.keep_best_round and best is not None
                 and best[0] != model_round):
             model_round, model = best
