@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fediot.core.model.row_weights import layout, rows_of_one_matrix
+from fediot.core.model.row_weights import rows_of_one_matrix, split_row
 
 BLOCK_REPORTS = 64
 """Reports stacked at once: a block takes 64 × the largest layer (115 × 86 numbers) × 8 B ≈
@@ -72,13 +72,6 @@ def matrix_blocks(matrix: npt.NDArray[np.float32], rows: npt.NDArray[np.intp],
         yield part, values
 
 
-def _split(flat: npt.NDArray[np.float64], shapes: Sequence[tuple[int, ...]]
-           ) -> list[npt.NDArray[np.float64]]:
-    offsets = layout(shapes)
-    return [flat[start:stop].reshape(shape)
-            for start, stop, shape in zip(offsets, offsets[1:], shapes, strict=False)]
-
-
 def weighted_sum(weights: Sequence[Sequence[npt.NDArray[Any]]],
                  fractions: npt.NDArray[np.float64]) -> list[npt.NDArray[np.float64]]:
     """Σᵢ ``fractions[i]`` × ``weights[i]`` over ≥ 1 weight lists, array by array, accumulated
@@ -90,7 +83,7 @@ def weighted_sum(weights: Sequence[Sequence[npt.NDArray[Any]]],
         flat = np.zeros(matrix.shape[1], dtype=np.float64)
         for part, values in matrix_blocks(matrix, which):
             flat += np.einsum("i,ij->j", fractions[part], values)
-        return _split(flat, shapes)
+        return split_row(flat, shapes)
     out: list[npt.NDArray[np.float64]] = []
     for layer, first in enumerate(weights[0]):
         total = np.zeros(np.size(first), dtype=np.float64)

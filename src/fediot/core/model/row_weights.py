@@ -34,6 +34,14 @@ def _layout(shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
     return tuple(offsets)
 
 
+def split_row(flat: npt.NDArray[Any], shapes: Sequence[tuple[int, ...]]
+              ) -> list[npt.NDArray[Any]]:
+    """A flat row cut into a weight list's arrays of ``shapes``, in order (views of ``flat``)."""
+    offsets = _layout(tuple(shapes))
+    return [flat[start:stop].reshape(shape)
+            for start, stop, shape in zip(offsets, offsets[1:], shapes, strict=False)]
+
+
 class RowWeights(list[npt.NDArray[np.float32]]):
     """Row ``row`` of ``matrix`` as a weight list: its arrays, in ``shapes``, are views of
     ``matrix[row]`` cut one after the other.
@@ -68,10 +76,7 @@ class RowWeights(list[npt.NDArray[np.float32]]):
                              f"{getattr(matrix, 'shape', '')}")
         if not 0 <= row < len(matrix):
             raise ValueError(f"row {row} is outside the matrix's {len(matrix)} rows")
-        flat = matrix[row]
-        super().__init__(flat[start:stop].reshape(shape)
-                         for start, stop, shape in zip(offsets, offsets[1:], shapes,
-                                                       strict=False))
+        super().__init__(split_row(matrix[row], shapes))
         # one tuple shared by a round's rows keeps rows_of_one_matrix's comparison cheap
         self.matrix, self.row, self.shapes = matrix, row, shapes
 

@@ -48,7 +48,7 @@ from fediot.core.catalog import N_FEATURES
 from fediot.core.config import CHOICES
 from fediot.core.model.autoencoder import build_autoencoder, weight_shapes
 from fediot.core.model.local_training import TrainSettings
-from fediot.core.model.row_weights import RowWeights
+from fediot.core.model.row_weights import RowWeights, layout
 from fediot.core.model.training import _linear_tanh_plan
 from fediot.core.model.transform import ModelInputError
 
@@ -518,8 +518,7 @@ def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch
     per_chunk = chunk_devices or chunk_size(min(settings.batch_size, int(counts.max(initial=1))),
                                             rows.shape[1])
     shapes = [tuple(w.shape) for w in anchors]
-    sizes = [math.prod(shape) for shape in shapes]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
+    offsets = layout(shapes)
     # every device's trained weights in one array, a row each in training order (a reused
     # one if the caller hands it in: fresh pages cost more to fault in than to fill)
     shape = (len(order), offsets[-1])
