@@ -27,13 +27,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from common import write_result
+from common import REPO, write_result
+
+sys.path.insert(0, str(REPO / "tests"))
+from federated_data import FixedReplies  # type: ignore[import-not-found]
 from fediot.core.catalog import N_FEATURES
 from fediot.core.config import Config
 from fediot.core.federated.messages import (
@@ -54,20 +58,6 @@ from fediot.core.model import ScalerStats, build_autoencoder, get_weights
 
 TRAIN_ROWS = 1_000
 """Training rows each synthetic device declares (its reports use 500…1,000 of them)."""
-
-
-class _PreparedPool:
-    """A pool whose exchange hands back replies built beforehand (no device runs)."""
-
-    def __init__(self, replies: dict[str, Reply]) -> None:
-        self.replies = replies
-
-    @property
-    def client_ids(self) -> list[str]:
-        return list(self.replies)
-
-    def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
-        return self.replies
 
 
 def _best(function: Callable[[], Any], repeats: int) -> float:
@@ -121,7 +111,7 @@ def main() -> None:
     server.device_data = dict.fromkeys(ids, declared)
     server.training_ids = set(ids)
     # one log line per reply, as a device's fit writes one ("round 1: trained …")
-    pool = _PreparedPool({r.client_id: Reply(r, (LogLine(
+    pool = FixedReplies({r.client_id: Reply(r, (LogLine(
         "2026-01-01T00:00:00.000+00:00", r.client_id, 1, "fit", "INFO",
         "round 1: trained 1000 rows × 1 epoch(s)"),)) for r in reports})
     tasks = dict.fromkeys(ids, task)

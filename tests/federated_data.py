@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -11,7 +12,23 @@ import yaml
 from fediot.core.catalog import DEVICES, N_FEATURES
 from fediot.core.config import Config
 from fediot.core.federated.client import ClientData
+from fediot.core.federated.messages import Reply
 from fediot.core.io import write_features
+
+
+class FixedReplies:
+    """A pool handing back the replies it was built with, whatever it is asked (no device
+    runs): the server's handling of given replies, alone."""
+
+    def __init__(self, replies: dict[str, Reply]) -> None:
+        self.replies = replies
+
+    @property
+    def client_ids(self) -> list[str]:
+        return list(self.replies)
+
+    def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
+        return self.replies
 
 
 def device_rows(uci_id: int, n: int, attack: str | None, seed: int) -> np.ndarray:

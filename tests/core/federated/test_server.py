@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from federated_data import synthetic_clients
+from federated_data import FixedReplies, synthetic_clients
 from fediot.core.config import Config
 from fediot.core.errors import FediotError
 from fediot.core.federated.client import DeviceClient, LogCapture, capturing_level
@@ -336,20 +336,6 @@ def test_the_plateau_rule_counts_improvement_per_epoch(epochs: int) -> None:
     assert tracker.should_stop == (epochs >= 3)
 
 
-class _FixedReplies:
-    """A pool handing back the replies it was built with (no device runs)."""
-
-    def __init__(self, replies: dict[str, Reply]) -> None:
-        self.replies = replies
-
-    @property
-    def client_ids(self) -> list[str]:
-        return list(self.replies)
-
-    def exchange(self, method: str, tasks: Mapping[str, Any]) -> dict[str, Reply]:
-        return self.replies
-
-
 TIME = "2026-01-01T00:00:00.000+00:00"
 
 
@@ -360,7 +346,7 @@ def test_lines_are_bound_to_the_engines_device_and_the_steps_round() -> None:
     refusal = Refusal("no")  # rejected: its lines still count
     observer = _Recorder()
     server = FedDetectServer(Config(), observer)
-    pool = _FixedReplies({"a": Reply(refusal, (right,)), "b": Reply(refusal, (no_round,)),
+    pool = FixedReplies({"a": Reply(refusal, (right,)), "b": Reply(refusal, (no_round,)),
                  "c": Reply(refusal, (other_device,))})
     assert server._exchange(pool, "fit", dict.fromkeys(["a", "b", "c"]), 3) == {}
     assert [(line.device, line.round) for line in observer.lines] == [
