@@ -4,6 +4,7 @@ the straightforward loop over reports, for FedAvg's average and the update norms
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -153,4 +154,45 @@ def test_rows_of_one_matrix_give_the_per_array_results(model_weights: Weights, c
         assert array.dtype == np.float64
         np.testing.assert_allclose(array, want, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(squared_distances(rows, model_weights), want_squares,
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("count", [5, 12, 21])
+def test_rows_of_one_matrix_give_the_same_numbers_on_any_number_of_threads(
+        model_weights: Weights, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups of rows summed apart and added in order: one thread, two or three threads give
+    the same bits (groups of 4 rows here, so several groups and a partial last one), and the
+    work ran in the pool's threads."""
+    rng = np.random.default_rng(count)
+    shapes = tuple(w.shape for w in model_weights)
+    centre = np.concatenate([w.ravel() for w in model_weights])
+    matrix = (centre + rng.uniform(-0.05, 0.05, (count, centre.size))).astype(np.float32)
+    rows = [RowWeights(matrix, int(r), shapes) for r in rng.permutation(count)]
+    fractions = rng.random(count)
+    fractions /= fractions.sum()
+    monkeypatch.setattr(blockwise, "ROW_GROUP", 4)
+    results = {}
+    seen_threads: set[str] = set()
+    real_blocks = blockwise.matrix_blocks
+
+    def noting_thread(*args: Any, **kwargs: Any) -> Any:
+        seen_threads.add(threading.current_thread().name)
+        return real_blocks(*args, **kwargs)
+
+    monkeypatch.setattr(blockwise, "matrix_blocks", noting_thread)
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(blockwise, "usable_cores", lambda threads=threads: threads)
+        seen_threads.clear()
+        results[threads] = (weighted_sum(rows, fractions),
+                            squared_distances(rows, model_weights))
+        pooled = threads > 1 and count > 4  # more than one group: a pool's threads
+        assert all(name.startswith("fediot-blockwise") == pooled for name in seen_threads)
+    plain = [[array.copy() for array in weights] for weights in rows]
+    for threads in (2, 3):
+        for got, want in zip(results[threads][0], results[1][0], strict=True):
+            assert np.array_equal(got, want)
+        assert np.array_equal(results[threads][1], results[1][1])
+    for got, want in zip(results[1][0], weighted_sum(plain, fractions), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(results[1][1], squared_distances(plain, model_weights),
                                rtol=1e-12)

@@ -10,18 +10,25 @@ into one float64 matrix (one row per report) and handled with one numpy call per
 The products are ``np.einsum``'s, not BLAS's: its loops run on this thread in a fixed order, so
 a result does not depend on the BLAS thread count, and a multi-threaded OpenBLAS on cores that
 other processes share (2 cores, loaded) took 2–6× longer for the same matrix–vector product.
+Rows of one matrix are read by one thread per usable core instead, in groups of
+:data:`ROW_GROUP` rows whose partial sums are added in group order: the same numbers whatever
+the thread count.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from fediot.core.federated.meter import usable_cores
 from fediot.core.model.row_weights import rows_of_one_matrix, split_row
+
+T = TypeVar("T")
 
 BLOCK_REPORTS = 64
 """Reports stacked at once: a block takes 64 × the largest layer (115 × 86 numbers) × 8 B ≈
@@ -31,6 +38,23 @@ ROW_BLOCK = 16
 """Whole weight lists stacked at once when they are rows of one matrix
 (:class:`~fediot.core.model.row_weights.RowWeights`, what stacked training returns): 16 ×
 36,876 numbers × 8 B ≈ 4.7 MB, about a layer block's size."""
+
+ROW_GROUP = 512
+"""Rows of one matrix a thread reads as one unit of work; each group's sum starts from zero
+and the groups' sums are added in order, so the result does not depend on the threads. At
+9,000 rows (a 1.3 GB matrix) two threads took 0.05 s where one took 0.10 s for the distances
+(measured on this 2-core machine)."""
+
+
+def _by_groups(work: Callable[[slice], T], rows: int) -> list[T]:
+    """``work`` of every :data:`ROW_GROUP` slice of ``range(rows)``, in order, on one thread
+    per usable core (numpy releases the GIL inside its loops)."""
+    groups = [slice(start, min(start + ROW_GROUP, rows)) for start in range(0, rows, ROW_GROUP)]
+    threads = min(usable_cores(), len(groups))
+    if threads <= 1:
+        return [work(group) for group in groups]
+    with ThreadPoolExecutor(threads, thread_name_prefix="fediot-blockwise") as pool:
+        return list(pool.map(work, groups))
 
 
 def layer_blocks(weights: Sequence[Sequence[npt.NDArray[Any]]], layer: int,
@@ -80,9 +104,18 @@ def weighted_sum(weights: Sequence[Sequence[npt.NDArray[Any]]],
     stacked = rows_of_one_matrix(weights)
     if stacked is not None:
         matrix, which, shapes = stacked
-        flat = np.zeros(matrix.shape[1], dtype=np.float64)
-        for part, values in matrix_blocks(matrix, which):
-            flat += np.einsum("i,ij->j", fractions[part], values)
+
+        def group_sum(group: slice) -> npt.NDArray[np.float64]:
+            total = np.zeros(matrix.shape[1], dtype=np.float64)
+            shares = fractions[group]
+            for part, values in matrix_blocks(matrix, which[group]):
+                total += np.einsum("i,ij->j", shares[part], values)
+            return total
+
+        sums = _by_groups(group_sum, len(which))
+        flat = sums[0]
+        for total in sums[1:]:
+            flat += total
         return split_row(flat, shapes)
     out: list[npt.NDArray[np.float64]] = []
     for layer, first in enumerate(weights[0]):
@@ -102,9 +135,14 @@ def squared_distances(weights: Sequence[Sequence[npt.NDArray[Any]]],
         matrix, which, _ = stacked
         centre = np.concatenate([np.ravel(a) for a in reference]).astype(np.float64)
         squares = np.empty(len(weights), dtype=np.float64)
-        for part, values in matrix_blocks(matrix, which):
-            values -= centre
-            squares[part] = np.einsum("ij,ij->i", values, values)
+
+        def group_squares(group: slice) -> None:
+            into = squares[group]
+            for part, values in matrix_blocks(matrix, which[group]):
+                values -= centre
+                into[part] = np.einsum("ij,ij->i", values, values)
+
+        _by_groups(group_squares, len(which))
         return squares
     for i, arrays in enumerate(weights):
         if len(arrays) != len(reference):

@@ -18,11 +18,15 @@ Shuffles:
   generator exactly as :func:`train_local` does, and on the CPU the places where a stacked
   kernel rounds differently from a lone device's are redone as for a lone device (fused
   Adam's partial last unit, bias sums over padded rows, products of a few rows), so each
-  device's result equals its sequential training (bit for bit on the testbed's devices; tested
-  within 1e-6 on the aggregated weights). On a GPU the kernels differ from the CPU's anyway:
-  the same shuffles, no corrections;
+  device's result equals its sequential training (bit for bit: tested per device for batches
+  of 1 to 20 rows and several batches, with batch sizes that are multiples of 16 (with other
+  sizes a lone device's one-row last batch starts unaligned in memory and can differ by
+  ~1e-8); and within 1e-6 on the aggregated weights against the sequential engine). On a GPU the kernels differ
+  from the CPU's anyway: the same shuffles, no corrections;
 - ``fast``: one batched draw per chunk and epoch (random keys sorted within each device's rows):
-  a different, equally uniform permutation per device, without K generator calls.
+  a different, equally uniform permutation per device, without K generator calls; and on the
+  CPU NumPy's vectorised tanh instead of torch's, which runs one element at a time there
+  (within 2 ulp of it, tested).
 
 Devices are trained in chunks of at most ``chunk_devices`` (sized from
 :data:`CHUNK_MEMORY_BYTES` by default), which bounds the memory of parameters, optimiser state
@@ -59,10 +63,15 @@ CHUNK_MEMORY_BYTES: Final[int] = 32 * 2**20
 """Memory a chunk of stacked devices may take (parameters, gradients, Adam's two moments and
 the step's activations); :func:`chunk_size` derives the devices per chunk from it."""
 
-SMALL_BATCH_ROWS: Final[int] = 16
+SMALL_BATCH_ROWS: Final[int] = 4
 """Exact mode recomputes a device's products alone when its batch has fewer rows than this:
-BLAS multiplies a handful of rows along another path (with other rounding) than a stack of
-padded ones (measured: differences at 1–3 rows, none from 5)."""
+BLAS multiplies one to three rows along another path (with other rounding) than a stack of
+padded ones. Measured here on the autoencoder's eight layer shapes, forward and backward
+products, 3,840 each: every product of 1–3 rows differed, none of 4–16 rows (and the
+testbed's 900 and 9,000 virtual devices trained bit for bit as with 16, in 0.7× the time at
+9,000, where half the devices have fewer than 16 rows); ``test_stacked_products_of_few_rows``
+keeps checking it
+(``tests/core/model/test_stacked.py``)."""
 
 STACK_ROWS_MULTIPLE: Final[int] = 16
 """A step stacks a multiple of this many rows per device (or a full batch): batched products
@@ -391,6 +400,15 @@ class _Workspace:
                 moment[:k].zero_()
 
 
+def _numpy_tanh_(values: torch.Tensor) -> None:
+    """``values.tanh_()`` by NumPy's vectorised tanh (CPU, contiguous ``values``): torch's CPU
+    tanh runs one element at a time here (measured 1.0 ns per element on two threads against
+    0.13 for its sigmoid), NumPy's in vector lanes, within a few ulp of it (1 ulp apart in
+    about a third of the elements)."""
+    array = values.numpy()
+    np.tanh(array, out=array)
+
+
 def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, plan: _Plan,
                  settings: StackedSettings, tanh_after: list[bool], exact: bool,
                  space: _Workspace) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -405,6 +423,8 @@ def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, pla
     losses = torch.zeros(k, dtype=torch.float32, device=rows.device)
     mask = plan.index != rows.shape[0] - 1
     n_layers = len(tanh_after)
+    # exact mode keeps torch's tanh, the one a lone device's training uses
+    tanh_ = torch.Tensor.tanh_ if exact or rows.device.type != "cpu" else _numpy_tanh_
     for s, (a, width) in enumerate(zip(plan.active, plan.widths, strict=True)):
         index = plan.index[s, :a, :width]
         batch = rows.index_select(0, index.reshape(-1)).view(a, width, -1)
@@ -415,10 +435,14 @@ def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, pla
             weight, bias = params[2 * layer][:a], params[2 * layer + 1][:a]
             layer_in = out
             out = torch.baddbmm(bias.unsqueeze(1), layer_in, weight.transpose(1, 2))
-            for i, count in small:  # a product of a few rows takes another path: as alone
-                out[i, :count] = torch.addmm(bias[i], layer_in[i, :count], weight[i].t())
+            for i, count in small:
+                # a product of a few rows takes another path: as alone, on fresh copies
+                # (aligned as a lone device's tensors: a one-row product's sums depend on
+                # where its operands start in memory, measured)
+                out[i, :count] = torch.addmm(bias[i].clone(), layer_in[i, :count].clone(),
+                                             weight[i].clone().t())
             if tanh_after[layer]:
-                out.tanh_()
+                tanh_(out)
             inputs.append(out)
         residual = out.sub_(batch)
         if plan.padded[s]:
@@ -437,8 +461,9 @@ def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, pla
             if layer:
                 delta_in = delta
                 delta = torch.bmm(delta_in, params[2 * layer][:a])
-                for i, count in small:
-                    delta[i, :count] = delta_in[i, :count].mm(params[2 * layer][i])
+                for i, count in small:  # as alone, on fresh copies (as above)
+                    delta[i, :count] = delta_in[i, :count].clone().mm(
+                        params[2 * layer][i].clone())
                 if tanh_after[layer - 1]:  # through tanh: d/dz tanh(z) = 1 − tanh(z)²
                     activation = inputs[layer]
                     delta = torch.addcmul(delta, delta, activation * activation, value=-1)
