@@ -15,6 +15,8 @@ from fediot.core.model import (
     set_weights,
     train_local,
 )
+from fediot.core.model import training
+from fediot.core.model.training import tanh_
 
 
 def low_rank_rows(rows: int, width: int = 30, rank: int = 3, seed: int = 0) -> np.ndarray:
@@ -234,3 +236,37 @@ def test_our_autoencoder_takes_the_explicit_backprop_path() -> None:
     plan = _linear_tanh_plan(build_autoencoder(115))
     assert plan is not None
     assert [tanh for _, tanh in plan] == [True, True, True, False, True, True, True, False]
+
+
+def test_tanh_is_within_two_ulp_of_torchs_and_keeps_every_elements_bits() -> None:
+    """The torch paths' tanh (NumPy's on the CPU): within 2 ulp of torch.tanh, odd, the same
+    bits for an element wherever it sits (stacked training relies on it), in place."""
+    values = torch.linspace(-12.0, 12.0, 200_001)
+    want = torch.tanh(values).numpy()
+    got = values.clone()
+    assert tanh_(got) is got
+    ulp = np.spacing(np.abs(want))
+    assert (np.abs(got.numpy() - want) <= 2 * ulp).all()
+    assert torch.equal(tanh_(-values), -got)
+    shuffled = values[torch.randperm(len(values), generator=torch.Generator().manual_seed(0))]
+    for start, stop in [(0, 1), (3, 20), (7, 1031), (1, 200_000)]:
+        piece = shuffled[start:stop].clone()
+        whole = shuffled.clone()
+        assert torch.equal(tanh_(piece), tanh_(whole)[start:stop])
+    # what NumPy cannot take in place goes to torch's own
+    strided = values.clone()[::2]
+    assert torch.equal(tanh_(strided), torch.tanh(values[::2]))
+
+
+def test_scoring_our_stack_directly_gives_the_modules_numbers_but_for_tanh(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """reconstruction_errors runs our Linear/Tanh stack's layers itself: with torch's tanh
+    patched in, the very numbers of the module's forward."""
+    X = low_rank_rows(3000)
+    model = build_autoencoder(30, seed=2).eval()
+    with torch.no_grad():
+        rows = torch.from_numpy(X)
+        expected = (model(rows) - rows).square().mean(dim=1).numpy()
+    np.testing.assert_allclose(reconstruction_errors(model, X), expected, rtol=1e-5)
+    monkeypatch.setattr(training, "tanh_", torch.Tensor.tanh_)
+    assert np.array_equal(reconstruction_errors(model, X), expected.astype(np.float64))

@@ -71,7 +71,6 @@ from fediot.core.model import (
     set_weights,
     torch_device,
 )
-from fediot.core.model.numpy_backend import NumpyAutoencoder, single_blas_thread
 from fediot.core.model.stacked import ShuffleMode, StackedSettings, train_stacked
 
 VECTORISED_METHODS: Final[tuple[str, ...]] = ("fit", "threshold_stats", "evaluate")
@@ -192,7 +191,6 @@ class DeviceBatch:
         self._splits: dict[str, _Stacked] = {}
         self._train_tensor: torch.Tensor | None = None
         self._model: Autoencoder | None = None
-        self._numpy_model: NumpyAutoencoder | None = None
         self._trained: npt.NDArray[np.float32] | None = None
 
     @classmethod
@@ -259,15 +257,7 @@ class DeviceBatch:
         return self._splits[split]
 
     def _load(self, state: ModelState) -> Scorer:
-        """The scorer of the global model ``state``: torch's, as a device's, or in fast mode on
-        the CPU NumPy's (its vectorised tanh; within ~1e-7 of torch's errors, twice as fast
-        here: torch's CPU tanh runs one element at a time)."""
-        if self.shuffle == "fast" and self.device.type == "cpu":
-            if self._numpy_model is None:
-                single_blas_thread()  # one thread per part, as torch's set_num_threads(1)
-                self._numpy_model = NumpyAutoencoder(N_FEATURES)
-            self._numpy_model.set_weights(state.weights)
-            return self._numpy_model.reconstruction_errors
+        """The scorer of the global model ``state`` (a device's own function)."""
         if self._model is None:
             # scoring only (training is stacked): eval mode once, which threads then share
             self._model = build_autoencoder(N_FEATURES, seed=0).to(self.device).eval()
@@ -420,4 +410,3 @@ class DeviceBatch:
         """Release the cached rows and model."""
         self._scaler_key, self._scaler = None, None
         self._splits, self._train_tensor, self._model, self._trained = {}, None, None, None
-        self._numpy_model = None

@@ -21,12 +21,10 @@ Shuffles:
   device's result equals its sequential training (bit for bit: tested per device for batches
   of 1 to 20 rows and several batches, with batch sizes that are multiples of 16 (with other
   sizes a lone device's one-row last batch starts unaligned in memory and can differ by
-  ~1e-8); and within 1e-6 on the aggregated weights against the sequential engine). On a GPU the kernels differ
-  from the CPU's anyway: the same shuffles, no corrections;
+  ~1e-8); and within 1e-6 on the aggregated weights against the sequential engine). On a GPU
+  the kernels differ from the CPU's anyway: the same shuffles, no corrections;
 - ``fast``: one batched draw per chunk and epoch (random keys sorted within each device's rows):
-  a different, equally uniform permutation per device, without K generator calls; and on the
-  CPU NumPy's vectorised tanh instead of torch's, which runs one element at a time there
-  (within 2 ulp of it, tested).
+  a different, equally uniform permutation per device, without K generator calls.
 
 Devices are trained in chunks of at most ``chunk_devices`` (sized from
 :data:`CHUNK_MEMORY_BYTES` by default), which bounds the memory of parameters, optimiser state
@@ -53,7 +51,7 @@ from fediot.core.config import CHOICES
 from fediot.core.model.autoencoder import build_autoencoder, weight_shapes
 from fediot.core.model.local_training import TrainSettings
 from fediot.core.model.row_weights import RowWeights, layout
-from fediot.core.model.training import _linear_tanh_plan
+from fediot.core.model.training import _linear_tanh_plan, tanh_
 from fediot.core.model.transform import ModelInputError
 
 ShuffleMode = Literal["exact", "fast"]
@@ -400,15 +398,6 @@ class _Workspace:
                 moment[:k].zero_()
 
 
-def _numpy_tanh_(values: torch.Tensor) -> None:
-    """``values.tanh_()`` by NumPy's vectorised tanh (CPU, contiguous ``values``): torch's CPU
-    tanh runs one element at a time here (measured 1.0 ns per element on two threads against
-    0.13 for its sigmoid), NumPy's in vector lanes, within a few ulp of it (1 ulp apart in
-    about a third of the elements)."""
-    array = values.numpy()
-    np.tanh(array, out=array)
-
-
 def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, plan: _Plan,
                  settings: StackedSettings, tanh_after: list[bool], exact: bool,
                  space: _Workspace) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -423,8 +412,6 @@ def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, pla
     losses = torch.zeros(k, dtype=torch.float32, device=rows.device)
     mask = plan.index != rows.shape[0] - 1
     n_layers = len(tanh_after)
-    # exact mode keeps torch's tanh, the one a lone device's training uses
-    tanh_ = torch.Tensor.tanh_ if exact or rows.device.type != "cpu" else _numpy_tanh_
     for s, (a, width) in enumerate(zip(plan.active, plan.widths, strict=True)):
         index = plan.index[s, :a, :width]
         batch = rows.index_select(0, index.reshape(-1)).view(a, width, -1)

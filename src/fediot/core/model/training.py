@@ -132,6 +132,23 @@ def _linear_tanh_plan(model: Autoencoder) -> list[tuple[nn.Linear, bool]] | None
     return plan
 
 
+def tanh_(values: torch.Tensor) -> torch.Tensor:
+    """``values.tanh_()``; on the CPU by NumPy's vectorised tanh.
+
+    PyTorch's CPU tanh runs one element at a time on this machine (1.0 ns per element on two
+    threads, against 0.13 for its sigmoid): it was ~45 % of a scoring pass and ~10 % of a
+    training step. NumPy's runs in vector lanes, gives an element the same bits wherever it
+    sits in an array, and is within 2 ulp of PyTorch's (tested). Every torch path here —
+    training, scoring, stacked training — uses this one, so they agree bit for bit.
+    """
+    if (values.device.type == "cpu" and values.dtype == torch.float32
+            and values.is_contiguous() and not values.requires_grad):
+        array = values.numpy()
+        np.tanh(array, out=array)
+        return values
+    return values.tanh_()
+
+
 _Layer = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 """(weight, bias, weight gradient, bias gradient) of one Linear layer."""
 
@@ -160,7 +177,7 @@ def _forward_backward(layers: list[_Layer], tanh_after: list[bool], batch: torch
     for (weight, bias, _, _), tanh_follows in zip(layers, tanh_after, strict=True):
         out = torch.addmm(bias, out, weight.t())
         if tanh_follows:
-            out.tanh_()
+            tanh_(out)
         inputs.append(out)
     residual = out.sub_(batch)
     flat = residual.view(-1)
@@ -412,6 +429,21 @@ def reconstruction_errors(
     batch_size = positive_int(batch_size, "batch_size")
     errors = np.empty(len(data), dtype=np.float64)
     rows = _as_tensor(data, device)
+    plan = _linear_tanh_plan(model)
+    if plan is not None:  # our Linear/Tanh stack: its layers directly, with tanh_
+        layers = [(linear.weight.detach(), linear.bias.detach(), tanh_follows)
+                  for linear, tanh_follows in plan]
+        with torch.inference_mode():
+            for start in range(0, len(data), batch_size):
+                batch = rows[start : start + batch_size]
+                out = batch
+                for weight, bias, tanh_follows in layers:
+                    out = torch.addmm(bias, out, weight.t())  # as nn.Linear computes it
+                    if tanh_follows:
+                        tanh_(out)
+                squared = out.sub_(batch).square_()
+                errors[start : start + len(batch)] = squared.mean(dim=1).cpu().numpy()
+        return errors
     # switching modes walks every submodule: costly next to scoring one live packet, so a
     # model already in eval mode (a fitted detector's) is left alone
     was_training = model.training
