@@ -73,3 +73,23 @@ def test_rows_of_one_matrix_only_when_every_list_is_a_row_of_the_same_one() -> N
     assert rows_of_one_matrix([*rows, RowWeights(other, 1, SHAPES)]) is None
     assert rows_of_one_matrix([*rows, list(RowWeights(m, 1, SHAPES))]) is None
     assert rows_of_one_matrix([list(rows[0]), *rows]) is None
+
+
+def test_every_row_gives_what_rows_one_by_one_give() -> None:
+    m = matrix(6, seed=3)
+    for rows in (None, [4, 0, 5], []):
+        many = RowWeights.every_row(m, list(SHAPES), rows)
+        wanted = range(6) if rows is None else rows
+        assert [w.row for w in many] == list(wanted)
+        for weights, row in zip(many, wanted, strict=True):
+            one = RowWeights(m, row, SHAPES)
+            assert type(weights) is RowWeights and weights.matrix is m
+            assert weights.shapes == SHAPES and isinstance(weights.shapes, tuple)
+            assert [a.shape for a in weights] == [a.shape for a in one]
+            assert all(np.array_equal(a, b) and np.shares_memory(a, m[row])
+                       for a, b in zip(weights, one, strict=True))
+            assert type(pickle.loads(pickle.dumps(weights))) is list
+    with pytest.raises(ValueError, match="row 6 is outside"):
+        RowWeights.every_row(m, SHAPES, [1, 6])
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        RowWeights.every_row(m.astype(np.float64), SHAPES)

@@ -14,8 +14,8 @@ from fediot.core.model import (
     reconstruction_errors,
     set_weights,
     train_local,
+    training,
 )
-from fediot.core.model import training
 from fediot.core.model.training import tanh_
 
 

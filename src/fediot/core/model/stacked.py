@@ -580,8 +580,8 @@ def train_stacked(global_weights: Sequence[npt.NDArray[np.float32]], rows: torch
     row_of = np.empty(len(order), dtype=np.int64)
     row_of[order] = np.arange(len(order))
     layer_shapes = tuple(shapes)
-    weights: list[list[npt.NDArray[np.float32]]] = [
-        RowWeights(trained, row, layer_shapes) for row in row_of.tolist()]
+    weights: list[list[npt.NDArray[np.float32]]] = list(
+        RowWeights.every_row(trained, layer_shapes, row_of.tolist()))
     chunk_steps = [int(steps[order[first:first + per_chunk]].sum()) for first in firsts]
     return StackedResult(weights, mean_loss, trained, steps.astype(np.int64), chunk_of,
                          chunk_seconds, chunk_steps)
