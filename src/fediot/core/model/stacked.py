@@ -424,8 +424,8 @@ def _train_chunk(global_weights: Sequence[torch.Tensor], rows: torch.Tensor, pla
             out = torch.baddbmm(bias.unsqueeze(1), layer_in, weight.transpose(1, 2))
             for i, count in small:
                 # a product of a few rows takes another path: as alone, on fresh copies
-                # (aligned as a lone device's tensors: a one-row product's sums depend on
-                # where its operands start in memory, measured)
+                # (aligned as a lone device's tensors: such a product's sums depend on
+                # where its operands start in memory; measured, 1–3 rows)
                 out[i, :count] = torch.addmm(bias[i].clone(), layer_in[i, :count].clone(),
                                              weight[i].clone().t())
             if tanh_after[layer]:
