@@ -179,8 +179,12 @@ class LogCapture(logging.Handler):
         if self._lowered is not None:
             self._logger.setLevel(self._lowered)
 
+    def takes(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is this call's line (its thread's, at ``level`` or above)."""
+        return record.thread == self._thread and record.levelno >= self.level
+
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread != self._thread:  # another thread of this process: not this call's
+        if not self.takes(record):
             return
         if len(self._lines) >= self.limit:
             self._dropped += 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -105,9 +107,7 @@ class ProgressObserver:
         if phase in ("lost", "excluded"):
             return  # each device's line (lost, left out) arrives through on_logs
         if phase == "rejected":
-            self.progress.console.print(f"[red]reply rejected:[/] {escape(detail)}",
-                                        highlight=False)
-            return
+            return  # the server logs it (a warning), which progress_bar prints above the bar
         label = {"data": "", "scaler": "pooling scaler statistics", "round": "round",
                  "threshold": "thresholds", "evaluate": "evaluating"}.get(phase, phase)
         loss = f"  loss {self.last_loss:.4f}" if self.last_loss is not None else ""
@@ -126,10 +126,39 @@ class ProgressObserver:
                     f"{escape(line.message)}", highlight=False)
 
 
-def progress_bar(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total} rounds"), TimeElapsedColumn(),
-                    console=console, transient=True)
+class _ConsoleLogHandler(logging.Handler):
+    """FedIoT's warnings and errors printed on ``console`` (above a progress bar): without a
+    handler Python's last-resort one writes them bare to stderr. A device's own lines (what
+    a :class:`LogCapture` takes) are left to the observer's ``on_logs``."""
+
+    def __init__(self, console: Console, logger: logging.Logger) -> None:
+        super().__init__(logging.WARNING)
+        self.console, self.logger = console, logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from fediot.core.federated.client import LogCapture
+
+        if any(isinstance(h, LogCapture) and h.takes(record) for h in self.logger.handlers):
+            return
+        style = "red" if record.levelno >= logging.ERROR else "yellow"
+        self.console.print(f"[{style}]{escape(record.getMessage())}[/]", highlight=False)
+
+
+@contextmanager
+def progress_bar(console: Console) -> Iterator[Progress]:
+    """A run's progress bar on ``console``; while it shows, FedIoT's warnings (a rejected
+    reply, …) are printed above it, once each."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total} rounds"),
+                        TimeElapsedColumn(), console=console, transient=True)
+    logger = logging.getLogger("fediot")
+    handler = _ConsoleLogHandler(progress.console, logger)
+    logger.addHandler(handler)
+    try:
+        with progress:
+            yield progress
+    finally:
+        logger.removeHandler(handler)
 
 
 def _pct(value: float | None) -> str:
