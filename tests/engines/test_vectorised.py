@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import warnings
 import weakref
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -248,10 +247,9 @@ def test_scoring_in_threads_gives_the_numbers_of_one_pass(threads: int) -> None:
     model = build_autoencoder(seed=5).eval()
     rows = np.random.default_rng(1).standard_normal((2 * 2048 + 77, 115)).astype(np.float32)
     one_pass = reconstruction_errors(model, rows)
-    score = partial(reconstruction_errors, model)
-    assert np.array_equal(errors_in_parts(score, rows, threads), one_pass)
-    assert np.array_equal(errors_in_parts(score, rows[:10], threads), one_pass[:10])
-    assert errors_in_parts(score, rows[:0], threads).shape == (0,)
+    assert np.array_equal(errors_in_parts(model, rows, threads), one_pass)
+    assert np.array_equal(errors_in_parts(model, rows[:10], threads), one_pass[:10])
+    assert errors_in_parts(model, rows[:0], threads).shape == (0,)
 
 
 def test_a_round_reuses_the_weights_array_only_when_no_reply_holds_it() -> None:

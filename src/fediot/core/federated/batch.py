@@ -81,32 +81,28 @@ SCORE_GROUP_ROWS: Final[int] = 1 << 18
 float32 rows): devices are grouped until their rows reach it."""
 
 
-Scorer = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float64]]
-"""Transformed rows → their reconstruction errors under one model (float64, a row each)."""
-
-
-def errors_in_parts(score: Scorer, rows: npt.NDArray[np.float32],
+def errors_in_parts(model: Autoencoder, rows: npt.NDArray[np.float32],
                     threads: int = 1) -> npt.NDArray[np.float64]:
-    """``score(rows)`` computed in ``threads`` parts at once, one thread each (cut at whole
-    scoring batches, so the numbers are those of one pass)."""
+    """:func:`reconstruction_errors` of ``rows`` scored in ``threads`` parts at once, one
+    thread each (cut at whole scoring batches, so the numbers are those of one pass)."""
     if not len(rows):
         return np.zeros(0)
     batches = -(-len(rows) // DEFAULT_SCORE_BATCH_SIZE)
     cut = -(-batches // max(threads, 1)) * DEFAULT_SCORE_BATCH_SIZE
     parts = [rows[start:start + cut] for start in range(0, len(rows), cut)]
     if len(parts) == 1:
-        return score(rows)
+        return reconstruction_errors(model, rows)
     with ThreadPoolExecutor(len(parts), thread_name_prefix="fediot-score") as pool:
-        return np.concatenate(list(pool.map(score, parts)))
+        return np.concatenate(list(pool.map(partial(reconstruction_errors, model), parts)))
 
 
-def _error_stats(score: Scorer, rows: npt.NDArray[np.float32], ends: Sequence[int],
+def _error_stats(model: Autoencoder, rows: npt.NDArray[np.float32], ends: Sequence[int],
                  threads: int) -> list[ErrorStats]:
     """Per device (its rows end at ``ends``), :meth:`ErrorStats.from_errors` of its rows'
     errors, scored in ``threads`` parts."""
     if not ends:
         return []
-    return ErrorStats.of_parts(errors_in_parts(score, rows, threads), ends)
+    return ErrorStats.of_parts(errors_in_parts(model, rows, threads), ends)
 
 
 def _unshared(array: npt.NDArray[Any] | None) -> bool:
@@ -256,20 +252,19 @@ class DeviceBatch:
                                            self._scaler)
         return self._splits[split]
 
-    def _load(self, state: ModelState) -> Scorer:
-        """The scorer of the global model ``state`` (a device's own function)."""
+    def _load(self, state: ModelState) -> Autoencoder:
         if self._model is None:
             # scoring only (training is stacked): eval mode once, which threads then share
             self._model = build_autoencoder(N_FEATURES, seed=0).to(self.device).eval()
         set_weights(self._model, state.weights)
-        return partial(reconstruction_errors, self._model)
+        return self._model
 
-    def _errors(self, score: Scorer, rows: npt.NDArray[np.float32],
+    def _errors(self, model: Autoencoder, rows: npt.NDArray[np.float32],
                 ends: Sequence[int]) -> list[npt.NDArray[np.float64]]:
         """Reconstruction errors of many devices' rows, split per device."""
         if not ends:
             return []
-        return np.split(errors_in_parts(score, rows, self.threads), list(ends)[:-1])
+        return np.split(errors_in_parts(model, rows, self.threads), list(ends)[:-1])
 
     # --- the vectorised steps ---------------------------------------------------------
 
@@ -284,7 +279,7 @@ class DeviceBatch:
             train = self._split("train", task.model.scaler)
             opt = self._split("opt", task.model.scaler)
             rows, ends = opt.rows_of(indices)
-            score = self._load(task.model)
+            model = self._load(task.model)
             if self._train_tensor is None:
                 self._train_tensor = torch.from_numpy(train.rows).to(self.device)
             result = train_stacked(
@@ -300,7 +295,7 @@ class DeviceBatch:
             self._trained = result.trained
             # after the training, on all threads: beside it, a third thread on two cores
             # made the round slower at 9,000 devices and no faster at 900
-            validation = _error_stats(score, rows, ends, self.threads)
+            validation = _error_stats(model, rows, ends, self.threads)
         total_steps = max(int(result.steps.sum()), 1)
         replies = {}
         with capturing_level():
@@ -377,17 +372,17 @@ class DeviceBatch:
         ids = list(tasks)
         state = tasks[ids[0]].model
         with TaskMeter(exact_memory=False) as meter:
-            score = self._load(state)
+            model = self._load(state)
             opt = self._split("opt", state.scaler)
             choosing = [cid for cid in ids if tasks[cid].window == 0]
             opt_errors = dict(zip(choosing, self._errors(
-                score, *opt.rows_of([self._index[c] for c in choosing])), strict=True))
+                model, *opt.rows_of([self._index[c] for c in choosing])), strict=True))
             blocks = [evaluation_blocks(self._data[self._index[cid]]) for cid in ids]
             raw = [rows for device in blocks for _, rows in device]
             assert self._scaler is not None
             scaled = (self._scaler.transform(np.concatenate(raw)) if raw
                       else np.zeros((0, N_FEATURES), np.float32))
-            flat = self._errors(score, scaled, np.cumsum([len(r) for r in raw]).tolist())
+            flat = self._errors(model, scaled, np.cumsum([len(r) for r in raw]).tolist())
         total_rows = max(sum(len(r) for r in raw), 1)
         replies = {}
         position = 0
