@@ -149,6 +149,20 @@ def tanh_(values: torch.Tensor) -> torch.Tensor:
     return values.tanh_()
 
 
+def _forward(layers: Sequence[tuple[torch.Tensor, torch.Tensor, bool]],
+             batch: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's input and, last, the output: ``[batch, a1, …, output]`` (``layers``:
+    ``(weight, bias, tanh_follows)``; each product as ``nn.Linear`` computes it)."""
+    activations = [batch]
+    out = batch
+    for weight, bias, tanh_follows in layers:
+        out = torch.addmm(bias, out, weight.t())
+        if tanh_follows:
+            tanh_(out)
+        activations.append(out)
+    return activations
+
+
 _Layer = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 """(weight, bias, weight gradient, bias gradient) of one Linear layer."""
 
@@ -172,14 +186,10 @@ def _forward_backward(layers: list[_Layer], tanh_after: list[bool], batch: torch
     ``per_row``: δ of each row's own loss (its MSE over the features) instead of the batch's
     (δ then sums to the batch gradient × batch size): what per-row clipping needs.
     """
-    inputs = [batch]  # inputs[i] is the input of layer i
-    out = batch
-    for (weight, bias, _, _), tanh_follows in zip(layers, tanh_after, strict=True):
-        out = torch.addmm(bias, out, weight.t())
-        if tanh_follows:
-            tanh_(out)
-        inputs.append(out)
-    residual = out.sub_(batch)
+    # inputs[i] is the input of layer i; the last one the output
+    inputs = _forward([(weight, bias, tanh_follows) for (weight, bias, _, _), tanh_follows
+                       in zip(layers, tanh_after, strict=True)], batch)
+    residual = inputs[-1].sub_(batch)
     flat = residual.view(-1)
     loss = float(torch.dot(flat, flat)) / flat.numel() if flat.numel() else 0.0
     scale = 2.0 / (batch.shape[1] if per_row else max(flat.numel(), 1))
@@ -436,12 +446,7 @@ def reconstruction_errors(
         with torch.inference_mode():
             for start in range(0, len(data), batch_size):
                 batch = rows[start : start + batch_size]
-                out = batch
-                for weight, bias, tanh_follows in layers:
-                    out = torch.addmm(bias, out, weight.t())  # as nn.Linear computes it
-                    if tanh_follows:
-                        tanh_(out)
-                squared = out.sub_(batch).square_()
+                squared = _forward(layers, batch)[-1].sub_(batch).square_()
                 errors[start : start + len(batch)] = squared.mean(dim=1).cpu().numpy()
         return errors
     # switching modes walks every submodule: costly next to scoring one live packet, so a
